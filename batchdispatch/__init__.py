@@ -1,0 +1,29 @@
+"""batchdispatch: batch items from any thread and dispatch them in the background.
+
+.. code-block:: python
+
+    from batchdispatch import BackgroundDispatcher
+
+    dispatcher = BackgroundDispatcher(send, delay=0.1)
+    dispatcher.enqueue({"msg": "hi"})
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ._dispatcher import BackgroundDispatcher
+from ._engine import DispatcherStats
+from .exceptions import BatchDispatchError, QueueFullError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackgroundDispatcher",
+    "BatchDispatchError",
+    "DispatcherStats",
+    "QueueFullError",
+    "__version__",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

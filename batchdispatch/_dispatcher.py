@@ -1,0 +1,99 @@
+"""BackgroundDispatcher: the public face of the engine for one stream of items."""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional, TypeVar
+
+from . import _validate
+from ._engine import Engine
+
+T = TypeVar("T")
+
+__all__ = ["BackgroundDispatcher"]
+
+
+class BackgroundDispatcher(Engine[T]):
+    """Collect items from any thread and hand them to *dispatch* in batches.
+
+    A daemon worker thread, started on the first :meth:`enqueue`, waits
+    until the oldest waiting item has waited *delay* seconds (or a batch is
+    full), takes the waiting items and calls ``dispatch(batch)`` with the
+    lock released. It never calls dispatch with an empty list.
+
+    .. code-block:: python
+
+        from batchdispatch import BackgroundDispatcher
+
+        def send(batch):
+            print(f"sending {len(batch)} events")
+
+        with BackgroundDispatcher(send, delay=0.1) as dispatcher:
+            dispatcher.enqueue({"event": "signup"})
+        # leaving the block flushed the batch and stopped the worker
+
+    :param dispatch: called as ``dispatch(batch)`` on the worker thread with
+        a non-empty list, in enqueue order. If it raises, every item of the
+        batch counts as failed and *on_error* is called; there is no retry.
+    :param delay: seconds an item may wait for company before its batch
+        goes out. Batches leave at most once per *delay*, earlier only when
+        a batch (or the queue) is full, or on :meth:`flush`. Must be > 0 and
+        finite.
+    :param max_batch_size: the largest batch dispatch receives (None: no
+        limit). A full batch wakes the worker at once.
+    :param max_queue_size: items held at most (None: no limit). Under
+        concurrent producers the bound may be passed by at most one item per
+        thread enqueueing at that instant.
+    :param overflow: what ``enqueue`` does when the queue is full:
+        ``"drop_newest"`` rejects the new item, ``"drop_oldest"`` evicts the
+        oldest waiting one, ``"block"`` wakes the worker and waits up to
+        *block_timeout* seconds for room before dropping, ``"raise"`` raises
+        :class:`~batchdispatch.QueueFullError`. Every drop is counted in
+        :meth:`stats` under ``"queue_full"``.
+    :param block_timeout: seconds ``"block"`` waits at most (None: no limit).
+    :param on_error: called as ``on_error(exc, batch)`` on the worker thread
+        when dispatch raises. By default the failure is logged with its
+        traceback on the ``batchdispatch`` logger, at most once every ten
+        seconds.
+    :param name: names the worker thread ``batchdispatch:<name>`` (default:
+        the dispatch callable's qualified name).
+    :param flush_on_exit: at interpreter exit, deliver what is pending
+        within *exit_timeout* seconds. If False, pending items are discarded
+        at exit, counted as ``"exit"`` drops and logged.
+    :param exit_timeout: seconds the exit hook (and the ``with`` block)
+        waits at most.
+    :param clock: a monotonic clock for the *delay*, for tests. Flush,
+        shutdown and exit deadlines always use the real monotonic clock.
+    """
+
+    def __init__(
+        self,
+        dispatch: Callable[[List[T]], object],
+        *,
+        delay: float = 0.1,
+        max_batch_size: Optional[int] = None,
+        max_queue_size: Optional[int] = 100_000,
+        overflow: str = "drop_newest",
+        block_timeout: Optional[float] = None,
+        on_error: Optional[Callable[[BaseException, List[T]], object]] = None,
+        name: Optional[str] = None,
+        flush_on_exit: bool = True,
+        exit_timeout: float = 5.0,
+        clock: Optional[Callable[[], float]] = None,
+    ) -> None:
+        if not callable(dispatch):
+            raise TypeError(f"dispatch must be callable, got {type(dispatch).__name__}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {type(name).__name__}")
+        super().__init__(
+            dispatch,
+            delay=_validate.seconds("delay", delay),  # type: ignore[arg-type]
+            max_batch_size=_validate.count("max_batch_size", max_batch_size),
+            max_queue_size=_validate.count("max_queue_size", max_queue_size),
+            overflow=_validate.overflow(overflow),
+            block_timeout=_validate.seconds("block_timeout", block_timeout, allow_zero=True, allow_none=True),
+            on_error=_validate.callable_or_none("on_error", on_error),
+            name=name or _validate.default_name(dispatch),
+            flush_on_exit=bool(flush_on_exit),
+            exit_timeout=_validate.seconds("exit_timeout", exit_timeout, allow_zero=True),  # type: ignore[arg-type]
+            clock=_validate.callable_or_none("clock", clock),
+        )
