@@ -1,0 +1,154 @@
+"""Shared fixtures: leak checks, a dispatcher factory, a fake clock, subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from typing import Any, Callable, Iterator, List
+
+import pytest
+
+from batchdispatch import BackgroundDispatcher
+from batchdispatch import _engine
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(autouse=True)
+def _no_leaks() -> Iterator[None]:
+    """Fail a test that leaves a dispatcher running or a thread behind."""
+    threads_before = set(threading.enumerate())
+    engines_before = set(_engine._registry)
+    yield
+    leaked = [e for e in list(_engine._registry) if e not in engines_before and e._state != "new"]
+    for engine in leaked:
+        engine.shutdown(timeout=5)
+    extra = [t for t in threading.enumerate() if t not in threads_before]
+    for thread in extra:
+        thread.join(timeout=5)
+    alive = [t.name for t in extra if t.is_alive()]
+    assert not leaked, f"dispatchers left running: {leaked}"
+    assert not alive, f"threads leaked: {alive}"
+
+
+@pytest.fixture
+def make() -> Iterator[Callable[..., BackgroundDispatcher[Any]]]:
+    """Build dispatchers that are always shut down after the test."""
+    made: List[BackgroundDispatcher[Any]] = []
+
+    def factory(dispatch: Callable[[List[Any]], object], **options: Any) -> BackgroundDispatcher[Any]:
+        dispatcher: BackgroundDispatcher[Any] = BackgroundDispatcher(dispatch, **options)
+        made.append(dispatcher)
+        return dispatcher
+
+    yield factory
+    for dispatcher in made:
+        dispatcher.shutdown(timeout=10)
+
+
+class Recorder:
+    """A dispatch callable that keeps every batch, with a lock of its own."""
+
+    def __init__(self) -> None:
+        self.batches: List[List[Any]] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, batch: List[Any]) -> None:
+        with self.cond:
+            self.batches.append(list(batch))
+            self.cond.notify_all()
+
+    def wait_batches(self, count: int, timeout: float = 10.0) -> bool:
+        """Wait until *count* batches have arrived (a sync point, not a sleep)."""
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.batches) >= count, timeout)
+
+    @property
+    def items(self) -> List[Any]:
+        with self.cond:
+            return [item for batch in self.batches for item in batch]
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+class FakeClock:
+    """A clock that moves only when told to: ``clock.advance(seconds)``.
+
+    ``last`` is the value it last returned: the engine reads its clock only
+    on the worker thread, right before deciding to take a batch, so a
+    dispatch callable can read ``last`` to learn when that decision was made.
+    """
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.last = 0.0
+        self.reads = 0
+        self.lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self.lock:
+            self.last = self.now
+            self.reads += 1
+            return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self.lock:
+            self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def poke(dispatcher: BackgroundDispatcher[Any], clock: FakeClock) -> None:
+    """Make the worker look at its clock again, and wait until it has."""
+    reads = clock.reads
+    with dispatcher._lock:
+        dispatcher._wakeup.notify()
+    deadline = _engine.monotonic() + 10
+    while clock.reads == reads:
+        assert _engine.monotonic() < deadline, "the worker did not wake up"
+        threading.Event().wait(0.001)
+
+
+def worker_wait_timeout(dispatcher: BackgroundDispatcher[Any], timeout: float = 10.0) -> Any:
+    """Wait until the worker sleeps in its condition; return that wait's timeout.
+
+    Reads the worker's stack rather than trusting a sleep: the answer is the
+    ``timeout`` argument of the ``Condition.wait`` it is blocked in.
+    """
+    worker = dispatcher._worker
+    assert worker is not None and worker.ident is not None
+    deadline = _engine.monotonic() + timeout
+    while _engine.monotonic() < deadline:
+        frame = sys._current_frames().get(worker.ident)
+        while frame is not None:
+            if frame.f_code.co_name == "wait" and frame.f_back is not None and (
+                frame.f_back.f_code.co_name == "_next_batch"
+            ):
+                with dispatcher._lock:  # held by the worker unless it waits
+                    return frame.f_locals.get("timeout")
+            frame = frame.f_back
+        threading.Event().wait(0.01)
+    raise AssertionError("the worker never went to sleep")
+
+
+def run_python(code: str, *, timeout: float = 60, env: Any = None) -> "subprocess.CompletedProcess[str]":
+    """Run *code* in a fresh interpreter with the checkout on sys.path."""
+    environ = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="error::ResourceWarning")
+    environ.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environ,
+        check=False,
+    )

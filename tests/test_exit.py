@@ -1,0 +1,131 @@
+"""Interpreter exit, in real subprocesses that simply end."""
+
+from __future__ import annotations
+
+from batchdispatch._engine import monotonic
+
+from .conftest import run_python
+
+
+def _delivered(stdout: str) -> int:
+    return sum(int(line) for line in stdout.split())
+
+
+def test_a_script_that_just_ends_delivers_everything() -> None:
+    result = run_python(
+        """
+        import sys
+        from batchdispatch import BackgroundDispatcher
+
+        def send(batch):
+            sys.stdout.write(f"{len(batch)}\\n")
+
+        d = BackgroundDispatcher(send, delay=0.1, max_queue_size=None)
+        for i in range(100_000):
+            d.enqueue(i)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert _delivered(result.stdout) == 100_000
+
+
+def test_a_hung_dispatch_delays_exit_by_exit_timeout_at_most() -> None:
+    started = monotonic()
+    result = run_python(
+        """
+        import logging, threading
+        from batchdispatch import BackgroundDispatcher
+
+        logging.basicConfig()
+        hang = threading.Event()
+        d = BackgroundDispatcher(lambda batch: hang.wait(), delay=0.01, exit_timeout=0.5)
+        for i in range(3):
+            d.enqueue(i)
+        """,
+        timeout=30,
+    )
+    elapsed = monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert "exit flush timed out with 3 items undelivered" in result.stderr
+    assert elapsed < 20  # 0.5 s plus interpreter start-up, with a wide margin
+
+
+def test_flush_on_exit_false_discards_and_says_so() -> None:
+    result = run_python(
+        """
+        import logging, sys
+        from batchdispatch import BackgroundDispatcher
+
+        logging.basicConfig()
+        d = BackgroundDispatcher(lambda b: sys.stdout.write(f"{len(b)}\\n"), delay=3600, flush_on_exit=False)
+        for i in range(7):
+            d.enqueue(i)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert "7 items discarded at exit (flush_on_exit=False)" in result.stderr
+
+
+def test_items_enqueued_by_later_atexit_handlers_are_delivered() -> None:
+    """Handlers registered after import run before our hook; those registered
+    before it run after, when no worker is left (and on 3.12+ no thread may
+    start): their items are dispatched on the calling thread."""
+    result = run_python(
+        """
+        import atexit, sys, threading
+
+        def send(batch):
+            where = "worker" if threading.current_thread().name.startswith("batchdispatch") else "caller"
+            sys.stdout.write(f"{batch} {where}\\n")
+
+        def late():  # registered first, so it runs last
+            from batchdispatch import BackgroundDispatcher
+            d.enqueue("late-old")
+            BackgroundDispatcher(send, delay=0.01).enqueue("late-new")
+
+        atexit.register(late)
+        from batchdispatch import BackgroundDispatcher
+        d = BackgroundDispatcher(send, delay=3600)
+        atexit.register(lambda: d.enqueue("early"))
+        d.enqueue("main")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "['main', 'early'] worker"
+    assert sorted(lines[1:]) == ["['late-new'] caller", "['late-old'] caller"]
+
+
+def test_an_explicitly_shut_down_dispatcher_stays_closed_at_exit() -> None:
+    result = run_python(
+        """
+        import atexit, sys
+        atexit.register(lambda: print(d.enqueue("late"), d.stats().dropped_by_reason["closed"]))
+        from batchdispatch import BackgroundDispatcher
+        d = BackgroundDispatcher(lambda b: sys.stdout.write(f"{b}\\n"), delay=0.01)
+        d.shutdown()
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "1"]
+
+
+def test_the_exit_hook_waits_for_all_dispatchers_in_one_budget() -> None:
+    """Two hung dispatchers with exit_timeout=3 give up together, not 3 s apart."""
+    result = run_python(
+        """
+        import logging, threading
+        from batchdispatch import BackgroundDispatcher
+        logging.basicConfig(format="%(created)f %(message)s")
+        hang = threading.Event()
+        for name in ("a", "b"):
+            BackgroundDispatcher(lambda b: hang.wait(), delay=0.01, exit_timeout=3, name=name).enqueue(1)
+        """,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if "exit flush timed out" in line]
+    assert len(lines) == 2, result.stderr
+    first, second = (float(line.split()[0]) for line in lines)
+    assert second - first < 2.0  # waited in parallel: one budget for all
