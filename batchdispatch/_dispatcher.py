@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, TypeVar
+from typing import Callable, Optional, TypeVar
 
 from . import _validate
 from ._engine import Engine
+from ._types import DispatchFunc, ErrorHandler
 
 T = TypeVar("T")
 
@@ -67,14 +68,14 @@ class BackgroundDispatcher(Engine[T]):
 
     def __init__(
         self,
-        dispatch: Callable[[List[T]], object],
+        dispatch: DispatchFunc[T],
         *,
         delay: float = 0.1,
         max_batch_size: Optional[int] = None,
         max_queue_size: Optional[int] = 100_000,
         overflow: str = "drop_newest",
         block_timeout: Optional[float] = None,
-        on_error: Optional[Callable[[BaseException, List[T]], object]] = None,
+        on_error: Optional[ErrorHandler[T]] = None,
         name: Optional[str] = None,
         flush_on_exit: bool = True,
         exit_timeout: float = 5.0,
@@ -86,14 +87,14 @@ class BackgroundDispatcher(Engine[T]):
             raise TypeError(f"name must be a str or None, got {type(name).__name__}")
         super().__init__(
             dispatch,
-            delay=_validate.seconds("delay", delay),  # type: ignore[arg-type]
+            delay=_validate.seconds("delay", delay),
             max_batch_size=_validate.count("max_batch_size", max_batch_size),
             max_queue_size=_validate.count("max_queue_size", max_queue_size),
             overflow=_validate.overflow(overflow),
-            block_timeout=_validate.seconds("block_timeout", block_timeout, allow_zero=True, allow_none=True),
+            block_timeout=_validate.optional_seconds("block_timeout", block_timeout),
             on_error=_validate.callable_or_none("on_error", on_error),
             name=name or _validate.default_name(dispatch),
             flush_on_exit=bool(flush_on_exit),
-            exit_timeout=_validate.seconds("exit_timeout", exit_timeout, allow_zero=True),  # type: ignore[arg-type]
+            exit_timeout=_validate.seconds("exit_timeout", exit_timeout, allow_zero=True),
             clock=_validate.callable_or_none("clock", clock),
         )

@@ -54,6 +54,7 @@ import types
 import weakref
 from typing import Any, Callable, Deque, Dict, Generic, List, Mapping, Optional, TypeVar
 
+from ._types import DispatchFunc, ErrorHandler
 from .exceptions import QueueFullError
 
 T = TypeVar("T")
@@ -152,14 +153,14 @@ class Engine(Generic[T]):
 
     def __init__(
         self,
-        dispatch: Callable[[List[T]], object],
+        dispatch: DispatchFunc[T],
         *,
         delay: float,
         max_batch_size: Optional[int],
         max_queue_size: Optional[int],
         overflow: str,
         block_timeout: Optional[float],
-        on_error: Optional[Callable[[BaseException, List[T]], object]],
+        on_error: Optional[ErrorHandler[T]],
         name: str,
         flush_on_exit: bool,
         exit_timeout: float,
@@ -252,17 +253,20 @@ class Engine(Generic[T]):
                     self._append_locked(item)
                     return True
                 return self._overflow_locked(item)
-            # No worker will run again. Before the exit hook, or for a
-            # dispatcher the user shut down, that means "closed". At
-            # interpreter exit (or where no thread can start), the item is
-            # delivered on the calling thread instead of being lost.
-            inline = state == _NEW or (state == _CLOSED and self._exit_closed)
-            if inline:
+            # A dispatcher the user shut down refuses items. One closed by
+            # the exit hook (or one that cannot start a thread because the
+            # interpreter is exiting) still takes them: into the queue while
+            # its worker drains, else on the calling thread.
+            inline = state == _NEW or self._exit_closed
+            if state == _CLOSING and self._exit_closed and not _exit_done:
+                self._append_locked(item)
+                return True
+            if state == _NEW:
                 self._state = _CLOSED
                 self._exit_closed = True
                 self._room = self._wake_at = -1
-            else:
-                self._count_drop("exit" if self._exit_closed else "closed", 1)
+            if not inline:
+                self._count_drop("closed", 1)
         if inline:
             self._run_inline([item])
             return True
@@ -308,7 +312,7 @@ class Engine(Generic[T]):
             if len(self._items) < self._queue_limit and self._state == _RUNNING:
                 self._append_locked(item)
                 return True
-        self._count_drop("queue_full", 1)
+        self._count_drop("queue_full" if self._state == _RUNNING else "closed", 1)
         if policy == "raise":
             raise QueueFullError(self._queue_limit)
         # Log outside the lock: a logging handler may enqueue on us.
@@ -424,7 +428,7 @@ class Engine(Generic[T]):
             return
         try:
             self._on_error(exc, batch)
-        except BaseException:  # noqa: BLE001
+        except BaseException:
             log.exception("batchdispatch:%s: on_error raised", self.name)
 
     def _settle(self, batch: List[T], error: Optional[BaseException]) -> None:
@@ -497,20 +501,19 @@ class Engine(Generic[T]):
             undelivered then is logged as a warning. Afterwards ``enqueue``
             returns False and counts a ``"closed"`` drop.
         """
-        self._close()
+        self._close(by_exit=False)
         return self._join(_deadline(timeout), reason="shutdown")
 
-    def _close(self) -> None:
+    def _close(self, by_exit: bool) -> None:
+        # The dispatcher stays in the registry: if the user's shutdown timed
+        # out, the exit hook still waits for the draining worker.
         with self._lock:
-            if self._state == _NEW:
-                self._state = _CLOSED
-            elif self._state == _RUNNING:
-                self._state = _CLOSING
+            if self._state in (_NEW, _RUNNING):
+                self._exit_closed = by_exit
+                self._state = _CLOSED if self._state == _NEW else _CLOSING
             self._room = self._wake_at = -1
             self._wakeup.notify()
             self._progress.notify_all()  # blocked producers give up
-        with _registry_lock:
-            _registry.discard(self)
 
     def _join(self, deadline: Optional[float], reason: str) -> bool:
         worker = self._worker
@@ -609,23 +612,24 @@ def _deadline(timeout: Optional[float]) -> Optional[float]:
 # a dispatcher that is shut down and unreferenced can be collected, and no
 # per-instance hooks pile up in os.register_at_fork, which cannot unregister.
 
-_registry: "weakref.WeakSet[Engine[Any]]" = weakref.WeakSet()
+_registry: weakref.WeakSet[Engine[Any]] = weakref.WeakSet()
 _registry_lock = threading.Lock()
-_exiting = False
+_exiting = False  # the exit hook has started
+_exit_done = False  # the exit hook has finished: nobody will drain a queue again
 
 
 def _exit_hook() -> None:
-    global _exiting
+    global _exiting, _exit_done
     _exiting = True
     with _registry_lock:
         engines = list(_registry)
     start = monotonic()
     for engine in engines:  # ask every worker to drain at once ...
         if engine.flush_on_exit:
-            engine._exit_closed = True
-            engine._close()
+            engine._close(by_exit=True)
     for engine in engines:  # ... then wait for each within its own budget
         engine._exit(start + engine.exit_timeout)
+    _exit_done = True
 
 
 def _after_fork_in_child() -> None:

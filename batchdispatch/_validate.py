@@ -12,16 +12,19 @@ from typing import Any, Optional
 from ._engine import OVERFLOW_POLICIES
 
 
-def seconds(name: str, value: Any, *, allow_zero: bool = False, allow_none: bool = False) -> Optional[float]:
+def seconds(name: str, value: Any, *, allow_zero: bool = False) -> float:
     """Check a duration: a real, finite number, positive (or >= 0)."""
-    if value is None and allow_none:
-        return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
     bound = "a non-negative" if allow_zero else "a positive"
     if math.isnan(value) or math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be {bound} finite number of seconds, got {value!r}")
     return float(value)
+
+
+def optional_seconds(name: str, value: Any) -> Optional[float]:
+    """Check a timeout: None (no limit) or a non-negative finite number."""
+    return None if value is None else seconds(name, value, allow_zero=True)
 
 
 def count(name: str, value: Any) -> Optional[int]:

@@ -11,8 +11,7 @@ from typing import Any, Callable, Iterator, List
 
 import pytest
 
-from batchdispatch import BackgroundDispatcher
-from batchdispatch import _engine
+from batchdispatch import BackgroundDispatcher, _engine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,7 +22,9 @@ def _no_leaks() -> Iterator[None]:
     threads_before = set(threading.enumerate())
     engines_before = set(_engine._registry)
     yield
-    leaked = [e for e in list(_engine._registry) if e not in engines_before and e._state != "new"]
+    leaked = [
+        e for e in list(_engine._registry) if e not in engines_before and e._state in ("running", "closing")
+    ]
     for engine in leaked:
         engine.shutdown(timeout=5)
     extra = [t for t in threading.enumerate() if t not in threads_before]
@@ -125,7 +126,8 @@ def worker_wait_timeout(dispatcher: BackgroundDispatcher[Any], timeout: float = 
     ``timeout`` argument of the ``Condition.wait`` it is blocked in.
     """
     worker = dispatcher._worker
-    assert worker is not None and worker.ident is not None
+    assert worker is not None
+    assert worker.ident is not None
     deadline = _engine.monotonic() + timeout
     while _engine.monotonic() < deadline:
         frame = sys._current_frames().get(worker.ident)
@@ -140,7 +142,7 @@ def worker_wait_timeout(dispatcher: BackgroundDispatcher[Any], timeout: float = 
     raise AssertionError("the worker never went to sleep")
 
 
-def run_python(code: str, *, timeout: float = 60, env: Any = None) -> "subprocess.CompletedProcess[str]":
+def run_python(code: str, *, timeout: float = 60, env: Any = None) -> subprocess.CompletedProcess[str]:
     """Run *code* in a fresh interpreter with the checkout on sys.path."""
     environ = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="error::ResourceWarning")
     environ.update(env or {})

@@ -146,11 +146,14 @@ def test_import_and_construction_start_no_thread() -> None:
 
 def test_the_worker_is_a_named_daemon_started_on_first_enqueue(make, recorder: Recorder) -> None:
     d = make(recorder, delay=0.01, name="audit")
-    assert d._worker is None and not d.stats().worker_alive
+    assert d._worker is None
+    assert not d.stats().worker_alive
     d.enqueue(1)
     worker = d._worker
     assert worker is not None
-    assert worker.name == "batchdispatch:audit" and worker.daemon and worker.is_alive()
+    assert worker.name == "batchdispatch:audit"
+    assert worker.daemon
+    assert worker.is_alive()
     assert d.flush(timeout=10)
 
 
@@ -241,7 +244,8 @@ def test_failures_are_logged_with_traceback_and_rate_limited(make, caplog) -> No
             assert d.flush(timeout=10)
     records = [r for r in caplog.records if r.name == "batchdispatch"]
     assert len(records) == 1  # three failures within ten seconds: one line
-    assert records[0].exc_info is not None and "endpoint down" in caplog.text
+    assert records[0].exc_info is not None
+    assert "endpoint down" in caplog.text
     assert d.stats().failed == 3
 
 
@@ -259,7 +263,8 @@ def test_an_on_error_that_raises_is_logged_and_harmless(make, caplog) -> None:
         d.enqueue(2)
         assert d.flush(timeout=10)
     assert "on_error raised" in caplog.text
-    assert d.stats().failed == 2 and d.stats().worker_alive
+    assert d.stats().failed == 2
+    assert d.stats().worker_alive
 
 
 # -- 5. flush and shutdown -------------------------------------------------------
@@ -335,7 +340,8 @@ def test_shutdown_is_idempotent_and_later_items_are_counted_as_closed(make, reco
     assert recorder.items == ["x"]
     assert d.enqueue("late") is False
     stats = d.stats()
-    assert stats.dropped_by_reason == {"closed": 1} and stats.dropped == 1
+    assert stats.dropped_by_reason == {"closed": 1}
+    assert stats.dropped == 1
     assert not stats.worker_alive
 
 
@@ -452,7 +458,8 @@ def test_stats_is_a_frozen_snapshot(make, recorder: Recorder) -> None:
     stats = d.stats()
     assert isinstance(stats, DispatcherStats)
     assert (stats.pending, stats.enqueued, stats.dispatched, stats.batches) == (3, 3, 0, 0)
-    assert stats.worker_alive and stats.last_error is None
+    assert stats.worker_alive
+    assert stats.last_error is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         stats.pending = 0  # type: ignore[misc]
     with pytest.raises(TypeError):

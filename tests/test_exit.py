@@ -129,3 +129,27 @@ def test_the_exit_hook_waits_for_all_dispatchers_in_one_budget() -> None:
     assert len(lines) == 2, result.stderr
     first, second = (float(line.split()[0]) for line in lines)
     assert second - first < 2.0  # waited in parallel: one budget for all
+
+
+def test_the_exit_hook_still_waits_for_a_shutdown_that_timed_out() -> None:
+    result = run_python(
+        """
+        import sys, threading
+        from batchdispatch import BackgroundDispatcher
+        release = threading.Event()
+
+        def send(batch):
+            release.wait(10)
+            sys.stdout.write(f"{len(batch)}\\n")
+
+        d = BackgroundDispatcher(send, delay=0.01, max_batch_size=10)
+        for i in range(50):
+            d.enqueue(i)
+        print(d.shutdown(timeout=0))  # returns at once; the worker goes on draining
+        release.set()
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    first, *counts = result.stdout.split()
+    assert first == "False"
+    assert sum(map(int, counts)) == 50
