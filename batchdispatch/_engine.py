@@ -19,11 +19,12 @@ length they saw against two thresholds that the worker publishes:
     "closed".
 
 ``_wake_at``
-    the queue length (before the append) at which the producer must wake
-    the worker: ``0`` while the worker sleeps on an empty queue,
+    the producer wakes the worker when the queue is longer than this after
+    its append: ``0`` while the worker sleeps on an empty queue,
     ``max_batch_size - 1`` while it waits for the delay, "never" while it is
     busy, and ``-1`` once closing, so every late append is checked under the
-    lock.
+    lock. The length is read again after the append, so two producers that
+    fill a batch together cannot both miss the threshold.
 
 The worker publishes a threshold *before* it looks at the queue, and a
 producer reads it *after* appending, so one of the two always sees the
@@ -52,7 +53,7 @@ import threading
 import time
 import types
 import weakref
-from typing import Any, Callable, Deque, Dict, Generic, List, Mapping, Optional, TypeVar
+from typing import Any, Callable, Deque, Dict, Generic, List, Mapping, Optional, Tuple, TypeVar
 
 from ._types import DispatchFunc, ErrorHandler
 from .exceptions import QueueFullError
@@ -199,6 +200,7 @@ class Engine(Generic[T]):
         self._in_flight = 0
         self._flush_upto = 0  # dispatch without delay until _taken reaches this
         self._blocked = 0  # producers waiting for room
+        self._overflowing = False  # the worker was told the queue is full
         self._dispatched = 0
         self._failed = 0
         self._batches = 0
@@ -220,10 +222,9 @@ class Engine(Generic[T]):
             ``overflow="raise"``.
         """
         items = self._items
-        n = len(items)
-        if n < self._room:
+        if len(items) < self._room:
             items.append(item)
-            if n >= self._wake_at:
+            if len(items) > self._wake_at:
                 self._wake()
             return True
         return self._enqueue_slow(item)
@@ -265,18 +266,20 @@ class Engine(Generic[T]):
                 self._state = _CLOSED
                 self._exit_closed = True
                 self._room = self._wake_at = -1
+            report = None
             if not inline:
                 self._count_drop("closed", 1)
+                report = self._drop_report()
         if inline:
             self._run_inline([item])
             return True
-        self._report_drops()
+        if report:
+            log.warning(*report)
         return False
 
     def _append_locked(self, item: T) -> None:
-        n = len(self._items)
         self._items.append(item)
-        if n >= self._wake_at:
+        if len(self._items) > self._wake_at:
             if self._state == _RUNNING:
                 self._wake_at = _NEVER
             self._wakeup.notify()
@@ -284,8 +287,12 @@ class Engine(Generic[T]):
     def _overflow_locked(self, item: T) -> bool:
         """Apply the overflow policy. Called with the lock held; may release it."""
         policy = self._overflow
-        self._wakeup.notify()  # a full queue is worth dispatching right away
-        self._flush_upto = max(self._flush_upto, self._taken + len(self._items))
+        if not self._overflowing:
+            # A full queue is worth dispatching right away. Once per episode:
+            # a drop must stay cheap when producers outrun the worker.
+            self._overflowing = True
+            self._flush_upto = max(self._flush_upto, self._taken + len(self._items))
+            self._wakeup.notify()
         if policy == "drop_oldest":
             while len(self._items) >= self._queue_limit:
                 try:
@@ -296,7 +303,6 @@ class Engine(Generic[T]):
                 self._settled += 1
                 self._count_drop("queue_full", 1)
             self._append_locked(item)
-            self._progress.notify_all()
             return True
         if policy == "block" and threading.current_thread() is not self._worker:
             deadline = None if self._block_timeout is None else monotonic() + self._block_timeout
@@ -315,12 +321,14 @@ class Engine(Generic[T]):
         self._count_drop("queue_full" if self._state == _RUNNING else "closed", 1)
         if policy == "raise":
             raise QueueFullError(self._queue_limit)
-        # Log outside the lock: a logging handler may enqueue on us.
-        self._lock.release()
-        try:
-            self._report_drops()
-        finally:
-            self._lock.acquire()
+        report = self._drop_report()
+        if report:
+            # Log outside the lock: a logging handler may enqueue on us.
+            self._lock.release()
+            try:
+                log.warning(*report)
+            finally:
+                self._lock.acquire()
         return False
 
     # -- the worker ---------------------------------------------------------
@@ -401,6 +409,7 @@ class Engine(Generic[T]):
         # item (in C, via starmap) rather than copied and cleared.
         batch = list(itertools.starmap(self._items.popleft, itertools.repeat((), count)))
         self._taken += count
+        self._overflowing = False
         if self._state == _RUNNING:
             self._wake_at = _NEVER
         if self._blocked:
@@ -455,13 +464,15 @@ class Engine(Generic[T]):
     def _count_drop(self, reason: str, count: int) -> None:
         self._dropped[reason] = self._dropped.get(reason, 0) + count
 
-    def _report_drops(self) -> None:
-        """Log drops at most once per LOG_INTERVAL. Never called with the lock held."""
+    def _drop_report(self) -> Optional[Tuple[object, ...]]:
+        """Arguments for a log line about drops, at most once per LOG_INTERVAL.
+
+        Called with the lock held; the caller logs after releasing it.
+        """
         if self._drop_log.ready() is None:
-            return
-        with self._lock:
-            dropped = sorted(self._dropped.items())
-        log.warning(
+            return None
+        dropped = sorted(self._dropped.items())
+        return (
             "batchdispatch:%s: %d items dropped so far (%s); see stats()",
             self.name,
             sum(count for _, count in dropped),

@@ -10,6 +10,8 @@ import weakref
 from typing import Any, List
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from batchdispatch import BackgroundDispatcher, BatchDispatchError, DispatcherStats, QueueFullError
 from batchdispatch._engine import monotonic
@@ -505,3 +507,51 @@ def test_bad_options_fail_at_construction(options: Any, error: type, message: st
 def test_a_non_callable_dispatch_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="dispatch must be callable"):
         BackgroundDispatcher("not a function")  # type: ignore[arg-type]
+
+
+# -- property: any mix of producers and batch limits --------------------------------
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    counts=st.lists(st.integers(0, 400), min_size=1, max_size=4),
+    max_batch_size=st.one_of(st.none(), st.integers(1, 64)),
+    failing=st.sets(st.integers(0, 30), max_size=5),
+)
+def test_every_accepted_item_is_settled_once_in_per_thread_order(
+    counts: List[int], max_batch_size: Any, failing: Any
+) -> None:
+    delivered: List[Any] = []
+    failed: List[Any] = []
+    calls = [0]
+
+    def dispatch(batch: List[Any]) -> None:
+        calls[0] += 1
+        if calls[0] in failing:
+            raise RuntimeError("planned failure")
+        delivered.extend(batch)
+
+    d: BackgroundDispatcher[Any] = BackgroundDispatcher(
+        dispatch, delay=0.001, max_batch_size=max_batch_size,
+        on_error=lambda exc, batch: failed.extend(batch),
+    )
+    start = threading.Barrier(len(counts))
+
+    def produce(tid: int, count: int) -> None:
+        start.wait()
+        for seq in range(count):
+            assert d.enqueue((tid, seq))
+
+    threads = [threading.Thread(target=produce, args=(t, c)) for t, c in enumerate(counts)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert d.shutdown(timeout=30)
+    settled = delivered + failed
+    assert sorted(settled) == sorted((t, s) for t, c in enumerate(counts) for s in range(c))
+    for tid in range(len(counts)):
+        assert [s for t, s in delivered if t == tid] == sorted(s for t, s in delivered if t == tid)
+    stats = d.stats()
+    assert stats.enqueued == sum(counts) == stats.dispatched + stats.failed
+    assert (stats.dispatched, stats.failed, stats.pending) == (len(delivered), len(failed), 0)
