@@ -1,0 +1,479 @@
+"""``python -m batchdispatch bench``: what an enqueue costs, next to the alternatives.
+
+Four buffers are measured in one run, on the same machine, by the same
+producer loop:
+
+(a) a bare :meth:`collections.deque.append`, with no lock and no consumer:
+    the floor any design in pure Python stands on;
+(b) a lock around ``list.append`` in a method, drained by a consumer thread
+    that swaps the list every 10 ms;
+(c) a :class:`queue.Queue` whose consumer thread calls ``get()`` once per
+    item and collects batches, the design most batching libraries use;
+(d) :class:`~batchdispatch.BackgroundDispatcher`.
+
+For each, with 1 and with 4 producer threads, the bench reports the wall
+time per enqueue (barrier release to last join, divided by the items; the
+consumer runs meanwhile and shares the GIL, as it would in production) and
+the end-to-end rate (barrier release until the sink has every item). Each
+figure is the best of several repetitions, interleaved so that a slow patch
+of the machine hits every design alike.
+
+It then checks that an idle dispatcher does not wake up: it counts the
+worker's waits on its condition during a quiet second.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import gc
+import itertools
+import os
+import platform
+import queue
+import sys
+import threading
+import time
+from typing import Callable, Deque, Dict, List, Optional, Sequence, TextIO, Tuple, Type, cast
+
+from . import __version__
+from ._dispatcher import BackgroundDispatcher
+
+__all__ = ["BenchOptions", "run"]
+
+#: The item every producer enqueues; built once, so building it is not timed.
+PAYLOAD: Dict[str, object] = {"event": "page_view", "user": 1}
+
+#: Producer thread counts measured.
+THREAD_COUNTS = (1, 4)
+
+#: The batching delay given to (c) and (d), in seconds.
+DELAY = 0.01
+
+#: The largest batch any consumer hands to the sink.
+MAX_BATCH_SIZE = 1000
+
+#: Seconds a consumer may take to deliver the rest once producers are done.
+DRAIN_TIMEOUT = 60.0
+
+Put = Callable[[object], object]
+
+
+class BenchError(RuntimeError):
+    """A design lost items or did not finish in time: its figures would lie."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchOptions:
+    """What ``python -m batchdispatch bench`` was asked to do."""
+
+    #: Items enqueued per run, shared out between the producer threads.
+    items: int = 1_000_000
+    #: Runs per design and thread count; the best one is reported.
+    repeat: int = 5
+    #: Seconds of idleness over which the dispatcher's wake-ups are counted.
+    idle: float = 1.0
+
+
+#: Settings of ``--quick``: seconds, not minutes; the figures are rough.
+QUICK = BenchOptions(items=4_000, repeat=1, idle=0.2)
+
+
+class _Sink:
+    """Counts delivered items and notes the moment the expected total arrived."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.expected = 0
+        self.done_at: Optional[float] = None
+        self.done = threading.Event()
+
+    def expect(self, count: int) -> None:
+        """Start counting afresh. Only call while nothing is in flight."""
+        self.received = 0
+        self.expected = count
+        self.done_at = None
+        self.done.clear()
+
+    def __call__(self, batch: List[object]) -> None:
+        self.received += len(batch)
+        if self.received >= self.expected and self.done_at is None:
+            self.done_at = time.perf_counter()
+            self.done.set()
+
+
+# -- the four designs -----------------------------------------------------------
+#
+# Each one is built fresh for every run. open() starts its consumer and returns
+# the callable producers call; close() delivers what is left and stops the
+# consumer. Only the producer phase and the delivery are timed.
+
+
+class _Design:
+    key = ""
+    label = ""
+    #: Whether the design has a consumer delivering to the sink.
+    delivers = True
+
+    def __init__(self, sink: _Sink) -> None:
+        self.sink = sink
+
+    def open(self) -> Put:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _BareDeque(_Design):
+    key = "a"
+    label = "(a) deque.append (the limit)"
+    delivers = False
+
+    def open(self) -> Put:
+        self.items: Deque[object] = collections.deque()
+        return self.items.append
+
+    def close(self) -> None:
+        self.items.clear()
+
+
+class _LockedList:
+    """A list behind a lock: the simplest thread-safe buffer."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: List[object] = []
+
+    def append(self, item: object) -> None:
+        with self._lock:
+            self._items.append(item)
+
+    def swap(self) -> List[object]:
+        with self._lock:
+            items, self._items = self._items, []
+        return items
+
+
+class _LockAndList(_Design):
+    key = "b"
+    label = "(b) lock + list.append"
+    #: Seconds between two swaps of the consumer.
+    POLL = 0.01
+
+    def open(self) -> Put:
+        self.buffer = _LockedList()
+        self.stop = threading.Event()
+        self.consumer = threading.Thread(target=self._consume, name="bench-b-consumer", daemon=True)
+        self.consumer.start()
+        return self.buffer.append
+
+    def _consume(self) -> None:
+        while not self.stop.wait(self.POLL):
+            self._deliver(self.buffer.swap())
+        self._deliver(self.buffer.swap())
+
+    def _deliver(self, items: List[object]) -> None:
+        for start in range(0, len(items), MAX_BATCH_SIZE):
+            self.sink(items[start : start + MAX_BATCH_SIZE])
+
+    def close(self) -> None:
+        self.stop.set()
+        _join(self.consumer, self.label)
+
+
+_STOP = object()
+
+
+class _QueueAndGet(_Design):
+    key = "c"
+    label = "(c) queue.Queue + get() per item"
+
+    def open(self) -> Put:
+        self.queue: queue.Queue[object] = queue.Queue()
+        self.consumer = threading.Thread(target=self._consume, name="bench-c-consumer", daemon=True)
+        self.consumer.start()
+        return self.queue.put
+
+    def _consume(self) -> None:
+        # The usual shape: block for a first item, then keep taking items
+        # one by one until the batch is full or its delay has run out.
+        get = self.queue.get
+        sink = self.sink
+        monotonic = time.monotonic
+        batch: List[object] = []
+        deadline = 0.0
+        while True:
+            try:
+                if batch:
+                    item = get(timeout=max(0.0, deadline - monotonic()))
+                else:
+                    item = get()
+                    deadline = monotonic() + DELAY
+            except queue.Empty:
+                sink(batch)
+                batch = []
+                continue
+            if item is _STOP:
+                break
+            batch.append(item)
+            if len(batch) >= MAX_BATCH_SIZE:
+                sink(batch)
+                batch = []
+        if batch:
+            sink(batch)
+
+    def close(self) -> None:
+        self.queue.put(_STOP)
+        _join(self.consumer, self.label)
+
+
+class _Dispatcher(_Design):
+    key = "d"
+    label = "(d) BackgroundDispatcher"
+
+    def open(self) -> Put:
+        self.dispatcher: BackgroundDispatcher[object] = BackgroundDispatcher(
+            self.sink, delay=DELAY, max_batch_size=MAX_BATCH_SIZE, max_queue_size=None, name="bench"
+        )
+        return self.dispatcher.enqueue
+
+    def close(self) -> None:
+        if not self.dispatcher.shutdown(timeout=DRAIN_TIMEOUT):
+            raise BenchError(f"{self.label}: shutdown took more than {DRAIN_TIMEOUT:g} s")
+
+
+DESIGNS: Sequence[Type[_Design]] = (_BareDeque, _LockAndList, _QueueAndGet, _Dispatcher)
+
+
+def _join(thread: threading.Thread, label: str) -> None:
+    thread.join(DRAIN_TIMEOUT)
+    if thread.is_alive():
+        raise BenchError(f"{label}: the consumer took more than {DRAIN_TIMEOUT:g} s to drain")
+
+
+def _produce(barrier: threading.Barrier, put: Put, count: int) -> None:
+    barrier.wait()
+    for item in itertools.repeat(PAYLOAD, count):
+        put(item)
+
+
+def _shares(total: int, parts: int) -> List[int]:
+    base, extra = divmod(total, parts)
+    return [base + (1 if k < extra else 0) for k in range(parts)]
+
+
+def _run_once(make: Type[_Design], threads: int, items: int) -> Tuple[float, Optional[float]]:
+    """Time one run; return (seconds per enqueue, end-to-end items/s or None)."""
+    sink = _Sink()
+    design = make(sink)
+    put = design.open()
+    try:
+        if design.delivers:
+            # One item through first, so a lazily started consumer (d) is
+            # running before the clock starts, as the others' already are.
+            sink.expect(1)
+            put(PAYLOAD)
+            if not sink.done.wait(DRAIN_TIMEOUT):
+                raise BenchError(f"{design.label}: the warm-up item never arrived")
+        sink.expect(items)
+        released: List[float] = []
+        barrier = threading.Barrier(threads, action=lambda: released.append(time.perf_counter()))
+        producers = [
+            threading.Thread(target=_produce, args=(barrier, put, count), name=f"bench-producer-{k}")
+            for k, count in enumerate(_shares(items, threads))
+        ]
+        gc.collect()
+        for producer in producers:
+            producer.start()
+        for producer in producers:
+            producer.join()
+        finished = time.perf_counter()
+    finally:
+        design.close()
+    per_enqueue = (finished - released[0]) / items
+    if not design.delivers:
+        return per_enqueue, None
+    if sink.received != items or sink.done_at is None:
+        raise BenchError(f"{design.label}: the sink received {sink.received:,} of {items:,} items")
+    return per_enqueue, items / (sink.done_at - released[0])
+
+
+# -- idle wake-ups ----------------------------------------------------------------
+
+
+class _CountingCondition:
+    """Stands in for the engine's ``_wakeup`` condition and counts the waits.
+
+    The engine only calls ``wait()``, ``wait(timeout)`` and ``notify()`` on
+    it, always with the lock held, so the counters need no lock of their own.
+    ``notify_all`` is there in case it ever calls that too.
+    """
+
+    def __init__(self, real: threading.Condition) -> None:
+        self._real = real
+        #: The timeout of every wait, in call order (None: no timeout).
+        self.timeouts: List[Optional[float]] = []
+        #: Waits that have returned: each one is a wake-up of the worker.
+        self.returns = 0
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        self.timeouts.append(timeout)
+        try:
+            return self._real.wait(timeout)
+        finally:
+            self.returns += 1
+
+    def notify(self, n: int = 1) -> None:
+        self._real.notify(n)
+
+    def notify_all(self) -> None:
+        self._real.notify_all()
+
+
+def measure_idle(seconds: float) -> Tuple[int, int]:
+    """Count an idle dispatcher's wake-ups over *seconds*.
+
+    :returns: (wake-ups, waits with a timeout among those in progress or
+        begun during the quiet time). Both should be 0: an idle worker waits
+        with no timeout until a producer needs it.
+    """
+    sink = _Sink()
+    dispatcher: BackgroundDispatcher[object] = BackgroundDispatcher(
+        sink, delay=DELAY, max_batch_size=MAX_BATCH_SIZE, max_queue_size=None, name="bench-idle"
+    )
+    # Swapped in before the first enqueue: the worker does not exist yet and
+    # looks the attribute up afresh at every wait.
+    counter = _CountingCondition(dispatcher._wakeup)
+    dispatcher._wakeup = cast(threading.Condition, counter)
+    try:
+        dispatcher.enqueue(PAYLOAD)
+        # When flush returns the worker is already inside its next wait: it
+        # settles the batch and starts waiting without letting go of the lock.
+        if not dispatcher.flush(timeout=DRAIN_TIMEOUT):
+            raise BenchError("the idle dispatcher did not deliver its one item")
+        calls, returns = len(counter.timeouts), counter.returns
+        time.sleep(seconds)
+        wakeups = counter.returns - returns
+        timed = sum(1 for timeout in counter.timeouts[max(0, calls - 1) :] if timeout is not None)
+    finally:
+        dispatcher.shutdown(timeout=DRAIN_TIMEOUT)
+    return wakeups, timed
+
+
+# -- the report -------------------------------------------------------------------
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
+    """Lay out a Markdown table whose columns also line up as plain text."""
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:])]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join(["-" * (widths[0] + 2)] + ["-" * (w + 1) + ":" for w in widths[1:]]) + "|"
+    return [line(header), rule, *(line(row) for row in rows)]
+
+
+def _ratio(value: Optional[float], base: Optional[float]) -> str:
+    if value is None or not base:
+        return "-"
+    return f"{value / base:.2f}x"
+
+
+def _status(stream: TextIO, text: str) -> None:
+    """Rewrite the status line on *stream*, if it is a terminal."""
+    if stream.isatty():
+        stream.write("\r" + text.ljust(60) + ("" if text else "\r"))
+        stream.flush()
+
+
+@dataclasses.dataclass
+class _Results:
+    #: Best seconds per enqueue, by (design key, producer threads).
+    per_enqueue: Dict[Tuple[str, int], float] = dataclasses.field(default_factory=dict)
+    #: Best end-to-end items/s, by (design key, producer threads).
+    rate: Dict[Tuple[str, int], float] = dataclasses.field(default_factory=dict)
+    wakeups: int = 0
+    timed_waits: int = 0
+
+    def add(self, key: Tuple[str, int], seconds: float, items_per_s: Optional[float]) -> None:
+        self.per_enqueue[key] = min(seconds, self.per_enqueue.get(key, seconds))
+        if items_per_s is not None:
+            self.rate[key] = max(items_per_s, self.rate.get(key, items_per_s))
+
+
+def _measure(options: BenchOptions, err: TextIO) -> _Results:
+    results = _Results()
+    for round_no in range(1, options.repeat + 1):
+        for threads in THREAD_COUNTS:
+            for design in DESIGNS:
+                _status(err, f"bench: round {round_no} of {options.repeat}, {design.label}, {threads} thr")
+                results.add((design.key, threads), *_run_once(design, threads, options.items))
+    _status(err, f"bench: idle wake-ups over {options.idle:g} s")
+    results.wakeups, results.timed_waits = measure_idle(options.idle)
+    return results
+
+
+def _report(options: BenchOptions, results: _Results) -> List[str]:
+    header = ["design"]
+    for threads in THREAD_COUNTS:
+        header += [f"ns/enq {threads} thr", "vs (b)"]
+    for threads in THREAD_COUNTS:
+        header += [f"e2e/s {threads} thr", "vs (c)"]
+    rows = []
+    for design in DESIGNS:
+        cells = [design.label]
+        for threads in THREAD_COUNTS:
+            ns = results.per_enqueue[design.key, threads] * 1e9
+            cells += [f"{ns:,.1f}", _ratio(ns, results.per_enqueue["b", threads] * 1e9)]
+        for threads in THREAD_COUNTS:
+            rate = results.rate.get((design.key, threads))
+            cells += ["-" if rate is None else f"{rate:,.0f}", _ratio(rate, results.rate.get(("c", threads)))]
+        rows.append(cells)
+    d_over_c = ", ".join(
+        f"{_ratio(results.rate.get(('d', t)), results.rate.get(('c', t)))}"
+        f" with {t} producer thread{'s' if t > 1 else ''}"
+        for t in THREAD_COUNTS
+    )
+    return [
+        *_table(header, rows),
+        "",
+        "ns/enq: wall time from barrier release to the last producer's join, per item",
+        "        (consumer threads run meanwhile and share the GIL); lower is better.",
+        "e2e/s:  items per second from barrier release until the sink had all of them;",
+        "        higher is better. (a) has no consumer.",
+        "vs (b), vs (c): ratio to that design's figure from this same run.",
+        "",
+        f"end-to-end (d)/(c): {d_over_c}",
+        f"idle wake-ups in {options.idle:g} s: {results.wakeups}"
+        f" (waits with a timeout: {results.timed_waits})",
+    ]
+
+
+def run(options: BenchOptions, out: TextIO, err: TextIO) -> int:
+    """Run the bench, print the report on *out* and return the exit status.
+
+    While it runs, a status line is drawn on *err* if that is a terminal.
+    """
+    out.write(
+        f"batchdispatch {__version__} bench\n"
+        f"Python {platform.python_version()} ({platform.python_implementation()})"
+        f" on {platform.platform()}, {os.cpu_count() or 1} CPUs,"
+        f" switch interval {sys.getswitchinterval() * 1000:g} ms\n"
+        f"{options.items:,} items per run, best of {options.repeat};"
+        f" batches of up to {MAX_BATCH_SIZE}, delay {DELAY:g} s for (c) and (d),"
+        f" (d) with max_queue_size=None\n\n"
+    )
+    out.flush()
+    try:
+        results = _measure(options, err)
+    except BenchError as exc:
+        _status(err, "")
+        err.write(f"error: {exc}\n")
+        return 1
+    _status(err, "")
+    out.write("\n".join(_report(options, results)) + "\n")
+    out.flush()
+    return 0
