@@ -14,6 +14,7 @@ import logging
 
 from ._dispatcher import BackgroundDispatcher
 from ._engine import DispatcherStats
+from ._types import DispatchFunc, ErrorHandler
 from .exceptions import BatchDispatchError, QueueFullError
 
 __version__ = "0.1.0"
@@ -21,7 +22,9 @@ __version__ = "0.1.0"
 __all__ = [
     "BackgroundDispatcher",
     "BatchDispatchError",
+    "DispatchFunc",
     "DispatcherStats",
+    "ErrorHandler",
     "QueueFullError",
     "__version__",
 ]

@@ -16,10 +16,11 @@ __all__ = ["BackgroundDispatcher"]
 class BackgroundDispatcher(Engine[T]):
     """Collect items from any thread and hand them to *dispatch* in batches.
 
-    A daemon worker thread, started on the first :meth:`enqueue`, waits
-    until the oldest waiting item has waited *delay* seconds (or a batch is
-    full), takes the waiting items and calls ``dispatch(batch)`` with the
-    lock released. It never calls dispatch with an empty list.
+    A daemon worker thread, started on the first :meth:`enqueue`, takes the
+    waiting items once *delay* seconds have passed since it saw the first of
+    them (and since it took the previous batch), or at once when a batch is
+    full, and calls ``dispatch(batch)`` with the lock released. It never
+    calls dispatch with an empty list.
 
     .. code-block:: python
 
@@ -49,7 +50,8 @@ class BackgroundDispatcher(Engine[T]):
         oldest waiting one, ``"block"`` wakes the worker and waits up to
         *block_timeout* seconds for room before dropping, ``"raise"`` raises
         :class:`~batchdispatch.QueueFullError`. Every drop is counted in
-        :meth:`stats` under ``"queue_full"``.
+        :meth:`stats` under ``"queue_full"`` (or ``"closed"`` for a blocked
+        producer released by :meth:`shutdown`).
     :param block_timeout: seconds ``"block"`` waits at most (None: no limit).
     :param on_error: called as ``on_error(exc, batch)`` on the worker thread
         when dispatch raises. By default the failure is logged with its
@@ -58,8 +60,9 @@ class BackgroundDispatcher(Engine[T]):
     :param name: names the worker thread ``batchdispatch:<name>`` (default:
         the dispatch callable's qualified name).
     :param flush_on_exit: at interpreter exit, deliver what is pending
-        within *exit_timeout* seconds. If False, pending items are discarded
-        at exit, counted as ``"exit"`` drops and logged.
+        within *exit_timeout* seconds. If False, the queued items are
+        discarded at exit, counted as ``"exit"`` drops and logged (a batch
+        already in dispatch may still finish).
     :param exit_timeout: seconds the exit hook (and the ``with`` block)
         waits at most.
     :param clock: a monotonic clock for the *delay*, for tests. Flush,

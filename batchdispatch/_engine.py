@@ -90,7 +90,7 @@ monotonic: Callable[[], float] = _real_monotonic()
 
 @dataclasses.dataclass(frozen=True)
 class DispatcherStats:
-    """A snapshot of a dispatcher's counters, from :meth:`Engine.stats`.
+    """A snapshot of a dispatcher's counters, from ``stats()``.
 
     Once the queue has drained, ``enqueued == dispatched + failed +
     evicted`` where *evicted* are the accepted items later dropped by
@@ -174,8 +174,11 @@ class Engine(Generic[T]):
         self._overflow = overflow
         self._block_timeout = block_timeout
         self._on_error = on_error
+        #: Names the worker thread ``batchdispatch:<name>`` and the log lines.
         self.name = name
+        #: Whether the exit hook delivers what is pending at interpreter exit.
         self.flush_on_exit = flush_on_exit
+        #: Seconds the exit hook (and the ``with`` block) waits at most.
         self.exit_timeout = exit_timeout
         self._clock = clock or monotonic
         self._reset()
@@ -257,18 +260,20 @@ class Engine(Generic[T]):
             # A dispatcher the user shut down refuses items. One closed by
             # the exit hook (or one that cannot start a thread because the
             # interpreter is exiting) still takes them: into the queue while
-            # its worker drains, else on the calling thread.
-            inline = state == _NEW or self._exit_closed
+            # its worker drains, on the calling thread once it has finished.
+            # A worker still stuck after the exit budget is never joined by
+            # a second, overlapping call: that item is an "exit" drop.
             if state == _CLOSING and self._exit_closed and not _exit_done:
                 self._append_locked(item)
                 return True
+            inline = state == _NEW or (state == _CLOSED and self._exit_closed)
             if state == _NEW:
                 self._state = _CLOSED
                 self._exit_closed = True
                 self._room = self._wake_at = -1
             report = None
             if not inline:
-                self._count_drop("closed", 1)
+                self._count_drop("exit" if self._exit_closed else "closed", 1)
                 report = self._drop_report()
         if inline:
             self._run_inline([item])
@@ -598,10 +603,14 @@ class Engine(Generic[T]):
     def _exit(self, deadline: float) -> None:
         """Called by the exit hook: shut down, warn about what is left."""
         if not self.flush_on_exit:
+            # Discard what is queued (a batch already in flight may finish),
+            # so that each item is counted exactly once.
             with self._lock:
-                lost = len(self._items) + self._in_flight
-                if lost:
-                    self._count_drop("exit", lost)
+                lost = len(self._items)
+                self._take(lost)  # pops exactly these; later appends stay
+                self._settled += lost
+                self._count_drop("exit", lost)
+            self._close(by_exit=False)
             if lost:
                 log.warning(
                     "batchdispatch:%s: %d items discarded at exit (flush_on_exit=False)",

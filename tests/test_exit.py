@@ -153,3 +153,21 @@ def test_the_exit_hook_still_waits_for_a_shutdown_that_timed_out() -> None:
     first, *counts = result.stdout.split()
     assert first == "False"
     assert sum(map(int, counts)) == 50
+
+
+def test_a_worker_stuck_past_the_exit_budget_gets_no_overlapping_call() -> None:
+    """After the exit hook gave up on a hung dispatch, a later atexit handler's
+    item is an "exit" drop, not a second call racing the hung one."""
+    result = run_python(
+        """
+        import atexit, sys, threading
+        calls = []
+        atexit.register(lambda: print(d.enqueue("late"), dict(d.stats().dropped_by_reason), len(calls)))
+        from batchdispatch import BackgroundDispatcher
+        hang = threading.Event()
+        d = BackgroundDispatcher(lambda b: calls.append(b) or hang.wait(), delay=0.01, exit_timeout=0.2)
+        d.enqueue(1)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False {'exit': 1} 1"
