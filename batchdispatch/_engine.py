@@ -187,7 +187,10 @@ class Engine(Generic[T]):
 
     def _reset(self) -> None:
         """Set every piece of runtime state to that of a new dispatcher."""
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler or a finalizer that runs on a thread
+        # inside a slow path may enqueue again (logging does, through a
+        # handler), and must not deadlock on the lock its own thread holds.
+        self._lock = threading.RLock()
         self._wakeup = threading.Condition(self._lock)
         self._progress = threading.Condition(self._lock)
         self._items: Deque[T] = collections.deque()
@@ -195,12 +198,19 @@ class Engine(Generic[T]):
         self._wake_at = 0
         self._state = _NEW
         self._worker: Optional[threading.Thread] = None
-        self._exit_closed = False  # closed by the exit hook: deliver late items inline
+        # Bumped at fork, so a worker frame inherited by the child gives up.
+        self._generation = getattr(self, "_generation", 0) + 1
+        self._exit_closed = False  # closed by the exit hook: late items still go out
+        self._exit_expired = False  # the exit hook gave up waiting for this one
         self._due_at: Optional[float] = None
         self._last_take = -math.inf
-        self._taken = 0  # items removed from the queue (taken, evicted, inline)
-        self._settled = 0  # of those, items whose fate is final
-        self._in_flight = 0
+        # Items leave the queue in enqueue order, so a count is a position:
+        # item number _taken is the next one out. _active maps the position
+        # of each batch being dispatched to its size. Everything before
+        # position p is settled when _taken >= p and no active batch starts
+        # before p; that is what flush waits for.
+        self._taken = 0
+        self._active: Dict[int, int] = {}
         self._flush_upto = 0  # dispatch without delay until _taken reaches this
         self._blocked = 0  # producers waiting for room
         self._overflowing = False  # the worker was told the queue is full
@@ -228,26 +238,37 @@ class Engine(Generic[T]):
         if len(items) < self._room:
             items.append(item)
             if len(items) > self._wake_at:
-                self._wake()
+                return self._wake()
             return True
         return self._enqueue_slow(item)
 
-    def _wake(self) -> None:
-        """Slow half of an append: wake the worker, or rescue a late item."""
+    def _wake(self) -> bool:
+        """Slow half of an append: wake the worker, or deal with a late item."""
         with self._lock:
-            if self._state == _CLOSED and self._items:
-                # Appended after the worker drained and left: deliver here.
-                batch = self._take(len(self._items))
-                self._taken -= len(batch)  # _run_inline counts them
-            else:
+            if self._state != _CLOSED or not self._items:
                 if self._state == _RUNNING:
                     self._wake_at = _NEVER  # one notification is enough
                 self._wakeup.notify()
-                return
-        self._run_inline(batch)
+                return True
+            # Appended after the worker drained the queue and left. The
+            # exit hook's dispatchers still deliver, on this thread; one the
+            # user shut down drops it (and any other such late arrival).
+            start, late = self._take(len(self._items))
+            if not self._exit_closed:
+                del self._active[start]
+                self._count_drop("closed", len(late))
+                report = self._drop_report()
+        if self._exit_closed:
+            self._dispatch_here(start, late)
+            return True
+        if report:
+            log.warning(*report)
+        return False
 
     def _enqueue_slow(self, item: T) -> bool:
         """Admission when the worker is not running or the queue is full."""
+        trash: List[T] = []  # evicted items, released after the lock
+        report = None
         with self._lock:
             if self._state == _NEW and not _exiting:
                 self._start()
@@ -256,31 +277,43 @@ class Engine(Generic[T]):
                 if len(self._items) < self._queue_limit:
                     self._append_locked(item)
                     return True
-                return self._overflow_locked(item)
-            # A dispatcher the user shut down refuses items. One closed by
-            # the exit hook (or one that cannot start a thread because the
-            # interpreter is exiting) still takes them: into the queue while
-            # its worker drains, on the calling thread once it has finished.
-            # A worker still stuck after the exit budget is never joined by
-            # a second, overlapping call: that item is an "exit" drop.
-            if state == _CLOSING and self._exit_closed and not _exit_done:
-                self._append_locked(item)
-                return True
-            inline = state == _NEW or (state == _CLOSED and self._exit_closed)
-            if state == _NEW:
-                self._state = _CLOSED
-                self._exit_closed = True
-                self._room = self._wake_at = -1
-            report = None
-            if not inline:
+                accepted, report = self._overflow_locked(item, trash)
+            elif state == _NEW:
+                # No thread could start: the interpreter is exiting (3.12
+                # refuses threads in atexit handlers) or is out of threads.
+                # Deliver on this thread; a later enqueue tries again.
+                if _exiting:
+                    self._state = _CLOSED
+                    self._exit_closed = True
+                    self._room = self._wake_at = -1
+                start = self._taken
+                self._taken += 1
+                self._active[start] = 1
+                accepted = None
+            elif state == _CLOSING and self._exit_closed and not self._exit_expired:
+                # The exit hook is draining: the worker takes late items too.
+                if len(self._items) < self._queue_limit:
+                    self._append_locked(item)
+                    return True
+                self._count_drop("queue_full", 1)
+                accepted, report = False, self._drop_report()
+            elif state == _CLOSED and self._exit_closed:
+                start = self._taken  # after the exit hook: deliver here
+                self._taken += 1
+                self._active[start] = 1
+                accepted = None
+            else:
+                # Shut down by the user, or stuck past the exit budget (a
+                # second, overlapping dispatch call could hang exit again).
                 self._count_drop("exit" if self._exit_closed else "closed", 1)
-                report = self._drop_report()
-        if inline:
-            self._run_inline([item])
+                accepted, report = False, self._drop_report()
+        del trash
+        if accepted is None:
+            self._dispatch_here(start, [item])
             return True
         if report:
             log.warning(*report)
-        return False
+        return accepted
 
     def _append_locked(self, item: T) -> None:
         self._items.append(item)
@@ -289,85 +322,92 @@ class Engine(Generic[T]):
                 self._wake_at = _NEVER
             self._wakeup.notify()
 
-    def _overflow_locked(self, item: T) -> bool:
-        """Apply the overflow policy. Called with the lock held; may release it."""
+    def _overflow_locked(self, item: T, trash: List[T]) -> Tuple[bool, Optional[Tuple[object, ...]]]:
+        """Apply the overflow policy; return (accepted, log line or None).
+
+        Called with the lock held; "block" releases it while it waits.
+        Evicted items go to *trash*, for the caller to release unlocked.
+        """
         policy = self._overflow
         if not self._overflowing:
             # A full queue is worth dispatching right away. Once per episode:
             # a drop must stay cheap when producers outrun the worker.
             self._overflowing = True
-            self._flush_upto = max(self._flush_upto, self._taken + len(self._items))
             self._wakeup.notify()
         if policy == "drop_oldest":
-            while len(self._items) >= self._queue_limit:
-                try:
-                    self._items.popleft()
-                except IndexError:  # pragma: no cover - the worker took them
-                    break
-                self._taken += 1
-                self._settled += 1
-                self._count_drop("queue_full", 1)
+            excess = len(self._items) - self._queue_limit + 1
+            if excess > 0:
+                trash.extend(self._pop(excess))
+                self._count_drop("queue_full", excess)
             self._append_locked(item)
-            return True
-        if policy == "block" and threading.current_thread() is not self._worker:
-            deadline = None if self._block_timeout is None else monotonic() + self._block_timeout
+            return True, None
+        if policy == "block" and not self._dispatching_here():
+            deadline = _deadline(self._block_timeout)
             self._blocked += 1
             try:
-                while len(self._items) >= self._queue_limit and self._state == _RUNNING:
-                    remaining = None if deadline is None else deadline - monotonic()
-                    if remaining is not None and remaining <= 0:
-                        break
-                    self._progress.wait(remaining)
+                self._wait_locked(
+                    lambda: len(self._items) < self._queue_limit or self._state != _RUNNING, deadline
+                )
             finally:
                 self._blocked -= 1
             if len(self._items) < self._queue_limit and self._state == _RUNNING:
                 self._append_locked(item)
-                return True
+                return True, None
         self._count_drop("queue_full" if self._state == _RUNNING else "closed", 1)
         if policy == "raise":
             raise QueueFullError(self._queue_limit)
-        report = self._drop_report()
-        if report:
-            # Log outside the lock: a logging handler may enqueue on us.
-            self._lock.release()
-            try:
-                log.warning(*report)
-            finally:
-                self._lock.acquire()
-        return False
+        return False, self._drop_report()
 
     # -- the worker ---------------------------------------------------------
 
     def _start(self) -> None:
         """Start the worker. Called with the lock held, in state _NEW."""
         worker = threading.Thread(
-            target=self._run, name=f"batchdispatch:{self.name}", daemon=True
+            target=self._run, args=(self._generation,), name=f"batchdispatch:{self.name}", daemon=True
         )
         try:
             worker.start()
         except RuntimeError:
-            # The interpreter is finalizing (Python 3.12+ refuses new
-            # threads in atexit handlers): the caller delivers instead.
-            return
+            return  # the caller delivers on its own thread; state stays _NEW
         self._worker = worker
         self._state = _RUNNING
         self._room = self._queue_limit
         self._wake_at = 0
 
-    def _run(self) -> None:
-        batch: Optional[List[T]] = None
-        error: Optional[BaseException] = None
+    def _run(self, generation: int) -> None:
+        try:
+            self._work(generation)
+        except BaseException:
+            log.exception("batchdispatch:%s: the worker stopped on an internal error", self.name)
+            with self._lock:
+                if self._generation == generation:
+                    self._state = _CLOSED
+                    self._room = self._wake_at = -1
+                    left = self._pop(len(self._items))
+                    self._count_drop("worker_died", len(left))
+                    self._active.clear()
+                    self._progress.notify_all()
+            raise
+
+    def _work(self, generation: int) -> None:
         while True:
             with self._lock:
-                if batch is not None:
-                    self._in_flight = 0
-                    self._settle(batch, error)
-                batch = self._next_batch()
-            if batch is None:
+                if self._generation != generation:
+                    return  # os.fork() was called from dispatch: this is the child
+                taken = self._next_batch()
+            if taken is None:
                 return
+            start, batch = taken
             error = self._call_dispatch(batch)
+            with self._lock:
+                if self._generation != generation:
+                    return
+                old_error = self._settle(start, batch, error)
+            # Release the batch before waiting for the next one, and outside
+            # the lock: an item's finalizer may enqueue or log.
+            del taken, batch, error, old_error
 
-    def _next_batch(self) -> Optional[List[T]]:
+    def _next_batch(self) -> Optional[Tuple[int, List[T]]]:
         """Wait until a batch is due and take it; None once drained and closing.
 
         Called with the lock held. An empty queue waits with no timeout, so
@@ -393,6 +433,7 @@ class Engine(Generic[T]):
                 self._due_at = max(now, self._last_take) + self._delay
             if (
                 n >= self._batch_limit
+                or n >= self._queue_limit
                 or now >= self._due_at
                 or self._taken < self._flush_upto
                 or self._blocked
@@ -400,15 +441,13 @@ class Engine(Generic[T]):
             ):
                 self._last_take = now
                 self._due_at = None
-                batch = self._take(min(n, self._batch_limit))
-                self._in_flight = len(batch)
-                return batch
+                return self._take(min(n, self._batch_limit))
             if self._state == _RUNNING:
                 self._wake_at = self._batch_limit - 1
             if len(items) < self._batch_limit:
-                self._wakeup.wait(self._due_at - now)
+                self._wakeup.wait(min(self._due_at - now, threading.TIMEOUT_MAX))
 
-    def _take(self, count: int) -> List[T]:
+    def _pop(self, count: int) -> List[T]:
         """Pop *count* items off the front. Called with the lock held."""
         # Producers append without the lock, so the queue is popped item by
         # item (in C, via starmap) rather than copied and cleared.
@@ -421,14 +460,30 @@ class Engine(Generic[T]):
             self._progress.notify_all()
         return batch
 
+    def _take(self, count: int) -> Tuple[int, List[T]]:
+        """Pop a batch for dispatch and mark it active. Called with the lock held."""
+        start = self._taken
+        batch = self._pop(count)
+        self._active[start] = count
+        return start, batch
+
     def _call_dispatch(self, batch: List[T]) -> Optional[BaseException]:
         """Run the user's dispatch and on_error. Never called with the lock held."""
+        stack = _dispatching()
+        stack.append(self)
         try:
-            self._dispatch(batch)
-        except BaseException as exc:  # noqa: BLE001 - the worker must survive anything
-            self._handle_error(exc, batch)
-            return exc
-        return None
+            try:
+                self._dispatch(batch)
+            except BaseException as exc:  # noqa: BLE001 - the worker must survive anything
+                self._handle_error(exc, batch)
+                return exc
+            return None
+        finally:
+            stack.pop()
+
+    def _dispatching_here(self) -> bool:
+        """Whether this thread is inside this dispatcher's dispatch or on_error."""
+        return self in _dispatching()
 
     def _handle_error(self, exc: BaseException, batch: List[T]) -> None:
         if self._on_error is None:
@@ -445,29 +500,35 @@ class Engine(Generic[T]):
         except BaseException:
             log.exception("batchdispatch:%s: on_error raised", self.name)
 
-    def _settle(self, batch: List[T], error: Optional[BaseException]) -> None:
-        """Record the outcome of a dispatch. Called with the lock held."""
+    def _settle(self, start: int, batch: List[T], error: Optional[BaseException]) -> Optional[BaseException]:
+        """Record the outcome of a dispatch; return what the caller must release.
+
+        Called with the lock held. The previous ``last_error`` is handed
+        back rather than dropped here, since its traceback may hold items.
+        """
+        self._active.pop(start, None)
         self._batches += 1
+        old_error = None
         if error is None:
             self._dispatched += len(batch)
         else:
             self._failed += len(batch)
-            self._last_error = error
-        self._settled += len(batch)
+            old_error, self._last_error = self._last_error, error
         self._progress.notify_all()
+        return old_error
 
-    def _run_inline(self, batch: List[T]) -> None:
+    def _dispatch_here(self, start: int, batch: List[T]) -> None:
         """Dispatch on the calling thread, for items no worker will take."""
-        with self._lock:
-            self._taken += len(batch)
         error = self._call_dispatch(batch)
         with self._lock:
-            self._settle(batch, error)
+            old_error = self._settle(start, batch, error)
+        del old_error
 
     # -- drops ---------------------------------------------------------------
 
     def _count_drop(self, reason: str, count: int) -> None:
-        self._dropped[reason] = self._dropped.get(reason, 0) + count
+        if count:
+            self._dropped[reason] = self._dropped.get(reason, 0) + count
 
     def _drop_report(self) -> Optional[Tuple[object, ...]]:
         """Arguments for a log line about drops, at most once per LOG_INTERVAL.
@@ -486,6 +547,9 @@ class Engine(Generic[T]):
 
     # -- flush and shutdown --------------------------------------------------
 
+    def _settled_before(self, position: int) -> bool:
+        return self._taken >= position and all(start >= position for start in self._active)
+
     def flush(self, timeout: Optional[float] = 5.0) -> bool:
         """Deliver everything enqueued so far, without waiting for the delay.
 
@@ -493,19 +557,19 @@ class Engine(Generic[T]):
             None waits as long as it takes.
         :returns: True once every item enqueued before the call has been
             dispatched or given up; False if the timeout passed first. Called
-            from inside dispatch (on the worker thread), it cannot wait for
-            itself: it asks for an immediate flush and returns False.
+            from inside dispatch or on_error, it cannot wait for itself: it
+            asks for an immediate flush and returns False.
         """
         deadline = _deadline(timeout)
         with self._lock:
             target = self._taken + len(self._items)
-            if self._settled >= target:
+            if self._settled_before(target):
                 return True
             self._flush_upto = max(self._flush_upto, target)
             self._wakeup.notify()
-            if threading.current_thread() is self._worker:
+            if self._dispatching_here():
                 return False
-            return self._wait_locked(lambda: self._settled >= target, deadline)
+            return self._wait_locked(lambda: self._settled_before(target), deadline)
 
     def shutdown(self, timeout: Optional[float] = 5.0) -> bool:
         """Flush, stop the worker and refuse further items. Idempotent.
@@ -515,7 +579,8 @@ class Engine(Generic[T]):
         :returns: True if everything was delivered and the worker has
             stopped; False if the timeout passed first. What is still
             undelivered then is logged as a warning. Afterwards ``enqueue``
-            returns False and counts a ``"closed"`` drop.
+            returns False and counts a ``"closed"`` drop. Called from inside
+            dispatch or on_error, it closes without waiting and returns False.
         """
         self._close(by_exit=False)
         return self._join(_deadline(timeout), reason="shutdown")
@@ -532,18 +597,21 @@ class Engine(Generic[T]):
             self._progress.notify_all()  # blocked producers give up
 
     def _join(self, deadline: Optional[float], reason: str) -> bool:
-        worker = self._worker
-        if worker is None or threading.current_thread() is worker:
-            return worker is None
+        """Wait for the worker to drain and stop; warn if the deadline passes."""
         with self._lock:
-            done = self._wait_locked(lambda: self._state == _CLOSED, deadline)
-            undelivered = len(self._items) + self._in_flight
+            if self._dispatching_here():
+                return False
+            done = self._wait_locked(lambda: self._state == _CLOSED and not self._active, deadline)
+            queued, in_flight = len(self._items), sum(self._active.values())
+        worker = self._worker
         if done:
-            worker.join(None if deadline is None else max(0.0, deadline - monotonic()))
+            if worker is not None and worker is not threading.current_thread():
+                remaining = None if deadline is None else max(0.0, deadline - monotonic())
+                worker.join(None if remaining is None else min(remaining, threading.TIMEOUT_MAX))
             return True
         log.warning(
-            "batchdispatch:%s: %s timed out with %d items undelivered",
-            self.name, reason, undelivered,
+            "batchdispatch:%s: %s timed out with %d items undelivered (%d queued, %d in dispatch)",
+            self.name, reason, queued + in_flight, queued, in_flight,
         )
         return False
 
@@ -555,7 +623,7 @@ class Engine(Generic[T]):
             remaining = deadline - monotonic()
             if remaining <= 0:
                 return False
-            self._progress.wait(remaining)
+            self._progress.wait(min(remaining, threading.TIMEOUT_MAX))
         return True
 
     # -- introspection -------------------------------------------------------
@@ -564,10 +632,11 @@ class Engine(Generic[T]):
         """Return a consistent snapshot of the counters."""
         with self._lock:
             queued = len(self._items)
+            in_flight = sum(self._active.values())
             return DispatcherStats(
                 name=self.name,
-                pending=queued + self._in_flight,
-                in_flight=self._in_flight,
+                pending=queued + in_flight,
+                in_flight=in_flight,
                 enqueued=self._taken + queued,
                 dispatched=self._dispatched,
                 batches=self._batches,
@@ -581,7 +650,7 @@ class Engine(Generic[T]):
     def __repr__(self) -> str:
         return (
             f"<{type(self).__name__} name={self.name!r} state={self._state}"
-            f" pending={len(self._items) + self._in_flight}>"
+            f" pending={len(self._items) + sum(self._active.values())}>"
         )
 
     def __enter__(self: Any) -> Any:
@@ -601,23 +670,22 @@ class Engine(Generic[T]):
             self._room = self._wake_at = -1
 
     def _exit(self, deadline: float) -> None:
-        """Called by the exit hook: shut down, warn about what is left."""
-        if not self.flush_on_exit:
-            # Discard what is queued (a batch already in flight may finish),
-            # so that each item is counted exactly once.
-            with self._lock:
-                lost = len(self._items)
-                self._take(lost)  # pops exactly these; later appends stay
-                self._settled += lost
-                self._count_drop("exit", lost)
-            self._close(by_exit=False)
-            if lost:
-                log.warning(
-                    "batchdispatch:%s: %d items discarded at exit (flush_on_exit=False)",
-                    self.name, lost,
-                )
+        """Called by the exit hook: deliver within the budget, count the rest."""
+        if self.flush_on_exit and self._join(deadline, reason="exit flush"):
             return
-        self._join(deadline, reason="exit flush")
+        with self._lock:
+            # Give up what is still queued, counted once, so that a worker
+            # still running cannot also deliver it. A batch already inside
+            # dispatch may yet finish.
+            self._exit_expired = True
+            left = self._pop(len(self._items))
+            self._count_drop("exit", len(left))
+        self._close(by_exit=False)
+        if left and not self.flush_on_exit:
+            log.warning(
+                "batchdispatch:%s: %d items discarded at exit (flush_on_exit=False)",
+                self.name, len(left),
+            )
 
 
 def _deadline(timeout: Optional[float]) -> Optional[float]:
@@ -635,11 +703,20 @@ def _deadline(timeout: Optional[float]) -> Optional[float]:
 _registry: weakref.WeakSet[Engine[Any]] = weakref.WeakSet()
 _registry_lock = threading.Lock()
 _exiting = False  # the exit hook has started
-_exit_done = False  # the exit hook has finished: nobody will drain a queue again
+_local = threading.local()
+
+
+def _dispatching() -> List[Engine[Any]]:
+    """The dispatchers whose dispatch or on_error runs on this thread."""
+    try:
+        stack: List[Engine[Any]] = _local.stack
+    except AttributeError:
+        stack = _local.stack = []
+    return stack
 
 
 def _exit_hook() -> None:
-    global _exiting, _exit_done
+    global _exiting
     _exiting = True
     with _registry_lock:
         engines = list(_registry)
@@ -648,8 +725,10 @@ def _exit_hook() -> None:
         if engine.flush_on_exit:
             engine._close(by_exit=True)
     for engine in engines:  # ... then wait for each within its own budget
-        engine._exit(start + engine.exit_timeout)
-    _exit_done = True
+        try:
+            engine._exit(start + min(engine.exit_timeout, threading.TIMEOUT_MAX))
+        except Exception:
+            log.exception("batchdispatch:%s: exit flush failed", engine.name)
 
 
 def _after_fork_in_child() -> None:

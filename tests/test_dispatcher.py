@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import gc
 import logging
+import sys
 import threading
 import weakref
 from typing import Any, List
@@ -555,3 +557,105 @@ def test_every_accepted_item_is_settled_once_in_per_thread_order(
     stats = d.stats()
     assert stats.enqueued == sum(counts) == stats.dispatched + stats.failed
     assert (stats.dispatched, stats.failed, stats.pending) == (len(delivered), len(failed), 0)
+
+
+# -- regressions from the concurrency review ----------------------------------------
+
+
+def test_flush_is_not_fooled_by_evictions_behind_a_batch_in_flight(make) -> None:
+    gate = Gate()
+    d = make(gate, delay=0.001, max_batch_size=3, max_queue_size=3, overflow="drop_oldest")
+    for i in range(3):
+        d.enqueue(i)
+    assert gate.entered.wait(10)  # [0, 1, 2] is inside dispatch
+    for i in range(3, 20):  # evictions settle later items, out of order
+        d.enqueue(i)
+    assert d.flush(timeout=0.2) is False  # [0, 1, 2] is still not delivered
+    gate.opened.set()
+    assert d.flush(timeout=10)
+
+
+def test_a_full_queue_goes_at_once_under_drop_oldest_too(make, recorder: Recorder) -> None:
+    gate = Gate()
+    d = make(lambda b: (gate(b), recorder(b)), delay=3600.0, max_queue_size=5, overflow="drop_oldest")
+    for i in range(5):
+        d.enqueue(i)
+    assert gate.entered.wait(10)  # the full queue went without the hour-long delay
+    for i in range(5, 12):
+        d.enqueue(i)
+    gate.opened.set()
+    assert recorder.wait_batches(2)  # ... and so does the next full one
+    assert recorder.batches[1] == [7, 8, 9, 10, 11]
+
+
+def test_a_finalizer_that_enqueues_cannot_deadlock_the_worker(make) -> None:
+    class Noisy:
+        def __del__(self) -> None:
+            d.enqueue("from __del__")
+
+    seen: List[str] = []  # names only: keeping the items would keep them alive
+    d = make(lambda batch: seen.extend(str(type(x).__name__) for x in batch), delay=0.01)
+    d.enqueue(Noisy())
+    assert d.flush(timeout=10)
+    assert d.shutdown(timeout=10)  # the item was released after the lock
+    assert seen == ["Noisy", "str"]
+
+
+def test_enqueue_from_a_thread_that_holds_the_lock_does_not_deadlock(make, recorder: Recorder) -> None:
+    """A signal handler runs on whatever the main thread was doing, even
+    inside one of the engine's locked sections."""
+    d = make(recorder, delay=0.01)
+    d.enqueue(1)
+    assert d.flush(timeout=10)
+    assert worker_wait_timeout(d) is None  # idle: the next enqueue takes the lock
+    with d._lock:
+        assert d.enqueue(2)
+    assert d.flush(timeout=10)
+    assert recorder.items == [1, 2]
+
+
+def test_a_failed_thread_start_delivers_inline_and_tries_again(make, recorder: Recorder, monkeypatch) -> None:
+    """Simulated: a real out-of-threads condition cannot be produced safely here."""
+    real_start = threading.Thread.start
+    calls = [0]
+
+    def failing_once(self: threading.Thread) -> None:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", failing_once)
+    d = make(recorder, delay=0.01)
+    assert d.enqueue("inline")
+    assert recorder.items == ["inline"]  # delivered on this thread, at once
+    assert d.enqueue("queued")
+    assert d.stats().worker_alive
+    assert d.flush(timeout=10)
+    assert d.shutdown(timeout=10)
+    assert d.enqueue("after") is False
+
+
+def test_huge_delays_are_clamped_not_fatal(make, recorder: Recorder) -> None:
+    d = make(recorder, delay=float(sys.maxsize))
+    d.enqueue(1)
+    assert worker_wait_timeout(d) == threading.TIMEOUT_MAX
+    assert d.flush(timeout=10)
+    assert recorder.items == [1]
+
+
+def test_an_item_appended_as_shutdown_finishes_is_dropped_not_dispatched(make, recorder: Recorder) -> None:
+    """Forces the window between the admission check and the append."""
+    d = make(recorder, delay=0.01)
+    d.enqueue("first")
+    assert d.flush(timeout=10)
+
+    class Racing(collections.deque):  # type: ignore[type-arg]
+        def append(self, item: Any) -> None:
+            assert d.shutdown(timeout=10)  # completes before the append lands
+            super().append(item)
+
+    d._items = Racing(d._items)
+    assert d.enqueue("late") is False
+    assert recorder.items == ["first"]
+    assert d.stats().dropped_by_reason == {"closed": 1}

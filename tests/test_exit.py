@@ -171,3 +171,72 @@ def test_a_worker_stuck_past_the_exit_budget_gets_no_overlapping_call() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False {'exit': 1} 1"
+
+
+def test_flush_inside_an_inline_dispatch_at_exit_does_not_wait_for_itself() -> None:
+    result = run_python(
+        """
+        import atexit, sys
+        atexit.register(lambda: print(d.enqueue("late")))  # runs after the hook
+        from batchdispatch import BackgroundDispatcher
+
+        def send(batch):
+            sys.stdout.write(f"{batch} flush={d.flush(timeout=None)}\\n")
+
+        d = BackgroundDispatcher(send, delay=0.01)
+        d.enqueue("main")
+        """,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["['main'] flush=False", "['late'] flush=False", "True"]
+
+
+def test_the_exit_drain_keeps_the_queue_bound_and_ends_within_its_budget() -> None:
+    """A daemon thread keeps enqueueing through the exit drain."""
+    started = monotonic()
+    result = run_python(
+        """
+        import atexit, threading, time
+
+        def report():  # registered first: runs after the exit hook
+            stop.set()
+            producer.join(5)
+            s = d.stats()
+            lost = s.enqueued - s.dispatched - s.failed - s.pending
+            print(peak[0], lost <= s.dropped_by_reason.get("exit", 0))
+
+        atexit.register(report)
+        from batchdispatch import BackgroundDispatcher
+        d = BackgroundDispatcher(lambda b: time.sleep(0.001), delay=0.01, max_queue_size=100, exit_timeout=1)
+        stop, peak = threading.Event(), [0]
+
+        def produce():
+            while not stop.is_set():
+                d.enqueue(1)
+                peak[0] = max(peak[0], len(d._items))
+
+        producer = threading.Thread(target=produce, daemon=True)
+        producer.start()
+        time.sleep(0.2)  # let it run; the point is what happens at exit
+        """,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    peak, accounted = result.stdout.split()
+    assert int(peak) <= 101  # the bound, plus at most one racing producer
+    assert accounted == "True"
+    assert monotonic() - started < 30
+
+
+def test_an_exit_timeout_beyond_the_platform_limit_still_flushes() -> None:
+    result = run_python(
+        """
+        import sys
+        from batchdispatch import BackgroundDispatcher
+        d = BackgroundDispatcher(lambda b: sys.stdout.write(f"{b}\\n"), delay=3600, exit_timeout=1e12)
+        d.enqueue(1)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[1]"

@@ -137,3 +137,43 @@ def test_forks_while_threads_enqueue_never_deadlock_the_child(make, recorder: Re
     items = recorder.items
     assert len(items) == len(set(items)) == sum(counts)  # each parent item once
     assert not any(tid == "child" for tid, _ in items)
+
+
+def test_a_fork_from_inside_dispatch_leaves_the_child_a_working_dispatcher(make, recorder: Recorder) -> None:
+    pids: List[int] = []
+
+    def dispatch(batch: List[Any]) -> None:
+        if pids:
+            recorder(batch)
+            return
+        read_fd, write_fd = os.pipe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            inherited = threading.current_thread()
+
+            def check() -> None:
+                # Let the inherited worker frame return into the engine
+                # first: it must leave the child's fresh dispatcher alone.
+                inherited.join(10)
+                before = d.stats()
+                d._dispatch = got = Recorder()
+                d.enqueue("child")
+                result = [not inherited.is_alive(), before.enqueued, before.batches,
+                          d.flush(timeout=10), got.items]
+                os.write(write_fd, json.dumps(result).encode())
+                os._exit(0)
+
+            threading.Thread(target=check).start()
+            return  # back into the engine, as a dispatch call does
+        os.close(write_fd)
+        fork.pipes[pid] = read_fd  # type: ignore[attr-defined]
+        pids.append(pid)
+        recorder(batch)
+
+    d = make(dispatch, delay=0.01)
+    d.enqueue("parent")
+    assert d.flush(timeout=10)
+    assert collect(pids[0]) == [True, 0, 0, True, ["child"]]
+    assert recorder.items == ["parent"]
