@@ -13,9 +13,11 @@ from __future__ import annotations
 import logging
 
 from ._dispatcher import BackgroundDispatcher
-from ._engine import DispatcherStats
+from ._engine import DispatcherStats, KeyedStats
+from ._keyed import KeyedDispatcher
+from ._retry import RetryPolicy
 from ._types import DispatchFunc, ErrorHandler
-from .exceptions import BatchDispatchError, QueueFullError
+from .exceptions import BatchDispatchError, PartialFailure, QueueFullError
 
 __version__ = "0.1.0"
 
@@ -25,7 +27,11 @@ __all__ = [
     "DispatchFunc",
     "DispatcherStats",
     "ErrorHandler",
+    "KeyedDispatcher",
+    "KeyedStats",
+    "PartialFailure",
     "QueueFullError",
+    "RetryPolicy",
     "__version__",
 ]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Callable, Optional, TypeVar
 
 from . import _validate
-from ._engine import Engine
+from ._engine import ALL, Engine
+from ._retry import RetryPolicy
 from ._types import DispatchFunc, ErrorHandler
 
 T = TypeVar("T")
@@ -34,8 +35,9 @@ class BackgroundDispatcher(Engine[T]):
         # leaving the block flushed the batch and stopped the worker
 
     :param dispatch: called as ``dispatch(batch)`` on the worker thread with
-        a non-empty list, in enqueue order. If it raises, every item of the
-        batch counts as failed and *on_error* is called; there is no retry.
+        a non-empty list, in enqueue order. If it raises, the batch's items
+        count as failed (or, with *retry*, are tried again); raising
+        :class:`~batchdispatch.PartialFailure` fails only some of them.
     :param delay: seconds an item may wait for company before its batch
         goes out. Batches leave at most once per *delay*, earlier only when
         a batch (or the queue) is full, or on :meth:`flush`. Must be > 0 and
@@ -67,6 +69,9 @@ class BackgroundDispatcher(Engine[T]):
         waits at most.
     :param clock: a monotonic clock for the *delay*, for tests. Flush,
         shutdown and exit deadlines always use the real monotonic clock.
+    :param retry: a :class:`~batchdispatch.RetryPolicy` for failed batches
+        (None: a failed batch is given up at once). Later items wait behind
+        a batch that waits to be retried, so order is kept.
     """
 
     def __init__(
@@ -83,21 +88,29 @@ class BackgroundDispatcher(Engine[T]):
         flush_on_exit: bool = True,
         exit_timeout: float = 5.0,
         clock: Optional[Callable[[], float]] = None,
+        retry: Optional[RetryPolicy] = None,
     ) -> None:
-        if not callable(dispatch):
-            raise TypeError(f"dispatch must be callable, got {type(dispatch).__name__}")
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str or None, got {type(name).__name__}")
-        super().__init__(
-            dispatch,
-            delay=_validate.seconds("delay", delay),
-            max_batch_size=_validate.count("max_batch_size", max_batch_size),
-            max_queue_size=_validate.count("max_queue_size", max_queue_size),
-            overflow=_validate.overflow(overflow),
-            block_timeout=_validate.optional_seconds("block_timeout", block_timeout),
-            on_error=_validate.callable_or_none("on_error", on_error),
-            name=name or _validate.default_name(dispatch),
-            flush_on_exit=bool(flush_on_exit),
-            exit_timeout=_validate.seconds("exit_timeout", exit_timeout, allow_zero=True),
-            clock=_validate.callable_or_none("clock", clock),
+        options = _validate.common(
+            dispatch=dispatch, delay=delay, max_batch_size=max_batch_size,
+            max_queue_size=max_queue_size, overflow=overflow, block_timeout=block_timeout,
+            on_error=on_error, name=name, flush_on_exit=flush_on_exit,
+            exit_timeout=exit_timeout, clock=clock, retry=retry,
         )
+        super().__init__(lambda key, batch: dispatch(batch), max_workers=1, **options)
+        self.dispatch = dispatch
+
+    enqueue = Engine._enqueue_one
+
+    def flush(self, timeout: Optional[float] = 5.0) -> bool:
+        """Deliver everything enqueued so far, without waiting for the delay.
+
+        Batches waiting for a retry are tried at once.
+
+        :param timeout: seconds to wait at most, measured as one deadline;
+            None waits as long as it takes.
+        :returns: True once every item enqueued before the call has been
+            delivered or given up; False if the timeout passed first. Called
+            from inside dispatch or on_error, it cannot wait for itself: it
+            asks for an immediate flush and returns False.
+        """
+        return self._flush(ALL, timeout)

@@ -1,30 +1,36 @@
 """The batching engine behind every dispatcher.
 
-Everything that is hard lives here: the buffer, the worker thread, the
-wake-up rules, flush and shutdown deadlines, overflow, the exit hook and the
-fork hook. Public classes are thin faces that validate their arguments and
-inherit from :class:`Engine`.
+Everything that is hard lives here: the lanes of waiting items, the worker
+threads, the wake-up rules, retries, events, flush and shutdown deadlines,
+overflow, the exit hook and the fork hook. Public classes are thin faces
+that validate their arguments and inherit from :class:`Engine`.
 
 Design notes
 ------------
-The hot path (:meth:`Engine.enqueue`) takes no lock. Producers append to a
-:class:`collections.deque`, which is atomic under the GIL, and compare the
-length they saw against two thresholds that the worker publishes:
+Items wait in *lanes*, one per key. A lane goes out as a batch when it is
+full, when its oldest item has waited ``delay`` (and ``delay`` has passed
+since its previous batch), or at once on flush, shutdown or a full queue.
+A lane never has two batches out at a time: a batch that failed and waits
+to be retried keeps its lane's later items behind it. Up to
+``max_concurrent_batches`` worker threads take due lanes, call the user's
+code with the lock released, and settle the outcome.
+
+BackgroundDispatcher has one lane, fed without a lock: producers append to
+a :class:`collections.deque`, which is atomic under the GIL, and compare the
+length against two thresholds that the worker publishes:
 
 ``_room``
     the queue length below which an item is admitted. It is
     ``max_queue_size`` while running, ``0`` before the worker has started
     (so the first enqueue takes the slow path and starts it) and ``-1``
-    once closed. One comparison therefore covers "full", "not started" and
-    "closed".
+    once closed. One comparison covers "full", "not started" and "closed".
 
 ``_wake_at``
     the producer wakes the worker when the queue is longer than this after
-    its append: ``0`` while the worker sleeps on an empty queue,
-    ``max_batch_size - 1`` while it waits for the delay, "never" while it is
-    busy, and ``-1`` once closing, so every late append is checked under the
-    lock. The length is read again after the append, so two producers that
-    fill a batch together cannot both miss the threshold.
+    its append: ``0`` while the worker sleeps with nothing to do,
+    ``max_batch_size - 1`` while it waits for the delay, "never" while the
+    lane is busy, and ``-1`` once closing, so every late append is checked
+    under the lock.
 
 The worker publishes a threshold *before* it looks at the queue, and a
 producer reads it *after* appending, so one of the two always sees the
@@ -32,10 +38,12 @@ other (the store-then-load pattern that is sequentially consistent under
 the GIL). That is what makes the lock-free append safe against lost
 wake-ups, and what lets an idle worker wait with no timeout at all.
 
-Every other transition (starting, draining, flushing, blocking, closing)
-happens under one lock, through two conditions: ``_wakeup`` for the worker
-and ``_progress`` for threads waiting on it. User code -- dispatch,
-``on_error`` -- always runs with the lock released.
+KeyedDispatcher's lanes are filled under the lock (one short critical
+section per enqueue), since a key must be looked up anyway.
+
+Every item has a *position*: its rank in enqueue order. ``flush`` takes the
+next position as its target and waits until no lane holds, and no open
+batch contains, an item before it.
 """
 
 from __future__ import annotations
@@ -44,19 +52,45 @@ import atexit
 import collections
 import dataclasses
 import functools
+import heapq
 import itertools
 import logging
 import math
 import os
+import random
 import sys
 import threading
 import time
 import types
 import weakref
-from typing import Any, Callable, Deque, Dict, Generic, List, Mapping, Optional, Tuple, TypeVar
+from typing import (
+    Any,
+    Callable,
+    Deque,
+    Dict,
+    Generic,
+    Hashable,
+    List,
+    Mapping,
+    Optional,
+    Set,
+    Tuple,
+    TypeVar,
+)
 
-from ._types import DispatchFunc, ErrorHandler
-from .exceptions import QueueFullError
+from ._events import (
+    BatchFailed,
+    BatchRetryScheduled,
+    BatchStarted,
+    BatchSucceeded,
+    Emitter,
+    ItemsDropped,
+    ItemsExhausted,
+    Listener,
+    ShutdownEvent,
+)
+from ._retry import RetryPolicy
+from .exceptions import PartialFailure, QueueFullError
 
 T = TypeVar("T")
 
@@ -66,6 +100,10 @@ log = logging.getLogger("batchdispatch")
 OVERFLOW_POLICIES = ("drop_newest", "drop_oldest", "block", "raise")
 
 _NEVER = sys.maxsize
+_INF = math.inf
+
+#: Stands for "every key" where None could be a key.
+ALL: Any = type("AllKeys", (), {"__repr__": lambda self: "ALL"})()
 
 # Lifecycle states.
 _NEW, _RUNNING, _CLOSING, _CLOSED = "new", "running", "closing", "closed"
@@ -92,33 +130,51 @@ monotonic: Callable[[], float] = _real_monotonic()
 class DispatcherStats:
     """A snapshot of a dispatcher's counters, from ``stats()``.
 
-    Once the queue has drained, ``enqueued == dispatched + failed +
-    evicted`` where *evicted* are the accepted items later dropped by
-    ``overflow="drop_oldest"``.
+    Once everything has drained, ``enqueued == dispatched + failed`` plus
+    the accepted items later discarded (evicted by ``"drop_oldest"`` or
+    given up at exit).
     """
 
-    #: The dispatcher's name (the worker thread is ``batchdispatch:<name>``).
+    #: The dispatcher's name (worker threads are ``batchdispatch:<name>``).
     name: str
-    #: Items accepted and not yet delivered or given up (queued or in flight).
+    #: Items accepted and not yet delivered or given up (queued, in flight,
+    #: or waiting to be retried).
     pending: int
-    #: Items in the batch being dispatched right now.
+    #: Items in batches being delivered right now.
     in_flight: int
     #: Items accepted by ``enqueue`` since the dispatcher was created.
     enqueued: int
-    #: Items in batches whose dispatch returned normally.
+    #: Items delivered (dispatch returned, or they were not among a
+    #: ``PartialFailure``'s failed items).
     dispatched: int
-    #: Calls to dispatch, successful or not.
+    #: Calls to dispatch, successful or not, retries included.
     batches: int
-    #: Items in batches whose dispatch raised.
+    #: Items given up after their last attempt failed.
     failed: int
+    #: Items scheduled for another attempt (each retry counts its items).
+    retried: int
     #: Items dropped, for any reason (the sum of ``dropped_by_reason``).
     dropped: int
-    #: Drops by reason: ``"queue_full"``, ``"closed"``, ``"exit"``.
+    #: Drops by reason: ``"queue_full"``, ``"closed"``, ``"exit"``, ...
     dropped_by_reason: Mapping[str, int]
-    #: The exception of the last failed dispatch, if any.
+    #: The error of the last failed attempt, if any.
     last_error: Optional[BaseException]
-    #: Whether the worker thread is running.
+    #: Whether a worker thread is running.
     worker_alive: bool
+    #: Batches being delivered right now.
+    active_batches: int
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyedStats(DispatcherStats):
+    """``DispatcherStats`` plus the per-key view of a KeyedDispatcher."""
+
+    #: Pending items per key, for keys that have any.
+    pending_by_key: Mapping[Hashable, int]
+    #: How many keys have pending items.
+    keys_with_pending: int
+    #: Mean pending items over the keys that have any (0 when none do).
+    average_queue_size: float
 
 
 class _RateLimit:
@@ -127,7 +183,7 @@ class _RateLimit:
     def __init__(self, interval: float, clock: Callable[[], float]) -> None:
         self.interval = interval
         self.clock = clock
-        self.next_at = -math.inf
+        self.next_at = -_INF
         self.held = 0
 
     def ready(self) -> Optional[int]:
@@ -141,46 +197,163 @@ class _RateLimit:
         return held
 
 
+class _Batch:
+    """Items taken from a lane, through every attempt until settled."""
+
+    __slots__ = ("attempt", "first", "items", "key", "lane", "not_before")
+
+    def __init__(self, lane: Optional[_Lane], items: List[Any], first: int, key: Hashable = None) -> None:
+        self.lane = lane  # None for a batch delivered inline, which is never retried
+        self.key = lane.key if lane is not None else key
+        self.items = items
+        self.first = first  # position of its earliest item, for flush
+        self.attempt = 0
+        self.not_before: Optional[float] = None  # set while waiting for a retry
+
+
+class _Lane:
+    """One key's waiting items, its deadline and its batch (if one is out).
+
+    This base class stores items in one deque, filled without the lock by
+    BackgroundDispatcher's producers; positions are counted by ``taken``.
+    """
+
+    __slots__ = ("batch", "due_at", "first_at", "flush_upto", "items", "key", "last_take", "taken")
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+        self.items: Deque[Any] = collections.deque()
+        self.taken = 0  # position of the next item to leave ``items``
+        self.due_at: Optional[float] = None  # engine clock
+        self.first_at: Optional[float] = None  # when the oldest waiting item was seen
+        self.last_take = -_INF
+        self.batch: Optional[_Batch] = None
+        self.flush_upto = 0  # flush(key) target: take at once before this position
+
+    def size(self) -> int:
+        return len(self.items)
+
+    def min_position(self) -> float:
+        return self.taken if self.items else _INF
+
+    def pop(self, count: int) -> Tuple[List[Any], int]:
+        # Producers append without the lock, so the deque is popped item by
+        # item (in C, via starmap) rather than copied and cleared.
+        first = self.taken
+        items = list(itertools.starmap(self.items.popleft, itertools.repeat((), count)))
+        self.taken += count
+        return items, first
+
+    def pop_oldest(self) -> Any:
+        self.taken += 1
+        return self.items.popleft()
+
+    def pending(self) -> int:
+        return self.size() + (len(self.batch.items) if self.batch is not None else 0)
+
+
+class _PriorityLane(_Lane):
+    """A KeyedDispatcher lane: higher priority first, FIFO within a priority."""
+
+    __slots__ = ("count", "levels", "order")
+
+    def __init__(self, key: Hashable) -> None:
+        super().__init__(key)
+        self.levels: Dict[int, Deque[Tuple[int, Any]]] = {}
+        self.order: List[int] = []  # priorities present, highest first
+        self.count = 0
+
+    def push(self, priority: int, position: int, item: Any) -> None:
+        level = self.levels.get(priority)
+        if level is None:
+            level = self.levels[priority] = collections.deque()
+            self.order.append(priority)
+            self.order.sort(reverse=True)
+        level.append((position, item))
+        self.count += 1
+
+    def size(self) -> int:
+        return self.count
+
+    def min_position(self) -> float:
+        return min((level[0][0] for level in self.levels.values()), default=_INF)
+
+    def pop(self, count: int) -> Tuple[List[Any], int]:
+        items: List[Any] = []
+        first = _NEVER
+        for priority in list(self.order):
+            level = self.levels[priority]
+            while level and len(items) < count:
+                position, item = level.popleft()
+                first = min(first, position)
+                items.append(item)
+            if not level:
+                del self.levels[priority]
+                self.order.remove(priority)
+            if len(items) == count:
+                break
+        self.count -= len(items)
+        return items, first
+
+    def pop_oldest(self) -> Any:
+        priority = min(self.levels, key=lambda p: self.levels[p][0][0])
+        level = self.levels[priority]
+        _, item = level.popleft()
+        if not level:
+            del self.levels[priority]
+            self.order.remove(priority)
+        self.count -= 1
+        return item
+
+
 class Engine(Generic[T]):
-    """One queue, one worker thread, one dispatch callable.
+    """Lanes, worker threads and lifecycle shared by every dispatcher.
 
     Not meant to be instantiated directly: use
-    :class:`~batchdispatch.BackgroundDispatcher`, which validates the
-    arguments. The attributes set here are the engine's whole state.
+    :class:`~batchdispatch.BackgroundDispatcher` or
+    :class:`~batchdispatch.KeyedDispatcher`, which validate the arguments.
     """
 
     #: Seconds between two log lines about drops or failed dispatches.
     LOG_INTERVAL = 10.0
 
+    _keyed = False
+
     def __init__(
         self,
-        dispatch: DispatchFunc[T],
+        call: Callable[[Hashable, List[T]], object],
         *,
         delay: float,
         max_batch_size: Optional[int],
         max_queue_size: Optional[int],
         overflow: str,
         block_timeout: Optional[float],
-        on_error: Optional[ErrorHandler[T]],
+        on_error: Optional[Callable[[BaseException, List[T]], object]],
         name: str,
         flush_on_exit: bool,
         exit_timeout: float,
         clock: Optional[Callable[[], float]],
+        retry: Optional[RetryPolicy],
+        max_workers: int,
     ) -> None:
-        self._dispatch = dispatch
+        self._call = call
         self._delay = delay
         self._batch_limit = max_batch_size or _NEVER
         self._queue_limit = max_queue_size or _NEVER
         self._overflow = overflow
         self._block_timeout = block_timeout
         self._on_error = on_error
-        #: Names the worker thread ``batchdispatch:<name>`` and the log lines.
+        self._retry = retry
+        self._max_workers = max_workers
+        #: Names the worker threads ``batchdispatch:<name>`` and the log lines.
         self.name = name
         #: Whether the exit hook delivers what is pending at interpreter exit.
         self.flush_on_exit = flush_on_exit
         #: Seconds the exit hook (and the ``with`` block) waits at most.
         self.exit_timeout = exit_timeout
         self._clock = clock or monotonic
+        self._events = Emitter()
+        self._random = random.Random()
         self._reset()
         with _registry_lock:
             _registry.add(self)
@@ -193,38 +366,83 @@ class Engine(Generic[T]):
         self._lock = threading.RLock()
         self._wakeup = threading.Condition(self._lock)
         self._progress = threading.Condition(self._lock)
-        self._items: Deque[T] = collections.deque()
+        self._lanes: Dict[Hashable, _Lane] = {}
+        self._main: Optional[_Lane] = None
+        if not self._keyed:
+            self._main = self._lanes[None] = _Lane(None)
+            self._items = self._main.items  # the hot path's deque
         self._room = 0
         self._wake_at = 0
         self._state = _NEW
-        self._worker: Optional[threading.Thread] = None
+        self._workers: List[threading.Thread] = []
+        self._idle = 0  # workers waiting for work
+        self._sleep_until = _INF  # when the earliest idle worker wakes by itself
         # Bumped at fork, so a worker frame inherited by the child gives up.
         self._generation = getattr(self, "_generation", 0) + 1
         self._exit_closed = False  # closed by the exit hook: late items still go out
         self._exit_expired = False  # the exit hook gave up waiting for this one
-        self._due_at: Optional[float] = None
-        self._last_take = -math.inf
-        # Items leave the queue in enqueue order, so a count is a position:
-        # item number _taken is the next one out. _active maps the position
-        # of each batch being dispatched to its size. Everything before
-        # position p is settled when _taken >= p and no active batch starts
-        # before p; that is what flush waits for.
-        self._taken = 0
-        self._active: Dict[int, int] = {}
-        self._flush_upto = 0  # dispatch without delay until _taken reaches this
+        self._stopped = False  # a shutdown deadline passed: no more retries
+        self._seq = 0  # keyed: position of the next accepted item
+        self._queued = 0  # keyed: items waiting in lanes
+        self._timers: List[Tuple[float, int, _Lane]] = []
+        self._ticket = itertools.count()
+        self._ready: Deque[_Lane] = collections.deque()
+        self._open: Set[_Batch] = set()  # taken and not settled (out, or waiting to retry)
+        self._inflight: Set[_Batch] = set()
+        self._flush_upto = 0  # take at once every lane holding a position before this
         self._blocked = 0  # producers waiting for room
-        self._overflowing = False  # the worker was told the queue is full
+        self._overflowing = False  # the workers were told the queue is full
         self._dispatched = 0
         self._failed = 0
+        self._retried = 0
         self._batches = 0
         self._dropped: Dict[str, int] = {}
         self._last_error: Optional[BaseException] = None
+        self._outbox: List[Tuple[str, Any]] = []  # events to emit outside the lock
         self._drop_log = _RateLimit(self.LOG_INTERVAL, monotonic)
         self._error_log = _RateLimit(self.LOG_INTERVAL, monotonic)
+        self._events.reset_after_fork()
 
-    # -- the hot path -------------------------------------------------------
+    # -- events ----------------------------------------------------------------
 
-    def enqueue(self, item: T) -> bool:
+    def on(self, event: str, listener: Listener) -> None:
+        """Call *listener(payload)* each time *event* happens.
+
+        Events: ``batch_started``, ``batch_succeeded``, ``batch_failed``,
+        ``batch_retry_scheduled``, ``items_exhausted``, ``items_dropped`` and
+        ``shutdown``; each payload is a small frozen dataclass (see
+        :mod:`batchdispatch.events`). Listeners run on a worker thread,
+        never under the dispatcher's lock; one that raises is logged.
+
+        :raises ValueError: for an unknown event name.
+        """
+        self._events.on(event, listener)
+
+    def once(self, event: str, listener: Listener) -> None:
+        """Like :meth:`on`, for the next occurrence only."""
+        self._events.on(event, listener, once=True)
+
+    def off(self, event: str, listener: Optional[Listener] = None) -> None:
+        """Remove *listener* from *event*, or every listener of it if None."""
+        self._events.off(event, listener)
+
+    def _post(self, event: str, make: Callable[[], Any]) -> None:
+        """Queue an event for emission after the lock is released."""
+        if self._events.wants(event):
+            self._outbox.append((event, make()))
+
+    def _emit_posted(self) -> None:
+        """Emit queued events. Never called with the lock held."""
+        if not self._outbox:
+            return
+        with self._lock:
+            posted, self._outbox = self._outbox, []
+        for event, payload in posted:
+            self._events.emit(event, payload)
+
+    # -- the hot path (one lane, no lock) ---------------------------------------
+
+    def _enqueue_one(self, item: T) -> bool:
         """Add *item* to the next batch without waiting for delivery.
 
         :returns: True if the item was accepted, False if it was dropped
@@ -240,12 +458,14 @@ class Engine(Generic[T]):
             if len(items) > self._wake_at:
                 return self._wake()
             return True
-        return self._enqueue_slow(item)
+        return self._admit(None, item, 0)
 
     def _wake(self) -> bool:
         """Slow half of an append: wake the worker, or deal with a late item."""
         with self._lock:
-            if self._state != _CLOSED or not self._items:
+            lane = self._main
+            assert lane is not None
+            if self._state != _CLOSED or not lane.items:
                 if self._state == _RUNNING:
                     self._wake_at = _NEVER  # one notification is enough
                 self._wakeup.notify()
@@ -253,76 +473,144 @@ class Engine(Generic[T]):
             # Appended after the worker drained the queue and left. The
             # exit hook's dispatchers still deliver, on this thread; one the
             # user shut down drops it (and any other such late arrival).
-            start, late = self._take(len(self._items))
+            late, first = lane.pop(len(lane.items))
             if not self._exit_closed:
-                del self._active[start]
-                self._count_drop("closed", len(late))
+                self._drop(None, late, "closed")
                 report = self._drop_report()
         if self._exit_closed:
-            self._dispatch_here(start, late)
+            self._dispatch_here(_Batch(None, late, first))
             return True
+        self._emit_posted()  # closed: no worker will emit them
         if report:
             log.warning(*report)
         return False
 
-    def _enqueue_slow(self, item: T) -> bool:
-        """Admission when the worker is not running or the queue is full."""
-        trash: List[T] = []  # evicted items, released after the lock
+    def _enqueue_keyed(self, key: Hashable, item: T, priority: int) -> bool:
+        """KeyedDispatcher's enqueue: one short critical section."""
+        with self._lock:
+            if self._state == _RUNNING and self._queued < self._queue_limit:
+                self._push(key, item, priority)
+                return True
+        return self._admit(key, item, priority)
+
+    # -- admission under the lock -------------------------------------------------
+
+    def _admit(self, key: Hashable, item: T, priority: int) -> bool:
+        """Admission when the lock is needed: always for keys, else when not running or full."""
+        trash: List[Any] = []  # evicted items, released after the lock
         report = None
+        inline: Optional[_Batch] = None
         with self._lock:
             if self._state == _NEW and not _exiting:
-                self._start()
+                self._start_worker()
             state = self._state
-            if state == _RUNNING:
-                if len(self._items) < self._queue_limit:
-                    self._append_locked(item)
+            if state == _RUNNING or (state == _CLOSING and self._exit_closed and not self._exit_expired):
+                # While the exit hook drains, late items still join the queue.
+                if self._queued_count() < self._queue_limit:
+                    self._push(key, item, priority)
                     return True
-                accepted, report = self._overflow_locked(item, trash)
-            elif state == _NEW:
-                # No thread could start: the interpreter is exiting (3.12
-                # refuses threads in atexit handlers) or is out of threads.
-                # Deliver on this thread; a later enqueue tries again.
-                if _exiting:
+                if state == _RUNNING:
+                    accepted, report = self._overflow_locked(key, item, priority, trash)
+                else:
+                    self._drop(key, [item], "queue_full")
+                    accepted, report = False, self._drop_report()
+            elif state == _NEW or (state == _CLOSED and self._exit_closed):
+                # No worker will take it: the interpreter is exiting, or no
+                # thread could start (3.12 refuses them in atexit handlers;
+                # or the process is out of threads). Deliver on this thread;
+                # a later enqueue tries to start the worker again.
+                if state == _NEW and _exiting:
                     self._state = _CLOSED
                     self._exit_closed = True
                     self._room = self._wake_at = -1
-                start = self._taken
-                self._taken += 1
-                self._active[start] = 1
-                accepted = None
-            elif state == _CLOSING and self._exit_closed and not self._exit_expired:
-                # The exit hook is draining: the worker takes late items too.
-                if len(self._items) < self._queue_limit:
-                    self._append_locked(item)
-                    return True
-                self._count_drop("queue_full", 1)
-                accepted, report = False, self._drop_report()
-            elif state == _CLOSED and self._exit_closed:
-                start = self._taken  # after the exit hook: deliver here
-                self._taken += 1
-                self._active[start] = 1
-                accepted = None
+                inline = _Batch(None, [item], self._next_position(), key)
+                self._advance_position(1)
+                accepted = True
             else:
                 # Shut down by the user, or stuck past the exit budget (a
                 # second, overlapping dispatch call could hang exit again).
-                self._count_drop("exit" if self._exit_closed else "closed", 1)
+                self._drop(key, [item], "exit" if self._exit_closed else "closed")
                 accepted, report = False, self._drop_report()
         del trash
-        if accepted is None:
-            self._dispatch_here(start, [item])
+        if inline is not None:
+            self._dispatch_here(inline)
             return True
+        if self._state == _CLOSED:
+            self._emit_posted()  # no worker will: only then does enqueue run listeners
         if report:
             log.warning(*report)
         return accepted
 
-    def _append_locked(self, item: T) -> None:
-        self._items.append(item)
-        if len(self._items) > self._wake_at:
-            if self._state == _RUNNING:
-                self._wake_at = _NEVER
-            self._wakeup.notify()
+    def _queued_count(self) -> int:
+        return self._queued if self._keyed else len(self._items)
 
-    def _overflow_locked(self, item: T, trash: List[T]) -> Tuple[bool, Optional[Tuple[object, ...]]]:
+    def _next_position(self) -> int:
+        if self._main is not None:
+            return self._main.taken + len(self._main.items)
+        return self._seq
+
+    def _advance_position(self, count: int) -> None:
+        if self._main is not None:
+            self._main.taken += count
+        else:
+            self._seq += count
+
+    def _push(self, key: Hashable, item: T, priority: int) -> None:
+        """Add an item to its lane and schedule the lane. Called with the lock held."""
+        if self._main is not None:
+            self._main.items.append(item)
+            if len(self._main.items) > self._wake_at:
+                if self._state == _RUNNING:
+                    self._wake_at = _NEVER
+                self._wakeup.notify()
+            return
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _PriorityLane(key)
+        assert isinstance(lane, _PriorityLane)
+        lane.push(priority, self._seq, item)
+        self._seq += 1
+        self._queued += 1
+        if lane.batch is not None:
+            return  # waits behind the batch that is out
+        count = lane.count
+        if count == 1:
+            self._schedule(lane, self._clock())
+        elif count >= self._batch_limit:
+            self._make_ready(lane)
+        if self._state != _RUNNING:
+            self._make_ready(lane)
+
+    def _schedule(self, lane: _Lane, now: float) -> None:
+        """Give a lane with waiting items its deadline. Called with the lock held."""
+        if lane.first_at is None:
+            lane.first_at = now
+        due = max(lane.first_at, lane.last_take) + self._delay
+        lane.due_at = due
+        heapq.heappush(self._timers, (due, next(self._ticket), lane))
+        if due < self._sleep_until:
+            self._sleep_until = due
+            self._wakeup.notify_all()
+        self._more_workers()
+
+    def _make_ready(self, lane: _Lane) -> None:
+        self._ready.append(lane)
+        self._wakeup.notify()
+        self._more_workers()
+
+    def _more_workers(self) -> None:
+        """Start another worker if work waits and none is idle (keyed only)."""
+        if (
+            self._idle == 0
+            and self._state == _RUNNING
+            and len(self._workers) < self._max_workers
+            and not _exiting
+        ):
+            self._start_worker()
+
+    def _overflow_locked(
+        self, key: Hashable, item: T, priority: int, trash: List[Any]
+    ) -> Tuple[bool, Optional[Tuple[object, ...]]]:
         """Apply the overflow policy; return (accepted, log line or None).
 
         Called with the lock held; "block" releases it while it waits.
@@ -331,61 +619,88 @@ class Engine(Generic[T]):
         policy = self._overflow
         if not self._overflowing:
             # A full queue is worth dispatching right away. Once per episode:
-            # a drop must stay cheap when producers outrun the worker.
+            # a drop must stay cheap when producers outrun the workers.
             self._overflowing = True
-            self._wakeup.notify()
+            self._rush()
         if policy == "drop_oldest":
-            excess = len(self._items) - self._queue_limit + 1
-            if excess > 0:
-                trash.extend(self._pop(excess))
-                self._count_drop("queue_full", excess)
-            self._append_locked(item)
+            while self._queued_count() >= self._queue_limit:
+                lane = self._oldest_lane()
+                if lane is None:
+                    break
+                evicted = lane.pop_oldest()
+                if lane is not self._main:
+                    self._queued -= 1
+                    self._forget_if_idle(lane)
+                trash.append(evicted)
+                self._drop(lane.key, [evicted], "queue_full")
+            self._push(key, item, priority)
             return True, None
         if policy == "block" and not self._dispatching_here():
             deadline = _deadline(self._block_timeout)
             self._blocked += 1
             try:
                 self._wait_locked(
-                    lambda: len(self._items) < self._queue_limit or self._state != _RUNNING, deadline
+                    lambda: self._queued_count() < self._queue_limit or self._state != _RUNNING, deadline
                 )
             finally:
                 self._blocked -= 1
-            if len(self._items) < self._queue_limit and self._state == _RUNNING:
-                self._append_locked(item)
+            if self._queued_count() < self._queue_limit and self._state == _RUNNING:
+                self._push(key, item, priority)
                 return True, None
-        self._count_drop("queue_full" if self._state == _RUNNING else "closed", 1)
+        self._drop(key, [item], "queue_full" if self._state == _RUNNING else "closed")
         if policy == "raise":
             raise QueueFullError(self._queue_limit)
         return False, self._drop_report()
 
-    # -- the worker ---------------------------------------------------------
+    def _oldest_lane(self) -> Optional[_Lane]:
+        lanes = [lane for lane in self._lanes.values() if lane.size()]
+        return min(lanes, key=lambda lane: lane.min_position(), default=None)
 
-    def _start(self) -> None:
-        """Start the worker. Called with the lock held, in state _NEW."""
+    def _rush(self) -> None:
+        """Make every lane with work due now (flush of everything, close, full queue)."""
+        for lane in self._lanes.values():
+            if lane.size() or (lane.batch is not None and lane.batch.not_before is not None):
+                self._ready.append(lane)
+        self._wakeup.notify_all()
+        self._more_workers()
+
+    # -- workers ---------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        """Start a worker. Called with the lock held."""
+        number = len(self._workers) + 1
+        suffix = "" if self._max_workers == 1 else f"-{number}"
         worker = threading.Thread(
-            target=self._run, args=(self._generation,), name=f"batchdispatch:{self.name}", daemon=True
+            target=self._run,
+            args=(self._generation,),
+            name=f"batchdispatch:{self.name}{suffix}",
+            daemon=True,
         )
         try:
             worker.start()
         except RuntimeError:
-            return  # the caller delivers on its own thread; state stays _NEW
-        self._worker = worker
-        self._state = _RUNNING
-        self._room = self._queue_limit
-        self._wake_at = 0
+            return  # no worker: the caller delivers on its own thread
+        self._workers.append(worker)
+        if self._state == _NEW:
+            self._state = _RUNNING
+            self._room = self._queue_limit
+            self._wake_at = 0
 
     def _run(self, generation: int) -> None:
         try:
             self._work(generation)
         except BaseException:
-            log.exception("batchdispatch:%s: the worker stopped on an internal error", self.name)
+            log.exception("batchdispatch:%s: a worker stopped on an internal error", self.name)
             with self._lock:
                 if self._generation == generation:
                     self._state = _CLOSED
                     self._room = self._wake_at = -1
-                    left = self._pop(len(self._items))
-                    self._count_drop("worker_died", len(left))
-                    self._active.clear()
+                    for lane in list(self._lanes.values()):
+                        left, _ = lane.pop(lane.size())
+                        self._count_drop("worker_died", len(left))
+                    self._queued = 0
+                    self._open.clear()
+                    self._inflight.clear()
                     self._progress.notify_all()
             raise
 
@@ -394,88 +709,154 @@ class Engine(Generic[T]):
             with self._lock:
                 if self._generation != generation:
                     return  # os.fork() was called from dispatch: this is the child
-                taken = self._next_batch()
-            if taken is None:
+                batch = self._next_batch()
+            self._emit_posted()
+            if batch is None:
                 return
-            start, batch = taken
-            error = self._call_dispatch(batch)
+            error = self._attempt(batch)
             with self._lock:
                 if self._generation != generation:
                     return
-                old_error = self._settle(start, batch, error)
+                old_error = self._settle(batch, error)
             # Release the batch before waiting for the next one, and outside
             # the lock: an item's finalizer may enqueue or log.
-            del taken, batch, error, old_error
+            del batch, error, old_error
+            self._emit_posted()
 
-    def _next_batch(self) -> Optional[Tuple[int, List[T]]]:
-        """Wait until a batch is due and take it; None once drained and closing.
+    def _next_batch(self) -> Optional[_Batch]:
+        """Wait until a lane is due and take its batch; None when this worker should stop.
 
-        Called with the lock held. An empty queue waits with no timeout, so
-        an idle dispatcher costs nothing; a waiting batch sleeps once, until
-        its deadline or until a producer reports a full batch.
+        Called with the lock held. With nothing waiting, workers wait with no
+        timeout, so an idle dispatcher costs nothing; otherwise they sleep
+        once, until the earliest deadline or until a producer wakes them.
         """
-        items = self._items
         clock = self._clock
         while True:
-            n = len(items)
-            if n == 0:
-                if self._state != _RUNNING:
+            now = clock()
+            seen = self._discover(now)
+            lane = self._pick(now)
+            if lane is not None:
+                return self._take(lane, now)
+            if self._state != _RUNNING and not self._has_work():
+                if not self._inflight:
                     self._state = _CLOSED
                     self._progress.notify_all()
-                    return None
-                self._due_at = None
-                self._wake_at = 0
-                if not items:  # re-check after publishing the threshold
+                    self._wakeup.notify_all()
+                return None
+            timers = self._timers
+            while timers and (timers[0][2].due_at != timers[0][0] or not self._takeable(timers[0][2])):
+                heapq.heappop(timers)  # stale: the lane was taken or rescheduled
+            until = timers[0][0] if timers else _INF
+            if self._main is not None and len(self._main.items) != seen:
+                continue  # a producer appended after the threshold was published
+            if self._idle == 0 or until < self._sleep_until:
+                self._sleep_until = until
+            self._idle += 1
+            try:
+                if until == _INF:
                     self._wakeup.wait()
-                continue
-            now = clock()
-            if self._due_at is None:
-                self._due_at = max(now, self._last_take) + self._delay
-            if (
-                n >= self._batch_limit
-                or n >= self._queue_limit
-                or now >= self._due_at
-                or self._taken < self._flush_upto
-                or self._blocked
-                or self._state != _RUNNING
-            ):
-                self._last_take = now
-                self._due_at = None
-                return self._take(min(n, self._batch_limit))
-            if self._state == _RUNNING:
-                self._wake_at = self._batch_limit - 1
-            if len(items) < self._batch_limit:
-                self._wakeup.wait(min(self._due_at - now, threading.TIMEOUT_MAX))
+                else:
+                    self._wakeup.wait(min(max(until - now, 0.0), threading.TIMEOUT_MAX))
+            finally:
+                self._idle -= 1
+                if self._idle == 0:
+                    self._sleep_until = _INF
 
-    def _pop(self, count: int) -> List[T]:
-        """Pop *count* items off the front. Called with the lock held."""
-        # Producers append without the lock, so the queue is popped item by
-        # item (in C, via starmap) rather than copied and cleared.
-        batch = list(itertools.starmap(self._items.popleft, itertools.repeat((), count)))
-        self._taken += count
-        self._overflowing = False
-        if self._state == _RUNNING:
+    def _discover(self, now: float) -> int:
+        """Notice what producers appended to the lock-free lane; publish its threshold."""
+        lane = self._main
+        if lane is None:
+            return 0
+        n = len(lane.items)
+        running = self._state == _RUNNING
+        if lane.batch is not None:
+            if running:
+                self._wake_at = _NEVER  # later items wait behind the batch
+        elif n == 0:
+            lane.due_at = lane.first_at = None
+            if running:
+                self._wake_at = 0
+        else:
+            if lane.due_at is None:
+                self._schedule(lane, now)
+            full = n >= self._batch_limit or n >= self._queue_limit
+            flushing = lane.min_position() < max(self._flush_upto, lane.flush_upto)
+            if full or flushing or self._blocked or not running:
+                self._ready.append(lane)
+            elif running:
+                self._wake_at = self._batch_limit - 1
+        return n
+
+    def _pick(self, now: float) -> Optional[_Lane]:
+        """The next lane to take from: ready ones first, then expired deadlines."""
+        while self._ready:
+            lane = self._ready.popleft()
+            if self._takeable(lane):
+                return lane
+        while self._timers and self._timers[0][0] <= now:
+            due, _, lane = heapq.heappop(self._timers)
+            if lane.due_at == due and self._takeable(lane):
+                return lane
+        return None
+
+    def _takeable(self, lane: _Lane) -> bool:
+        if lane.batch is None:
+            return lane.size() > 0
+        return lane.batch.not_before is not None  # waiting to retry, not out
+
+    def _abandon_retries(self) -> None:
+        """Give up every batch waiting for a retry: a deadline passed. Lock held."""
+        self._stopped = True
+        for batch in [b for b in self._open if b.not_before is not None]:
+            self._failed += len(batch.items)
+            self._post("items_exhausted", functools.partial(
+                ItemsExhausted, batch.key, tuple(batch.items), batch.attempt, self._last_error
+            ))
+            self._open.discard(batch)
+            lane = batch.lane
+            if lane is not None and lane.batch is batch:
+                lane.batch = None
+                self._after_batch(lane)
+        self._progress.notify_all()
+
+    def _has_work(self) -> bool:
+        return bool(self._open) or any(lane.size() for lane in self._lanes.values())
+
+    def _take(self, lane: _Lane, now: float) -> _Batch:
+        """Hand the lane's next batch to this worker. Called with the lock held."""
+        batch = lane.batch
+        if batch is None:
+            items, first = lane.pop(min(lane.size(), self._batch_limit))
+            if lane is not self._main:
+                self._queued -= len(items)
+            batch = lane.batch = _Batch(lane, items, first)
+            self._open.add(batch)
+            lane.last_take = now
+            lane.first_at = None
+            self._overflowing = False
+            if self._blocked:
+                self._progress.notify_all()
+        batch.not_before = None
+        batch.attempt += 1
+        lane.due_at = None
+        self._inflight.add(batch)
+        if lane is self._main and self._state == _RUNNING:
             self._wake_at = _NEVER
-        if self._blocked:
-            self._progress.notify_all()
+        if self._ready or self._timers:
+            self._more_workers()
+        self._post("batch_started", lambda: BatchStarted(lane.key, tuple(batch.items), batch.attempt))
         return batch
 
-    def _take(self, count: int) -> Tuple[int, List[T]]:
-        """Pop a batch for dispatch and mark it active. Called with the lock held."""
-        start = self._taken
-        batch = self._pop(count)
-        self._active[start] = count
-        return start, batch
-
-    def _call_dispatch(self, batch: List[T]) -> Optional[BaseException]:
-        """Run the user's dispatch and on_error. Never called with the lock held."""
+    def _attempt(self, batch: _Batch) -> Optional[BaseException]:
+        """Call the user's code for one attempt. Never called with the lock held."""
         stack = _dispatching()
         stack.append(self)
         try:
             try:
-                self._dispatch(batch)
+                self._call(batch.key, batch.items)
             except BaseException as exc:  # noqa: BLE001 - the worker must survive anything
-                self._handle_error(exc, batch)
+                failed = exc.failed_items if isinstance(exc, PartialFailure) else batch.items
+                self._handle_error(exc, failed)
                 return exc
             return None
         finally:
@@ -500,35 +881,107 @@ class Engine(Generic[T]):
         except BaseException:
             log.exception("batchdispatch:%s: on_error raised", self.name)
 
-    def _settle(self, start: int, batch: List[T], error: Optional[BaseException]) -> Optional[BaseException]:
-        """Record the outcome of a dispatch; return what the caller must release.
+    def _settle(self, batch: _Batch, error: Optional[BaseException]) -> Optional[BaseException]:
+        """Record an attempt's outcome: deliver, retry or give up. Lock held.
 
-        Called with the lock held. The previous ``last_error`` is handed
-        back rather than dropped here, since its traceback may hold items.
+        Returns the replaced ``last_error`` for the caller to release
+        unlocked, since its traceback may hold items.
         """
-        self._active.pop(start, None)
+        lane, key = batch.lane, batch.key
+        self._inflight.discard(batch)
         self._batches += 1
         old_error = None
+        attempt = batch.attempt
         if error is None:
-            self._dispatched += len(batch)
+            self._dispatched += len(batch.items)
+            done = True
+            self._post("batch_succeeded", lambda: BatchSucceeded(key, tuple(batch.items), attempt))
         else:
-            self._failed += len(batch)
             old_error, self._last_error = self._last_error, error
+            failed = error.failed_items if isinstance(error, PartialFailure) else batch.items
+            self._dispatched += len(batch.items) - len(failed)
+            batch.items = list(failed)
+            self._post("batch_failed", lambda: BatchFailed(key, tuple(failed), attempt, error))
+            done = self._retry_or_give_up(batch, error)
+        if done:
+            self._open.discard(batch)
+            if lane is not None and lane.batch is batch:
+                lane.batch = None
+                self._after_batch(lane)
         self._progress.notify_all()
         return old_error
 
-    def _dispatch_here(self, start: int, batch: List[T]) -> None:
-        """Dispatch on the calling thread, for items no worker will take."""
-        error = self._call_dispatch(batch)
+    def _retry_or_give_up(self, batch: _Batch, error: BaseException) -> bool:
+        """Schedule a retry, or give the items up; True if the batch is settled."""
+        lane, items, key = batch.lane, batch.items, batch.key
+        policy = self._retry
+        if not items:
+            return True
+        if policy is None or lane is None or self._stopped or policy.gives_up(batch.attempt, error):
+            self._failed += len(items)
+            attempts = batch.attempt
+            self._post("items_exhausted", lambda: ItemsExhausted(key, tuple(items), attempts, error))
+            return True
+        wait = policy.backoff_for(batch.attempt, self._random)
+        now = self._clock()
+        batch.not_before = now + wait
+        if self._state != _RUNNING or batch.first < max(self._flush_upto, lane.flush_upto):
+            self._ready.append(lane)  # flush or shutdown: the backoff ends early
+        else:
+            lane.due_at = batch.not_before
+            heapq.heappush(self._timers, (batch.not_before, next(self._ticket), lane))
+            if batch.not_before < self._sleep_until:
+                self._wakeup.notify_all()
+        self._retried += len(items)
+        attempt = batch.attempt + 1
+        self._post("batch_retry_scheduled", lambda: BatchRetryScheduled(key, tuple(items), attempt, wait))
+        return False
+
+    def _after_batch(self, lane: _Lane) -> None:
+        """A lane's batch is settled: schedule its next items, or forget it."""
+        if lane is self._main:
+            self._wakeup.notify()  # the worker rediscovers the lane itself
+            return
+        if not lane.size():
+            self._forget_if_idle(lane)
+            return
+        self._schedule(lane, self._clock())
+        if (
+            lane.size() >= self._batch_limit
+            or self._state != _RUNNING
+            or lane.min_position() < max(self._flush_upto, lane.flush_upto)
+        ):
+            self._make_ready(lane)
+
+    def _forget_if_idle(self, lane: _Lane) -> None:
+        """Drop an empty, settled lane, so memory does not grow with keys ever seen."""
+        if lane is not self._main and not lane.size() and lane.batch is None:
+            if self._lanes.get(lane.key) is lane:
+                del self._lanes[lane.key]
+            lane.due_at = None
+
+    def _dispatch_here(self, batch: _Batch) -> None:
+        """Deliver on the calling thread, once, for items no worker will take."""
         with self._lock:
-            old_error = self._settle(start, batch, error)
+            self._open.add(batch)
+            self._inflight.add(batch)
+        batch.attempt = 1
+        error = self._attempt(batch)
+        with self._lock:
+            batch.lane = None  # no retry: there is nobody to wait for it
+            old_error = self._settle(batch, error)
         del old_error
+        self._emit_posted()
 
     # -- drops ---------------------------------------------------------------
 
     def _count_drop(self, reason: str, count: int) -> None:
         if count:
             self._dropped[reason] = self._dropped.get(reason, 0) + count
+
+    def _drop(self, key: Hashable, items: List[Any], reason: str) -> None:
+        self._count_drop(reason, len(items))
+        self._post("items_dropped", lambda: ItemsDropped(key, tuple(items), reason))
 
     def _drop_report(self) -> Optional[Tuple[object, ...]]:
         """Arguments for a log line about drops, at most once per LOG_INTERVAL.
@@ -547,71 +1000,87 @@ class Engine(Generic[T]):
 
     # -- flush and shutdown --------------------------------------------------
 
-    def _settled_before(self, position: int) -> bool:
-        return self._taken >= position and all(start >= position for start in self._active)
+    def _settled_before(self, position: int, lane: Optional[_Lane] = None) -> bool:
+        lanes = self._lanes.values() if lane is None else [lane]
+        batches = self._open if lane is None else [b for b in self._open if b.lane is lane]
+        return all(b.first >= position for b in batches) and all(
+            ln.min_position() >= position for ln in lanes
+        )
 
-    def flush(self, timeout: Optional[float] = 5.0) -> bool:
-        """Deliver everything enqueued so far, without waiting for the delay.
-
-        :param timeout: seconds to wait at most, measured as one deadline;
-            None waits as long as it takes.
-        :returns: True once every item enqueued before the call has been
-            dispatched or given up; False if the timeout passed first. Called
-            from inside dispatch or on_error, it cannot wait for itself: it
-            asks for an immediate flush and returns False.
-        """
+    def _flush(self, key: Any, timeout: Optional[float]) -> bool:
+        """Flush one lane (*key*), or every lane when *key* is ``ALL``."""
         deadline = _deadline(timeout)
         with self._lock:
-            target = self._taken + len(self._items)
-            if self._settled_before(target):
+            target = self._next_position()
+            lane = None if key is ALL else self._lanes.get(key)
+            if key is not ALL and lane is None:
+                return True  # nothing pending for that key
+            if self._settled_before(target, lane):
                 return True
-            self._flush_upto = max(self._flush_upto, target)
-            self._wakeup.notify()
+            if lane is None:
+                self._flush_upto = max(self._flush_upto, target)
+                self._rush()
+            else:
+                lane.flush_upto = max(lane.flush_upto, target)
+                self._make_ready(lane)
             if self._dispatching_here():
                 return False
-            return self._wait_locked(lambda: self._settled_before(target), deadline)
+            return self._wait_locked(lambda: self._settled_before(target, lane), deadline)
 
     def shutdown(self, timeout: Optional[float] = 5.0) -> bool:
-        """Flush, stop the worker and refuse further items. Idempotent.
+        """Flush, stop the workers and refuse further items. Idempotent.
+
+        Retries still waiting are tried at once rather than after their
+        backoff, and none is started after the deadline.
 
         :param timeout: seconds to wait at most, as one deadline; None waits
             as long as it takes.
-        :returns: True if everything was delivered and the worker has
-            stopped; False if the timeout passed first. What is still
-            undelivered then is logged as a warning. Afterwards ``enqueue``
-            returns False and counts a ``"closed"`` drop. Called from inside
-            dispatch or on_error, it closes without waiting and returns False.
+        :returns: True if everything was delivered or given up and the
+            workers have stopped; False if the timeout passed first. What is
+            still undelivered then is logged as a warning, counted in
+            :meth:`stats` and reported by the ``shutdown`` event. Afterwards
+            ``enqueue`` returns False and counts a ``"closed"`` drop. Called
+            from inside dispatch or on_error, it closes without waiting and
+            returns False.
         """
         self._close(by_exit=False)
-        return self._join(_deadline(timeout), reason="shutdown")
+        completed = self._join(_deadline(timeout), reason="shutdown")
+        with self._lock:
+            if not completed:
+                self._abandon_retries()  # no retry outlives shutdown
+            undelivered = self._pending_count()
+            self._post("shutdown", lambda: ShutdownEvent(completed, undelivered))
+        self._emit_posted()
+        return completed
 
     def _close(self, by_exit: bool) -> None:
         # The dispatcher stays in the registry: if the user's shutdown timed
-        # out, the exit hook still waits for the draining worker.
+        # out, the exit hook still waits for the draining workers.
         with self._lock:
             if self._state in (_NEW, _RUNNING):
                 self._exit_closed = by_exit
                 self._state = _CLOSED if self._state == _NEW else _CLOSING
             self._room = self._wake_at = -1
-            self._wakeup.notify()
+            self._rush()
             self._progress.notify_all()  # blocked producers give up
 
     def _join(self, deadline: Optional[float], reason: str) -> bool:
-        """Wait for the worker to drain and stop; warn if the deadline passes."""
+        """Wait for the workers to drain and stop; warn if the deadline passes."""
         with self._lock:
             if self._dispatching_here():
                 return False
-            done = self._wait_locked(lambda: self._state == _CLOSED and not self._active, deadline)
-            queued, in_flight = len(self._items), sum(self._active.values())
-        worker = self._worker
+            done = self._wait_locked(lambda: self._state == _CLOSED and not self._inflight, deadline)
+            queued = sum(lane.size() for lane in self._lanes.values())
+            out = sum(len(b.items) for b in self._open)
         if done:
-            if worker is not None and worker is not threading.current_thread():
-                remaining = None if deadline is None else max(0.0, deadline - monotonic())
-                worker.join(None if remaining is None else min(remaining, threading.TIMEOUT_MAX))
+            for worker in list(self._workers):
+                if worker is not threading.current_thread():
+                    remaining = None if deadline is None else max(0.0, deadline - monotonic())
+                    worker.join(None if remaining is None else min(remaining, threading.TIMEOUT_MAX))
             return True
         log.warning(
-            "batchdispatch:%s: %s timed out with %d items undelivered (%d queued, %d in dispatch)",
-            self.name, reason, queued + in_flight, queued, in_flight,
+            "batchdispatch:%s: %s timed out with %d items undelivered (%d queued, %d in dispatch or retry)",
+            self.name, reason, queued + out, queued, out,
         )
         return False
 
@@ -628,30 +1097,52 @@ class Engine(Generic[T]):
 
     # -- introspection -------------------------------------------------------
 
+    def _pending_count(self) -> int:
+        return sum(lane.size() for lane in self._lanes.values()) + sum(len(b.items) for b in self._open)
+
+    def _stats_fields(self) -> Dict[str, Any]:
+        """The core counters, read with the lock held."""
+        in_flight = sum(len(b.items) for b in self._inflight)
+        return {
+            "name": self.name,
+            "pending": self._pending_count(),
+            "in_flight": in_flight,
+            "enqueued": self._next_position(),
+            "dispatched": self._dispatched,
+            "batches": self._batches,
+            "failed": self._failed,
+            "retried": self._retried,
+            "dropped": sum(self._dropped.values()),
+            "dropped_by_reason": types.MappingProxyType(dict(self._dropped)),
+            "last_error": self._last_error,
+            "worker_alive": any(worker.is_alive() for worker in self._workers),
+            "active_batches": len(self._inflight),
+        }
+
     def stats(self) -> DispatcherStats:
         """Return a consistent snapshot of the counters."""
         with self._lock:
-            queued = len(self._items)
-            in_flight = sum(self._active.values())
-            return DispatcherStats(
-                name=self.name,
-                pending=queued + in_flight,
-                in_flight=in_flight,
-                enqueued=self._taken + queued,
-                dispatched=self._dispatched,
-                batches=self._batches,
-                failed=self._failed,
-                dropped=sum(self._dropped.values()),
-                dropped_by_reason=types.MappingProxyType(dict(self._dropped)),
-                last_error=self._last_error,
-                worker_alive=self._worker is not None and self._worker.is_alive(),
+            fields = self._stats_fields()
+            if not self._keyed:
+                return DispatcherStats(**fields)
+            by_key = {lane.key: lane.pending() for lane in self._lanes.values() if lane.pending()}
+            return KeyedStats(
+                **fields,
+                pending_by_key=types.MappingProxyType(by_key),
+                keys_with_pending=len(by_key),
+                average_queue_size=sum(by_key.values()) / len(by_key) if by_key else 0.0,
             )
 
+    def _pending_for(self, key: Any) -> int:
+        with self._lock:
+            if key is ALL:
+                return self._pending_count()
+            lane = self._lanes.get(key)
+            return lane.pending() if lane is not None else 0
+
     def __repr__(self) -> str:
-        return (
-            f"<{type(self).__name__} name={self.name!r} state={self._state}"
-            f" pending={len(self._items) + sum(self._active.values())}>"
-        )
+        name, state, pending = self.name, self._state, self._pending_count()
+        return f"<{type(self).__name__} name={name!r} state={state} pending={pending}>"
 
     def __enter__(self: Any) -> Any:
         return self
@@ -673,14 +1164,20 @@ class Engine(Generic[T]):
         """Called by the exit hook: deliver within the budget, count the rest."""
         if self.flush_on_exit and self._join(deadline, reason="exit flush"):
             return
+        left: List[Any] = []
         with self._lock:
             # Give up what is still queued, counted once, so that a worker
             # still running cannot also deliver it. A batch already inside
-            # dispatch may yet finish.
+            # dispatch may yet finish; no retry starts after this.
             self._exit_expired = True
-            left = self._pop(len(self._items))
-            self._count_drop("exit", len(left))
+            self._abandon_retries()
+            for lane in list(self._lanes.values()):
+                items, _ = lane.pop(lane.size())
+                left.extend(items)
+                self._drop(lane.key, items, "exit")
+            self._queued = 0
         self._close(by_exit=False)
+        self._emit_posted()
         if left and not self.flush_on_exit:
             log.warning(
                 "batchdispatch:%s: %d items discarded at exit (flush_on_exit=False)",

@@ -7,9 +7,10 @@ the dispatcher is built, not later on the worker thread.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from ._engine import OVERFLOW_POLICIES
+from ._retry import RetryPolicy
 
 
 def seconds(name: str, value: Any, *, allow_zero: bool = False) -> float:
@@ -53,3 +54,33 @@ def callable_or_none(name: str, value: Any) -> Any:
 
 def default_name(dispatch: Any) -> str:
     return str(getattr(dispatch, "__qualname__", None) or type(dispatch).__name__)
+
+
+def retry_policy(value: Any) -> Optional[RetryPolicy]:
+    if value is not None and not isinstance(value, RetryPolicy):
+        raise TypeError(f"retry must be a RetryPolicy or None, got {type(value).__name__}")
+    return value
+
+
+def common(
+    *, delay: Any, max_batch_size: Any, max_queue_size: Any, overflow: Any, block_timeout: Any,
+    on_error: Any, name: Any, flush_on_exit: Any, exit_timeout: Any, clock: Any, retry: Any, dispatch: Any,
+) -> Dict[str, Any]:
+    """Check the options every dispatcher shares; return them ready for the engine."""
+    if not callable(dispatch):
+        raise TypeError(f"dispatch must be callable, got {type(dispatch).__name__}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None, got {type(name).__name__}")
+    return {
+        "delay": seconds("delay", delay),
+        "max_batch_size": count("max_batch_size", max_batch_size),
+        "max_queue_size": count("max_queue_size", max_queue_size),
+        "overflow": globals()["overflow"](overflow),
+        "block_timeout": optional_seconds("block_timeout", block_timeout),
+        "on_error": callable_or_none("on_error", on_error),
+        "name": name or default_name(dispatch),
+        "flush_on_exit": bool(flush_on_exit),
+        "exit_timeout": seconds("exit_timeout", exit_timeout, allow_zero=True),
+        "clock": callable_or_none("clock", clock),
+        "retry": retry_policy(retry),
+    }

@@ -125,7 +125,7 @@ def worker_wait_timeout(dispatcher: BackgroundDispatcher[Any], timeout: float = 
     Reads the worker's stack rather than trusting a sleep: the answer is the
     ``timeout`` argument of the ``Condition.wait`` it is blocked in.
     """
-    worker = dispatcher._worker
+    worker = dispatcher._workers[0] if dispatcher._workers else None
     assert worker is not None
     assert worker.ident is not None
     deadline = _engine.monotonic() + timeout

@@ -150,10 +150,10 @@ def test_import_and_construction_start_no_thread() -> None:
 
 def test_the_worker_is_a_named_daemon_started_on_first_enqueue(make, recorder: Recorder) -> None:
     d = make(recorder, delay=0.01, name="audit")
-    assert d._worker is None
+    assert not d._workers
     assert not d.stats().worker_alive
     d.enqueue(1)
-    worker = d._worker
+    [worker] = d._workers
     assert worker is not None
     assert worker.name == "batchdispatch:audit"
     assert worker.daemon
@@ -655,7 +655,7 @@ def test_an_item_appended_as_shutdown_finishes_is_dropped_not_dispatched(make, r
             assert d.shutdown(timeout=10)  # completes before the append lands
             super().append(item)
 
-    d._items = Racing(d._items)
+    d._items = d._main.items = Racing(d._items)
     assert d.enqueue("late") is False
     assert recorder.items == ["first"]
     assert d.stats().dropped_by_reason == {"closed": 1}

@@ -72,7 +72,7 @@ def test_the_child_gets_a_fresh_dispatcher_and_the_parent_keeps_its_items(make, 
 
     def child() -> Any:
         before = d.stats()
-        assert d._worker is None  # the parent's worker does not exist here
+        assert not d._workers  # the parent's worker does not exist here
         d.enqueue("child")
         flushed = d.flush(timeout=10)
         return {
@@ -80,7 +80,7 @@ def test_the_child_gets_a_fresh_dispatcher_and_the_parent_keeps_its_items(make, 
             "enqueued_before": before.enqueued,
             "flushed": flushed,
             "items": recorder.items,
-            "thread": d._worker.name if d._worker else None,
+            "thread": d._workers[0].name if d._workers else None,
         }
 
     result = collect(fork(child))
@@ -123,7 +123,7 @@ def test_forks_while_threads_enqueue_never_deadlock_the_child(make, recorder: Re
 
             def child() -> Any:
                 got = Recorder()
-                d._dispatch = got  # the child ships to its own sink
+                d._call = lambda key, batch: got(batch)  # the child ships to its own sink
                 for i in range(100):
                     d.enqueue(("child", i))
                 return [d.flush(timeout=10), len(got.items), d.shutdown(timeout=10)]
@@ -158,7 +158,8 @@ def test_a_fork_from_inside_dispatch_leaves_the_child_a_working_dispatcher(make,
                 # first: it must leave the child's fresh dispatcher alone.
                 inherited.join(10)
                 before = d.stats()
-                d._dispatch = got = Recorder()
+                got = Recorder()
+                d._call = lambda key, batch: got(batch)
                 d.enqueue("child")
                 result = [not inherited.is_alive(), before.enqueued, before.batches,
                           d.flush(timeout=10), got.items]

@@ -1,0 +1,158 @@
+"""Event payloads and the small emitter behind ``on``, ``once`` and ``off``.
+
+Listeners run on a worker thread (or the thread calling ``shutdown``),
+never while the engine's lock is held. A listener that raises is logged and
+changes nothing about delivery.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple
+
+log = logging.getLogger("batchdispatch")
+
+__all__ = [
+    "EVENTS",
+    "BatchFailed",
+    "BatchRetryScheduled",
+    "BatchStarted",
+    "BatchSucceeded",
+    "ItemsDropped",
+    "ItemsExhausted",
+    "ShutdownEvent",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchStarted:
+    """``batch_started``: an attempt to deliver a batch begins."""
+
+    key: Optional[Hashable]
+    items: Tuple[Any, ...]
+    attempt: int
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSucceeded:
+    """``batch_succeeded``: a batch (or what was left of it) was delivered."""
+
+    key: Optional[Hashable]
+    items: Tuple[Any, ...]
+    attempt: int
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchFailed:
+    """``batch_failed``: one attempt failed; *items* are the ones that failed."""
+
+    key: Optional[Hashable]
+    items: Tuple[Any, ...]
+    attempt: int
+    error: BaseException
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchRetryScheduled:
+    """``batch_retry_scheduled``: *items* will be tried again as *attempt* in *delay* seconds."""
+
+    key: Optional[Hashable]
+    items: Tuple[Any, ...]
+    attempt: int
+    delay: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemsExhausted:
+    """``items_exhausted``: *items* are given up after *attempts* attempts."""
+
+    key: Optional[Hashable]
+    items: Tuple[Any, ...]
+    attempts: int
+    error: Optional[BaseException]
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemsDropped:
+    """``items_dropped``: *items* were not accepted or were discarded, for *reason*."""
+
+    key: Optional[Hashable]
+    items: Tuple[Any, ...]
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ShutdownEvent:
+    """``shutdown``: the dispatcher stopped; *undelivered* items were left."""
+
+    completed: bool
+    undelivered: int
+
+
+#: Event names, and the payload each one carries.
+EVENTS: Dict[str, type] = {
+    "batch_started": BatchStarted,
+    "batch_succeeded": BatchSucceeded,
+    "batch_failed": BatchFailed,
+    "batch_retry_scheduled": BatchRetryScheduled,
+    "items_exhausted": ItemsExhausted,
+    "items_dropped": ItemsDropped,
+    "shutdown": ShutdownEvent,
+}
+
+Listener = Callable[[Any], object]
+
+
+class Emitter:
+    """Listeners per event name, copied on write so emitting takes no lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listeners: Dict[str, Tuple[Tuple[Listener, bool], ...]] = {}
+
+    def on(self, event: str, listener: Listener, once: bool = False) -> None:
+        _check(event)
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, got {type(listener).__name__}")
+        with self._lock:
+            self._listeners[event] = (*self._listeners.get(event, ()), (listener, once))
+
+    def off(self, event: str, listener: Optional[Listener] = None) -> None:
+        """Remove *listener* (every registration of it), or all listeners of *event*."""
+        _check(event)
+        with self._lock:
+            kept = tuple(
+                entry for entry in self._listeners.get(event, ())
+                if listener is not None and entry[0] != listener
+            )
+            self._listeners[event] = kept
+
+    def wants(self, event: str) -> bool:
+        return bool(self._listeners.get(event))
+
+    def emit(self, event: str, payload: Any) -> None:
+        entries = self._listeners.get(event, ())
+        if any(once for _, once in entries):
+            with self._lock:  # a once-listener runs once, even if two threads emit
+                current = self._listeners.get(event, ())
+                self._listeners[event] = tuple(e for e in current if not e[1])
+                entries = tuple(e for e in entries if not e[1] or e in current)
+        for listener, _ in entries:
+            try:
+                listener(payload)
+            except Exception:
+                log.exception("batchdispatch: a listener for %r raised", event)
+
+    def reset_after_fork(self) -> None:
+        self._lock = threading.Lock()
+
+
+def _check(event: str) -> None:
+    if event not in EVENTS:
+        raise ValueError(f"unknown event {event!r}; expected one of: {', '.join(EVENTS)}")
+
+
+def snapshot(items: List[Any]) -> Tuple[Any, ...]:
+    return tuple(items)
