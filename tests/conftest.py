@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator, List
 
 import pytest
 
-from batchdispatch import BackgroundDispatcher, _engine
+from batchdispatch import BackgroundDispatcher, KeyedDispatcher, _engine
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,6 +48,42 @@ def make() -> Iterator[Callable[..., BackgroundDispatcher[Any]]]:
     yield factory
     for dispatcher in made:
         dispatcher.shutdown(timeout=10)
+
+
+@pytest.fixture
+def make_keyed() -> Iterator[Callable[..., KeyedDispatcher[Any]]]:
+    """Build keyed dispatchers that are always shut down after the test."""
+    made: List[KeyedDispatcher[Any]] = []
+
+    def factory(deliver: Callable[[Any, List[Any]], object], **options: Any) -> KeyedDispatcher[Any]:
+        dispatcher: KeyedDispatcher[Any] = KeyedDispatcher(deliver, **options)
+        made.append(dispatcher)
+        return dispatcher
+
+    yield factory
+    for dispatcher in made:
+        dispatcher.shutdown(timeout=10)
+
+
+class KeyedRecorder:
+    """A deliver callable that keeps (key, batch) pairs."""
+
+    def __init__(self) -> None:
+        self.calls: List[Any] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, key: Any, batch: List[Any]) -> None:
+        with self.cond:
+            self.calls.append((key, list(batch)))
+            self.cond.notify_all()
+
+    def wait_calls(self, count: int, timeout: float = 10.0) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.calls) >= count, timeout)
+
+    def items(self, key: Any) -> List[Any]:
+        with self.cond:
+            return [item for k, batch in self.calls if k == key for item in batch]
 
 
 class Recorder:
@@ -108,11 +144,11 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def poke(dispatcher: BackgroundDispatcher[Any], clock: FakeClock) -> None:
-    """Make the worker look at its clock again, and wait until it has."""
+def poke(dispatcher: Any, clock: FakeClock) -> None:
+    """Make the workers look at their clock again, and wait until one has."""
     reads = clock.reads
     with dispatcher._lock:
-        dispatcher._wakeup.notify()
+        dispatcher._wakeup.notify_all()
     deadline = _engine.monotonic() + 10
     while clock.reads == reads:
         assert _engine.monotonic() < deadline, "the worker did not wake up"

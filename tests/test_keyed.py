@@ -1,0 +1,478 @@
+"""KeyedDispatcher: per-key batches, parallel delivery, priorities, retries, stats."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Dict, List, Set
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from batchdispatch import KeyedDispatcher, KeyedStats, PartialFailure, RetryPolicy
+from batchdispatch._engine import monotonic
+
+from .conftest import FakeClock, KeyedRecorder, poke
+
+NO_WAIT = RetryPolicy(max_attempts=3, backoff=0.001, jitter=False)
+
+
+class Gate:
+    """A deliver callable that holds batches until opened."""
+
+    def __init__(self) -> None:
+        self.opened = threading.Event()
+        self.entered = threading.Event()
+        self.calls: List[Any] = []
+
+    def __call__(self, key: Any, batch: List[Any]) -> None:
+        self.calls.append((key, list(batch)))
+        self.entered.set()
+        assert self.opened.wait(30), "gate never opened"
+
+
+# -- 1. grouping: per-key batches and deadlines ---------------------------------------
+
+
+def test_each_key_gets_its_own_batches_no_larger_than_max(make_keyed) -> None:
+    rec = KeyedRecorder()
+    d = make_keyed(rec, delay=0.01, max_batch_size=4)
+    for i in range(10):
+        for key in ("a", "b", "c"):
+            d.enqueue(key, i)
+    assert d.flush(timeout=10)
+    for key in ("a", "b", "c"):
+        assert rec.items(key) == list(range(10))
+    assert all(0 < len(batch) <= 4 for _, batch in rec.calls)
+
+
+def test_a_full_batch_goes_at_once(make_keyed) -> None:
+    rec = KeyedRecorder()
+    d = make_keyed(rec, delay=3600.0, max_batch_size=5)
+    for i in range(5):
+        d.enqueue("a", i)
+    d.enqueue("b", "waits for its hour")
+    assert rec.wait_calls(1)
+    assert rec.calls == [("a", [0, 1, 2, 3, 4])]
+    assert d.pending("b") == 1
+
+
+def test_each_key_has_its_own_deadline(make_keyed, clock: FakeClock) -> None:
+    sent: Dict[Any, float] = {}
+    done = threading.Condition()
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        with done:
+            sent[key] = clock()
+            done.notify_all()
+
+    d = make_keyed(deliver, delay=5.0, clock=clock)
+    d.enqueue("a", 1)  # due at 1005
+    clock.advance(3.0)
+    d.enqueue("b", 1)  # due at 1008, not at a global tick
+    clock.advance(2.1)
+    poke(d, clock)
+    with done:
+        assert done.wait_for(lambda: "a" in sent, 10)
+    assert d.pending("b") == 1
+    clock.advance(3.0)
+    poke(d, clock)
+    with done:
+        assert done.wait_for(lambda: "b" in sent, 10)
+    assert sent["a"] >= 1005.0
+    assert sent["b"] >= 1008.0
+
+
+# -- 2. enqueue never waits ---------------------------------------------------------------
+
+
+def test_enqueue_never_waits_for_delivery_even_when_batches_fill(make_keyed) -> None:
+    gate = Gate()
+    d = make_keyed(gate, delay=0.001, max_batch_size=2, max_concurrent_batches=1)
+    d.enqueue("a", 0)
+    assert gate.entered.wait(10)
+    assert all(d.enqueue(key, i) for i in range(1000) for key in ("a", "b"))
+    gate.opened.set()
+    assert d.flush(timeout=30)
+    assert d.stats().dispatched == 2001
+
+
+# -- 3. concurrency ------------------------------------------------------------------------
+
+
+def test_keys_are_delivered_in_parallel_up_to_the_cap_never_two_of_a_key(make_keyed) -> None:
+    cap = 3
+    lock = threading.Lock()
+    in_flight: Set[Any] = set()
+    peak = [0]
+    overlap_same_key = []
+    reached = threading.Event()
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        with lock:
+            if key in in_flight:
+                overlap_same_key.append(key)
+            in_flight.add(key)
+            peak[0] = max(peak[0], len(in_flight))
+            if len(in_flight) == cap:
+                reached.set()
+        reached.wait(2)  # hold the slot so that parallel batches overlap
+        with lock:
+            in_flight.discard(key)
+
+    d = make_keyed(deliver, delay=0.001, max_batch_size=1, max_concurrent_batches=cap)
+    for i in range(5):
+        for key in range(8):
+            d.enqueue(key, i)
+    assert d.flush(timeout=30)
+    assert reached.is_set()
+    assert peak[0] == cap  # parallel, and never above the cap
+    assert overlap_same_key == []
+    assert len([t for t in d._workers if t.is_alive()]) <= cap
+
+
+def test_a_slow_key_does_not_hold_the_others_back(make_keyed) -> None:
+    gate = Gate()
+    rec = KeyedRecorder()
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        (gate if key == "slow" else rec)(key, batch)
+
+    d = make_keyed(deliver, delay=0.001, max_concurrent_batches=2)
+    d.enqueue("slow", 1)
+    assert gate.entered.wait(10)
+    for i in range(20):
+        d.enqueue(f"fast-{i % 4}", i)
+    assert d.flush("fast-0", timeout=10)
+    assert d.flush("fast-3", timeout=10)
+    assert d.pending("slow") == 1
+    gate.opened.set()
+
+
+# -- 4. order per key ------------------------------------------------------------------------
+
+
+def test_higher_priority_first_fifo_within_a_priority(make_keyed) -> None:
+    gate = Gate()
+    d = make_keyed(gate, delay=0.001, max_concurrent_batches=1)
+    d.enqueue("k", "first")
+    assert gate.entered.wait(10)  # the key is busy: the rest waits together
+    for item, priority in [("a0", 0), ("b5", 5), ("c0", 0), ("d5", 5), ("e1", 1)]:
+        d.enqueue("k", item, priority=priority)
+    gate.opened.set()
+    assert d.flush(timeout=10)
+    assert gate.calls[1] == ("k", ["b5", "d5", "e1", "a0", "c0"])
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    plan=st.lists(st.lists(st.sampled_from("abc"), max_size=60), min_size=1, max_size=4),
+    max_batch_size=st.one_of(st.none(), st.integers(1, 8)),
+    failures=st.sets(st.integers(0, 20), max_size=4),
+)
+def test_per_key_order_holds_under_many_producers_and_retries(
+    plan: Any, max_batch_size: Any, failures: Any
+) -> None:
+    delivered: List[Any] = []
+    calls = [0]
+    lock = threading.Lock()
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        with lock:
+            calls[0] += 1
+            if calls[0] in failures:
+                raise RuntimeError("planned")
+            delivered.extend((key, item) for item in batch)
+
+    d: KeyedDispatcher[Any] = KeyedDispatcher(
+        deliver, delay=0.001, max_batch_size=max_batch_size, max_concurrent_batches=3,
+        retry=RetryPolicy(max_attempts=10, backoff=0.001, jitter=False), on_error=lambda e, b: None,
+    )
+    start = threading.Barrier(len(plan))
+
+    def produce(tid: int, keys: List[str]) -> None:
+        start.wait()
+        for seq, key in enumerate(keys):
+            assert d.enqueue(key, (tid, seq))
+
+    threads = [threading.Thread(target=produce, args=(t, keys)) for t, keys in enumerate(plan)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert d.shutdown(timeout=30)
+    expected = sorted((key, (t, s)) for t, keys in enumerate(plan) for s, key in enumerate(keys))
+    assert sorted(delivered) == expected  # each item exactly once
+    for key in "abc":
+        for tid in range(len(plan)):
+            seqs = [s for k, (t, s) in delivered if k == key and t == tid]
+            assert seqs == sorted(seqs)
+
+
+# -- 5. retries --------------------------------------------------------------------------------
+
+
+def test_a_failed_batch_is_retried_with_the_same_items_until_it_succeeds(make_keyed) -> None:
+    attempts: List[Any] = []
+    events: List[Any] = []
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        attempts.append(list(batch))
+        if len(attempts) < 3:
+            raise ConnectionError("down")
+
+    d = make_keyed(deliver, delay=0.001, retry=NO_WAIT, on_error=lambda e, b: None)
+    for name in ("batch_failed", "batch_retry_scheduled", "batch_succeeded"):
+        d.on(name, events.append)
+    d.enqueue("k", 1)
+    d.enqueue("k", 2)
+    assert d.flush(timeout=10)
+    assert attempts == [[1, 2]] * 3
+    assert [(type(e).__name__, e.attempt) for e in events] == [
+        ("BatchFailed", 1), ("BatchRetryScheduled", 2),
+        ("BatchFailed", 2), ("BatchRetryScheduled", 3),
+        ("BatchSucceeded", 3),
+    ]
+    stats = d.stats()
+    assert (stats.dispatched, stats.failed, stats.retried, stats.batches) == (2, 0, 4, 3)
+
+
+def test_items_are_given_up_after_max_attempts(make_keyed) -> None:
+    exhausted: List[Any] = []
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        raise ConnectionError("still down")
+
+    d = make_keyed(deliver, delay=0.001, retry=NO_WAIT, on_error=lambda e, b: None)
+    d.on("items_exhausted", exhausted.append)
+    d.enqueue("k", "x")
+    assert d.flush(timeout=10)
+    assert [(e.key, e.items, e.attempts, type(e.error)) for e in exhausted] == [
+        ("k", ("x",), 3, ConnectionError)
+    ]
+    assert (d.stats().failed, d.stats().batches) == (1, 3)
+
+
+def test_an_error_marked_not_retryable_is_given_up_at_once(make_keyed) -> None:
+    class Rejected(Exception):
+        retryable = False
+
+    calls: List[Any] = []
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        calls.append(batch)
+        raise Rejected("400 Bad Request")
+
+    d = make_keyed(deliver, delay=0.001, retry=NO_WAIT, on_error=lambda e, b: None)
+    d.enqueue("k", 1)
+    assert d.flush(timeout=10)
+    assert len(calls) == 1
+    assert d.stats().failed == 1
+
+
+def test_partial_failure_retries_only_the_failed_items_exactly_once(make_keyed) -> None:
+    delivered: List[Any] = []
+    failed_once: Set[int] = set()
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        failed = [item for item in batch if item % 3 == 0 and item not in failed_once]
+        failed_once.update(failed)
+        delivered.extend(item for item in batch if item not in failed)
+        if failed:
+            raise PartialFailure(failed, ConnectionError("some rejected"))
+
+    d = make_keyed(deliver, delay=0.001, max_batch_size=10,
+                   retry=RetryPolicy(max_attempts=5, backoff=0.001, jitter=False),
+                   on_error=lambda e, b: None)
+    for i in range(30):
+        d.enqueue("k", i)
+    assert d.flush(timeout=10)
+    assert sorted(delivered) == list(range(30))  # every item once, none twice
+    stats = d.stats()
+    assert (stats.dispatched, stats.failed) == (30, 0)
+
+
+def test_a_failing_key_waits_behind_its_retry_while_others_go_on(make_keyed) -> None:
+    rec = KeyedRecorder()
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        if key == "down":
+            raise ConnectionError("down")
+        rec(key, batch)
+
+    d = make_keyed(deliver, delay=0.001, on_error=lambda e, b: None,
+                   retry=RetryPolicy(max_attempts=3, backoff=30.0, jitter=False))
+    d.enqueue("down", 1)
+    d.enqueue("up", 1)
+    assert d.flush("up", timeout=10)
+    d.enqueue("down", 2)  # waits behind the retry of [1]
+    d.enqueue("up", 2)
+    assert d.flush("up", timeout=10)
+    assert rec.items("up") == [1, 2]
+    assert d.pending("down") == 2
+    assert d.stats().active_batches == 0  # [1] waits for its retry, not in flight
+
+
+def test_shutdown_cuts_a_30_second_backoff_short(make_keyed) -> None:
+    calls: List[Any] = []
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        calls.append(list(batch))
+        if len(calls) == 1:
+            raise ConnectionError("blip")
+
+    scheduled = threading.Event()
+    d = make_keyed(deliver, delay=0.001, on_error=lambda e, b: None,
+                   retry=RetryPolicy(max_attempts=3, backoff=30.0, jitter=False))
+    d.on("batch_retry_scheduled", lambda e: scheduled.set())
+    d.enqueue("k", 1)
+    assert scheduled.wait(10)  # 30 s of backoff ahead ...
+    assert d.pending("k") == 1
+    started = monotonic()
+    assert d.shutdown(timeout=1)  # ... but shutdown retries at once
+    assert monotonic() - started < 5
+    assert calls == [[1], [1]]
+
+
+def test_no_retry_outlives_shutdown_and_what_is_left_is_reported(make_keyed, caplog) -> None:
+    gate = Gate()
+    reports: List[Any] = []
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        if key == "hang":
+            gate(key, batch)
+        raise ConnectionError("down")
+
+    d = make_keyed(deliver, delay=0.001, on_error=lambda e, b: None,
+                   retry=RetryPolicy(max_attempts=100, backoff=30.0, jitter=False))
+    d.on("shutdown", reports.append)
+    d.enqueue("hang", 1)
+    assert gate.entered.wait(10)
+    with caplog.at_level(logging.WARNING, logger="batchdispatch"):
+        assert d.shutdown(timeout=0.5) is False
+    assert "shutdown timed out with 1 items undelivered" in caplog.text
+    assert [(r.completed, r.undelivered) for r in reports] == [(False, 1)]
+    gate.opened.set()  # the hung attempt fails now: no retry may follow
+    assert d.shutdown(timeout=10)
+    assert len(gate.calls) == 1
+    assert d.stats().failed == 1
+    assert d.enqueue("k", 2) is False
+
+
+# -- 6. events ---------------------------------------------------------------------------------
+
+
+def test_on_once_off_and_unknown_events(make_keyed) -> None:
+    seen: List[str] = []
+    d = make_keyed(KeyedRecorder(), delay=0.001)
+
+    def always(e: Any) -> None:
+        seen.append("on")
+
+    d.on("batch_succeeded", always)
+    d.once("batch_succeeded", lambda e: seen.append("once"))
+    d.enqueue("k", 1)
+    assert d.flush(timeout=10)
+    d.off("batch_succeeded", always)
+    d.enqueue("k", 2)
+    assert d.flush(timeout=10)
+    assert seen == ["on", "once"]
+    with pytest.raises(ValueError, match="unknown event 'batch_done'"):
+        d.on("batch_done", always)
+    with pytest.raises(TypeError, match="listener must be callable"):
+        d.on("batch_started", 3)
+
+
+def test_a_listener_that_raises_is_logged_and_changes_nothing(make_keyed, caplog) -> None:
+    rec = KeyedRecorder()
+    d = make_keyed(rec, delay=0.001)
+
+    def broken(event: Any) -> None:
+        raise RuntimeError("listener bug")
+
+    d.on("batch_started", broken)
+    with caplog.at_level(logging.ERROR, logger="batchdispatch"):
+        d.enqueue("k", 1)
+        assert d.flush(timeout=10)
+    assert rec.items("k") == [1]
+    assert "a listener for 'batch_started' raised" in caplog.text
+    assert d.stats().dispatched == 1
+
+
+def test_drops_are_reported_as_events_by_the_worker_not_the_producer(make_keyed) -> None:
+    gate = Gate()
+    dropped: List[Any] = []
+    d = make_keyed(gate, delay=0.001, max_batch_size=1, max_queue_size=2, max_concurrent_batches=1)
+    d.on("items_dropped", lambda e: dropped.append((e.key, e.items, e.reason, threading.current_thread())))
+    d.enqueue("k", 0)
+    assert gate.entered.wait(10)
+    assert d.enqueue("k", 1)
+    assert d.enqueue("k", 2)
+    assert d.enqueue("k", 3) is False
+    assert dropped == []  # not emitted on the producer's thread
+    gate.opened.set()
+    assert d.flush(timeout=10)
+    assert [(k, items, reason) for k, items, reason, _ in dropped] == [("k", (3,), "queue_full")]
+    assert dropped[0][3] is not threading.current_thread()
+
+
+# -- 7. stats --------------------------------------------------------------------------------------
+
+
+def test_stats_per_key_while_pending_and_after_drain(make_keyed) -> None:
+    gate = Gate()
+    d = make_keyed(gate, delay=3600.0, max_concurrent_batches=1)
+    for i in range(3):
+        d.enqueue("a", i)
+    d.enqueue("b", 0)
+    stats = d.stats()
+    assert isinstance(stats, KeyedStats)
+    assert dict(stats.pending_by_key) == {"a": 3, "b": 1}
+    assert (stats.pending, stats.keys_with_pending, stats.average_queue_size) == (4, 2, 2.0)
+    gate.opened.set()
+    assert d.flush(timeout=10)
+    after = d.stats()
+    assert dict(after.pending_by_key) == {}
+    assert (after.pending, after.keys_with_pending, after.average_queue_size) == (0, 0, 0.0)
+    assert (after.enqueued, after.dispatched, after.batches, after.active_batches) == (4, 4, 2, 0)
+
+
+def test_idle_keys_are_forgotten(make_keyed) -> None:
+    d = make_keyed(KeyedRecorder(), delay=0.001)
+    for key in range(1000):
+        d.enqueue(key, "x")
+    assert d.flush(timeout=10)
+    assert d._lanes == {}  # memory does not grow with keys ever seen
+    assert d.stats().dispatched == 1000
+
+
+# -- 8. shutdown -----------------------------------------------------------------------------------
+
+
+def test_shutdown_flushes_every_key_and_refuses_more(make_keyed) -> None:
+    rec = KeyedRecorder()
+    reports: List[Any] = []
+    d = make_keyed(rec, delay=3600.0)
+    d.on("shutdown", reports.append)
+    for key in "abc":
+        d.enqueue(key, key)
+    assert d.shutdown(timeout=10)
+    assert sorted(k for k, _ in rec.calls) == ["a", "b", "c"]
+    assert [(r.completed, r.undelivered) for r in reports] == [(True, 0)]
+    assert d.enqueue("a", "late") is False
+    assert d.stats().dropped_by_reason == {"closed": 1}
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"max_concurrent_batches": 0}, ValueError, "max_concurrent_batches must be at least 1"),
+        ({"max_concurrent_batches": None}, TypeError, "max_concurrent_batches must be an int"),
+        ({"retry": 3}, TypeError, "retry must be a RetryPolicy"),
+        ({"delay": 0}, ValueError, "delay must be a positive"),
+    ],
+)
+def test_bad_options_name_the_parameter(options: Any, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        KeyedDispatcher(lambda k, b: None, **options)
