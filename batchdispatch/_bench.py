@@ -38,6 +38,7 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence, TextIO, Tupl
 
 from . import __version__
 from ._dispatcher import BackgroundDispatcher
+from ._keyed import KeyedDispatcher
 
 __all__ = ["BenchOptions", "run"]
 
@@ -245,6 +246,71 @@ class _Dispatcher(_Design):
 
 DESIGNS: Sequence[Type[_Design]] = (_BareDeque, _LockAndList, _QueueAndGet, _Dispatcher)
 
+#: Keys the keyed enqueue cycles through.
+KEYS = 1_000
+#: Keys, per-batch delivery time and batch size of the parallel-delivery run.
+PARALLEL_KEYS, PARALLEL_SLEEP, PARALLEL_BATCH = 100, 0.010, 100
+#: Worker counts compared in the parallel-delivery run.
+PARALLEL_WORKERS = (1, 10)
+
+
+class _KeyedSink(_Sink):
+    """A thread-safe _Sink for deliver(key, batch), called by several workers."""
+
+    def __init__(self, sleep: float = 0.0) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._sleep = sleep
+
+    def deliver(self, key: object, batch: List[object]) -> None:
+        if self._sleep:
+            time.sleep(self._sleep)  # stands for an HTTP round trip
+        with self._lock:
+            self(batch)
+
+
+def _produce_keyed(barrier: threading.Barrier, enqueue: Callable[[object, object], bool], count: int,
+                   keys: Sequence[object]) -> None:
+    barrier.wait()
+    for key in itertools.islice(itertools.cycle(keys), count):
+        enqueue(key, PAYLOAD)
+
+
+def _run_keyed(threads: int, items: int, keys: int, workers: int, sleep: float,
+               batch: int) -> Tuple[float, float]:
+    """Time KeyedDispatcher; return (seconds per enqueue, end-to-end items/s)."""
+    sink = _KeyedSink(sleep)
+    dispatcher: KeyedDispatcher[object] = KeyedDispatcher(
+        sink.deliver, delay=DELAY, max_batch_size=batch, max_queue_size=None,
+        max_concurrent_batches=workers, name="bench-keyed",
+    )
+    names = [f"endpoint-{k}" for k in range(keys)]
+    try:
+        sink.expect(1)
+        dispatcher.enqueue(names[0], PAYLOAD)  # warm up: a worker is running
+        if not sink.done.wait(DRAIN_TIMEOUT):
+            raise BenchError("keyed: the warm-up item never arrived")
+        sink.expect(items)
+        released: List[float] = []
+        barrier = threading.Barrier(threads, action=lambda: released.append(time.perf_counter()))
+        producers = [
+            threading.Thread(target=_produce_keyed, args=(barrier, dispatcher.enqueue, count, names))
+            for count in _shares(items, threads)
+        ]
+        gc.collect()
+        for producer in producers:
+            producer.start()
+        for producer in producers:
+            producer.join()
+        finished = time.perf_counter()
+        if not sink.done.wait(DRAIN_TIMEOUT * 5):
+            raise BenchError(f"keyed: the sink received {sink.received:,} of {items:,} items")
+    finally:
+        if not dispatcher.shutdown(timeout=DRAIN_TIMEOUT):
+            raise BenchError(f"keyed: shutdown took more than {DRAIN_TIMEOUT:g} s")
+    assert sink.done_at is not None
+    return (finished - released[0]) / items, items / (sink.done_at - released[0])
+
 
 def _join(thread: threading.Thread, label: str) -> None:
     thread.join(DRAIN_TIMEOUT)
@@ -397,6 +463,11 @@ class _Results:
     rate: Dict[Tuple[str, int], float] = dataclasses.field(default_factory=dict)
     wakeups: int = 0
     timed_waits: int = 0
+    #: Keyed enqueue over KEYS keys: best seconds per enqueue and items/s, by threads.
+    keyed_per_enqueue: Dict[int, float] = dataclasses.field(default_factory=dict)
+    keyed_rate: Dict[int, float] = dataclasses.field(default_factory=dict)
+    #: Parallel delivery: best items/s by worker count.
+    parallel: Dict[int, float] = dataclasses.field(default_factory=dict)
 
     def add(self, key: Tuple[str, int], seconds: float, items_per_s: Optional[float]) -> None:
         self.per_enqueue[key] = min(seconds, self.per_enqueue.get(key, seconds))
@@ -411,6 +482,15 @@ def _measure(options: BenchOptions, err: TextIO) -> _Results:
             for design in DESIGNS:
                 _status(err, f"bench: round {round_no} of {options.repeat}, {design.label}, {threads} thr")
                 results.add((design.key, threads), *_run_once(design, threads, options.items))
+            _status(err, f"bench: round {round_no} of {options.repeat}, (e) KeyedDispatcher, {threads} thr")
+            per, rate = _run_keyed(threads, options.items, KEYS, 4, 0.0, MAX_BATCH_SIZE)
+            results.keyed_per_enqueue[threads] = min(per, results.keyed_per_enqueue.get(threads, per))
+            results.keyed_rate[threads] = max(rate, results.keyed_rate.get(threads, rate))
+    parallel_items = max(PARALLEL_KEYS * PARALLEL_BATCH, options.items // 50)
+    for workers in PARALLEL_WORKERS:
+        _status(err, f"bench: parallel delivery with {workers} workers")
+        _, rate = _run_keyed(1, parallel_items, PARALLEL_KEYS, workers, PARALLEL_SLEEP, PARALLEL_BATCH)
+        results.parallel[workers] = rate
     _status(err, f"bench: idle wake-ups over {options.idle:g} s")
     results.wakeups, results.timed_waits = measure_idle(options.idle)
     return results
@@ -449,6 +529,32 @@ def _report(options: BenchOptions, results: _Results) -> List[str]:
         f"end-to-end (d)/(c): {d_over_c}",
         f"idle wake-ups in {options.idle:g} s: {results.wakeups}"
         f" (waits with a timeout: {results.timed_waits})",
+        "",
+        *_keyed_report(results),
+    ]
+
+
+def _keyed_report(results: _Results) -> List[str]:
+    header = ["keyed design"]
+    cells = [f"(e) KeyedDispatcher, {KEYS:,} keys"]
+    for threads in THREAD_COUNTS:
+        header += [f"ns/enq {threads} thr", "vs (b)"]
+        ns = results.keyed_per_enqueue[threads] * 1e9
+        cells += [f"{ns:,.1f}", _ratio(ns, results.per_enqueue["b", threads] * 1e9)]
+    for threads in THREAD_COUNTS:
+        header += [f"e2e/s {threads} thr"]
+        cells += [f"{results.keyed_rate[threads]:,.0f}"]
+    slow, fast = (results.parallel[w] for w in PARALLEL_WORKERS)
+    return [
+        *_table(header, [cells]),
+        "",
+        f"parallel delivery: {PARALLEL_KEYS} keys, batches of {PARALLEL_BATCH},"
+        f" deliver sleeps {PARALLEL_SLEEP * 1000:g} ms per batch:",
+        *(
+            f"  max_concurrent_batches={w}: {results.parallel[w]:,.0f} items/s"
+            for w in PARALLEL_WORKERS
+        ),
+        f"  speed-up: {_ratio(fast, slow)}",
     ]
 
 

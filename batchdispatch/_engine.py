@@ -376,7 +376,6 @@ class Engine(Generic[T]):
         self._state = _NEW
         self._workers: List[threading.Thread] = []
         self._idle = 0  # workers waiting for work
-        self._sleep_until = _INF  # when the earliest idle worker wakes by itself
         # Bumped at fork, so a worker frame inherited by the child gives up.
         self._generation = getattr(self, "_generation", 0) + 1
         self._exit_closed = False  # closed by the exit hook: late items still go out
@@ -587,11 +586,17 @@ class Engine(Generic[T]):
             lane.first_at = now
         due = max(lane.first_at, lane.last_take) + self._delay
         lane.due_at = due
-        heapq.heappush(self._timers, (due, next(self._ticket), lane))
-        if due < self._sleep_until:
-            self._sleep_until = due
-            self._wakeup.notify_all()
+        self._push_timer(due, lane)
         self._more_workers()
+
+    def _push_timer(self, due: float, lane: _Lane) -> None:
+        """Add a deadline. Idle workers sleep until the earliest one (or for
+        ever with none), so they must look again only when this one is the
+        new earliest."""
+        earliest = not self._timers or due < self._timers[0][0]
+        heapq.heappush(self._timers, (due, next(self._ticket), lane))
+        if earliest:
+            self._wakeup.notify_all()
 
     def _make_ready(self, lane: _Lane) -> None:
         self._ready.append(lane)
@@ -599,9 +604,10 @@ class Engine(Generic[T]):
         self._more_workers()
 
     def _more_workers(self) -> None:
-        """Start another worker if work waits and none is idle (keyed only)."""
+        """Start another worker if work waits and every worker is busy (keyed only)."""
         if (
             self._idle == 0
+            and len(self._inflight) >= len(self._workers)
             and self._state == _RUNNING
             and len(self._workers) < self._max_workers
             and not _exiting
@@ -749,8 +755,6 @@ class Engine(Generic[T]):
             until = timers[0][0] if timers else _INF
             if self._main is not None and len(self._main.items) != seen:
                 continue  # a producer appended after the threshold was published
-            if self._idle == 0 or until < self._sleep_until:
-                self._sleep_until = until
             self._idle += 1
             try:
                 if until == _INF:
@@ -759,8 +763,6 @@ class Engine(Generic[T]):
                     self._wakeup.wait(min(max(until - now, 0.0), threading.TIMEOUT_MAX))
             finally:
                 self._idle -= 1
-                if self._idle == 0:
-                    self._sleep_until = _INF
 
     def _discover(self, now: float) -> int:
         """Notice what producers appended to the lock-free lane; publish its threshold."""
@@ -929,9 +931,7 @@ class Engine(Generic[T]):
             self._ready.append(lane)  # flush or shutdown: the backoff ends early
         else:
             lane.due_at = batch.not_before
-            heapq.heappush(self._timers, (batch.not_before, next(self._ticket), lane))
-            if batch.not_before < self._sleep_until:
-                self._wakeup.notify_all()
+            self._push_timer(batch.not_before, lane)
         self._retried += len(items)
         attempt = batch.attempt + 1
         self._post("batch_retry_scheduled", lambda: BatchRetryScheduled(key, tuple(items), attempt, wait))

@@ -7,6 +7,7 @@ not to a pass/fail verdict on a shared machine.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import re
 import subprocess
@@ -155,7 +156,9 @@ def test_bench_quick_prints_the_table() -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert f"Python {sys.version_info[0]}.{sys.version_info[1]}" in out
-    table = [line for line in out.splitlines() if line.startswith("|")]
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = list(itertools.takewhile(lambda line: line.startswith("|"), lines[start:]))
     header, rule, *rows = table
     assert [cell.strip() for cell in header.strip("|").split("|")] == [
         "design",
@@ -174,3 +177,5 @@ def test_bench_quick_prints_the_table() -> None:
     assert rows[1].split("|")[3].strip() == "1.00x"
     assert re.search(r"^end-to-end \(d\)/\(c\): [\d.]+x with 1 producer thread", out, re.MULTILINE)
     assert re.search(r"^idle wake-ups in [\d.]+ s: \d+ \(waits with a timeout: \d+\)$", out, re.MULTILINE)
+    assert re.search(r"^\| \(e\) KeyedDispatcher, 1,000 keys", out, re.MULTILINE)
+    assert re.search(r"^  speed-up: [\d.]+x$", out, re.MULTILINE)

@@ -476,3 +476,13 @@ def test_shutdown_flushes_every_key_and_refuses_more(make_keyed) -> None:
 def test_bad_options_name_the_parameter(options: Any, error: type, message: str) -> None:
     with pytest.raises(error, match=message):
         KeyedDispatcher(lambda k, b: None, **options)
+
+
+def test_a_later_item_goes_out_on_its_own_deadline_with_default_options(make_keyed) -> None:
+    """Regression: two idle workers once slept for ever after the first batch."""
+    rec = KeyedRecorder()
+    d = make_keyed(rec, delay=0.01)
+    for round_no in range(1, 6):
+        d.enqueue("k", round_no)
+        assert rec.wait_calls(round_no, timeout=10)  # no flush: the deadline alone
+    assert rec.items("k") == [1, 2, 3, 4, 5]
