@@ -711,6 +711,9 @@ class Engine(Generic[T]):
             raise
 
     def _work(self, generation: int) -> None:
+        # A worker thread never waits for its own dispatcher: flush or
+        # shutdown called from a listener it runs returns at once.
+        _dispatching().append(self)
         while True:
             with self._lock:
                 if self._generation != generation:
@@ -1141,7 +1144,8 @@ class Engine(Generic[T]):
             return lane.pending() if lane is not None else 0
 
     def __repr__(self) -> str:
-        name, state, pending = self.name, self._state, self._pending_count()
+        with self._lock:
+            name, state, pending = self.name, self._state, self._pending_count()
         return f"<{type(self).__name__} name={name!r} state={state} pending={pending}>"
 
     def __enter__(self: Any) -> Any:

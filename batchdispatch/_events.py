@@ -135,14 +135,18 @@ class Emitter:
     def emit(self, event: str, payload: Any) -> None:
         entries = self._listeners.get(event, ())
         if any(once for _, once in entries):
-            with self._lock:  # a once-listener runs once, even if two threads emit
+            with self._lock:
+                # Claim the once-listeners of this snapshot that are still
+                # registered: each runs once, even if two threads emit, and
+                # one registered meanwhile stays for the next emission.
                 current = self._listeners.get(event, ())
-                self._listeners[event] = tuple(e for e in current if not e[1])
-                entries = tuple(e for e in entries if not e[1] or e in current)
+                claimed = [e for e in entries if e[1] and any(e is c for c in current)]
+                self._listeners[event] = tuple(c for c in current if not any(c is e for e in claimed))
+                entries = tuple(e for e in entries if not e[1] or any(e is c for c in claimed))
         for listener, _ in entries:
             try:
                 listener(payload)
-            except Exception:
+            except BaseException:  # a listener must not stop a worker
                 log.exception("batchdispatch: a listener for %r raised", event)
 
     def reset_after_fork(self) -> None:

@@ -104,7 +104,7 @@ class KeyedDispatcher(Engine[T]):
         """Items of *key* (or of every key) not yet delivered or given up."""
         return self._pending_for(key)
 
-    def flush(self, key: Hashable = ALL, timeout: Optional[float] = 5.0) -> bool:
+    def flush(self, key: Hashable = ALL, *, timeout: Optional[float] = 5.0) -> bool:
         """Deliver *key*'s items now (every key's, without *key*).
 
         Batches waiting for a retry are tried at once.

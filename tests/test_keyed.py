@@ -486,3 +486,18 @@ def test_a_later_item_goes_out_on_its_own_deadline_with_default_options(make_key
         d.enqueue("k", round_no)
         assert rec.wait_calls(round_no, timeout=10)  # no flush: the deadline alone
     assert rec.items("k") == [1, 2, 3, 4, 5]
+
+
+def test_flush_from_a_listener_does_not_wait_for_its_own_worker(make_keyed) -> None:
+    results: List[Any] = []
+    d = make_keyed(KeyedRecorder(), delay=0.001, max_concurrent_batches=1)
+    d.on("batch_started", lambda e: results.append(d.flush(timeout=None)))
+    d.enqueue("k", 1)
+    assert d.flush(timeout=10)
+    assert results == [False]  # it would otherwise wait for ever
+
+
+def test_flush_takes_its_timeout_by_keyword_only(make_keyed) -> None:
+    d = make_keyed(KeyedRecorder(), delay=0.001)
+    with pytest.raises(TypeError):
+        d.flush("k", 5.0)
