@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Hashable, Optional, Tuple
 
 log = logging.getLogger("batchdispatch")
 
@@ -157,6 +157,3 @@ def _check(event: str) -> None:
     if event not in EVENTS:
         raise ValueError(f"unknown event {event!r}; expected one of: {', '.join(EVENTS)}")
 
-
-def snapshot(items: List[Any]) -> Tuple[Any, ...]:
-    return tuple(items)

@@ -39,7 +39,7 @@ def count(name: str, value: Any) -> Optional[int]:
     return value
 
 
-def overflow(value: Any) -> str:
+def overflow_policy(value: Any) -> str:
     if value not in OVERFLOW_POLICIES:
         choices = ", ".join(repr(p) for p in OVERFLOW_POLICIES)
         raise ValueError(f"overflow must be one of {choices}, got {value!r}")
@@ -75,7 +75,7 @@ def common(
         "delay": seconds("delay", delay),
         "max_batch_size": count("max_batch_size", max_batch_size),
         "max_queue_size": count("max_queue_size", max_queue_size),
-        "overflow": globals()["overflow"](overflow),
+        "overflow": overflow_policy(overflow),
         "block_timeout": optional_seconds("block_timeout", block_timeout),
         "on_error": callable_or_none("on_error", on_error),
         "name": name or default_name(dispatch),
