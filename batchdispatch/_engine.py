@@ -211,6 +211,10 @@ class _Batch:
         self.not_before: Optional[float] = None  # set while waiting for a retry
 
 
+#: Returned by Engine._next_batch to have the worker emit events, then look again.
+_EMIT_FIRST = _Batch(None, [], 0)
+
+
 class _Lane:
     """One key's waiting items, its deadline and its batch (if one is out).
 
@@ -218,7 +222,9 @@ class _Lane:
     BackgroundDispatcher's producers; positions are counted by ``taken``.
     """
 
-    __slots__ = ("batch", "due_at", "first_at", "flush_upto", "items", "key", "last_take", "taken")
+    __slots__ = (
+        "batch", "due_at", "first_at", "flush_upto", "items", "key", "last_take", "ready", "taken", "wake_at",
+    )
 
     def __init__(self, key: Hashable) -> None:
         self.key = key
@@ -229,6 +235,10 @@ class _Lane:
         self.last_take = -_INF
         self.batch: Optional[_Batch] = None
         self.flush_upto = 0  # flush(key) target: take at once before this position
+        self.ready = False  # in the engine's ready queue (at most once)
+        # Keyed lanes: the engine looks at a push only once ``count`` exceeds
+        # this (a new lane needs a deadline, a full one goes out at once).
+        self.wake_at = 0
 
     def size(self) -> int:
         return len(self.items)
@@ -240,7 +250,7 @@ class _Lane:
         # Producers append without the lock, so the deque is popped item by
         # item (in C, via starmap) rather than copied and cleared.
         first = self.taken
-        items = list(itertools.starmap(self.items.popleft, itertools.repeat((), count)))
+        items = _popleft(self.items, count)
         self.taken += count
         return items, first
 
@@ -252,58 +262,88 @@ class _Lane:
         return self.size() + (len(self.batch.items) if self.batch is not None else 0)
 
 
-class _PriorityLane(_Lane):
-    """A KeyedDispatcher lane: higher priority first, FIFO within a priority."""
+def _popleft(queue: Deque[Any], count: int) -> List[Any]:
+    """Pop *count* items off the left of *queue*, in C (via starmap)."""
+    return list(itertools.starmap(queue.popleft, itertools.repeat((), count)))
 
-    __slots__ = ("count", "levels", "order")
+
+class _Level:
+    """One priority's items in a keyed lane, FIFO, with their positions.
+
+    Positions sit in a deque of their own rather than in a (position, item)
+    tuple per item: the tuples would be tracked by the garbage collector,
+    and scanning thousands of them made enqueue several times slower.
+    """
+
+    __slots__ = ("items", "positions")
+
+    def __init__(self) -> None:
+        self.items: Deque[Any] = collections.deque()
+        self.positions: Deque[int] = collections.deque()
+
+
+class _PriorityLane(_Lane):
+    """A KeyedDispatcher lane: higher priority first, FIFO within a priority.
+
+    Priority 0, the default, always has a level (``zero``), so that the
+    engine's drain loop can append to it without a lookup.
+    """
+
+    __slots__ = ("count", "levels", "order", "zero")
 
     def __init__(self, key: Hashable) -> None:
         super().__init__(key)
-        self.levels: Dict[int, Deque[Tuple[int, Any]]] = {}
-        self.order: List[int] = []  # priorities present, highest first
+        self.zero = _Level()
+        self.levels: Dict[int, _Level] = {0: self.zero}
+        self.order: List[int] = [0]  # priorities present, highest first
         self.count = 0
 
     def push(self, priority: int, position: int, item: Any) -> None:
         level = self.levels.get(priority)
         if level is None:
-            level = self.levels[priority] = collections.deque()
+            level = self.levels[priority] = _Level()
             self.order.append(priority)
             self.order.sort(reverse=True)
-        level.append((position, item))
+        level.items.append(item)
+        level.positions.append(position)
         self.count += 1
 
     def size(self) -> int:
         return self.count
 
     def min_position(self) -> float:
-        return min((level[0][0] for level in self.levels.values()), default=_INF)
+        return min((level.positions[0] for level in self.levels.values() if level.items), default=_INF)
 
     def pop(self, count: int) -> Tuple[List[Any], int]:
         items: List[Any] = []
         first = _NEVER
         for priority in list(self.order):
             level = self.levels[priority]
-            while level and len(items) < count:
-                position, item = level.popleft()
-                first = min(first, position)
-                items.append(item)
-            if not level:
-                del self.levels[priority]
-                self.order.remove(priority)
+            take = min(count - len(items), len(level.items))
+            if take:
+                first = min(first, level.positions[0])
+                items += _popleft(level.items, take)
+                _popleft(level.positions, take)
+            self._drop_if_empty(priority, level)
             if len(items) == count:
                 break
         self.count -= len(items)
         return items, first
 
     def pop_oldest(self) -> Any:
-        priority = min(self.levels, key=lambda p: self.levels[p][0][0])
-        level = self.levels[priority]
-        _, item = level.popleft()
-        if not level:
+        level = min((lv for lv in self.levels.values() if lv.items), key=lambda lv: lv.positions[0])
+        level.positions.popleft()
+        item = level.items.popleft()
+        self.count -= 1
+        for priority, candidate in list(self.levels.items()):
+            if candidate is level:
+                self._drop_if_empty(priority, level)
+        return item
+
+    def _drop_if_empty(self, priority: int, level: _Level) -> None:
+        if not level.items and level is not self.zero:
             del self.levels[priority]
             self.order.remove(priority)
-        self.count -= 1
-        return item
 
 
 class Engine(Generic[T]):
@@ -383,11 +423,21 @@ class Engine(Generic[T]):
         self._stopped = False  # a shutdown deadline passed: no more retries
         self._seq = 0  # keyed: position of the next accepted item
         self._queued = 0  # keyed: items waiting in lanes
+        # keyed: key, item, key, item, ... appended without the lock, not yet in lanes
+        self._inbox: Deque[Any] = collections.deque()
+        self._inbox_since: Optional[float] = None  # when the inbox's first item arrived
         self._timers: List[Tuple[float, int, _Lane]] = []
         self._ticket = itertools.count()
         self._ready: Deque[_Lane] = collections.deque()
         self._open: Set[_Batch] = set()  # taken and not settled (out, or waiting to retry)
         self._inflight: Set[_Batch] = set()
+        # Batches delivered on a caller's thread (no worker could): never
+        # retried, and serialised, so a key never has two at once.
+        self._inline: Set[_Batch] = set()
+        self._inline_lock = threading.RLock()
+        # Held while listeners run: events reach them in the order they
+        # happened, whichever worker emits them.
+        self._emit_lock = threading.RLock()
         self._flush_upto = 0  # take at once every lane holding a position before this
         self._blocked = 0  # producers waiting for room
         self._overflowing = False  # the workers were told the queue is full
@@ -398,6 +448,7 @@ class Engine(Generic[T]):
         self._dropped: Dict[str, int] = {}
         self._last_error: Optional[BaseException] = None
         self._outbox: List[Tuple[str, Any]] = []  # events to emit outside the lock
+        self._posted = self._emitted = 0  # events queued and emitted, ever (flush waits for them)
         self._drop_log = _RateLimit(self.LOG_INTERVAL, monotonic)
         self._error_log = _RateLimit(self.LOG_INTERVAL, monotonic)
         self._events.reset_after_fork()
@@ -426,18 +477,34 @@ class Engine(Generic[T]):
         self._events.off(event, listener)
 
     def _post(self, event: str, make: Callable[[], Any]) -> None:
-        """Queue an event for emission after the lock is released."""
+        """Queue an event for emission after the lock is released. Lock held."""
         if self._events.wants(event):
             self._outbox.append((event, make()))
+            self._posted += 1
+            if len(self._outbox) == 1 and self._idle and not self._dispatching_here():
+                # Posted by a producer (a drop): an idle worker emits it now
+                # rather than after some unrelated batch.
+                self._wakeup.notify()
 
     def _emit_posted(self) -> None:
-        """Emit queued events. Never called with the lock held."""
+        """Emit queued events, in order. Never called with the lock held."""
         if not self._outbox:
             return
-        with self._lock:
-            posted, self._outbox = self._outbox, []
-        for event, payload in posted:
-            self._events.emit(event, payload)
+        stack = _dispatching()
+        with self._emit_lock:
+            with self._lock:
+                posted, self._outbox = self._outbox, []
+            # A listener that calls flush or shutdown must not wait for the
+            # very events it is part of: it counts as dispatch code.
+            stack.append(self)
+            try:
+                for event, payload in posted:
+                    self._events.emit(event, payload)
+            finally:
+                stack.pop()
+                with self._lock:
+                    self._emitted += len(posted)
+                    self._progress.notify_all()
 
     # -- the hot path (one lane, no lock) ---------------------------------------
 
@@ -484,13 +551,118 @@ class Engine(Generic[T]):
             log.warning(*report)
         return False
 
-    def _enqueue_keyed(self, key: Hashable, item: T, priority: int) -> bool:
-        """KeyedDispatcher's enqueue: one short critical section."""
-        with self._lock:
-            if self._state == _RUNNING and self._queued < self._queue_limit:
-                self._push(key, item, priority)
-                return True
+    def _enqueue_keyed(self, key: Hashable, item: T, priority: int = 0) -> bool:
+        """Add *item* to *key*'s next batch without waiting for delivery.
+
+        :param priority: higher goes first within the key; equal priorities
+            keep their order. Items with a priority other than 0 take a
+            short lock; the default takes none.
+        :returns: True if accepted, False if dropped (counted in
+            :meth:`stats` with its reason).
+        :raises QueueFullError: when the queue is full and ``overflow="raise"``.
+        :raises TypeError: for a key that is not hashable, or a priority
+            that is not an int.
+        """
+        # The same lock-free scheme as _enqueue_one, on the inbox: a worker
+        # sorts its items into lanes under the lock, in bulk. The key and
+        # the item go in as two slots with one extend() (atomic, since
+        # iterating a tuple runs no Python code): a (key, item) tuple per
+        # item would be tracked, and scanned, by the garbage collector.
+        inbox = self._inbox
+        if len(inbox) < self._room and priority == 0:
+            try:
+                hash(key)  # an unhashable key fails here, not on the worker
+            except TypeError:
+                raise TypeError(f"key must be hashable, got {type(key).__name__}") from None
+            inbox.extend((key, item))
+            if len(inbox) > self._wake_at:
+                return self._wake_keyed()
+            return True
         return self._admit(key, item, priority)
+
+    def _wake_keyed(self) -> bool:
+        """Slow half of a keyed append: get a worker to drain the inbox, or deal with a late item."""
+        with self._lock:
+            if self._state != _CLOSED or not self._inbox:
+                if self._inbox_since is None:
+                    # The first item since the last drain: its delay counts
+                    # from now, however long it waits for a free worker.
+                    self._inbox_since = self._clock()
+                if self._state == _RUNNING:
+                    self._wake_at = _NEVER  # one notification is enough
+                if self._idle:
+                    self._wakeup.notify()
+                else:
+                    self._more_workers()
+                return True
+            # Appended after the workers drained the inbox and left: the
+            # same as _wake, per key.
+            late = []
+            for key, items in self._take_inbox().items():
+                late.append(_Batch(None, items, self._seq, key))
+                self._seq += len(items)
+                if not self._exit_closed:
+                    self._drop(key, items, "closed")
+            report = None if self._exit_closed else self._drop_report()
+        if self._exit_closed:
+            for batch in late:
+                self._dispatch_here(batch)
+            return True
+        self._emit_posted()
+        if report:
+            log.warning(*report)
+        return False
+
+    def _take_inbox(self) -> Dict[Hashable, List[Any]]:
+        """Empty the inbox without queueing its items, grouped by key. Lock held."""
+        late: Dict[Hashable, List[Any]] = {}
+        flat = iter(_popleft(self._inbox, len(self._inbox)))
+        for key, item in zip(flat, flat):
+            late.setdefault(key, []).append(item)
+        return late
+
+    def _drain(self) -> None:
+        """Sort the inbox's items into their lanes, in order. Lock held.
+
+        The one per-item loop of a KeyedDispatcher, run in bulk by whoever
+        holds the lock next (a worker, usually), so that producers need none.
+        """
+        inbox = self._inbox
+        count = len(inbox) // 2
+        since, self._inbox_since = self._inbox_since, None
+        if self._state == _RUNNING:
+            self._wake_at = 0  # the next append stamps the time and wakes a worker
+        if not count:
+            return
+        if self._state == _RUNNING:
+            # Publish the smaller room before the inbox shrinks: a producer
+            # that reads in between sees too little room, never too much.
+            self._room = 2 * (self._queue_limit - self._queued - count)
+        lanes = self._lanes
+        position = self._seq
+        now = since
+        flat = iter(_popleft(inbox, 2 * count))
+        for key, item in zip(flat, flat):  # zip reuses its tuple: no allocation
+            lane = lanes.get(key)
+            if lane is None:
+                lane = lanes[key] = _PriorityLane(key)
+            level = lane.zero  # type: ignore[attr-defined]
+            level.items.append(item)
+            level.positions.append(position)
+            position += 1
+            lane.count += 1  # type: ignore[attr-defined]
+            if lane.count > lane.wake_at:  # type: ignore[attr-defined]
+                if now is None:
+                    now = self._clock()
+                self._lane_event(lane, now)  # type: ignore[arg-type]
+        self._seq = position
+        self._queued += count
+
+    def _set_queued(self, queued: int) -> None:
+        """Change the count of items in keyed lanes, and the room producers see. Lock held."""
+        self._queued = queued
+        if self._state == _RUNNING:
+            self._room = 2 * (self._queue_limit - queued)
 
     # -- admission under the lock -------------------------------------------------
 
@@ -502,6 +674,7 @@ class Engine(Generic[T]):
         with self._lock:
             if self._state == _NEW and not _exiting:
                 self._start_worker()
+            self._drain()  # keyed: earlier items first, and exact counts
             state = self._state
             if state == _RUNNING or (state == _CLOSING and self._exit_closed and not self._exit_expired):
                 # While the exit hook drains, late items still join the queue.
@@ -541,7 +714,7 @@ class Engine(Generic[T]):
         return accepted
 
     def _queued_count(self) -> int:
-        return self._queued if self._keyed else len(self._items)
+        return self._queued + len(self._inbox) // 2 if self._keyed else len(self._items)
 
     def _next_position(self) -> int:
         if self._main is not None:
@@ -563,21 +736,34 @@ class Engine(Generic[T]):
                     self._wake_at = _NEVER
                 self._wakeup.notify()
             return
-        lane = self._lanes.get(key)
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise TypeError(f"priority must be an int, got {type(priority).__name__}")
+        try:
+            lane = self._lanes.get(key)
+        except TypeError:
+            raise TypeError(f"key must be hashable, got {type(key).__name__}") from None
         if lane is None:
             lane = self._lanes[key] = _PriorityLane(key)
         assert isinstance(lane, _PriorityLane)
         lane.push(priority, self._seq, item)
         self._seq += 1
-        self._queued += 1
+        self._set_queued(self._queued + 1)
+        if lane.count > lane.wake_at:
+            self._lane_event(lane, self._clock())
+        if self._state != _RUNNING and lane.batch is None:
+            self._make_ready(lane)  # closing: no deadline to wait for
+
+    def _lane_event(self, lane: _PriorityLane, now: float) -> None:
+        """A keyed lane crossed ``wake_at``: give it a deadline, or send it. Lock held."""
         if lane.batch is not None:
-            return  # waits behind the batch that is out
-        count = lane.count
-        if count == 1:
-            self._schedule(lane, self._clock())
-        elif count >= self._batch_limit:
-            self._make_ready(lane)
-        if self._state != _RUNNING:
+            # Behind a batch that is out: the delay counts from now, not
+            # from when that batch settles.
+            if lane.first_at is None:
+                lane.first_at = now
+            lane.wake_at = _NEVER
+        elif lane.due_at is None:
+            self._schedule(lane, now)
+        if lane.batch is None and (lane.count >= self._batch_limit or self._state != _RUNNING):
             self._make_ready(lane)
 
     def _schedule(self, lane: _Lane, now: float) -> None:
@@ -586,22 +772,33 @@ class Engine(Generic[T]):
             lane.first_at = now
         due = max(lane.first_at, lane.last_take) + self._delay
         lane.due_at = due
+        lane.wake_at = self._batch_limit - 1
         self._push_timer(due, lane)
         self._more_workers()
 
     def _push_timer(self, due: float, lane: _Lane) -> None:
         """Add a deadline. Idle workers sleep until the earliest one (or for
         ever with none), so they must look again only when this one is the
-        new earliest."""
+        new earliest; busy workers look when they come back."""
         earliest = not self._timers or due < self._timers[0][0]
         heapq.heappush(self._timers, (due, next(self._ticket), lane))
-        if earliest:
+        if earliest and self._idle:
             self._wakeup.notify_all()
 
+    def _mark_ready(self, lane: _Lane) -> None:
+        """Queue a lane to be taken as soon as a worker looks. Lock held."""
+        lane.wake_at = _NEVER
+        if not lane.ready:
+            lane.ready = True
+            self._ready.append(lane)
+
     def _make_ready(self, lane: _Lane) -> None:
-        self._ready.append(lane)
-        self._wakeup.notify()
-        self._more_workers()
+        """Queue a lane and get a worker to look: an idle one, or a new one."""
+        self._mark_ready(lane)
+        if self._idle:
+            self._wakeup.notify()
+        else:
+            self._more_workers()
 
     def _more_workers(self) -> None:
         """Start another worker if work waits and every worker is busy (keyed only)."""
@@ -624,10 +821,15 @@ class Engine(Generic[T]):
         """
         policy = self._overflow
         if not self._overflowing:
-            # A full queue is worth dispatching right away. Once per episode:
-            # a drop must stay cheap when producers outrun the workers.
+            # A full queue is worth dispatching right away: a worker takes the
+            # lane with the earliest deadline (see _pick). Once per take, so a
+            # drop stays cheap when producers outrun the workers, and a batch
+            # waiting for its retry keeps its backoff.
             self._overflowing = True
-            self._rush()
+            if self._idle:
+                self._wakeup.notify()
+            else:
+                self._more_workers()
         if policy == "drop_oldest":
             while self._queued_count() >= self._queue_limit:
                 lane = self._oldest_lane()
@@ -635,7 +837,7 @@ class Engine(Generic[T]):
                     break
                 evicted = lane.pop_oldest()
                 if lane is not self._main:
-                    self._queued -= 1
+                    self._set_queued(self._queued - 1)
                     self._forget_if_idle(lane)
                 trash.append(evicted)
                 self._drop(lane.key, [evicted], "queue_full")
@@ -663,10 +865,10 @@ class Engine(Generic[T]):
         return min(lanes, key=lambda lane: lane.min_position(), default=None)
 
     def _rush(self) -> None:
-        """Make every lane with work due now (flush of everything, close, full queue)."""
+        """Make every lane with work due now (flush of everything, close)."""
         for lane in self._lanes.values():
-            if lane.size() or (lane.batch is not None and lane.batch.not_before is not None):
-                self._ready.append(lane)
+            if self._has_pending_take(lane):
+                self._mark_ready(lane)
         self._wakeup.notify_all()
         self._more_workers()
 
@@ -689,7 +891,8 @@ class Engine(Generic[T]):
         self._workers.append(worker)
         if self._state == _NEW:
             self._state = _RUNNING
-            self._room = self._queue_limit
+            # In inbox slots for a KeyedDispatcher: two per item.
+            self._room = (self._queue_limit - self._queued) * (2 if self._keyed else 1)
             self._wake_at = 0
 
     def _run(self, generation: int) -> None:
@@ -701,6 +904,8 @@ class Engine(Generic[T]):
                 if self._generation == generation:
                     self._state = _CLOSED
                     self._room = self._wake_at = -1
+                    self._count_drop("worker_died", len(self._inbox) // 2)
+                    self._inbox.clear()
                     for lane in list(self._lanes.values()):
                         left, _ = lane.pop(lane.size())
                         self._count_drop("worker_died", len(left))
@@ -722,6 +927,8 @@ class Engine(Generic[T]):
             self._emit_posted()
             if batch is None:
                 return
+            if batch is _EMIT_FIRST:
+                continue
             error = self._attempt(batch)
             with self._lock:
                 if self._generation != generation:
@@ -742,6 +949,7 @@ class Engine(Generic[T]):
         clock = self._clock
         while True:
             now = clock()
+            self._drain()
             seen = self._discover(now)
             lane = self._pick(now)
             if lane is not None:
@@ -753,11 +961,17 @@ class Engine(Generic[T]):
                     self._wakeup.notify_all()
                 return None
             timers = self._timers
-            while timers and (timers[0][2].due_at != timers[0][0] or not self._takeable(timers[0][2])):
+            while timers and (
+                timers[0][2].due_at != timers[0][0] or not self._has_pending_take(timers[0][2])
+            ):
                 heapq.heappop(timers)  # stale: the lane was taken or rescheduled
             until = timers[0][0] if timers else _INF
             if self._main is not None and len(self._main.items) != seen:
                 continue  # a producer appended after the threshold was published
+            if self._inbox:
+                continue  # appended after the drain published its threshold
+            if self._outbox:
+                return _EMIT_FIRST  # events posted by producers (drops): emit before sleeping
             self._idle += 1
             try:
                 if until == _INF:
@@ -787,27 +1001,73 @@ class Engine(Generic[T]):
             full = n >= self._batch_limit or n >= self._queue_limit
             flushing = lane.min_position() < max(self._flush_upto, lane.flush_upto)
             if full or flushing or self._blocked or not running:
-                self._ready.append(lane)
+                self._mark_ready(lane)
             elif running:
-                self._wake_at = self._batch_limit - 1
+                self._wake_at = min(self._batch_limit, self._queue_limit) - 1
         return n
 
     def _pick(self, now: float) -> Optional[_Lane]:
-        """The next lane to take from: ready ones first, then expired deadlines."""
+        """The next lane to take from: ready ones first, then expired
+        deadlines, then (with the queue full) the earliest deadline."""
         while self._ready:
             lane = self._ready.popleft()
-            if self._takeable(lane):
+            lane.ready = False
+            if self._takeable(lane, now):
                 return lane
-        while self._timers and self._timers[0][0] <= now:
-            due, _, lane = heapq.heappop(self._timers)
-            if lane.due_at == due and self._takeable(lane):
+            # A retry whose backoff still runs: its timer brings it back.
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            due, _, lane = heapq.heappop(timers)
+            if lane.due_at == due and self._takeable(lane, now):
                 return lane
+        if (
+            (self._overflowing or self._blocked)
+            and self._main is None
+            and self._queued_count() >= self._queue_limit
+        ):
+            return self._earliest_waiting()
         return None
 
-    def _takeable(self, lane: _Lane) -> bool:
+    def _earliest_waiting(self) -> Optional[_Lane]:
+        """The lane whose delay ends first, skipping retries still in backoff. Lock held."""
+        held = []
+        found = None
+        timers = self._timers
+        while timers:
+            entry = heapq.heappop(timers)
+            lane = entry[2]
+            if lane.due_at != entry[0]:
+                continue  # stale
+            if lane.batch is None and lane.size():
+                found = lane
+                break
+            if self._has_pending_take(lane):
+                held.append(entry)
+        for entry in held:
+            heapq.heappush(timers, entry)
+        return found
+
+    def _takeable(self, lane: _Lane, now: float) -> bool:
+        """Whether a worker may take the lane now. Lock held."""
+        batch = lane.batch
+        if batch is None:
+            return lane.size() > 0
+        if batch.not_before is None:
+            return False  # out with a worker
+        # Waiting for a retry: its backoff ends at not_before, or early for
+        # a flush that covers it, or for shutdown.
+        return (
+            batch.not_before <= now
+            or self._state != _RUNNING
+            or batch.first < max(self._flush_upto, lane.flush_upto)
+        )
+
+    @staticmethod
+    def _has_pending_take(lane: _Lane) -> bool:
+        """Whether the lane will have something to take: items, or a retry."""
         if lane.batch is None:
             return lane.size() > 0
-        return lane.batch.not_before is not None  # waiting to retry, not out
+        return lane.batch.not_before is not None
 
     def _abandon_retries(self) -> None:
         """Give up every batch waiting for a retry: a deadline passed. Lock held."""
@@ -825,7 +1085,7 @@ class Engine(Generic[T]):
         self._progress.notify_all()
 
     def _has_work(self) -> bool:
-        return bool(self._open) or any(lane.size() for lane in self._lanes.values())
+        return bool(self._open or self._inbox) or any(lane.size() for lane in self._lanes.values())
 
     def _take(self, lane: _Lane, now: float) -> _Batch:
         """Hand the lane's next batch to this worker. Called with the lock held."""
@@ -833,17 +1093,20 @@ class Engine(Generic[T]):
         if batch is None:
             items, first = lane.pop(min(lane.size(), self._batch_limit))
             if lane is not self._main:
-                self._queued -= len(items)
+                self._set_queued(self._queued - len(items))
             batch = lane.batch = _Batch(lane, items, first)
             self._open.add(batch)
             lane.last_take = now
-            lane.first_at = None
+            # Items left behind (more than a batch) count their delay from
+            # now; the first one to arrive behind the batch stamps it.
+            lane.first_at = now if lane.size() else None
             self._overflowing = False
             if self._blocked:
                 self._progress.notify_all()
         batch.not_before = None
         batch.attempt += 1
         lane.due_at = None
+        lane.wake_at = _NEVER if lane.first_at is not None else 0
         self._inflight.add(batch)
         if lane is self._main and self._state == _RUNNING:
             self._wake_at = _NEVER
@@ -860,12 +1123,27 @@ class Engine(Generic[T]):
             try:
                 self._call(batch.key, batch.items)
             except BaseException as exc:  # noqa: BLE001 - the worker must survive anything
-                failed = exc.failed_items if isinstance(exc, PartialFailure) else batch.items
-                self._handle_error(exc, failed)
+                self._handle_error(exc, self._failed_items(exc, batch.items, report=True))
                 return exc
             return None
         finally:
             stack.pop()
+
+    def _failed_items(self, error: BaseException, items: List[T], report: bool = False) -> List[T]:
+        """The items an attempt failed: all of them, or a PartialFailure's."""
+        if isinstance(error, PartialFailure):
+            if len(error.failed_items) <= len(items):
+                return error.failed_items
+            if not report:
+                return items
+            # More "failed" items than were sent cannot be right: retry the
+            # batch as sent rather than count items never accepted.
+            log.error(
+                "batchdispatch:%s: PartialFailure listed %d failed items for a batch of %d;"
+                " treating the whole batch as failed",
+                self.name, len(error.failed_items), len(items),
+            )
+        return items
 
     def _dispatching_here(self) -> bool:
         """Whether this thread is inside this dispatcher's dispatch or on_error."""
@@ -903,7 +1181,7 @@ class Engine(Generic[T]):
             self._post("batch_succeeded", lambda: BatchSucceeded(key, tuple(batch.items), attempt))
         else:
             old_error, self._last_error = self._last_error, error
-            failed = error.failed_items if isinstance(error, PartialFailure) else batch.items
+            failed = self._failed_items(error, batch.items)
             self._dispatched += len(batch.items) - len(failed)
             batch.items = list(failed)
             self._post("batch_failed", lambda: BatchFailed(key, tuple(failed), attempt, error))
@@ -931,7 +1209,7 @@ class Engine(Generic[T]):
         now = self._clock()
         batch.not_before = now + wait
         if self._state != _RUNNING or batch.first < max(self._flush_upto, lane.flush_upto):
-            self._ready.append(lane)  # flush or shutdown: the backoff ends early
+            self._mark_ready(lane)  # flush or shutdown: the backoff ends early
         else:
             lane.due_at = batch.not_before
             self._push_timer(batch.not_before, lane)
@@ -965,15 +1243,15 @@ class Engine(Generic[T]):
 
     def _dispatch_here(self, batch: _Batch) -> None:
         """Deliver on the calling thread, once, for items no worker will take."""
-        with self._lock:
-            self._open.add(batch)
-            self._inflight.add(batch)
-        batch.attempt = 1
-        error = self._attempt(batch)
-        with self._lock:
-            batch.lane = None  # no retry: there is nobody to wait for it
-            old_error = self._settle(batch, error)
-        del old_error
+        with self._inline_lock:
+            with self._lock:
+                self._inline.add(batch)
+            batch.attempt = 1
+            error = self._attempt(batch)
+            with self._lock:
+                self._inline.discard(batch)
+                old_error = self._settle(batch, error)
+            del old_error
         self._emit_posted()
 
     # -- drops ---------------------------------------------------------------
@@ -1005,7 +1283,7 @@ class Engine(Generic[T]):
 
     def _settled_before(self, position: int, lane: Optional[_Lane] = None) -> bool:
         lanes = self._lanes.values() if lane is None else [lane]
-        batches = self._open if lane is None else [b for b in self._open if b.lane is lane]
+        batches = [*self._open, *self._inline] if lane is None else [b for b in self._open if b.lane is lane]
         return all(b.first >= position for b in batches) and all(
             ln.min_position() >= position for ln in lanes
         )
@@ -1014,21 +1292,31 @@ class Engine(Generic[T]):
         """Flush one lane (*key*), or every lane when *key* is ``ALL``."""
         deadline = _deadline(timeout)
         with self._lock:
+            self._drain()
             target = self._next_position()
             lane = None if key is ALL else self._lanes.get(key)
-            if key is not ALL and lane is None:
-                return True  # nothing pending for that key
-            if self._settled_before(target, lane):
-                return True
-            if lane is None:
-                self._flush_upto = max(self._flush_upto, target)
-                self._rush()
-            else:
-                lane.flush_upto = max(lane.flush_upto, target)
-                self._make_ready(lane)
+            forgotten = key is not ALL and lane is None  # nothing pending for that key
+            settled = forgotten or self._settled_before(target, lane)
+            if not settled:
+                if lane is None:
+                    self._flush_upto = max(self._flush_upto, target)
+                    self._rush()
+                else:
+                    lane.flush_upto = max(lane.flush_upto, target)
+                    self._make_ready(lane)
             if self._dispatching_here():
-                return False
-            return self._wait_locked(lambda: self._settled_before(target, lane), deadline)
+                return settled
+            # Then the events of those batches: listeners have run when flush returns.
+            events: List[int] = []
+
+            def done() -> bool:
+                if not events:
+                    if not forgotten and not self._settled_before(target, lane):
+                        return False
+                    events.append(self._posted)
+                return self._emitted >= events[0]
+
+            return self._wait_locked(done, deadline)
 
     def shutdown(self, timeout: Optional[float] = 5.0) -> bool:
         """Flush, stop the workers and refuse further items. Idempotent.
@@ -1049,8 +1337,10 @@ class Engine(Generic[T]):
         self._close(by_exit=False)
         completed = self._join(_deadline(timeout), reason="shutdown")
         with self._lock:
-            if not completed:
-                self._abandon_retries()  # no retry outlives shutdown
+            if not completed and not self._dispatching_here():
+                # The deadline passed: no retry outlives shutdown. (Called
+                # from inside dispatch, it did not wait; retries go on.)
+                self._abandon_retries()
             undelivered = self._pending_count()
             self._post("shutdown", lambda: ShutdownEvent(completed, undelivered))
         self._emit_posted()
@@ -1064,6 +1354,7 @@ class Engine(Generic[T]):
                 self._exit_closed = by_exit
                 self._state = _CLOSED if self._state == _NEW else _CLOSING
             self._room = self._wake_at = -1
+            self._drain()
             self._rush()
             self._progress.notify_all()  # blocked producers give up
 
@@ -1072,14 +1363,22 @@ class Engine(Generic[T]):
         with self._lock:
             if self._dispatching_here():
                 return False
-            done = self._wait_locked(lambda: self._state == _CLOSED and not self._inflight, deadline)
+            done = self._wait_locked(
+                lambda: self._state == _CLOSED and not self._inflight and not self._inline, deadline
+            )
             queued = sum(lane.size() for lane in self._lanes.values())
-            out = sum(len(b.items) for b in self._open)
+            out = sum(len(b.items) for b in itertools.chain(self._open, self._inline))
         if done:
             for worker in list(self._workers):
                 if worker is not threading.current_thread():
                     remaining = None if deadline is None else max(0.0, deadline - monotonic())
                     worker.join(None if remaining is None else min(remaining, threading.TIMEOUT_MAX))
+                    if worker.is_alive():
+                        # Still running a listener: not stopped yet.
+                        log.warning(
+                            "batchdispatch:%s: %s timed out waiting for %s", self.name, reason, worker.name
+                        )
+                        return False
             return True
         log.warning(
             "batchdispatch:%s: %s timed out with %d items undelivered (%d queued, %d in dispatch or retry)",
@@ -1101,11 +1400,13 @@ class Engine(Generic[T]):
     # -- introspection -------------------------------------------------------
 
     def _pending_count(self) -> int:
-        return sum(lane.size() for lane in self._lanes.values()) + sum(len(b.items) for b in self._open)
+        return len(self._inbox) // 2 + sum(lane.size() for lane in self._lanes.values()) + sum(
+            len(b.items) for b in itertools.chain(self._open, self._inline)
+        )
 
     def _stats_fields(self) -> Dict[str, Any]:
         """The core counters, read with the lock held."""
-        in_flight = sum(len(b.items) for b in self._inflight)
+        in_flight = sum(len(b.items) for b in itertools.chain(self._inflight, self._inline))
         return {
             "name": self.name,
             "pending": self._pending_count(),
@@ -1119,12 +1420,13 @@ class Engine(Generic[T]):
             "dropped_by_reason": types.MappingProxyType(dict(self._dropped)),
             "last_error": self._last_error,
             "worker_alive": any(worker.is_alive() for worker in self._workers),
-            "active_batches": len(self._inflight),
+            "active_batches": len(self._inflight) + len(self._inline),
         }
 
     def stats(self) -> DispatcherStats:
         """Return a consistent snapshot of the counters."""
         with self._lock:
+            self._drain()
             fields = self._stats_fields()
             if not self._keyed:
                 return DispatcherStats(**fields)
@@ -1138,6 +1440,7 @@ class Engine(Generic[T]):
 
     def _pending_for(self, key: Any) -> int:
         with self._lock:
+            self._drain()
             if key is ALL:
                 return self._pending_count()
             lane = self._lanes.get(key)
@@ -1174,6 +1477,7 @@ class Engine(Generic[T]):
             # still running cannot also deliver it. A batch already inside
             # dispatch may yet finish; no retry starts after this.
             self._exit_expired = True
+            self._drain()
             self._abandon_retries()
             for lane in list(self._lanes.values()):
                 items, _ = lane.pop(lane.size())

@@ -89,16 +89,9 @@ class KeyedDispatcher(Engine[T]):
         super().__init__(deliver, max_workers=workers, **options)
         self.deliver = deliver
 
-    def enqueue(self, key: Hashable, item: T, priority: int = 0) -> bool:
-        """Add *item* to *key*'s next batch without waiting for delivery.
-
-        :param priority: higher goes first within the key; equal priorities
-            keep their order.
-        :returns: True if accepted, False if dropped (counted in
-            :meth:`stats` with its reason).
-        :raises QueueFullError: when the queue is full and ``overflow="raise"``.
-        """
-        return self._enqueue_keyed(key, item, priority)
+    #: Add *item* to *key*'s next batch (the engine's method itself, so
+    #: the hot path has no call layer).
+    enqueue = Engine._enqueue_keyed
 
     def pending(self, key: Hashable = ALL) -> int:
         """Items of *key* (or of every key) not yet delivered or given up."""

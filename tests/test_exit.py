@@ -240,3 +240,30 @@ def test_an_exit_timeout_beyond_the_platform_limit_still_flushes() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[1]"
+
+
+def test_a_keyed_dispatcher_delivers_every_key_at_exit_and_after_its_hook() -> None:
+    result = run_python(
+        """
+        import atexit, sys, threading
+
+        def deliver(key, batch):
+            where = "worker" if threading.current_thread().name.startswith("batchdispatch") else "caller"
+            sys.stdout.write(f"{key} {len(batch)} {where}\\n")
+
+        atexit.register(lambda: d.enqueue("late", 1))  # runs after the hook
+        from batchdispatch import KeyedDispatcher
+        d = KeyedDispatcher(deliver, delay=3600, max_queue_size=None)
+        for i in range(30_000):
+            d.enqueue(f"key-{i % 3}", i)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    counts: dict = {}
+    for line in result.stdout.splitlines():
+        key, size, where = line.split()
+        counts[key, where] = counts.get((key, where), 0) + int(size)
+    assert counts == {
+        ("key-0", "worker"): 10_000, ("key-1", "worker"): 10_000, ("key-2", "worker"): 10_000,
+        ("late", "caller"): 1,
+    }

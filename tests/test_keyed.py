@@ -501,3 +501,170 @@ def test_flush_takes_its_timeout_by_keyword_only(make_keyed) -> None:
     d = make_keyed(KeyedRecorder(), delay=0.001)
     with pytest.raises(TypeError):
         d.flush("k", 5.0)
+
+
+# -- retries keep their backoff; the queue and events stay prompt --------------------------
+
+
+class FailFirst:
+    """Fails each key's first attempt; records every attempt with the clock's time."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.attempts: List[Any] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, key: Any, batch: List[Any]) -> None:
+        with self.cond:
+            first = all(k != key for k, _, _ in self.attempts)
+            self.attempts.append((key, list(batch), self.clock.last))
+            self.cond.notify_all()
+        if first:
+            raise ConnectionError(f"{key} is down")
+
+    def wait(self, count: int) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.attempts) >= count, 10)
+
+
+SLOW_RETRY = RetryPolicy(max_attempts=3, backoff=30.0, jitter=False)
+
+
+def test_a_full_lane_behind_a_retry_does_not_cut_its_backoff(make_keyed, clock: FakeClock) -> None:
+    deliver = FailFirst(clock)
+    d = make_keyed(deliver, delay=1.0, max_batch_size=2, retry=SLOW_RETRY, clock=clock)
+    d.enqueue("a", 0)
+    d.enqueue("a", 1)  # full: goes at once, fails, retry due at 1030
+    assert deliver.wait(1)
+    for i in range(2, 8):  # full again and again while the retry waits
+        d.enqueue("a", i)
+    poke(d, clock)
+    clock.advance(29.0)
+    poke(d, clock)
+    assert len(deliver.attempts) == 1
+    clock.advance(1.5)
+    poke(d, clock)
+    assert deliver.wait(2)
+    assert deliver.attempts[1][1:] == ([0, 1], 1030.5)
+
+
+def test_a_full_queue_sends_other_keys_early_but_keeps_the_backoff(make_keyed, clock: FakeClock) -> None:
+    deliver = FailFirst(clock)
+    d = make_keyed(deliver, delay=60.0, max_queue_size=3, retry=SLOW_RETRY, clock=clock)
+    retrying = threading.Event()
+    d.once("batch_retry_scheduled", lambda event: retrying.set())
+    d.enqueue("a", "a0")
+    clock.advance(60.0)
+    poke(d, clock)
+    assert retrying.wait(10)  # a's first attempt failed: its retry waits 30 s
+    d.enqueue("b", "b0")
+    d.enqueue("b", "b1")
+    d.enqueue("c", "c0")
+    d.enqueue("c", "c1")  # the queue is full: b, the earliest deadline, goes now
+    assert deliver.wait(2)
+    assert deliver.attempts[1][0] == "b"
+    poke(d, clock)
+    assert [key for key, _, _ in deliver.attempts].count("a") == 1  # still in backoff
+    assert d.stats().dropped_by_reason == {"queue_full": 1}
+
+
+def test_items_behind_a_batch_count_their_delay_from_arrival(make_keyed, clock: FakeClock) -> None:
+    gate = Gate()
+    d = make_keyed(gate, delay=5.0, max_batch_size=1, clock=clock)
+    d.enqueue("a", 0)  # full: out at once, held by the gate
+    assert gate.entered.wait(10)
+    clock.advance(1.0)
+    d.enqueue("a", 1)  # arrives at 1001, behind the batch
+    clock.advance(5.5)  # 1006.5: past 1001 + 5
+    gate.opened.set()
+    assert d.flush("a", timeout=10)
+    poke(d, clock)
+    assert gate.calls == [("a", [0]), ("a", [1])]
+    assert clock.last >= 1006.0
+
+
+def test_a_drop_event_reaches_listeners_while_the_worker_sleeps(make_keyed, clock: FakeClock) -> None:
+    dropped = threading.Event()
+    d = make_keyed(KeyedRecorder(), delay=3600.0, max_queue_size=1, clock=clock)
+    d.on("items_dropped", lambda event: dropped.set())
+    d.enqueue("a", 0)
+    assert d.enqueue("b", 1) is False  # dropped; the worker sleeps for an hour
+    assert dropped.wait(10)
+
+
+def test_shutdown_is_false_while_a_worker_still_runs_a_listener(make_keyed) -> None:
+    release = threading.Event()
+    entered = threading.Event()
+
+    def slow_listener(event: Any) -> None:
+        entered.set()
+        release.wait(30)
+
+    d = make_keyed(KeyedRecorder(), delay=0.01)
+    d.on("batch_succeeded", slow_listener)
+    d.enqueue("a", 0)
+    assert entered.wait(10)
+    assert d.shutdown(timeout=0.2) is False
+    release.set()
+    assert d.shutdown(timeout=10) is True
+
+
+def test_events_arrive_in_order_across_workers(make_keyed) -> None:
+    seen: List[Any] = []
+    d = make_keyed(KeyedRecorder(), delay=0.01, max_batch_size=1, max_concurrent_batches=4)
+    for name in ("batch_started", "batch_succeeded"):
+        d.on(name, lambda event, name=name: seen.append((name, event.key, event.items)))
+    for i in range(200):
+        d.enqueue(i % 8, i)
+    assert d.shutdown(timeout=10)
+    started = {(key, items) for name, key, items in seen if name == "batch_started"}
+    assert len(started) == 200
+    for index, (name, key, items) in enumerate(seen):
+        if name == "batch_succeeded":
+            assert ("batch_started", key, items) in seen[:index]
+
+
+def test_shutdown_called_from_deliver_does_not_abandon_other_retries(make_keyed) -> None:
+    retried = threading.Event()
+    calls: List[Any] = []
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        calls.append((key, list(batch)))
+        if key == "a" and calls.count(("a", batch)) == 1:
+            raise ConnectionError("a is down")
+        if key == "b":
+            assert d.shutdown(timeout=5) is False  # from inside deliver: does not wait
+
+    d = make_keyed(deliver, delay=0.01, retry=SLOW_RETRY)
+    d.once("batch_retry_scheduled", lambda event: retried.set())
+    d.enqueue("a", "a0")
+    assert retried.wait(10)
+    d.enqueue("b", "b0")
+    assert d.shutdown(timeout=10) is True
+    assert calls.count(("a", ["a0"])) == 2  # retried at shutdown, not given up
+    assert d.stats().failed == 0
+
+
+def test_a_partial_failure_listing_more_items_than_sent_fails_the_batch(make_keyed, caplog) -> None:
+    def deliver(key: Any, batch: List[Any]) -> None:
+        raise PartialFailure([*batch, "never sent"], ValueError("confused"))
+
+    d = make_keyed(deliver, delay=0.01)
+    d.enqueue("a", 1)
+    d.enqueue("a", 2)
+    assert d.flush(timeout=10)
+    stats = d.stats()
+    assert (stats.failed, stats.dispatched) == (2, 0)
+    assert "PartialFailure listed 3 failed items for a batch of 2" in caplog.text
+
+
+def test_bad_keys_and_priorities_name_the_parameter(make_keyed) -> None:
+    d = make_keyed(KeyedRecorder(), delay=0.01)
+    d.enqueue("a", 0)  # the worker runs: the next ones take the lock-free path
+    with pytest.raises(TypeError, match="key must be hashable, got list"):
+        d.enqueue(["not", "hashable"], 1)
+    with pytest.raises(TypeError, match="key must be hashable"):
+        d.enqueue(["not", "hashable"], 1, priority=2)
+    with pytest.raises(TypeError, match="priority must be an int, got str"):
+        d.enqueue("a", 1, priority="high")
+    assert d.stats().enqueued == 1
