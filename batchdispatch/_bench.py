@@ -246,12 +246,22 @@ class _Dispatcher(_Design):
 
 DESIGNS: Sequence[Type[_Design]] = (_BareDeque, _LockAndList, _QueueAndGet, _Dispatcher)
 
+# -- keyed designs ------------------------------------------------------------------
+#
+# Producers cycle through KEYS keys. Both designs deliver batches of one key
+# at a time, of at most KEYED_BATCH items, to the same counting sink.
+
 #: Keys the keyed enqueue cycles through.
 KEYS = 1_000
+#: The KeyedDispatcher options of the keyed enqueue run: the issue's example
+#: configuration for webhooks (delay=5.0, max_batch_size=100, 10 workers).
+KEYED_DELAY, KEYED_BATCH, KEYED_WORKERS = 5.0, 100, 10
 #: Keys, per-batch delivery time and batch size of the parallel-delivery run.
 PARALLEL_KEYS, PARALLEL_SLEEP, PARALLEL_BATCH = 100, 0.010, 100
 #: Worker counts compared in the parallel-delivery run.
 PARALLEL_WORKERS = (1, 10)
+
+KeyedPut = Callable[[object, object], object]
 
 
 class _KeyedSink(_Sink):
@@ -269,32 +279,119 @@ class _KeyedSink(_Sink):
             self(batch)
 
 
-def _produce_keyed(barrier: threading.Barrier, enqueue: Callable[[object, object], bool], count: int,
+class _KeyedDesign:
+    label = ""
+
+    def __init__(self, sink: _KeyedSink, workers: int, batch: int, delay: float) -> None:
+        self.sink = sink
+        self.workers = workers
+        self.batch = batch
+        self.delay = delay
+
+    def open(self) -> KeyedPut:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Deliver what waits now (the end of the timed run)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _LockedDict(_KeyedDesign):
+    """(b) per key: a dict of lists behind a lock, swapped every 10 ms.
+
+    The simplest thread-safe keyed buffer, and the floor for one: the lock
+    of (b) plus the key's lookup.
+    """
+
+    label = "(b) per key: lock + dict of lists"
+
+    def open(self) -> KeyedPut:
+        self.lock = threading.Lock()
+        self.lanes: Dict[object, List[object]] = {}
+        self.stop = threading.Event()
+        self.consumer = threading.Thread(target=self._consume, name="bench-keyed-consumer", daemon=True)
+        self.consumer.start()
+        return self.append
+
+    def append(self, key: object, item: object) -> None:
+        with self.lock:
+            lane = self.lanes.get(key)
+            if lane is None:
+                lane = self.lanes[key] = []
+            lane.append(item)
+
+    def _consume(self) -> None:
+        while True:
+            stopping = self.stop.wait(_LockAndList.POLL)
+            with self.lock:
+                lanes, self.lanes = self.lanes, {}
+            for key, items in lanes.items():
+                for start in range(0, len(items), self.batch):
+                    self.sink.deliver(key, items[start : start + self.batch])
+            if stopping:
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        _join(self.consumer, self.label)
+
+
+class _Keyed(_KeyedDesign):
+    label = "(e) KeyedDispatcher"
+
+    def open(self) -> KeyedPut:
+        self.dispatcher: KeyedDispatcher[object] = KeyedDispatcher(
+            self.sink.deliver, delay=self.delay,
+            max_batch_size=self.batch, max_queue_size=None,
+            max_concurrent_batches=self.workers, name="bench-keyed",
+        )
+        return self.dispatcher.enqueue
+
+    def flush(self) -> None:
+        if not self.dispatcher.flush(timeout=DRAIN_TIMEOUT):
+            raise BenchError(f"{self.label}: flush took more than {DRAIN_TIMEOUT:g} s")
+
+    def close(self) -> None:
+        if not self.dispatcher.shutdown(timeout=DRAIN_TIMEOUT):
+            raise BenchError(f"{self.label}: shutdown took more than {DRAIN_TIMEOUT:g} s")
+
+
+KEYED_DESIGNS: Sequence[Type[_KeyedDesign]] = (_LockedDict, _Keyed)
+
+
+def _produce_keyed(barrier: threading.Barrier, enqueue: KeyedPut, count: int,
                    keys: Sequence[object]) -> None:
     barrier.wait()
     for key in itertools.islice(itertools.cycle(keys), count):
         enqueue(key, PAYLOAD)
 
 
-def _run_keyed(threads: int, items: int, keys: int, workers: int, sleep: float,
-               batch: int) -> Tuple[float, float]:
-    """Time KeyedDispatcher; return (seconds per enqueue, end-to-end items/s)."""
+def _run_keyed(
+    make: Type[_KeyedDesign], threads: int, items: int, keys: int, workers: int = KEYED_WORKERS,
+    sleep: float = 0.0, batch: int = KEYED_BATCH, delay: float = KEYED_DELAY,
+) -> Tuple[float, float]:
+    """Time one keyed run; return (seconds per enqueue, end-to-end items/s).
+
+    The end-to-end figure runs until the sink has every item; once the
+    producers are done, the design is flushed, so a 5 s delay does not count.
+    """
     sink = _KeyedSink(sleep)
-    dispatcher: KeyedDispatcher[object] = KeyedDispatcher(
-        sink.deliver, delay=DELAY, max_batch_size=batch, max_queue_size=None,
-        max_concurrent_batches=workers, name="bench-keyed",
-    )
+    design = make(sink, workers, batch, delay)
+    enqueue = design.open()
     names = [f"endpoint-{k}" for k in range(keys)]
     try:
         sink.expect(1)
-        dispatcher.enqueue(names[0], PAYLOAD)  # warm up: a worker is running
+        enqueue(names[0], PAYLOAD)  # warm up: a worker is running
+        design.flush()
         if not sink.done.wait(DRAIN_TIMEOUT):
-            raise BenchError("keyed: the warm-up item never arrived")
+            raise BenchError(f"{design.label}: the warm-up item never arrived")
         sink.expect(items)
         released: List[float] = []
         barrier = threading.Barrier(threads, action=lambda: released.append(time.perf_counter()))
         producers = [
-            threading.Thread(target=_produce_keyed, args=(barrier, dispatcher.enqueue, count, names))
+            threading.Thread(target=_produce_keyed, args=(barrier, enqueue, count, names))
             for count in _shares(items, threads)
         ]
         gc.collect()
@@ -303,11 +400,11 @@ def _run_keyed(threads: int, items: int, keys: int, workers: int, sleep: float,
         for producer in producers:
             producer.join()
         finished = time.perf_counter()
-        if not sink.done.wait(DRAIN_TIMEOUT * 5):
-            raise BenchError(f"keyed: the sink received {sink.received:,} of {items:,} items")
+        design.flush()
+        if not sink.done.wait(DRAIN_TIMEOUT):
+            raise BenchError(f"{design.label}: the sink received {sink.received:,} of {items:,} items")
     finally:
-        if not dispatcher.shutdown(timeout=DRAIN_TIMEOUT):
-            raise BenchError(f"keyed: shutdown took more than {DRAIN_TIMEOUT:g} s")
+        design.close()
     assert sink.done_at is not None
     return (finished - released[0]) / items, items / (sink.done_at - released[0])
 
@@ -463,9 +560,9 @@ class _Results:
     rate: Dict[Tuple[str, int], float] = dataclasses.field(default_factory=dict)
     wakeups: int = 0
     timed_waits: int = 0
-    #: Keyed enqueue over KEYS keys: best seconds per enqueue and items/s, by threads.
-    keyed_per_enqueue: Dict[int, float] = dataclasses.field(default_factory=dict)
-    keyed_rate: Dict[int, float] = dataclasses.field(default_factory=dict)
+    #: Keyed designs over KEYS keys: best seconds per enqueue and items/s, by (label, threads).
+    keyed_per_enqueue: Dict[Tuple[str, int], float] = dataclasses.field(default_factory=dict)
+    keyed_rate: Dict[Tuple[str, int], float] = dataclasses.field(default_factory=dict)
     #: Parallel delivery: best items/s by worker count.
     parallel: Dict[int, float] = dataclasses.field(default_factory=dict)
 
@@ -482,14 +579,18 @@ def _measure(options: BenchOptions, err: TextIO) -> _Results:
             for design in DESIGNS:
                 _status(err, f"bench: round {round_no} of {options.repeat}, {design.label}, {threads} thr")
                 results.add((design.key, threads), *_run_once(design, threads, options.items))
-            _status(err, f"bench: round {round_no} of {options.repeat}, (e) KeyedDispatcher, {threads} thr")
-            per, rate = _run_keyed(threads, options.items, KEYS, 4, 0.0, MAX_BATCH_SIZE)
-            results.keyed_per_enqueue[threads] = min(per, results.keyed_per_enqueue.get(threads, per))
-            results.keyed_rate[threads] = max(rate, results.keyed_rate.get(threads, rate))
+            for keyed in KEYED_DESIGNS:
+                _status(err, f"bench: round {round_no} of {options.repeat}, {keyed.label}, {threads} thr")
+                per, rate = _run_keyed(keyed, threads, options.items, KEYS)
+                entry = (keyed.label, threads)
+                results.keyed_per_enqueue[entry] = min(per, results.keyed_per_enqueue.get(entry, per))
+                results.keyed_rate[entry] = max(rate, results.keyed_rate.get(entry, rate))
     parallel_items = max(PARALLEL_KEYS * PARALLEL_BATCH, options.items // 50)
     for workers in PARALLEL_WORKERS:
         _status(err, f"bench: parallel delivery with {workers} workers")
-        _, rate = _run_keyed(1, parallel_items, PARALLEL_KEYS, workers, PARALLEL_SLEEP, PARALLEL_BATCH)
+        _, rate = _run_keyed(
+            _Keyed, 1, parallel_items, PARALLEL_KEYS, workers, PARALLEL_SLEEP, PARALLEL_BATCH, DELAY
+        )
         results.parallel[workers] = rate
     _status(err, f"bench: idle wake-ups over {options.idle:g} s")
     results.wakeups, results.timed_waits = measure_idle(options.idle)
@@ -536,17 +637,27 @@ def _report(options: BenchOptions, results: _Results) -> List[str]:
 
 def _keyed_report(results: _Results) -> List[str]:
     header = ["keyed design"]
-    cells = [f"(e) KeyedDispatcher, {KEYS:,} keys"]
     for threads in THREAD_COUNTS:
-        header += [f"ns/enq {threads} thr", "vs (b)"]
-        ns = results.keyed_per_enqueue[threads] * 1e9
-        cells += [f"{ns:,.1f}", _ratio(ns, results.per_enqueue["b", threads] * 1e9)]
+        header += [f"ns/enq {threads} thr", "vs (b)", "vs (b) per key"]
     for threads in THREAD_COUNTS:
         header += [f"e2e/s {threads} thr"]
-        cells += [f"{results.keyed_rate[threads]:,.0f}"]
+    rows = []
+    for keyed in KEYED_DESIGNS:
+        cells = [keyed.label]
+        for threads in THREAD_COUNTS:
+            ns = results.keyed_per_enqueue[keyed.label, threads] * 1e9
+            floor = results.keyed_per_enqueue[_LockedDict.label, threads] * 1e9
+            cells += [f"{ns:,.1f}", _ratio(ns, results.per_enqueue["b", threads] * 1e9), _ratio(ns, floor)]
+        for threads in THREAD_COUNTS:
+            cells += [f"{results.keyed_rate[keyed.label, threads]:,.0f}"]
+        rows.append(cells)
     slow, fast = (results.parallel[w] for w in PARALLEL_WORKERS)
     return [
-        *_table(header, [cells]),
+        f"keyed: {KEYS:,} keys in turn; (e) with delay={KEYED_DELAY:g}, max_batch_size={KEYED_BATCH},"
+        f" max_concurrent_batches={KEYED_WORKERS};",
+        "e2e/s here flushes once the producers are done.",
+        "",
+        *_table(header, rows),
         "",
         f"parallel delivery: {PARALLEL_KEYS} keys, batches of {PARALLEL_BATCH},"
         f" deliver sleeps {PARALLEL_SLEEP * 1000:g} ms per batch:",

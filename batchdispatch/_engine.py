@@ -78,18 +78,17 @@ from typing import (
     TypeVar,
 )
 
-from ._events import (
+from ._events import Emitter, Listener
+from ._retry import RetryPolicy
+from .events import (
     BatchFailed,
     BatchRetryScheduled,
     BatchStarted,
     BatchSucceeded,
-    Emitter,
     ItemsDropped,
     ItemsExhausted,
-    Listener,
     ShutdownEvent,
 )
-from ._retry import RetryPolicy
 from .exceptions import PartialFailure, QueueFullError
 
 T = TypeVar("T")

@@ -1,106 +1,14 @@
-"""Event payloads and the small emitter behind ``on``, ``once`` and ``off``.
-
-Listeners run on a worker thread (or the thread calling ``shutdown``),
-never while the engine's lock is held. A listener that raises is logged and
-changes nothing about delivery.
-"""
+"""The small emitter behind ``on``, ``once`` and ``off``."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
-from typing import Any, Callable, Dict, Hashable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from .events import EVENTS
 
 log = logging.getLogger("batchdispatch")
-
-__all__ = [
-    "EVENTS",
-    "BatchFailed",
-    "BatchRetryScheduled",
-    "BatchStarted",
-    "BatchSucceeded",
-    "ItemsDropped",
-    "ItemsExhausted",
-    "ShutdownEvent",
-]
-
-
-@dataclasses.dataclass(frozen=True)
-class BatchStarted:
-    """``batch_started``: an attempt to deliver a batch begins."""
-
-    key: Optional[Hashable]
-    items: Tuple[Any, ...]
-    attempt: int
-
-
-@dataclasses.dataclass(frozen=True)
-class BatchSucceeded:
-    """``batch_succeeded``: a batch (or what was left of it) was delivered."""
-
-    key: Optional[Hashable]
-    items: Tuple[Any, ...]
-    attempt: int
-
-
-@dataclasses.dataclass(frozen=True)
-class BatchFailed:
-    """``batch_failed``: one attempt failed; *items* are the ones that failed."""
-
-    key: Optional[Hashable]
-    items: Tuple[Any, ...]
-    attempt: int
-    error: BaseException
-
-
-@dataclasses.dataclass(frozen=True)
-class BatchRetryScheduled:
-    """``batch_retry_scheduled``: *items* will be tried again as *attempt* in *delay* seconds."""
-
-    key: Optional[Hashable]
-    items: Tuple[Any, ...]
-    attempt: int
-    delay: float
-
-
-@dataclasses.dataclass(frozen=True)
-class ItemsExhausted:
-    """``items_exhausted``: *items* are given up after *attempts* attempts."""
-
-    key: Optional[Hashable]
-    items: Tuple[Any, ...]
-    attempts: int
-    error: Optional[BaseException]
-
-
-@dataclasses.dataclass(frozen=True)
-class ItemsDropped:
-    """``items_dropped``: *items* were not accepted or were discarded, for *reason*."""
-
-    key: Optional[Hashable]
-    items: Tuple[Any, ...]
-    reason: str
-
-
-@dataclasses.dataclass(frozen=True)
-class ShutdownEvent:
-    """``shutdown``: the dispatcher stopped; *undelivered* items were left."""
-
-    completed: bool
-    undelivered: int
-
-
-#: Event names, and the payload each one carries.
-EVENTS: Dict[str, type] = {
-    "batch_started": BatchStarted,
-    "batch_succeeded": BatchSucceeded,
-    "batch_failed": BatchFailed,
-    "batch_retry_scheduled": BatchRetryScheduled,
-    "items_exhausted": ItemsExhausted,
-    "items_dropped": ItemsDropped,
-    "shutdown": ShutdownEvent,
-}
 
 Listener = Callable[[Any], object]
 
