@@ -626,6 +626,8 @@ class Engine(Generic[T]):
         The one per-item loop of a KeyedDispatcher, run in bulk by whoever
         holds the lock next (a worker, usually), so that producers need none.
         """
+        if not self._keyed:
+            return  # BackgroundDispatcher's producers append to the lane itself
         inbox = self._inbox
         count = len(inbox) // 2
         since, self._inbox_since = self._inbox_since, None
