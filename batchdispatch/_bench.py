@@ -34,7 +34,7 @@ import queue
 import sys
 import threading
 import time
-from typing import Callable, Deque, Dict, List, Optional, Sequence, TextIO, Tuple, Type, cast
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, TextIO, Tuple, Type
 
 from . import __version__
 from ._dispatcher import BackgroundDispatcher
@@ -465,33 +465,22 @@ def _run_once(make: Type[_Design], threads: int, items: int) -> Tuple[float, Opt
 # -- idle wake-ups ----------------------------------------------------------------
 
 
-class _CountingCondition:
-    """Stands in for the engine's ``_wakeup`` condition and counts the waits.
+class _CountingSleep:
+    """Stands in for the engine's ``_sleep`` method and counts the waits."""
 
-    The engine only calls ``wait()``, ``wait(timeout)`` and ``notify()`` on
-    it, always with the lock held, so the counters need no lock of their own.
-    ``notify_all`` is there in case it ever calls that too.
-    """
-
-    def __init__(self, real: threading.Condition) -> None:
+    def __init__(self, real: Callable[[Any, Optional[float]], None]) -> None:
         self._real = real
         #: The timeout of every wait, in call order (None: no timeout).
         self.timeouts: List[Optional[float]] = []
         #: Waits that have returned: each one is a wake-up of the worker.
         self.returns = 0
 
-    def wait(self, timeout: Optional[float] = None) -> bool:
+    def __call__(self, waiter: Any, timeout: Optional[float]) -> None:
         self.timeouts.append(timeout)
         try:
-            return self._real.wait(timeout)
+            self._real(waiter, timeout)
         finally:
             self.returns += 1
-
-    def notify(self, n: int = 1) -> None:
-        self._real.notify(n)
-
-    def notify_all(self) -> None:
-        self._real.notify_all()
 
 
 def measure_idle(seconds: float) -> Tuple[int, int]:
@@ -506,9 +495,9 @@ def measure_idle(seconds: float) -> Tuple[int, int]:
         sink, delay=DELAY, max_batch_size=MAX_BATCH_SIZE, max_queue_size=None, name="bench-idle"
     )
     # Swapped in before the first enqueue: the worker does not exist yet and
-    # looks the attribute up afresh at every wait.
-    counter = _CountingCondition(dispatcher._wakeup)
-    dispatcher._wakeup = cast(threading.Condition, counter)
+    # looks the method up afresh at every wait.
+    counter = _CountingSleep(dispatcher._sleep)
+    setattr(dispatcher, "_sleep", counter)  # noqa: B010 - shadows the method on this instance
     try:
         dispatcher.enqueue(PAYLOAD)
         # When flush returns the worker is already inside its next wait: it

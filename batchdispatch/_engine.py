@@ -38,12 +38,22 @@ other (the store-then-load pattern that is sequentially consistent under
 the GIL). That is what makes the lock-free append safe against lost
 wake-ups, and what lets an idle worker wait with no timeout at all.
 
-KeyedDispatcher's lanes are filled under the lock (one short critical
-section per enqueue), since a key must be looked up anyway.
+KeyedDispatcher uses the same scheme on an *inbox*: producers extend a
+deque with the key and the item (two slots, one atomic ``extend``), and a
+worker sorts the inbox into lanes in bulk, under the lock, at the top of
+every pass (``_drain``). The thresholds then count inbox slots. Items with
+a priority other than 0 take the lock and go straight to their lane, after
+a drain, so the order of arrival holds.
 
-Every item has a *position*: its rank in enqueue order. ``flush`` takes the
-next position as its target and waits until no lane holds, and no open
-batch contains, an item before it.
+Idle workers do not wait on a Condition: each waits on a lock of its own,
+listed in ``_sleepers``, and a waker pops one and releases it. A producer
+can do that without the engine lock, which matters because a worker that
+holds the lock may be waiting for the GIL the producer holds.
+
+Every item has a *position*: its rank in enqueue order (items sorted into
+lanes by one drain share the position the drain started at). ``flush``
+drains, takes the next position as its target and waits until no lane
+holds, and no open batch contains, an item before it.
 """
 
 from __future__ import annotations
@@ -269,16 +279,33 @@ def _popleft(queue: Deque[Any], count: int) -> List[Any]:
 class _Level:
     """One priority's items in a keyed lane, FIFO, with their positions.
 
-    Positions sit in a deque of their own rather than in a (position, item)
-    tuple per item: the tuples would be tracked by the garbage collector,
-    and scanning thousands of them made enqueue several times slower.
+    Positions are kept per run of items that share one: the engine sorts
+    the inbox into lanes in bulk, and every item of one drain gets the
+    position the drain started at. That is exact for flush, whose target
+    is always taken right after a drain, and it costs nothing per item (a
+    (position, item) tuple per item would be tracked, and scanned, by the
+    garbage collector).
     """
 
-    __slots__ = ("items", "positions")
+    __slots__ = ("items", "runs")
 
     def __init__(self) -> None:
         self.items: Deque[Any] = collections.deque()
-        self.positions: Deque[int] = collections.deque()
+        self.runs: Deque[List[int]] = collections.deque()  # [position, items], oldest first
+
+    def take(self, count: int) -> Tuple[List[Any], int]:
+        """Pop *count* items (at most ``len(items)``); return them and the first one's position."""
+        runs = self.runs
+        first = runs[0][0]
+        left = count
+        while left:
+            run = runs[0]
+            if run[1] > left:
+                run[1] -= left
+                break
+            left -= run[1]
+            runs.popleft()
+        return _popleft(self.items, count), first
 
 
 class _PriorityLane(_Lane):
@@ -304,14 +331,14 @@ class _PriorityLane(_Lane):
             self.order.append(priority)
             self.order.sort(reverse=True)
         level.items.append(item)
-        level.positions.append(position)
+        level.runs.append([position, 1])
         self.count += 1
 
     def size(self) -> int:
         return self.count
 
     def min_position(self) -> float:
-        return min((level.positions[0] for level in self.levels.values() if level.items), default=_INF)
+        return min((level.runs[0][0] for level in self.levels.values() if level.items), default=_INF)
 
     def pop(self, count: int) -> Tuple[List[Any], int]:
         items: List[Any] = []
@@ -320,9 +347,9 @@ class _PriorityLane(_Lane):
             level = self.levels[priority]
             take = min(count - len(items), len(level.items))
             if take:
-                first = min(first, level.positions[0])
-                items += _popleft(level.items, take)
-                _popleft(level.positions, take)
+                taken, position = level.take(take)
+                items += taken
+                first = min(first, position)
             self._drop_if_empty(priority, level)
             if len(items) == count:
                 break
@@ -330,9 +357,8 @@ class _PriorityLane(_Lane):
         return items, first
 
     def pop_oldest(self) -> Any:
-        level = min((lv for lv in self.levels.values() if lv.items), key=lambda lv: lv.positions[0])
-        level.positions.popleft()
-        item = level.items.popleft()
+        level = min((lv for lv in self.levels.values() if lv.items), key=lambda lv: lv.runs[0][0])
+        (item,), _ = level.take(1)
         self.count -= 1
         for priority, candidate in list(self.levels.items()):
             if candidate is level:
@@ -403,7 +429,12 @@ class Engine(Generic[T]):
         # inside a slow path may enqueue again (logging does, through a
         # handler), and must not deadlock on the lock its own thread holds.
         self._lock = threading.RLock()
-        self._wakeup = threading.Condition(self._lock)
+        # Idle workers, each waiting on a lock of its own that a waker
+        # releases. A producer can wake one with list.pop() and release(),
+        # without taking the engine lock: a worker holding it may be waiting
+        # for the GIL the producer holds, and a Condition's notify would make
+        # the producer wait for both.
+        self._sleepers: List[Any] = []
         self._progress = threading.Condition(self._lock)
         self._lanes: Dict[Hashable, _Lane] = {}
         self._main: Optional[_Lane] = None
@@ -414,7 +445,6 @@ class Engine(Generic[T]):
         self._wake_at = 0
         self._state = _NEW
         self._workers: List[threading.Thread] = []
-        self._idle = 0  # workers waiting for work
         # Bumped at fork, so a worker frame inherited by the child gives up.
         self._generation = getattr(self, "_generation", 0) + 1
         self._exit_closed = False  # closed by the exit hook: late items still go out
@@ -480,10 +510,10 @@ class Engine(Generic[T]):
         if self._events.wants(event):
             self._outbox.append((event, make()))
             self._posted += 1
-            if len(self._outbox) == 1 and self._idle and not self._dispatching_here():
+            if len(self._outbox) == 1 and self._sleepers and not self._dispatching_here():
                 # Posted by a producer (a drop): an idle worker emits it now
                 # rather than after some unrelated batch.
-                self._wakeup.notify()
+                self._kick()
 
     def _emit_posted(self) -> None:
         """Emit queued events, in order. Never called with the lock held."""
@@ -533,7 +563,7 @@ class Engine(Generic[T]):
             if self._state != _CLOSED or not lane.items:
                 if self._state == _RUNNING:
                     self._wake_at = _NEVER  # one notification is enough
-                self._wakeup.notify()
+                self._kick()
                 return True
             # Appended after the worker drained the queue and left. The
             # exit hook's dispatchers still deliver, on this thread; one the
@@ -580,19 +610,30 @@ class Engine(Generic[T]):
         return self._admit(key, item, priority)
 
     def _wake_keyed(self) -> bool:
-        """Slow half of a keyed append: get a worker to drain the inbox, or deal with a late item."""
+        """Slow half of a keyed append: get a worker to drain the inbox, or deal with a late item.
+
+        Called about once per drain while running, and without the lock:
+        see ``_sleepers``. A stale store of ``_wake_at`` here is harmless,
+        since a worker publishes 0 again after it queued itself as a
+        sleeper and before it looks at the inbox a last time.
+        """
+        if self._state == _RUNNING:
+            if self._inbox_since is None:
+                # The first item since the last drain: its delay counts from
+                # now, however long it waits for a free worker. (A stamp that
+                # lands after the drain only makes the next items early.)
+                self._inbox_since = self._clock()
+            self._wake_at = _NEVER  # one wake-up is enough
+            if self._state == _RUNNING:
+                if not self._kick() and len(self._workers) < self._max_workers:
+                    with self._lock:
+                        self._more_workers()
+                return True
         with self._lock:
             if self._state != _CLOSED or not self._inbox:
-                if self._inbox_since is None:
-                    # The first item since the last drain: its delay counts
-                    # from now, however long it waits for a free worker.
-                    self._inbox_since = self._clock()
-                if self._state == _RUNNING:
-                    self._wake_at = _NEVER  # one notification is enough
-                if self._idle:
-                    self._wakeup.notify()
-                else:
-                    self._more_workers()
+                if self._state != _RUNNING:
+                    self._wake_at = -1  # closing: every late append looks
+                self._kick()
                 return True
             # Appended after the workers drained the inbox and left: the
             # same as _wake, per key.
@@ -639,24 +680,34 @@ class Engine(Generic[T]):
             # Publish the smaller room before the inbox shrinks: a producer
             # that reads in between sees too little room, never too much.
             self._room = 2 * (self._queue_limit - self._queued - count)
+        # Group by key first: one dict lookup and one append per item, then
+        # one extend, one run and one threshold check per key.
+        groups: Dict[Hashable, List[Any]] = {}
+        group_of = groups.get
+        flat = iter(_popleft(inbox, 2 * count))
+        for key, item in zip(flat, flat):  # zip reuses its tuple: no allocation
+            group = group_of(key)
+            if group is None:
+                groups[key] = [item]
+            else:
+                group.append(item)
         lanes = self._lanes
         position = self._seq
         now = since
-        flat = iter(_popleft(inbox, 2 * count))
-        for key, item in zip(flat, flat):  # zip reuses its tuple: no allocation
+        for key, group in groups.items():
             lane = lanes.get(key)
             if lane is None:
                 lane = lanes[key] = _PriorityLane(key)
-            level = lane.zero  # type: ignore[attr-defined]
-            level.items.append(item)
-            level.positions.append(position)
-            position += 1
-            lane.count += 1  # type: ignore[attr-defined]
-            if lane.count > lane.wake_at:  # type: ignore[attr-defined]
+            assert isinstance(lane, _PriorityLane)
+            level = lane.zero
+            level.items.extend(group)
+            level.runs.append([position, len(group)])
+            lane.count += len(group)
+            if lane.count > lane.wake_at:
                 if now is None:
                     now = self._clock()
-                self._lane_event(lane, now)  # type: ignore[arg-type]
-        self._seq = position
+                self._lane_event(lane, now)
+        self._seq = position + count
         self._queued += count
 
     def _set_queued(self, queued: int) -> None:
@@ -735,7 +786,7 @@ class Engine(Generic[T]):
             if len(self._main.items) > self._wake_at:
                 if self._state == _RUNNING:
                     self._wake_at = _NEVER
-                self._wakeup.notify()
+                self._kick()
             return
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise TypeError(f"priority must be an int, got {type(priority).__name__}")
@@ -783,8 +834,8 @@ class Engine(Generic[T]):
         new earliest; busy workers look when they come back."""
         earliest = not self._timers or due < self._timers[0][0]
         heapq.heappush(self._timers, (due, next(self._ticket), lane))
-        if earliest and self._idle:
-            self._wakeup.notify_all()
+        if earliest and self._sleepers:
+            self._kick_all()
 
     def _mark_ready(self, lane: _Lane) -> None:
         """Queue a lane to be taken as soon as a worker looks. Lock held."""
@@ -794,17 +845,21 @@ class Engine(Generic[T]):
             self._ready.append(lane)
 
     def _make_ready(self, lane: _Lane) -> None:
-        """Queue a lane and get a worker to look: an idle one, or a new one."""
+        """Queue a lane and get a worker to look: an idle one, or a new one.
+
+        Workers that are awake and not delivering take ready lanes before
+        they sleep, so another one is woken only when the ready lanes
+        outnumber them: waking more would only make them contend.
+        """
         self._mark_ready(lane)
-        if self._idle:
-            self._wakeup.notify()
-        else:
+        awake = len(self._workers) - len(self._inflight) - len(self._sleepers)
+        if len(self._ready) > awake and not self._kick():
             self._more_workers()
 
     def _more_workers(self) -> None:
         """Start another worker if work waits and every worker is busy (keyed only)."""
         if (
-            self._idle == 0
+            not self._sleepers
             and len(self._inflight) >= len(self._workers)
             and self._state == _RUNNING
             and len(self._workers) < self._max_workers
@@ -827,9 +882,7 @@ class Engine(Generic[T]):
             # drop stays cheap when producers outrun the workers, and a batch
             # waiting for its retry keeps its backoff.
             self._overflowing = True
-            if self._idle:
-                self._wakeup.notify()
-            else:
+            if not self._kick():
                 self._more_workers()
         if policy == "drop_oldest":
             while self._queued_count() >= self._queue_limit:
@@ -870,7 +923,7 @@ class Engine(Generic[T]):
         for lane in self._lanes.values():
             if self._has_pending_take(lane):
                 self._mark_ready(lane)
-        self._wakeup.notify_all()
+        self._kick_all()
         self._more_workers()
 
     # -- workers ---------------------------------------------------------------------
@@ -959,7 +1012,7 @@ class Engine(Generic[T]):
                 if not self._inflight:
                     self._state = _CLOSED
                     self._progress.notify_all()
-                    self._wakeup.notify_all()
+                    self._kick_all()
                 return None
             timers = self._timers
             while timers and (
@@ -967,20 +1020,49 @@ class Engine(Generic[T]):
             ):
                 heapq.heappop(timers)  # stale: the lane was taken or rescheduled
             until = timers[0][0] if timers else _INF
-            if self._main is not None and len(self._main.items) != seen:
-                continue  # a producer appended after the threshold was published
-            if self._inbox:
-                continue  # appended after the drain published its threshold
             if self._outbox:
                 return _EMIT_FIRST  # events posted by producers (drops): emit before sleeping
-            self._idle += 1
-            try:
-                if until == _INF:
-                    self._wakeup.wait()
-                else:
-                    self._wakeup.wait(min(max(until - now, 0.0), threading.TIMEOUT_MAX))
-            finally:
-                self._idle -= 1
+            # Queue up as a sleeper first, then publish the threshold, then
+            # look a last time: an append after that look sees the
+            # threshold and finds this worker to wake.
+            waiter = threading.Lock()
+            waiter.acquire()
+            self._sleepers.append(waiter)
+            if self._keyed and self._state == _RUNNING:
+                self._wake_at = 0
+            if (self._main is not None and len(self._main.items) != seen) or self._inbox:
+                self._sleepers.remove(waiter)  # appended meanwhile: look again
+                continue
+            self._sleep(waiter, None if until == _INF else min(max(until - now, 0.0), threading.TIMEOUT_MAX))
+
+    def _sleep(self, waiter: Any, timeout: Optional[float]) -> None:
+        """Wait, with the lock released, until woken or *timeout* seconds passed.
+
+        Called from _next_batch, whose caller holds the lock exactly once.
+        """
+        self._lock.release()
+        try:
+            if timeout is None:
+                waiter.acquire()
+            else:
+                waiter.acquire(True, timeout)
+        finally:
+            self._lock.acquire()
+            if waiter in self._sleepers:
+                self._sleepers.remove(waiter)  # timed out: nobody woke it
+
+    def _kick(self) -> bool:
+        """Wake one idle worker; False if none was idle. Lock not needed."""
+        try:
+            waiter = self._sleepers.pop()
+        except IndexError:
+            return False
+        waiter.release()
+        return True
+
+    def _kick_all(self) -> None:
+        while self._kick():
+            pass
 
     def _discover(self, now: float) -> int:
         """Notice what producers appended to the lock-free lane; publish its threshold."""
@@ -1222,7 +1304,7 @@ class Engine(Generic[T]):
     def _after_batch(self, lane: _Lane) -> None:
         """A lane's batch is settled: schedule its next items, or forget it."""
         if lane is self._main:
-            self._wakeup.notify()  # the worker rediscovers the lane itself
+            self._kick()  # the worker rediscovers the lane itself
             return
         if not lane.size():
             self._forget_if_idle(lane)

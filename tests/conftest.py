@@ -148,7 +148,7 @@ def poke(dispatcher: Any, clock: FakeClock) -> None:
     """Make the workers look at their clock again, and wait until one has."""
     reads = clock.reads
     with dispatcher._lock:
-        dispatcher._wakeup.notify_all()
+        dispatcher._kick_all()
     deadline = _engine.monotonic() + 10
     while clock.reads == reads:
         assert _engine.monotonic() < deadline, "the worker did not wake up"
@@ -156,10 +156,10 @@ def poke(dispatcher: Any, clock: FakeClock) -> None:
 
 
 def worker_wait_timeout(dispatcher: BackgroundDispatcher[Any], timeout: float = 10.0) -> Any:
-    """Wait until the worker sleeps in its condition; return that wait's timeout.
+    """Wait until the worker sleeps; return that sleep's timeout (None: none).
 
     Reads the worker's stack rather than trusting a sleep: the answer is the
-    ``timeout`` argument of the ``Condition.wait`` it is blocked in.
+    ``timeout`` argument of the engine's ``_sleep`` it is blocked in.
     """
     worker = dispatcher._workers[0] if dispatcher._workers else None
     assert worker is not None
@@ -168,7 +168,7 @@ def worker_wait_timeout(dispatcher: BackgroundDispatcher[Any], timeout: float = 
     while _engine.monotonic() < deadline:
         frame = sys._current_frames().get(worker.ident)
         while frame is not None:
-            if frame.f_code.co_name == "wait" and frame.f_back is not None and (
+            if frame.f_code.co_name == "_sleep" and frame.f_back is not None and (
                 frame.f_back.f_code.co_name == "_next_batch"
             ):
                 with dispatcher._lock:  # held by the worker unless it waits

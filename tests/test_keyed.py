@@ -533,9 +533,11 @@ SLOW_RETRY = RetryPolicy(max_attempts=3, backoff=30.0, jitter=False)
 def test_a_full_lane_behind_a_retry_does_not_cut_its_backoff(make_keyed, clock: FakeClock) -> None:
     deliver = FailFirst(clock)
     d = make_keyed(deliver, delay=1.0, max_batch_size=2, retry=SLOW_RETRY, clock=clock)
+    retrying = threading.Event()
+    d.once("batch_retry_scheduled", lambda event: retrying.set())
     d.enqueue("a", 0)
     d.enqueue("a", 1)  # full: goes at once, fails, retry due at 1030
-    assert deliver.wait(1)
+    assert retrying.wait(10)  # settled at 1000: the clock may move now
     for i in range(2, 8):  # full again and again while the retry waits
         d.enqueue("a", i)
     poke(d, clock)
