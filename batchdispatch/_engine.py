@@ -967,6 +967,7 @@ class Engine(Generic[T]):
                     self._open.clear()
                     self._inflight.clear()
                     self._progress.notify_all()
+                    self._kick_all()  # the other workers see the state and stop
             raise
 
     def _work(self, generation: int) -> None:
