@@ -515,12 +515,20 @@ class Engine(Generic[T]):
                 # rather than after some unrelated batch.
                 self._kick()
 
-    def _emit_posted(self) -> None:
-        """Emit queued events, in order. Never called with the lock held."""
+    def _emit_posted(self, deadline: Optional[float] = None) -> None:
+        """Emit queued events, in order. Never called with the lock held.
+
+        With a *deadline* (shutdown, exit), give up waiting for a listener
+        that another thread is running: that thread emits what is left.
+        """
         if not self._outbox:
             return
+        if deadline is None:
+            self._emit_lock.acquire()
+        elif not self._emit_lock.acquire(True, min(max(0.0, deadline - monotonic()), threading.TIMEOUT_MAX)):
+            return
         stack = _dispatching()
-        with self._emit_lock:
+        try:
             with self._lock:
                 posted, self._outbox = self._outbox, []
             # A listener that calls flush or shutdown must not wait for the
@@ -534,6 +542,8 @@ class Engine(Generic[T]):
                 with self._lock:
                     self._emitted += len(posted)
                     self._progress.notify_all()
+        finally:
+            self._emit_lock.release()
 
     # -- the hot path (one lane, no lock) ---------------------------------------
 
@@ -639,9 +649,10 @@ class Engine(Generic[T]):
             # same as _wake, per key.
             late = []
             for key, items in self._take_inbox().items():
-                late.append(_Batch(None, items, self._seq, key))
-                self._seq += len(items)
-                if not self._exit_closed:
+                if self._exit_closed:  # accepted: delivered on this thread
+                    late.append(_Batch(None, items, self._seq, key))
+                    self._seq += len(items)
+                else:  # refused, like any enqueue after shutdown
                     self._drop(key, items, "closed")
             report = None if self._exit_closed else self._drop_report()
         if self._exit_closed:
@@ -669,6 +680,10 @@ class Engine(Generic[T]):
         """
         if not self._keyed:
             return  # BackgroundDispatcher's producers append to the lane itself
+        if self._state == _CLOSED:
+            # No worker is left to take them: each late producer finds its
+            # item in the inbox and deals with it in _wake_keyed.
+            return
         inbox = self._inbox
         count = len(inbox) // 2
         since, self._inbox_since = self._inbox_since, None
@@ -685,12 +700,22 @@ class Engine(Generic[T]):
         groups: Dict[Hashable, List[Any]] = {}
         group_of = groups.get
         flat = iter(_popleft(inbox, 2 * count))
+        bad: List[Any] = []
         for key, item in zip(flat, flat):  # zip reuses its tuple: no allocation
-            group = group_of(key)
-            if group is None:
-                groups[key] = [item]
-            else:
-                group.append(item)
+            try:
+                group = group_of(key)
+                if group is None:
+                    groups[key] = [item]
+                else:
+                    group.append(item)
+            except Exception:  # noqa: BLE001 - a key whose hash passed enqueue's check, then failed
+                bad.append(item)
+        if bad:
+            # Accepted, so counted as enqueued, and dropped with a reason
+            # rather than raised at whoever drains (a worker, or stats()).
+            count -= len(bad)
+            self._seq += len(bad)
+            self._drop(None, bad, "invalid_key")
         lanes = self._lanes
         position = self._seq
         now = since
@@ -847,13 +872,11 @@ class Engine(Generic[T]):
     def _make_ready(self, lane: _Lane) -> None:
         """Queue a lane and get a worker to look: an idle one, or a new one.
 
-        Workers that are awake and not delivering take ready lanes before
-        they sleep, so another one is woken only when the ready lanes
-        outnumber them: waking more would only make them contend.
+        (A worker that looks awake may be inside a slow listener, so an idle
+        one is always woken.)
         """
         self._mark_ready(lane)
-        awake = len(self._workers) - len(self._inflight) - len(self._sleepers)
-        if len(self._ready) > awake and not self._kick():
+        if not self._kick():
             self._more_workers()
 
     def _more_workers(self) -> None:
@@ -958,8 +981,10 @@ class Engine(Generic[T]):
                 if self._generation == generation:
                     self._state = _CLOSED
                     self._room = self._wake_at = -1
+                    self._seq += len(self._inbox) // 2  # accepted, then lost with the worker
                     self._count_drop("worker_died", len(self._inbox) // 2)
                     self._inbox.clear()
+                    self._count_drop("worker_died", sum(len(b.items) for b in self._open))
                     for lane in list(self._lanes.values()):
                         left, _ = lane.pop(lane.size())
                         self._count_drop("worker_died", len(left))
@@ -1032,7 +1057,7 @@ class Engine(Generic[T]):
             if self._keyed and self._state == _RUNNING:
                 self._wake_at = 0
             if (self._main is not None and len(self._main.items) != seen) or self._inbox:
-                self._sleepers.remove(waiter)  # appended meanwhile: look again
+                self._unsleep(waiter)  # appended meanwhile: look again
                 continue
             self._sleep(waiter, None if until == _INF else min(max(until - now, 0.0), threading.TIMEOUT_MAX))
 
@@ -1049,8 +1074,14 @@ class Engine(Generic[T]):
                 waiter.acquire(True, timeout)
         finally:
             self._lock.acquire()
-            if waiter in self._sleepers:
-                self._sleepers.remove(waiter)  # timed out: nobody woke it
+            self._unsleep(waiter)  # timed out: nobody woke it
+
+    def _unsleep(self, waiter: Any) -> None:
+        """Take a waiter off ``_sleepers``, unless a waker just popped it."""
+        try:
+            self._sleepers.remove(waiter)
+        except ValueError:
+            pass  # popped without the lock by _kick: it was woken, and looks anyway
 
     def _kick(self) -> bool:
         """Wake one idle worker; False if none was idle. Lock not needed."""
@@ -1419,7 +1450,8 @@ class Engine(Generic[T]):
             returns False.
         """
         self._close(by_exit=False)
-        completed = self._join(_deadline(timeout), reason="shutdown")
+        deadline = _deadline(timeout)
+        completed = self._join(deadline, reason="shutdown")
         with self._lock:
             if not completed and not self._dispatching_here():
                 # The deadline passed: no retry outlives shutdown. (Called
@@ -1427,7 +1459,7 @@ class Engine(Generic[T]):
                 self._abandon_retries()
             undelivered = self._pending_count()
             self._post("shutdown", lambda: ShutdownEvent(completed, undelivered))
-        self._emit_posted()
+        self._emit_posted(deadline)
         return completed
 
     def _close(self, by_exit: bool) -> None:
@@ -1569,7 +1601,7 @@ class Engine(Generic[T]):
                 self._drop(lane.key, items, "exit")
             self._queued = 0
         self._close(by_exit=False)
-        self._emit_posted()
+        self._emit_posted(deadline)
         if left and not self.flush_on_exit:
             log.warning(
                 "batchdispatch:%s: %d items discarded at exit (flush_on_exit=False)",

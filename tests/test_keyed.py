@@ -670,3 +670,107 @@ def test_bad_keys_and_priorities_name_the_parameter(make_keyed) -> None:
     with pytest.raises(TypeError, match="priority must be an int, got str"):
         d.enqueue("a", 1, priority="high")
     assert d.stats().enqueued == 1
+
+
+# -- races found in review -------------------------------------------------------------
+
+
+class PausingKey:
+    """A key whose first hash, in enqueue's hot path, waits at a gate:
+    the producer is then between the room check and its append."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.first = True
+
+    def __hash__(self) -> int:
+        if self.first:
+            self.first = False
+            self.entered.set()
+            assert self.gate.wait(10)
+        return 1
+
+
+def _append_racing_close(d: KeyedDispatcher[Any]) -> List[bool]:
+    """Enqueue with a key that pauses between the room check and the append,
+    shut down meanwhile, then let it append while another thread drains."""
+    d.enqueue("warm", 0)  # a worker runs: the next enqueue takes the lock-free path
+    key = PausingKey()
+    result: List[bool] = []
+    producer = threading.Thread(target=lambda: result.append(d.enqueue(key, "late")))
+    producer.start()
+    assert key.entered.wait(10)
+    assert d.shutdown(timeout=10)
+    stop = threading.Event()
+
+    def drain_in_a_loop() -> None:  # every public call that sorts the inbox
+        while not stop.is_set():
+            d.pending()
+
+    other = threading.Thread(target=drain_in_a_loop)
+    other.start()
+    key.gate.set()
+    producer.join(10)
+    stop.set()
+    other.join(10)
+    return result
+
+
+def test_an_append_that_lands_after_close_is_refused_never_stranded(make_keyed) -> None:
+    for _ in range(20):
+        d = make_keyed(KeyedRecorder(), delay=0.01)
+        assert _append_racing_close(d) == [False]
+        stats = d.stats()
+        assert (stats.pending, stats.enqueued, dict(stats.dropped_by_reason)) == (0, 1, {"closed": 1})
+
+
+def test_shutdown_keeps_its_deadline_while_a_listener_blocks(make_keyed) -> None:
+    release = threading.Event()
+    d = make_keyed(KeyedRecorder(), delay=0.01)
+    d.on("batch_succeeded", lambda event: release.wait(30))
+    d.on("shutdown", lambda event: None)  # an event to emit after the deadline
+    d.enqueue("a", 0)
+    assert d.flush(timeout=0.2) is False  # the worker is inside the listener
+    returned: List[bool] = []
+    closer = threading.Thread(target=lambda: returned.append(d.shutdown(timeout=0.2)))
+    closer.start()
+    closer.join(10)  # a generous bound: without the fix it waits for the listener (30 s)
+    assert not closer.is_alive()
+    assert returned == [False]
+    release.set()
+    assert d.shutdown(timeout=10)
+
+
+def test_flush_wakes_an_idle_worker_while_another_runs_a_slow_listener(make_keyed) -> None:
+    release = threading.Event()
+    in_listener = threading.Event()
+
+    def slow(event: Any) -> None:
+        if event.key == "slow":
+            in_listener.set()
+            release.wait(30)
+
+    rec = KeyedRecorder()
+    d = make_keyed(rec, delay=3600.0, max_batch_size=2, max_concurrent_batches=2)
+    d.on("batch_succeeded", slow)
+    for key in ("w1", "w2"):  # two workers start, each with a full batch
+        d.enqueue(key, 0)
+        d.enqueue(key, 1)
+    assert d.flush(timeout=10)
+    d.enqueue("slow", 0)
+    d.enqueue("slow", 1)
+    assert in_listener.wait(10)  # one worker is inside the listener, the other sleeps
+    d.enqueue("b", 0)  # due in an hour; wakes the idle worker, which goes back to sleep
+    deadline = monotonic() + 10
+    while not (len(d._sleepers) == 1 and d.pending("b") == 1):  # sync on the engine's own state
+        assert monotonic() < deadline, "the idle worker did not go back to sleep"
+        threading.Event().wait(0.001)
+    try:
+        # flush itself waits for b's events too, which queue behind the slow
+        # listener (events keep their order); the delivery must not.
+        d.flush("b", timeout=0)
+        assert rec.wait_calls(4)
+        assert rec.calls[3] == ("b", [0])
+    finally:
+        release.set()
