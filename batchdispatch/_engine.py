@@ -341,6 +341,11 @@ class _PriorityLane(_Lane):
         return min((level.runs[0][0] for level in self.levels.values() if level.items), default=_INF)
 
     def pop(self, count: int) -> Tuple[List[Any], int]:
+        if not count:
+            return [], _NEVER
+        if len(self.order) == 1:  # only the default priority: the usual case
+            self.count -= count
+            return self.zero.take(count)
         items: List[Any] = []
         first = _NEVER
         for priority in list(self.order):
@@ -436,6 +441,7 @@ class Engine(Generic[T]):
         # the producer wait for both.
         self._sleepers: List[Any] = []
         self._progress = threading.Condition(self._lock)
+        self._watchers = 0  # threads waiting on _progress
         self._lanes: Dict[Hashable, _Lane] = {}
         self._main: Optional[_Lane] = None
         if not self._keyed:
@@ -541,7 +547,7 @@ class Engine(Generic[T]):
                 stack.pop()
                 with self._lock:
                     self._emitted += len(posted)
-                    self._progress.notify_all()
+                    self._notify_progress()
         finally:
             self._emit_lock.release()
 
@@ -882,10 +888,10 @@ class Engine(Generic[T]):
     def _more_workers(self) -> None:
         """Start another worker if work waits and every worker is busy (keyed only)."""
         if (
-            not self._sleepers
+            len(self._workers) < self._max_workers
+            and not self._sleepers
             and len(self._inflight) >= len(self._workers)
             and self._state == _RUNNING
-            and len(self._workers) < self._max_workers
             and not _exiting
         ):
             self._start_worker()
@@ -991,7 +997,7 @@ class Engine(Generic[T]):
                     self._queued = 0
                     self._open.clear()
                     self._inflight.clear()
-                    self._progress.notify_all()
+                    self._notify_progress()
                     self._kick_all()  # the other workers see the state and stop
             raise
 
@@ -1037,7 +1043,7 @@ class Engine(Generic[T]):
             if self._state != _RUNNING and not self._has_work():
                 if not self._inflight:
                     self._state = _CLOSED
-                    self._progress.notify_all()
+                    self._notify_progress()
                     self._kick_all()
                 return None
             timers = self._timers
@@ -1197,7 +1203,7 @@ class Engine(Generic[T]):
             if lane is not None and lane.batch is batch:
                 lane.batch = None
                 self._after_batch(lane)
-        self._progress.notify_all()
+        self._notify_progress()
 
     def _has_work(self) -> bool:
         return bool(self._open or self._inbox) or any(lane.size() for lane in self._lanes.values())
@@ -1217,7 +1223,7 @@ class Engine(Generic[T]):
             lane.first_at = now if lane.size() else None
             self._overflowing = False
             if self._blocked:
-                self._progress.notify_all()
+                self._notify_progress()
         batch.not_before = None
         batch.attempt += 1
         lane.due_at = None
@@ -1306,7 +1312,7 @@ class Engine(Generic[T]):
             if lane is not None and lane.batch is batch:
                 lane.batch = None
                 self._after_batch(lane)
-        self._progress.notify_all()
+        self._notify_progress()
         return old_error
 
     def _retry_or_give_up(self, batch: _Batch, error: BaseException) -> bool:
@@ -1472,7 +1478,7 @@ class Engine(Generic[T]):
             self._room = self._wake_at = -1
             self._drain()
             self._rush()
-            self._progress.notify_all()  # blocked producers give up
+            self._notify_progress()  # blocked producers give up
 
     def _join(self, deadline: Optional[float], reason: str) -> bool:
         """Wait for the workers to drain and stop; warn if the deadline passes."""
@@ -1503,15 +1509,29 @@ class Engine(Generic[T]):
         return False
 
     def _wait_locked(self, done: Callable[[], bool], deadline: Optional[float]) -> bool:
+        """Wait on ``_progress`` until *done()* or the deadline. Lock held."""
         while not done():
             if deadline is None:
-                self._progress.wait()
-                continue
-            remaining = deadline - monotonic()
-            if remaining <= 0:
-                return False
-            self._progress.wait(min(remaining, threading.TIMEOUT_MAX))
+                timeout = None
+            else:
+                timeout = min(deadline - monotonic(), threading.TIMEOUT_MAX)
+                if timeout <= 0:
+                    return False
+            self._watchers += 1
+            try:
+                self._progress.wait(timeout)
+            finally:
+                self._watchers -= 1
         return True
+
+    def _notify_progress(self) -> None:
+        """Wake flush, shutdown and blocked producers to look again. Lock held.
+
+        Called once per batch: skipped when nobody waits, since
+        Condition.notify_all costs more than the rest of settling a batch.
+        """
+        if self._watchers:
+            self._progress.notify_all()
 
     # -- introspection -------------------------------------------------------
 
