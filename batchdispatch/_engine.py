@@ -338,6 +338,8 @@ class _PriorityLane(_Lane):
         return self.count
 
     def min_position(self) -> float:
+        if len(self.order) == 1:
+            return self.zero.runs[0][0] if self.zero.items else _INF
         return min((level.runs[0][0] for level in self.levels.values() if level.items), default=_INF)
 
     def pop(self, count: int) -> Tuple[List[Any], int]:
@@ -1348,10 +1350,11 @@ class Engine(Generic[T]):
             self._forget_if_idle(lane)
             return
         self._schedule(lane, self._clock())
+        flushing = max(self._flush_upto, lane.flush_upto)  # 0 until a flush
         if (
             lane.size() >= self._batch_limit
             or self._state != _RUNNING
-            or lane.min_position() < max(self._flush_upto, lane.flush_upto)
+            or (flushing and lane.min_position() < flushing)
         ):
             self._make_ready(lane)
 
