@@ -65,10 +65,8 @@ import functools
 import heapq
 import itertools
 import logging
-import math
 import os
 import random
-import sys
 import threading
 import time
 import types
@@ -89,6 +87,7 @@ from typing import (
 )
 
 from ._events import Emitter, Listener
+from ._lanes import INF, NEVER, Batch, Lane, PriorityLane, popleft
 from ._retry import RetryPolicy
 from .events import (
     BatchFailed,
@@ -108,8 +107,6 @@ log = logging.getLogger("batchdispatch")
 #: The overflow policies ``enqueue`` understands when the queue is full.
 OVERFLOW_POLICIES = ("drop_newest", "drop_oldest", "block", "raise")
 
-_NEVER = sys.maxsize
-_INF = math.inf
 
 #: Stands for "every key" where None could be a key.
 ALL: Any = type("AllKeys", (), {"__repr__": lambda self: "ALL"})()
@@ -192,7 +189,7 @@ class _RateLimit:
     def __init__(self, interval: float, clock: Callable[[], float]) -> None:
         self.interval = interval
         self.clock = clock
-        self.next_at = -_INF
+        self.next_at = -INF
         self.held = 0
 
     def ready(self) -> Optional[int]:
@@ -206,176 +203,8 @@ class _RateLimit:
         return held
 
 
-class _Batch:
-    """Items taken from a lane, through every attempt until settled."""
-
-    __slots__ = ("attempt", "first", "items", "key", "lane", "not_before")
-
-    def __init__(self, lane: Optional[_Lane], items: List[Any], first: int, key: Hashable = None) -> None:
-        self.lane = lane  # None for a batch delivered inline, which is never retried
-        self.key = lane.key if lane is not None else key
-        self.items = items
-        self.first = first  # position of its earliest item, for flush
-        self.attempt = 0
-        self.not_before: Optional[float] = None  # set while waiting for a retry
-
-
 #: Returned by Engine._next_batch to have the worker emit events, then look again.
-_EMIT_FIRST = _Batch(None, [], 0)
-
-
-class _Lane:
-    """One key's waiting items, its deadline and its batch (if one is out).
-
-    This base class stores items in one deque, filled without the lock by
-    BackgroundDispatcher's producers; positions are counted by ``taken``.
-    """
-
-    __slots__ = (
-        "batch", "due_at", "first_at", "flush_upto", "items", "key", "last_take", "ready", "taken", "wake_at",
-    )
-
-    def __init__(self, key: Hashable) -> None:
-        self.key = key
-        self.items: Deque[Any] = collections.deque()
-        self.taken = 0  # position of the next item to leave ``items``
-        self.due_at: Optional[float] = None  # engine clock
-        self.first_at: Optional[float] = None  # when the oldest waiting item was seen
-        self.last_take = -_INF
-        self.batch: Optional[_Batch] = None
-        self.flush_upto = 0  # flush(key) target: take at once before this position
-        self.ready = False  # in the engine's ready queue (at most once)
-        # Keyed lanes: the engine looks at a push only once ``count`` exceeds
-        # this (a new lane needs a deadline, a full one goes out at once).
-        self.wake_at = 0
-
-    def size(self) -> int:
-        return len(self.items)
-
-    def min_position(self) -> float:
-        return self.taken if self.items else _INF
-
-    def pop(self, count: int) -> Tuple[List[Any], int]:
-        # Producers append without the lock, so the deque is popped item by
-        # item (in C, via starmap) rather than copied and cleared.
-        first = self.taken
-        items = _popleft(self.items, count)
-        self.taken += count
-        return items, first
-
-    def pop_oldest(self) -> Any:
-        self.taken += 1
-        return self.items.popleft()
-
-    def pending(self) -> int:
-        return self.size() + (len(self.batch.items) if self.batch is not None else 0)
-
-
-def _popleft(queue: Deque[Any], count: int) -> List[Any]:
-    """Pop *count* items off the left of *queue*, in C (via starmap)."""
-    return list(itertools.starmap(queue.popleft, itertools.repeat((), count)))
-
-
-class _Level:
-    """One priority's items in a keyed lane, FIFO, with their positions.
-
-    Positions are kept per run of items that share one: the engine sorts
-    the inbox into lanes in bulk, and every item of one drain gets the
-    position the drain started at. That is exact for flush, whose target
-    is always taken right after a drain, and it costs nothing per item (a
-    (position, item) tuple per item would be tracked, and scanned, by the
-    garbage collector).
-    """
-
-    __slots__ = ("items", "runs")
-
-    def __init__(self) -> None:
-        self.items: Deque[Any] = collections.deque()
-        self.runs: Deque[List[int]] = collections.deque()  # [position, items], oldest first
-
-    def take(self, count: int) -> Tuple[List[Any], int]:
-        """Pop *count* items (at most ``len(items)``); return them and the first one's position."""
-        runs = self.runs
-        first = runs[0][0]
-        left = count
-        while left:
-            run = runs[0]
-            if run[1] > left:
-                run[1] -= left
-                break
-            left -= run[1]
-            runs.popleft()
-        return _popleft(self.items, count), first
-
-
-class _PriorityLane(_Lane):
-    """A KeyedDispatcher lane: higher priority first, FIFO within a priority.
-
-    Priority 0, the default, always has a level (``zero``), so that the
-    engine's drain loop can append to it without a lookup.
-    """
-
-    __slots__ = ("count", "levels", "order", "zero")
-
-    def __init__(self, key: Hashable) -> None:
-        super().__init__(key)
-        self.zero = _Level()
-        self.levels: Dict[int, _Level] = {0: self.zero}
-        self.order: List[int] = [0]  # priorities present, highest first
-        self.count = 0
-
-    def push(self, priority: int, position: int, item: Any) -> None:
-        level = self.levels.get(priority)
-        if level is None:
-            level = self.levels[priority] = _Level()
-            self.order.append(priority)
-            self.order.sort(reverse=True)
-        level.items.append(item)
-        level.runs.append([position, 1])
-        self.count += 1
-
-    def size(self) -> int:
-        return self.count
-
-    def min_position(self) -> float:
-        if len(self.order) == 1:
-            return self.zero.runs[0][0] if self.zero.items else _INF
-        return min((level.runs[0][0] for level in self.levels.values() if level.items), default=_INF)
-
-    def pop(self, count: int) -> Tuple[List[Any], int]:
-        if not count:
-            return [], _NEVER
-        if len(self.order) == 1:  # only the default priority: the usual case
-            self.count -= count
-            return self.zero.take(count)
-        items: List[Any] = []
-        first = _NEVER
-        for priority in list(self.order):
-            level = self.levels[priority]
-            take = min(count - len(items), len(level.items))
-            if take:
-                taken, position = level.take(take)
-                items += taken
-                first = min(first, position)
-            self._drop_if_empty(priority, level)
-            if len(items) == count:
-                break
-        self.count -= len(items)
-        return items, first
-
-    def pop_oldest(self) -> Any:
-        level = min((lv for lv in self.levels.values() if lv.items), key=lambda lv: lv.runs[0][0])
-        (item,), _ = level.take(1)
-        self.count -= 1
-        for priority, candidate in list(self.levels.items()):
-            if candidate is level:
-                self._drop_if_empty(priority, level)
-        return item
-
-    def _drop_if_empty(self, priority: int, level: _Level) -> None:
-        if not level.items and level is not self.zero:
-            del self.levels[priority]
-            self.order.remove(priority)
+_EMIT_FIRST = Batch(None, [], 0)
 
 
 class Engine(Generic[T]):
@@ -410,8 +239,8 @@ class Engine(Generic[T]):
     ) -> None:
         self._call = call
         self._delay = delay
-        self._batch_limit = max_batch_size or _NEVER
-        self._queue_limit = max_queue_size or _NEVER
+        self._batch_limit = max_batch_size or NEVER
+        self._queue_limit = max_queue_size or NEVER
         self._overflow = overflow
         self._block_timeout = block_timeout
         self._on_error = on_error
@@ -444,10 +273,10 @@ class Engine(Generic[T]):
         self._sleepers: List[Any] = []
         self._progress = threading.Condition(self._lock)
         self._watchers = 0  # threads waiting on _progress
-        self._lanes: Dict[Hashable, _Lane] = {}
-        self._main: Optional[_Lane] = None
+        self._lanes: Dict[Hashable, Lane] = {}
+        self._main: Optional[Lane] = None
         if not self._keyed:
-            self._main = self._lanes[None] = _Lane(None)
+            self._main = self._lanes[None] = Lane(None)
             self._items = self._main.items  # the hot path's deque
         self._room = 0
         self._wake_at = 0
@@ -463,14 +292,14 @@ class Engine(Generic[T]):
         # keyed: key, item, key, item, ... appended without the lock, not yet in lanes
         self._inbox: Deque[Any] = collections.deque()
         self._inbox_since: Optional[float] = None  # when the inbox's first item arrived
-        self._timers: List[Tuple[float, int, _Lane]] = []
+        self._timers: List[Tuple[float, int, Lane]] = []
         self._ticket = itertools.count()
-        self._ready: Deque[_Lane] = collections.deque()
-        self._open: Set[_Batch] = set()  # taken and not settled (out, or waiting to retry)
-        self._inflight: Set[_Batch] = set()
+        self._ready: Deque[Lane] = collections.deque()
+        self._open: Set[Batch] = set()  # taken and not settled (out, or waiting to retry)
+        self._inflight: Set[Batch] = set()
         # Batches delivered on a caller's thread (no worker could): never
         # retried, and serialised, so a key never has two at once.
-        self._inline: Set[_Batch] = set()
+        self._inline: Set[Batch] = set()
         self._inline_lock = threading.RLock()
         # Held while listeners run: events reach them in the order they
         # happened, whichever worker emits them.
@@ -486,6 +315,7 @@ class Engine(Generic[T]):
         self._last_error: Optional[BaseException] = None
         self._outbox: List[Tuple[str, Any]] = []  # events to emit outside the lock
         self._posted = self._emitted = 0  # events queued and emitted, ever (flush waits for them)
+        self._emitting = False  # a thread is emitting: the outbox is its to empty
         self._drop_log = _RateLimit(self.LOG_INTERVAL, monotonic)
         self._error_log = _RateLimit(self.LOG_INTERVAL, monotonic)
         self._events.reset_after_fork()
@@ -518,27 +348,48 @@ class Engine(Generic[T]):
         if self._events.wants(event):
             self._outbox.append((event, make()))
             self._posted += 1
-            if len(self._outbox) == 1 and self._sleepers and not self._dispatching_here():
-                # Posted by a producer (a drop): an idle worker emits it now
-                # rather than after some unrelated batch.
+            # Posted by a producer (a drop): an idle worker emits it now
+            # rather than after some unrelated batch.
+            first = len(self._outbox) == 1 and not self._emitting
+            if first and self._sleepers and not self._dispatching_here():
                 self._kick()
 
-    def _emit_posted(self, deadline: Optional[float] = None) -> None:
-        """Emit queued events, in order. Never called with the lock held.
+    def _emit_posted(self, deadline: Optional[float] = None, wait: bool = False) -> None:
+        """Emit queued events, in order, one thread at a time. Never called with the lock held.
 
-        With a *deadline* (shutdown, exit), give up waiting for a listener
-        that another thread is running: that thread emits what is left.
+        A thread that finds another one emitting leaves its events to it,
+        rather than wait behind a slow listener: the emitting thread looks
+        at the outbox again before it lets go. With *wait* (shutdown, exit)
+        it waits instead, until *deadline* at most.
         """
-        if not self._outbox:
-            return
-        if deadline is None:
-            self._emit_lock.acquire()
-        elif not self._emit_lock.acquire(True, min(max(0.0, deadline - monotonic()), threading.TIMEOUT_MAX)):
-            return
+        while self._outbox:
+            if not wait:
+                got = self._emit_lock.acquire(False)
+            elif deadline is None:
+                got = self._emit_lock.acquire()
+            else:
+                remaining = min(max(0.0, deadline - monotonic()), threading.TIMEOUT_MAX)
+                got = self._emit_lock.acquire(True, remaining)
+            if not got:
+                return
+            try:
+                self._emit_batches()
+            finally:
+                with self._lock:
+                    self._emitting = False
+                self._emit_lock.release()
+            # Events posted while this thread released the emit lock, by a
+            # thread that found it taken, are this thread's to emit: loop.
+
+    def _emit_batches(self) -> None:
+        """Emit the outbox until it is empty. The emit lock is held."""
         stack = _dispatching()
-        try:
+        while True:
             with self._lock:
                 posted, self._outbox = self._outbox, []
+                self._emitting = bool(posted)
+            if not posted:
+                return
             # A listener that calls flush or shutdown must not wait for the
             # very events it is part of: it counts as dispatch code.
             stack.append(self)
@@ -550,8 +401,6 @@ class Engine(Generic[T]):
                 with self._lock:
                     self._emitted += len(posted)
                     self._notify_progress()
-        finally:
-            self._emit_lock.release()
 
     # -- the hot path (one lane, no lock) ---------------------------------------
 
@@ -580,7 +429,7 @@ class Engine(Generic[T]):
             assert lane is not None
             if self._state != _CLOSED or not lane.items:
                 if self._state == _RUNNING:
-                    self._wake_at = _NEVER  # one notification is enough
+                    self._wake_at = NEVER  # one notification is enough
                 self._kick()
                 return True
             # Appended after the worker drained the queue and left. The
@@ -591,7 +440,7 @@ class Engine(Generic[T]):
                 self._drop(None, late, "closed")
                 report = self._drop_report()
         if self._exit_closed:
-            self._dispatch_here(_Batch(None, late, first))
+            self._dispatch_here(Batch(None, late, first))
             return True
         self._emit_posted()  # closed: no worker will emit them
         if report:
@@ -641,7 +490,7 @@ class Engine(Generic[T]):
                 # now, however long it waits for a free worker. (A stamp that
                 # lands after the drain only makes the next items early.)
                 self._inbox_since = self._clock()
-            self._wake_at = _NEVER  # one wake-up is enough
+            self._wake_at = NEVER  # one wake-up is enough
             if self._state == _RUNNING:
                 if not self._kick() and len(self._workers) < self._max_workers:
                     with self._lock:
@@ -658,7 +507,7 @@ class Engine(Generic[T]):
             late = []
             for key, items in self._take_inbox().items():
                 if self._exit_closed:  # accepted: delivered on this thread
-                    late.append(_Batch(None, items, self._seq, key))
+                    late.append(Batch(None, items, self._seq, key))
                     self._seq += len(items)
                 else:  # refused, like any enqueue after shutdown
                     self._drop(key, items, "closed")
@@ -675,7 +524,7 @@ class Engine(Generic[T]):
     def _take_inbox(self) -> Dict[Hashable, List[Any]]:
         """Empty the inbox without queueing its items, grouped by key. Lock held."""
         late: Dict[Hashable, List[Any]] = {}
-        flat = iter(_popleft(self._inbox, len(self._inbox)))
+        flat = iter(popleft(self._inbox, len(self._inbox)))
         for key, item in zip(flat, flat):
             late.setdefault(key, []).append(item)
         return late
@@ -707,7 +556,7 @@ class Engine(Generic[T]):
         # one extend, one run and one threshold check per key.
         groups: Dict[Hashable, List[Any]] = {}
         group_of = groups.get
-        flat = iter(_popleft(inbox, 2 * count))
+        flat = iter(popleft(inbox, 2 * count))
         bad: List[Any] = []
         for key, item in zip(flat, flat):  # zip reuses its tuple: no allocation
             try:
@@ -730,8 +579,8 @@ class Engine(Generic[T]):
         for key, group in groups.items():
             lane = lanes.get(key)
             if lane is None:
-                lane = lanes[key] = _PriorityLane(key)
-            assert isinstance(lane, _PriorityLane)
+                lane = lanes[key] = PriorityLane(key)
+            assert isinstance(lane, PriorityLane)
             level = lane.zero
             level.items.extend(group)
             level.runs.append([position, len(group)])
@@ -755,7 +604,7 @@ class Engine(Generic[T]):
         """Admission when the lock is needed: always for keys, else when not running or full."""
         trash: List[Any] = []  # evicted items, released after the lock
         report = None
-        inline: Optional[_Batch] = None
+        inline: Optional[Batch] = None
         with self._lock:
             if self._state == _NEW and not _exiting:
                 self._start_worker()
@@ -780,7 +629,7 @@ class Engine(Generic[T]):
                     self._state = _CLOSED
                     self._exit_closed = True
                     self._room = self._wake_at = -1
-                inline = _Batch(None, [item], self._next_position(), key)
+                inline = Batch(None, [item], self._next_position(), key)
                 self._advance_position(1)
                 accepted = True
             else:
@@ -818,7 +667,7 @@ class Engine(Generic[T]):
             self._main.items.append(item)
             if len(self._main.items) > self._wake_at:
                 if self._state == _RUNNING:
-                    self._wake_at = _NEVER
+                    self._wake_at = NEVER
                 self._kick()
             return
         if not isinstance(priority, int) or isinstance(priority, bool):
@@ -828,8 +677,8 @@ class Engine(Generic[T]):
         except TypeError:
             raise TypeError(f"key must be hashable, got {type(key).__name__}") from None
         if lane is None:
-            lane = self._lanes[key] = _PriorityLane(key)
-        assert isinstance(lane, _PriorityLane)
+            lane = self._lanes[key] = PriorityLane(key)
+        assert isinstance(lane, PriorityLane)
         lane.push(priority, self._seq, item)
         self._seq += 1
         self._set_queued(self._queued + 1)
@@ -838,20 +687,20 @@ class Engine(Generic[T]):
         if self._state != _RUNNING and lane.batch is None:
             self._make_ready(lane)  # closing: no deadline to wait for
 
-    def _lane_event(self, lane: _PriorityLane, now: float) -> None:
+    def _lane_event(self, lane: PriorityLane, now: float) -> None:
         """A keyed lane crossed ``wake_at``: give it a deadline, or send it. Lock held."""
         if lane.batch is not None:
             # Behind a batch that is out: the delay counts from now, not
             # from when that batch settles.
             if lane.first_at is None:
                 lane.first_at = now
-            lane.wake_at = _NEVER
+            lane.wake_at = NEVER
         elif lane.due_at is None:
             self._schedule(lane, now)
         if lane.batch is None and (lane.count >= self._batch_limit or self._state != _RUNNING):
             self._make_ready(lane)
 
-    def _schedule(self, lane: _Lane, now: float) -> None:
+    def _schedule(self, lane: Lane, now: float) -> None:
         """Give a lane with waiting items its deadline. Called with the lock held."""
         if lane.first_at is None:
             lane.first_at = now
@@ -861,7 +710,7 @@ class Engine(Generic[T]):
         self._push_timer(due, lane)
         self._more_workers()
 
-    def _push_timer(self, due: float, lane: _Lane) -> None:
+    def _push_timer(self, due: float, lane: Lane) -> None:
         """Add a deadline. Idle workers sleep until the earliest one (or for
         ever with none), so they must look again only when this one is the
         new earliest; busy workers look when they come back."""
@@ -870,14 +719,14 @@ class Engine(Generic[T]):
         if earliest and self._sleepers:
             self._kick_all()
 
-    def _mark_ready(self, lane: _Lane) -> None:
+    def _mark_ready(self, lane: Lane) -> None:
         """Queue a lane to be taken as soon as a worker looks. Lock held."""
-        lane.wake_at = _NEVER
+        lane.wake_at = NEVER
         if not lane.ready:
             lane.ready = True
             self._ready.append(lane)
 
-    def _make_ready(self, lane: _Lane) -> None:
+    def _make_ready(self, lane: Lane) -> None:
         """Queue a lane and get a worker to look: an idle one, or a new one.
 
         (A worker that looks awake may be inside a slow listener, so an idle
@@ -945,7 +794,7 @@ class Engine(Generic[T]):
             raise QueueFullError(self._queue_limit)
         return False, self._drop_report()
 
-    def _oldest_lane(self) -> Optional[_Lane]:
+    def _oldest_lane(self) -> Optional[Lane]:
         lanes = [lane for lane in self._lanes.values() if lane.size()]
         return min(lanes, key=lambda lane: lane.min_position(), default=None)
 
@@ -1027,7 +876,7 @@ class Engine(Generic[T]):
             del batch, error, old_error
             self._emit_posted()
 
-    def _next_batch(self) -> Optional[_Batch]:
+    def _next_batch(self) -> Optional[Batch]:
         """Wait until a lane is due and take its batch; None when this worker should stop.
 
         Called with the lock held. With nothing waiting, workers wait with no
@@ -1053,8 +902,8 @@ class Engine(Generic[T]):
                 timers[0][2].due_at != timers[0][0] or not self._has_pending_take(timers[0][2])
             ):
                 heapq.heappop(timers)  # stale: the lane was taken or rescheduled
-            until = timers[0][0] if timers else _INF
-            if self._outbox:
+            until = timers[0][0] if timers else INF
+            if self._outbox and not self._emitting:
                 return _EMIT_FIRST  # events posted by producers (drops): emit before sleeping
             # Queue up as a sleeper first, then publish the threshold, then
             # look a last time: an append after that look sees the
@@ -1067,7 +916,7 @@ class Engine(Generic[T]):
             if (self._main is not None and len(self._main.items) != seen) or self._inbox:
                 self._unsleep(waiter)  # appended meanwhile: look again
                 continue
-            self._sleep(waiter, None if until == _INF else min(max(until - now, 0.0), threading.TIMEOUT_MAX))
+            self._sleep(waiter, None if until == INF else min(max(until - now, 0.0), threading.TIMEOUT_MAX))
 
     def _sleep(self, waiter: Any, timeout: Optional[float]) -> None:
         """Wait, with the lock released, until woken or *timeout* seconds passed.
@@ -1113,7 +962,7 @@ class Engine(Generic[T]):
         running = self._state == _RUNNING
         if lane.batch is not None:
             if running:
-                self._wake_at = _NEVER  # later items wait behind the batch
+                self._wake_at = NEVER  # later items wait behind the batch
         elif n == 0:
             lane.due_at = lane.first_at = None
             if running:
@@ -1129,7 +978,7 @@ class Engine(Generic[T]):
                 self._wake_at = min(self._batch_limit, self._queue_limit) - 1
         return n
 
-    def _pick(self, now: float) -> Optional[_Lane]:
+    def _pick(self, now: float) -> Optional[Lane]:
         """The next lane to take from: ready ones first, then expired
         deadlines, then (with the queue full) the earliest deadline."""
         while self._ready:
@@ -1151,7 +1000,7 @@ class Engine(Generic[T]):
             return self._earliest_waiting()
         return None
 
-    def _earliest_waiting(self) -> Optional[_Lane]:
+    def _earliest_waiting(self) -> Optional[Lane]:
         """The lane whose delay ends first, skipping retries still in backoff. Lock held."""
         held = []
         found = None
@@ -1170,7 +1019,7 @@ class Engine(Generic[T]):
             heapq.heappush(timers, entry)
         return found
 
-    def _takeable(self, lane: _Lane, now: float) -> bool:
+    def _takeable(self, lane: Lane, now: float) -> bool:
         """Whether a worker may take the lane now. Lock held."""
         batch = lane.batch
         if batch is None:
@@ -1186,7 +1035,7 @@ class Engine(Generic[T]):
         )
 
     @staticmethod
-    def _has_pending_take(lane: _Lane) -> bool:
+    def _has_pending_take(lane: Lane) -> bool:
         """Whether the lane will have something to take: items, or a retry."""
         if lane.batch is None:
             return lane.size() > 0
@@ -1210,14 +1059,14 @@ class Engine(Generic[T]):
     def _has_work(self) -> bool:
         return bool(self._open or self._inbox) or any(lane.size() for lane in self._lanes.values())
 
-    def _take(self, lane: _Lane, now: float) -> _Batch:
+    def _take(self, lane: Lane, now: float) -> Batch:
         """Hand the lane's next batch to this worker. Called with the lock held."""
         batch = lane.batch
         if batch is None:
             items, first = lane.pop(min(lane.size(), self._batch_limit))
             if lane is not self._main:
                 self._set_queued(self._queued - len(items))
-            batch = lane.batch = _Batch(lane, items, first)
+            batch = lane.batch = Batch(lane, items, first)
             self._open.add(batch)
             lane.last_take = now
             # Items left behind (more than a batch) count their delay from
@@ -1229,16 +1078,16 @@ class Engine(Generic[T]):
         batch.not_before = None
         batch.attempt += 1
         lane.due_at = None
-        lane.wake_at = _NEVER if lane.first_at is not None else 0
+        lane.wake_at = NEVER if lane.first_at is not None else 0
         self._inflight.add(batch)
         if lane is self._main and self._state == _RUNNING:
-            self._wake_at = _NEVER
+            self._wake_at = NEVER
         if self._ready or self._timers:
             self._more_workers()
         self._post("batch_started", lambda: BatchStarted(lane.key, tuple(batch.items), batch.attempt))
         return batch
 
-    def _attempt(self, batch: _Batch) -> Optional[BaseException]:
+    def _attempt(self, batch: Batch) -> Optional[BaseException]:
         """Call the user's code for one attempt. Never called with the lock held."""
         stack = _dispatching()
         stack.append(self)
@@ -1287,7 +1136,7 @@ class Engine(Generic[T]):
         except BaseException:
             log.exception("batchdispatch:%s: on_error raised", self.name)
 
-    def _settle(self, batch: _Batch, error: Optional[BaseException]) -> Optional[BaseException]:
+    def _settle(self, batch: Batch, error: Optional[BaseException]) -> Optional[BaseException]:
         """Record an attempt's outcome: deliver, retry or give up. Lock held.
 
         Returns the replaced ``last_error`` for the caller to release
@@ -1317,7 +1166,7 @@ class Engine(Generic[T]):
         self._notify_progress()
         return old_error
 
-    def _retry_or_give_up(self, batch: _Batch, error: BaseException) -> bool:
+    def _retry_or_give_up(self, batch: Batch, error: BaseException) -> bool:
         """Schedule a retry, or give the items up; True if the batch is settled."""
         lane, items, key = batch.lane, batch.items, batch.key
         policy = self._retry
@@ -1341,7 +1190,7 @@ class Engine(Generic[T]):
         self._post("batch_retry_scheduled", lambda: BatchRetryScheduled(key, tuple(items), attempt, wait))
         return False
 
-    def _after_batch(self, lane: _Lane) -> None:
+    def _after_batch(self, lane: Lane) -> None:
         """A lane's batch is settled: schedule its next items, or forget it."""
         if lane is self._main:
             self._kick()  # the worker rediscovers the lane itself
@@ -1358,14 +1207,14 @@ class Engine(Generic[T]):
         ):
             self._make_ready(lane)
 
-    def _forget_if_idle(self, lane: _Lane) -> None:
+    def _forget_if_idle(self, lane: Lane) -> None:
         """Drop an empty, settled lane, so memory does not grow with keys ever seen."""
         if lane is not self._main and not lane.size() and lane.batch is None:
             if self._lanes.get(lane.key) is lane:
                 del self._lanes[lane.key]
             lane.due_at = None
 
-    def _dispatch_here(self, batch: _Batch) -> None:
+    def _dispatch_here(self, batch: Batch) -> None:
         """Deliver on the calling thread, once, for items no worker will take."""
         with self._inline_lock:
             with self._lock:
@@ -1405,7 +1254,7 @@ class Engine(Generic[T]):
 
     # -- flush and shutdown --------------------------------------------------
 
-    def _settled_before(self, position: int, lane: Optional[_Lane] = None) -> bool:
+    def _settled_before(self, position: int, lane: Optional[Lane] = None) -> bool:
         lanes = self._lanes.values() if lane is None else [lane]
         batches = [*self._open, *self._inline] if lane is None else [b for b in self._open if b.lane is lane]
         return all(b.first >= position for b in batches) and all(
@@ -1468,7 +1317,7 @@ class Engine(Generic[T]):
                 self._abandon_retries()
             undelivered = self._pending_count()
             self._post("shutdown", lambda: ShutdownEvent(completed, undelivered))
-        self._emit_posted(deadline)
+        self._emit_posted(deadline, wait=True)
         return completed
 
     def _close(self, by_exit: bool) -> None:
@@ -1624,7 +1473,7 @@ class Engine(Generic[T]):
                 self._drop(lane.key, items, "exit")
             self._queued = 0
         self._close(by_exit=False)
-        self._emit_posted(deadline)
+        self._emit_posted(deadline, wait=True)
         if left and not self.flush_on_exit:
             log.warning(
                 "batchdispatch:%s: %d items discarded at exit (flush_on_exit=False)",
