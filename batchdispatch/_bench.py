@@ -388,25 +388,16 @@ def _run_keyed(
         if not sink.done.wait(DRAIN_TIMEOUT):
             raise BenchError(f"{design.label}: the warm-up item never arrived")
         sink.expect(items)
-        released: List[float] = []
-        barrier = threading.Barrier(threads, action=lambda: released.append(time.perf_counter()))
-        producers = [
-            threading.Thread(target=_produce_keyed, args=(barrier, enqueue, count, names))
-            for count in _shares(items, threads)
-        ]
-        gc.collect()
-        for producer in producers:
-            producer.start()
-        for producer in producers:
-            producer.join()
-        finished = time.perf_counter()
+        released, finished = _race(
+            threads, items, lambda barrier, count: _produce_keyed(barrier, enqueue, count, names)
+        )
         design.flush()
         if not sink.done.wait(DRAIN_TIMEOUT):
             raise BenchError(f"{design.label}: the sink received {sink.received:,} of {items:,} items")
     finally:
         design.close()
     assert sink.done_at is not None
-    return (finished - released[0]) / items, items / (sink.done_at - released[0])
+    return (finished - released) / items, items / (sink.done_at - released)
 
 
 def _join(thread: threading.Thread, label: str) -> None:
@@ -419,6 +410,25 @@ def _produce(barrier: threading.Barrier, put: Put, count: int) -> None:
     barrier.wait()
     for item in itertools.repeat(PAYLOAD, count):
         put(item)
+
+
+def _race(threads: int, items: int, produce: Callable[[threading.Barrier, int], None]) -> Tuple[float, float]:
+    """Run *threads* producers sharing *items*, released together by a barrier.
+
+    :returns: (the moment they were released, the moment the last one finished).
+    """
+    released: List[float] = []
+    barrier = threading.Barrier(threads, action=lambda: released.append(time.perf_counter()))
+    producers = [
+        threading.Thread(target=produce, args=(barrier, count), name=f"bench-producer-{k}")
+        for k, count in enumerate(_shares(items, threads))
+    ]
+    gc.collect()
+    for producer in producers:
+        producer.start()
+    for producer in producers:
+        producer.join()
+    return released[0], time.perf_counter()
 
 
 def _shares(total: int, parts: int) -> List[int]:
@@ -440,26 +450,15 @@ def _run_once(make: Type[_Design], threads: int, items: int) -> Tuple[float, Opt
             if not sink.done.wait(DRAIN_TIMEOUT):
                 raise BenchError(f"{design.label}: the warm-up item never arrived")
         sink.expect(items)
-        released: List[float] = []
-        barrier = threading.Barrier(threads, action=lambda: released.append(time.perf_counter()))
-        producers = [
-            threading.Thread(target=_produce, args=(barrier, put, count), name=f"bench-producer-{k}")
-            for k, count in enumerate(_shares(items, threads))
-        ]
-        gc.collect()
-        for producer in producers:
-            producer.start()
-        for producer in producers:
-            producer.join()
-        finished = time.perf_counter()
+        released, finished = _race(threads, items, lambda barrier, count: _produce(barrier, put, count))
     finally:
         design.close()
-    per_enqueue = (finished - released[0]) / items
+    per_enqueue = (finished - released) / items
     if not design.delivers:
         return per_enqueue, None
     if sink.received != items or sink.done_at is None:
         raise BenchError(f"{design.label}: the sink received {sink.received:,} of {items:,} items")
-    return per_enqueue, items / (sink.done_at - released[0])
+    return per_enqueue, items / (sink.done_at - released)
 
 
 # -- idle wake-ups ----------------------------------------------------------------
