@@ -469,7 +469,7 @@ class Engine(Generic[T]):
             try:
                 hash(key)  # an unhashable key fails here, not on the worker
             except TypeError:
-                raise TypeError(f"key must be hashable, got {type(key).__name__}") from None
+                raise _unhashable(key) from None
             inbox.extend((key, item))
             if len(inbox) > self._wake_at:
                 return self._wake_keyed()
@@ -491,6 +491,8 @@ class Engine(Generic[T]):
                 # lands after the drain only makes the next items early.)
                 self._inbox_since = self._clock()
             self._wake_at = NEVER  # one wake-up is enough
+            # Closed meanwhile? Then that store may have undone close's -1:
+            # take the locked path below, which restores it.
             if self._state == _RUNNING:
                 if not self._kick() and len(self._workers) < self._max_workers:
                     with self._lock:
@@ -546,12 +548,11 @@ class Engine(Generic[T]):
         since, self._inbox_since = self._inbox_since, None
         if self._state == _RUNNING:
             self._wake_at = 0  # the next append stamps the time and wakes a worker
-        if not count:
-            return
-        if self._state == _RUNNING:
             # Publish the smaller room before the inbox shrinks: a producer
             # that reads in between sees too little room, never too much.
             self._room = 2 * (self._queue_limit - self._queued - count)
+        if not count:
+            return
         # Group by key first: one dict lookup and one append per item, then
         # one extend, one run and one threshold check per key.
         groups: Dict[Hashable, List[Any]] = {}
@@ -675,7 +676,7 @@ class Engine(Generic[T]):
         try:
             lane = self._lanes.get(key)
         except TypeError:
-            raise TypeError(f"key must be hashable, got {type(key).__name__}") from None
+            raise _unhashable(key) from None
         if lane is None:
             lane = self._lanes[key] = PriorityLane(key)
         assert isinstance(lane, PriorityLane)
@@ -801,7 +802,7 @@ class Engine(Generic[T]):
     def _rush(self) -> None:
         """Make every lane with work due now (flush of everything, close)."""
         for lane in self._lanes.values():
-            if self._has_pending_take(lane):
+            if lane.awaits_take():
                 self._mark_ready(lane)
         self._kick_all()
         self._more_workers()
@@ -899,7 +900,7 @@ class Engine(Generic[T]):
                 return None
             timers = self._timers
             while timers and (
-                timers[0][2].due_at != timers[0][0] or not self._has_pending_take(timers[0][2])
+                timers[0][2].due_at != timers[0][0] or not timers[0][2].awaits_take()
             ):
                 heapq.heappop(timers)  # stale: the lane was taken or rescheduled
             until = timers[0][0] if timers else INF
@@ -1013,7 +1014,7 @@ class Engine(Generic[T]):
             if lane.batch is None and lane.size():
                 found = lane
                 break
-            if self._has_pending_take(lane):
+            if lane.awaits_take():
                 held.append(entry)
         for entry in held:
             heapq.heappush(timers, entry)
@@ -1033,13 +1034,6 @@ class Engine(Generic[T]):
             or self._state != _RUNNING
             or batch.first < max(self._flush_upto, lane.flush_upto)
         )
-
-    @staticmethod
-    def _has_pending_take(lane: Lane) -> bool:
-        """Whether the lane will have something to take: items, or a retry."""
-        if lane.batch is None:
-            return lane.size() > 0
-        return lane.batch.not_before is not None
 
     def _abandon_retries(self) -> None:
         """Give up every batch waiting for a retry: a deadline passed. Lock held."""
@@ -1479,6 +1473,10 @@ class Engine(Generic[T]):
                 "batchdispatch:%s: %d items discarded at exit (flush_on_exit=False)",
                 self.name, len(left),
             )
+
+
+def _unhashable(key: object) -> TypeError:
+    return TypeError(f"key must be hashable, got {type(key).__name__}")
 
 
 def _deadline(timeout: Optional[float]) -> Optional[float]:

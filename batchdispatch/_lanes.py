@@ -79,6 +79,12 @@ class Lane:
     def pending(self) -> int:
         return self.size() + (len(self.batch.items) if self.batch is not None else 0)
 
+    def awaits_take(self) -> bool:
+        """Whether a worker will have something to take: items, or a batch waiting to retry."""
+        if self.batch is None:
+            return self.size() > 0
+        return self.batch.not_before is not None
+
 
 def popleft(queue: Deque[Any], count: int) -> List[Any]:
     """Pop *count* items off the left of *queue*, in C (via starmap)."""

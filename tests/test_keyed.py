@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from typing import Any, Dict, List, Set
@@ -611,19 +612,34 @@ def test_shutdown_is_false_while_a_worker_still_runs_a_listener(make_keyed) -> N
     assert d.shutdown(timeout=10) is True
 
 
-def test_events_arrive_in_order_across_workers(make_keyed) -> None:
+def test_events_arrive_in_order_across_workers_one_listener_at_a_time(make_keyed) -> None:
     seen: List[Any] = []
+    running = [0, 0]  # listeners running now, most ever at once
+    guard = threading.Lock()
+
+    def listener(name: str, event: Any) -> None:
+        with guard:
+            running[0] += 1
+            running[1] = max(running)
+        threading.Event().wait(0.0005)  # widen the window another emitter could use
+        with guard:
+            seen.append((name, event.key, event.items))
+            running[0] -= 1
+
     d = make_keyed(KeyedRecorder(), delay=0.01, max_batch_size=1, max_concurrent_batches=4)
     for name in ("batch_started", "batch_succeeded"):
-        d.on(name, lambda event, name=name: seen.append((name, event.key, event.items)))
+        d.on(name, functools.partial(listener, name))
     for i in range(200):
         d.enqueue(i % 8, i)
-    assert d.shutdown(timeout=10)
-    started = {(key, items) for name, key, items in seen if name == "batch_started"}
-    assert len(started) == 200
-    for index, (name, key, items) in enumerate(seen):
-        if name == "batch_succeeded":
-            assert ("batch_started", key, items) in seen[:index]
+    assert d.shutdown(timeout=30)
+    assert running[1] == 1
+    for key in range(8):
+        # A key's next batch starts only after its previous one settled, so
+        # in posting order its events alternate, batch after batch.
+        expected = [
+            (name, key, (i,)) for i in range(key, 200, 8) for name in ("batch_started", "batch_succeeded")
+        ]
+        assert [event for event in seen if event[1] == key] == expected
 
 
 def test_shutdown_called_from_deliver_does_not_abandon_other_retries(make_keyed) -> None:
