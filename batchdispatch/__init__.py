@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from ._dispatcher import BackgroundDispatcher
-from ._engine import DispatcherStats, KeyedStats
+from ._engine import DispatcherStats, KeyedStats, current_batch_id
 from ._keyed import KeyedDispatcher
 from ._retry import RetryPolicy
 from ._types import DispatchFunc, ErrorHandler
@@ -33,6 +33,7 @@ __all__ = [
     "QueueFullError",
     "RetryPolicy",
     "__version__",
+    "current_batch_id",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -70,6 +70,7 @@ import random
 import threading
 import time
 import types
+import uuid
 import weakref
 from typing import (
     Any,
@@ -857,32 +858,39 @@ class Engine(Generic[T]):
         # A worker thread never waits for its own dispatcher: flush or
         # shutdown called from a listener it runs returns at once.
         _dispatching().append(self)
+        batch: Optional[Batch] = None
         while True:
-            with self._lock:
-                if self._generation != generation:
-                    return  # os.fork() was called from dispatch: this is the child
-                batch = self._next_batch()
-            self._emit_posted()
             if batch is None:
-                return
-            if batch is _EMIT_FIRST:
-                continue
+                with self._lock:
+                    if self._generation != generation:
+                        return  # os.fork() was called from dispatch: this is the child
+                    batch = self._next_batch()
+                self._emit_posted()
+                if batch is None:
+                    return
+                if batch is _EMIT_FIRST:
+                    batch = None
+                    continue
             error = self._attempt(batch)
             with self._lock:
                 if self._generation != generation:
                     return
                 old_error = self._settle(batch, error)
-            # Release the batch before waiting for the next one, and outside
-            # the lock: an item's finalizer may enqueue or log.
-            del batch, error, old_error
+                # The next batch in the same critical section, when one is
+                # due and no event waits: one lock round trip per batch.
+                done, batch = batch, None if self._outbox else self._next_batch(wait=False)
+            # Release the settled batch outside the lock: an item's
+            # finalizer may enqueue or log.
+            del done, error, old_error
             self._emit_posted()
 
-    def _next_batch(self) -> Optional[Batch]:
+    def _next_batch(self, wait: bool = True) -> Optional[Batch]:
         """Wait until a lane is due and take its batch; None when this worker should stop.
 
         Called with the lock held. With nothing waiting, workers wait with no
         timeout, so an idle dispatcher costs nothing; otherwise they sleep
         once, until the earliest deadline or until a producer wakes them.
+        Without *wait*, it returns None at once when no lane is due.
         """
         clock = self._clock
         while True:
@@ -892,6 +900,8 @@ class Engine(Generic[T]):
             lane = self._pick(now)
             if lane is not None:
                 return self._take(lane, now)
+            if not wait:
+                return None
             if self._state != _RUNNING and not self._has_work():
                 if not self._inflight:
                     self._state = _CLOSED
@@ -1085,6 +1095,7 @@ class Engine(Generic[T]):
         """Call the user's code for one attempt. Never called with the lock held."""
         stack = _dispatching()
         stack.append(self)
+        outer, _local.batch = getattr(_local, "batch", None), batch
         try:
             try:
                 self._call(batch.key, batch.items)
@@ -1093,6 +1104,7 @@ class Engine(Generic[T]):
                 return exc
             return None
         finally:
+            _local.batch = outer
             stack.pop()
 
     def _failed_items(self, error: BaseException, items: List[T], report: bool = False) -> List[T]:
@@ -1148,6 +1160,8 @@ class Engine(Generic[T]):
         else:
             old_error, self._last_error = self._last_error, error
             failed = self._failed_items(error, batch.items)
+            if len(failed) != len(batch.items):
+                batch.id = None  # other items than the ones a receiver saw under the old id
             self._dispatched += len(batch.items) - len(failed)
             batch.items = list(failed)
             self._post("batch_failed", lambda: BatchFailed(key, tuple(failed), attempt, error))
@@ -1504,6 +1518,30 @@ def _dispatching() -> List[Engine[Any]]:
     except AttributeError:
         stack = _local.stack = []
     return stack
+
+
+def delivering() -> bool:
+    """Whether this thread is a dispatcher's worker, or runs its dispatch, on_error or listeners.
+
+    Code that feeds a dispatcher from a place its own delivery can reach
+    (a logging handler, say) checks this to avoid feeding back into itself.
+    """
+    return bool(getattr(_local, "stack", None))
+
+
+def current_batch_id() -> Optional[str]:
+    """A unique id for the batch whose dispatch runs on this thread, or None.
+
+    The id is the same for every attempt of one batch, retries included,
+    so a receiver can deduplicate (``X-Webhook-Id`` in
+    :mod:`batchdispatch.http`). Called outside dispatch, it returns None.
+    """
+    batch: Optional[Batch] = getattr(_local, "batch", None)
+    if batch is None:
+        return None
+    if batch.id is None:
+        batch.id = uuid.uuid4().hex
+    return batch.id
 
 
 def _exit_hook() -> None:

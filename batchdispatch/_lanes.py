@@ -22,7 +22,7 @@ INF = math.inf
 class Batch:
     """Items taken from a lane, through every attempt until settled."""
 
-    __slots__ = ("attempt", "first", "items", "key", "lane", "not_before")
+    __slots__ = ("attempt", "first", "id", "items", "key", "lane", "not_before")
 
     def __init__(self, lane: Optional[Lane], items: List[Any], first: int, key: Hashable = None) -> None:
         self.lane = lane  # None for a batch delivered inline, which is never retried
@@ -31,6 +31,7 @@ class Batch:
         self.first = first  # position of its earliest item, for flush
         self.attempt = 0
         self.not_before: Optional[float] = None  # set while waiting for a retry
+        self.id: Optional[str] = None  # made on first request: see current_batch_id()
 
 
 class Lane:

@@ -8,7 +8,7 @@ from typing import Any, List
 
 import pytest
 
-from batchdispatch import PartialFailure, RetryPolicy
+from batchdispatch import PartialFailure, RetryPolicy, current_batch_id
 
 
 def test_backoff_grows_exponentially_and_is_capped() -> None:
@@ -98,3 +98,25 @@ def test_background_dispatcher_retries_and_emits_events(make) -> None:
     ]
     stats = d.stats()
     assert (stats.dispatched, stats.failed, stats.retried) == (2, 0, 1)
+
+
+def test_current_batch_id_is_kept_across_retries_and_renewed_after_a_partial_failure(make: Any) -> None:
+    seen: List[Any] = []
+
+    def dispatch(batch: List[int]) -> None:
+        seen.append((current_batch_id(), list(batch)))
+        if len(seen) == 1:
+            raise RuntimeError("first attempt fails")
+        if len(seen) == 2:
+            raise PartialFailure([batch[0]], RuntimeError("one item refused"))
+
+    dispatcher = make(dispatch, retry=RetryPolicy(max_attempts=5, backoff=0.01), on_error=lambda e, b: None)
+    dispatcher.enqueue(1)
+    dispatcher.enqueue(2)
+    assert dispatcher.flush(timeout=10)
+    assert [items for _, items in seen] == [[1, 2], [1, 2], [1]]
+    first, second, third = (batch_id for batch_id, _ in seen)
+    assert first is not None and len(first) == 32
+    assert second == first  # a retry of the same batch: a receiver can deduplicate
+    assert third not in (None, first)  # other items than the receiver saw under that id
+    assert current_batch_id() is None  # outside dispatch
