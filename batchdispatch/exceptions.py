@@ -6,9 +6,16 @@ clause catches anything this library raises on purpose.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from typing import Any, Hashable, Iterable, Optional
 
-__all__ = ["BatchDispatchError", "PartialFailure", "QueueFullError"]
+__all__ = [
+    "BatchDispatchError",
+    "DeliveryError",
+    "PartialFailure",
+    "QueueFullError",
+    "SerializationError",
+    "UnknownEndpointError",
+]
 
 
 class BatchDispatchError(Exception):
@@ -54,3 +61,69 @@ class PartialFailure(BatchDispatchError):
     def retryable(self) -> bool:
         """False when the cause is marked as not worth retrying."""
         return getattr(self.cause, "retryable", True) is not False
+
+
+class DeliveryError(BatchDispatchError):
+    """A batch could not be delivered (raised by the sinks of :mod:`batchdispatch.http`).
+
+    The dispatcher sees it like any other failure: ``on_error``, the
+    ``batch_failed`` event and its :class:`~batchdispatch.RetryPolicy`. When
+    :attr:`retryable` is False (an HTTP 4xx other than 408 and 429, say) the
+    policy gives the items up at once.
+
+    .. code-block:: python
+
+        def on_error(exc, batch):
+            if isinstance(exc, DeliveryError) and exc.status == 413:
+                print(f"{exc.url} refused a batch of {len(batch)} as too large")
+
+    :ivar url: the target, without user info or query string, so no
+        credential carried in the URL appears in messages.
+    :ivar status: the HTTP status of the last answer (None: no answer, as on
+        a connection error or timeout, whose exception is ``__cause__``).
+    :ivar body: the first 200 characters or so of the last answer's body.
+    :ivar retryable: whether trying again later may help.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str = "",
+        status: Optional[int] = None,
+        body: str = "",
+        retryable: bool = True,
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.body = body
+        self.retryable = retryable
+
+
+class SerializationError(DeliveryError):
+    """An item of the batch could not be serialized; never retryable.
+
+    The message names the item's index in the batch and the type that could
+    not be encoded, for example ``item 3 of the batch is not JSON
+    serializable: datetime``.
+
+    :ivar index: the index of the offending item in the batch (None: unknown).
+    """
+
+    def __init__(self, message: str, *, url: str = "", index: Optional[int] = None) -> None:
+        super().__init__(message, url=url, retryable=False)
+        self.index = index
+
+
+class UnknownEndpointError(DeliveryError):
+    """A :class:`~batchdispatch.http.WebhookSink` was asked to deliver to an id it does not know.
+
+    Never retryable: the items are given up at once.
+
+    :ivar endpoint_id: the unknown id.
+    """
+
+    def __init__(self, endpoint_id: Hashable) -> None:
+        super().__init__(f"unknown endpoint id {endpoint_id!r}", retryable=False)
+        self.endpoint_id = endpoint_id

@@ -116,7 +116,8 @@ def test_current_batch_id_is_kept_across_retries_and_renewed_after_a_partial_fai
     assert dispatcher.flush(timeout=10)
     assert [items for _, items in seen] == [[1, 2], [1, 2], [1]]
     first, second, third = (batch_id for batch_id, _ in seen)
-    assert first is not None and len(first) == 32
+    assert first is not None
+    assert len(first) == 32
     assert second == first  # a retry of the same batch: a receiver can deduplicate
     assert third not in (None, first)  # other items than the receiver saw under that id
     assert current_batch_id() is None  # outside dispatch
