@@ -1,4 +1,4 @@
-"""The command line: ``python -m batchdispatch {demo,bench}``.
+"""The command line: ``python -m batchdispatch {demo,send,bench}``.
 
 Each command lives in its own module; this one only parses arguments and
 turns the result into an exit status.
@@ -7,11 +7,14 @@ turns the result into an exit status.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+import re
 import sys
-from typing import Optional, Sequence
+import textwrap
+from typing import Optional, Sequence, Tuple
 
-from . import __version__, _bench, _demo
+from . import __version__, _bench, _demo, _send
 
 __all__ = ["main"]
 
@@ -36,11 +39,70 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+# An HTTP header name: a token of RFC 9110.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _header(text: str) -> Tuple[str, str]:
+    # The value is never echoed: it is often a credential (an API key).
+    name, colon, value = text.partition(":")
+    name = name.strip()
+    if not colon or not _HEADER_NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(
+            "expected NAME:VALUE, a header name, a colon and the value (as in 'api-key:123')"
+        )
+    value = value.strip()
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise argparse.ArgumentTypeError(f"the value of header {name} contains a line break or NUL")
+    return name, value
+
+
+def _env_name(text: str) -> str:
+    if not text or "=" in text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"expected the name of an environment variable, got {text!r}")
+    return text
+
+
+_SEND_EPILOG = f"""\
+input:
+  One JSON value per line, UTF-8; blank lines are skipped. Reading stops at
+  the first line that is not valid JSON: the lines before it are delivered,
+  nothing after it is sent. Reading also stops once a batch has been given
+  up (the endpoint keeps failing); the items already read are still tried.
+
+exit status:
+  {_send.EXIT_OK}    every item read was delivered
+  {_send.EXIT_UNDELIVERED}    some items were not delivered (given up after their retries, or
+       still pending when the shutdown timeout ran out); takes precedence over {_send.EXIT_BAD_INPUT}
+  {_send.EXIT_USAGE}    usage error: a bad option, a malformed --header, a missing secret
+  {_send.EXIT_BAD_INPUT}    a line was not valid JSON; the lines before it were delivered
+  {_send.EXIT_INTERRUPTED}  interrupted (Ctrl-C): stops at once; what was not delivered yet
+       counts as failed in the summary
+
+examples:
+  python -m batchdispatch send https://collector.example/ingest < events.jsonl
+  EVENTS_SECRET=... python -m batchdispatch send URL --secret-env EVENTS_SECRET \\
+      --header 'api-key:123' --max-batch-size 1000 < backfill.jsonl
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser for ``python -m batchdispatch``."""
     parser = argparse.ArgumentParser(
         prog="python -m batchdispatch",
-        description="Try batchdispatch out, or measure it against the usual alternatives.",
+        description=(
+            "Try batchdispatch out, ship JSON lines to a URL, or measure it against the usual alternatives."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"batchdispatch {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -48,11 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = _demo.DemoOptions()
     demo = commands.add_parser(
         "demo",
-        help="producer threads send events through a BackgroundDispatcher to an in-process sink",
+        help="producer threads send events through a BackgroundDispatcher over HTTP",
         description=(
             "Producer threads enqueue small event dicts, as a web app's request threads would; a"
-            " BackgroundDispatcher batches them into an in-process sink that JSON-encodes each batch."
-            " Shows progress on stderr when it is a terminal and prints a summary."
+            " BackgroundDispatcher batches them and an HttpSink POSTs each batch as a JSON array, to"
+            " --url or to an embedded receiver on 127.0.0.1, which is then checked for every accepted"
+            " event. Shows progress on stderr when it is a terminal and prints a summary."
         ),
     )
     demo.add_argument(
@@ -72,14 +135,79 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the dispatcher's max_batch_size (default: {defaults.max_batch_size})",
     )
 
+    demo.add_argument(
+        "--url",
+        help="POST the batches to this URL instead of an embedded receiver on 127.0.0.1",
+    )
+
+    sends = _send.SendOptions(url="")
+    send = commands.add_parser(
+        "send",
+        help="deliver JSON lines from stdin to a URL in batches",
+        # Raw, for the epilog's table; so the description is wrapped here.
+        description=textwrap.fill(
+            "Reads JSON lines from stdin and POSTs them to URL in batches, each a JSON array, through"
+            " a BackgroundDispatcher and an HttpSink (retried by urllib3 and by the dispatcher)."
+            " Prints a summary on stdout, and progress on stderr when it is a terminal.",
+            width=78,
+        ),
+        epilog=_SEND_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    send.add_argument("url", metavar="URL", help="the endpoint every batch is POSTed to")
+    send.add_argument(
+        "--delay", type=_positive_seconds, default=sends.delay, metavar="SECONDS",
+        help=f"seconds an item waits for more before its batch goes out (default: {sends.delay:g})",
+    )
+    send.add_argument(
+        "--max-batch-size", type=_positive_int, default=sends.max_batch_size, metavar="N",
+        help=f"items per request at most (default: {sends.max_batch_size})",
+    )
+    send.add_argument(
+        "--header", type=_header, action="append", default=[], metavar="NAME:VALUE",
+        help="an extra request header; repeat for more",
+    )
+    send.add_argument(
+        "--secret-env", type=_env_name, metavar="NAME",
+        help=(
+            "sign each request with the secret in environment variable NAME"
+            " (X-Webhook-Signature: sha256=HMAC of 'timestamp.body')"
+        ),
+    )
+    send.add_argument(
+        "--timeout", type=_positive_seconds, default=None, metavar="SECONDS",
+        help="seconds to wait to connect and for each read (default: 3.05 to connect, 30 to read)",
+    )
+    send.add_argument(
+        "--retries", type=_non_negative_int, default=None, metavar="N",
+        help=(
+            "urllib3 retries of each request, on connection errors and 408, 429, 5xx (default: the"
+            f" sink's, 5); the dispatcher then tries a failed batch {_send.RETRY_POLICY.max_attempts}"
+            " times in all"
+        ),
+    )
+    send.add_argument(
+        "--shutdown-timeout", type=_positive_seconds, default=sends.shutdown_timeout, metavar="SECONDS",
+        help=(
+            "seconds to wait at the end for the last deliveries; what is left then counts as"
+            f" failed (default: {sends.shutdown_timeout:g})"
+        ),
+    )
+
     full = _bench.BenchOptions()
     bench = commands.add_parser(
         "bench",
-        help="ns per enqueue and end-to-end items/s, against a deque, a locked list and queue.Queue",
+        help=(
+            "ns per enqueue and end-to-end items/s, against a deque, a locked list and queue.Queue;"
+            " HTTP items/s against a post per item"
+        ),
         description=(
             "Measures, in one run, the cost of an enqueue with 1 and 4 producer threads and the"
             " end-to-end rate of a bare deque.append, a lock plus list.append, a queue.Queue with a"
             " get() per item, and BackgroundDispatcher; then counts an idle dispatcher's wake-ups."
+            " Finally it measures items/s delivered to a receiver on 127.0.0.1 by one requests.post"
+            " per item, one Session.post per item, and BackgroundDispatcher + HttpSink with batches"
+            " of 100."
         ),
     )
     bench.add_argument(
@@ -94,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true",
         help="a run of a few seconds with rough figures, for smoke tests",
     )
+    bench.add_argument(
+        "--only", choices=_bench.SECTIONS, default=None,
+        help="run one section: the enqueue designs, or HTTP delivery (default: both)",
+    )
     return parser
 
 
@@ -101,20 +233,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run ``python -m batchdispatch`` with *argv* (default: ``sys.argv[1:]``).
 
     :returns: the exit status: 0 on success, 1 when a command found a
-        problem, 2 for a usage error, 130 when interrupted.
+        problem (``send``: items not delivered), 2 for a usage error, 3 when
+        ``send`` read a line that is not JSON, 130 when interrupted.
     """
     args = build_parser().parse_args(argv)
     try:
         if args.command == "demo":
             options = _demo.DemoOptions(
-                threads=args.threads, items=args.items, delay=args.delay, max_batch_size=args.max_batch_size
+                threads=args.threads, items=args.items, delay=args.delay,
+                max_batch_size=args.max_batch_size, url=args.url,
             )
             return _demo.run(options, sys.stdout, sys.stderr)
+        if args.command == "send":
+            send_options = _send.SendOptions(
+                url=args.url, delay=args.delay, max_batch_size=args.max_batch_size,
+                headers=tuple(args.header), secret_env=args.secret_env, timeout=args.timeout,
+                retries=args.retries, shutdown_timeout=args.shutdown_timeout,
+            )
+            return _send.run(send_options, sys.stdin.buffer, sys.stdout, sys.stderr)
         preset = _bench.QUICK if args.quick else _bench.BenchOptions()
-        bench_options = _bench.BenchOptions(
+        bench_options = dataclasses.replace(
+            preset,
             items=preset.items if args.items is None else args.items,
             repeat=preset.repeat if args.repeat is None else args.repeat,
-            idle=preset.idle,
+            sections=_bench.SECTIONS if args.only is None else (args.only,),
         )
         return _bench.run(bench_options, sys.stdout, sys.stderr)
     except KeyboardInterrupt:

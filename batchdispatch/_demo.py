@@ -1,32 +1,46 @@
-"""``python -m batchdispatch demo``: a web app's event stream, batched in-process.
+"""``python -m batchdispatch demo``: a web app's event stream, batched and shipped over HTTP.
 
 Producer threads stand in for a web app's request threads: each builds small
 event dicts and enqueues them on one shared
 :class:`~batchdispatch.BackgroundDispatcher`, whose worker hands every batch
-to a *sink*. The default sink, :class:`MemorySink`, serializes each batch to
-JSON as a transport would and keeps only counters, so the demo needs no
-network. Any object satisfying :class:`Sink` can take its place (a sink that
-posts to a URL, for instance) without changing the rest of the demo.
+to a *sink*. By default the sink is an :class:`~batchdispatch.http.HttpSink`
+that POSTs each batch to an embedded
+:class:`~batchdispatch._receiver.Receiver` on 127.0.0.1, over real HTTP, and
+the demo checks at the end that the receiver got every accepted event; with
+``--url`` it ships to that URL instead. Any object satisfying :class:`Sink`
+can take the HTTP sink's place (:class:`MemorySink`, in-process, for
+instance) without changing the rest of the demo.
+
+This module also holds the pieces the commands share: :class:`ProgressLine`
+and :func:`display_url`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Protocol, TextIO
+import urllib.parse
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Protocol, TextIO
 
 from ._dispatcher import BackgroundDispatcher
 
-__all__ = ["DemoOptions", "MemorySink", "Sink", "run"]
+if TYPE_CHECKING:
+    from ._receiver import Receiver
+
+__all__ = ["DemoOptions", "HttpCounter", "MemorySink", "ProgressLine", "Sink", "display_url", "run"]
 
 #: One analytics event, as a request thread would produce it.
 Event = Dict[str, object]
 
 #: Seconds ``shutdown`` may take to deliver what is still queued.
 SHUTDOWN_TIMEOUT = 30.0
+
+#: Seconds the final check waits for the embedded receiver to hold every event.
+RECEIVER_TIMEOUT = 5.0
 
 # Per-thread CPU time: time spent waiting for the GIL while other threads run
 # is not charged to the enqueue being measured. Wall time would be, several
@@ -84,18 +98,55 @@ class MemorySink:
         self.items += len(batch)  # last, so a reader never sees items ahead of bytes
 
 
+class HttpCounter:
+    """POSTs each batch to *url* with an :class:`~batchdispatch.http.HttpSink` and counts what succeeded.
+
+    A batch counts once the endpoint answered 2xx; one whose delivery
+    raised is not counted, and the error goes back to the dispatcher.
+    Call :meth:`close` when done.
+    """
+
+    def __init__(self, url: str) -> None:
+        from .http import HttpSink, json_serializer
+
+        self._encode = json_serializer
+        self._sink = HttpSink(url, serializer=self._serialize)
+        self._size = 0
+        self.items = 0
+        self.batches = 0
+        self.nbytes = 0
+
+    def _serialize(self, batch: List[Event]) -> bytes:
+        body = self._encode(batch)
+        self._size = len(body)  # one worker thread: read back by __call__ below
+        return body
+
+    def __call__(self, batch: List[Event]) -> None:
+        self._sink(batch)
+        self.nbytes += self._size
+        self.batches += 1
+        self.items += len(batch)  # last, so a reader never sees items ahead of bytes
+
+    def close(self) -> None:
+        self._sink.close()
+
+
 @dataclasses.dataclass(frozen=True)
 class DemoOptions:
     """What ``python -m batchdispatch demo`` was asked to do."""
 
     #: Producer threads.
     threads: int = 4
-    #: Events enqueued in total, shared out between the threads.
-    items: int = 200_000
+    #: Events enqueued in total, shared out between the threads. At most
+    #: the dispatcher's default max_queue_size, so that however far the
+    #: producers outrun HTTP delivery, no event is dropped.
+    items: int = 100_000
     #: The dispatcher's ``delay``, in seconds.
     delay: float = 0.01
     #: The dispatcher's ``max_batch_size``.
     max_batch_size: int = 1000
+    #: Ship to this URL; None: to an embedded receiver on 127.0.0.1.
+    url: Optional[str] = None
 
 
 class _Producer:
@@ -140,28 +191,41 @@ class _Producer:
                 "thread": self.thread, "seq": n}
 
 
-class _Progress:
-    """Rewrites one status line on a terminal a few times per second."""
+class ProgressLine:
+    """Rewrites one status line on a terminal a few times per second.
+
+    *render* is called on a helper thread (and once by :meth:`start`) and
+    returns the line to show.
+
+    .. code-block:: python
+
+        progress = ProgressLine(lambda: f"{done:,} done", sys.stderr)
+        progress.start()
+        ...
+        progress.stop()   # erases the line
+    """
 
     #: Seconds between two refreshes.
     INTERVAL = 0.2
 
-    def __init__(self, sink: Sink, stream: TextIO, started: float) -> None:
-        self._sink = sink
+    def __init__(self, render: Callable[[], str], stream: TextIO) -> None:
+        self._render_text = render
         self._stream = stream
-        self._started = started
         self._width = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="batchdispatch-demo-progress", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="batchdispatch-progress", daemon=True)
 
     def start(self) -> None:
         self._render()
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop refreshing and erase the line, leaving the cursor at its start."""
+        """Stop refreshing and erase the line, leaving the cursor at its start. Idempotent."""
+        if self._stop.is_set():
+            return
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
         self._stream.write("\r" + " " * self._width + "\r")
         self._stream.flush()
 
@@ -170,14 +234,32 @@ class _Progress:
             self._render()
 
     def _render(self) -> None:
-        elapsed = time.perf_counter() - self._started
-        items = self._sink.items
-        rate = items / elapsed if elapsed > 0 else 0.0
-        line = f"demo: {items:,} items sent in {self._sink.batches:,} batches, {rate:,.0f} items/s"
+        line = self._render_text()
         # Pad to the longest line so far, so no tail of an older line remains.
         self._stream.write("\r" + line.ljust(self._width))
         self._stream.flush()
         self._width = max(self._width, len(line))
+
+
+def display_url(url: str) -> str:
+    """*url* without credentials or query string, fit to print in a summary.
+
+    A user name, a password or an API key in the query would otherwise end
+    up in terminal scrollback and cron mail.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        if parts.port is not None:
+            host += f":{parts.port}"
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.username is not None or parts.password is not None:
+        host = "***@" + host
+    query = "?…" if parts.query else ""
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")) + query
 
 
 def _shares(total: int, parts: int) -> List[int]:
@@ -189,12 +271,37 @@ def _shares(total: int, parts: int) -> List[int]:
 def run(options: DemoOptions, out: TextIO, err: TextIO, sink: Optional[Sink] = None) -> int:
     """Run the demo, print its summary on *out* and return the exit status.
 
-    A progress line is drawn on *err* only when *err* is a terminal. The
-    status is 1 when the dispatcher could not deliver everything it accepted
-    within :data:`SHUTDOWN_TIMEOUT` or the sink is missing events.
+    Without *sink*, batches go over HTTP: to ``options.url``, or to an
+    embedded receiver on 127.0.0.1 that is then checked for every accepted
+    event. A progress line is drawn on *err* only when *err* is a terminal.
+    The status is 1 when the dispatcher could not deliver everything it
+    accepted within :data:`SHUTDOWN_TIMEOUT`, or the sink (or the receiver)
+    is missing events; 2 when the URL is not one the sink can use.
     """
-    if sink is None:
-        sink = MemorySink()
+    if sink is not None:
+        return _run(options, out, err, sink, "an in-process sink", None)
+
+    from ._receiver import Receiver  # here: the in-process demo needs no server
+
+    with contextlib.ExitStack() as stack:
+        receiver: Optional[Receiver] = None
+        if options.url is None:
+            receiver = stack.enter_context(Receiver())
+            url, target = receiver.url, f"{receiver.url} (an embedded receiver)"
+        else:
+            url, target = options.url, display_url(options.url)
+        try:
+            http = HttpCounter(url)
+        except ValueError as exc:
+            err.write(f"error: {exc}\n")
+            return 2
+        stack.callback(http.close)
+        return _run(options, out, err, http, target, receiver)
+
+
+def _run(
+    options: DemoOptions, out: TextIO, err: TextIO, sink: Sink, target: str, receiver: Optional[Receiver]
+) -> int:
     dispatcher: BackgroundDispatcher[Event] = BackgroundDispatcher(
         sink, delay=options.delay, max_batch_size=options.max_batch_size, name="demo"
     )
@@ -205,7 +312,14 @@ def run(options: DemoOptions, out: TextIO, err: TextIO, sink: Optional[Sink] = N
         for p in producers
     ]
     started = time.perf_counter()
-    progress = _Progress(sink, err, started) if err.isatty() else None
+
+    def progress_text() -> str:
+        elapsed = time.perf_counter() - started
+        items = sink.items
+        rate = items / elapsed if elapsed > 0 else 0.0
+        return f"demo: {items:,} items sent in {sink.batches:,} batches, {rate:,.0f} items/s"
+
+    progress = ProgressLine(progress_text, err) if err.isatty() else None
     if progress is not None:
         progress.start()
     delivered_all = False
@@ -226,6 +340,10 @@ def run(options: DemoOptions, out: TextIO, err: TextIO, sink: Optional[Sink] = N
     accepted = sum(p.accepted for p in producers)
     cpu_ns = sum(p.cpu_ns for p in producers)
     received = sink.items
+    if receiver is not None:
+        # The receiver records a request before answering it, so what the
+        # sink saw acknowledged is there already; this only bounds the check.
+        receiver.wait_for_items(received, timeout=RECEIVER_TIMEOUT)
     mean_batch = received / sink.batches if sink.batches else 0.0
     rows = [
         ("items", f"{received:,}"),
@@ -240,6 +358,7 @@ def run(options: DemoOptions, out: TextIO, err: TextIO, sink: Optional[Sink] = N
     out.write(
         f"batchdispatch demo: {options.threads} producer threads, {options.items:,} events,"
         f" delay {options.delay:g} s, max batch size {options.max_batch_size:,}\n"
+        f"  to {target}\n"
     )
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
@@ -256,6 +375,8 @@ def run(options: DemoOptions, out: TextIO, err: TextIO, sink: Optional[Sink] = N
         problems.append(f"the sink raised for {stats.failed:,} items (last error: {stats.last_error!r})")
     if received != accepted:
         problems.append(f"the sink received {received:,} of the {accepted:,} accepted items")
+    if receiver is not None and receiver.item_count != accepted:
+        problems.append(f"the receiver got {receiver.item_count:,} of the {accepted:,} accepted items")
     for problem in problems:
         err.write(f"error: {problem}\n")
     err.flush()

@@ -18,7 +18,7 @@ from typing import List, Type
 import pytest
 
 import batchdispatch
-from batchdispatch import _demo
+from batchdispatch import _demo, _send
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,12 +58,94 @@ def test_no_command_is_a_usage_error() -> None:
         (["demo", "--delay", "nan"], "positive, finite number of seconds"),
         (["demo", "--items", "many"], "expected a whole number"),
         (["bench", "--repeat", "-1"], "must be at least 1"),
+        (["bench", "--only", "keyed"], "argument --only: invalid choice: 'keyed'"),
+        (["send"], "the following arguments are required: URL"),
+        (["send", "http://127.0.0.1:9/", "--header", "api-key"], "argument --header: expected NAME:VALUE"),
+        (["send", "http://127.0.0.1:9/", "--header", ":value"], "argument --header: expected NAME:VALUE"),
+        (["send", "http://127.0.0.1:9/", "--header", "a b:c"], "argument --header: expected NAME:VALUE"),
+        (["send", "http://127.0.0.1:9/", "--retries", "-1"], "argument --retries: must be at least 0"),
+        (["send", "http://127.0.0.1:9/", "--max-batch-size", "0"], "must be at least 1"),
+        (["send", "http://127.0.0.1:9/", "--timeout", "inf"], "positive, finite number of seconds"),
+        (["send", "http://127.0.0.1:9/", "--secret-env", "A=B"], "expected the name of an environment"),
     ],
 )
 def test_bad_arguments_are_rejected(args: List[str], message: str) -> None:
     result = run_cli(*args)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_a_malformed_header_is_not_echoed() -> None:
+    # A header value is often a credential: the usage error must not print it.
+    result = run_cli("send", "http://127.0.0.1:9/", "--header", "Authorization Bearer tok-123")
+    assert result.returncode == 2
+    assert "--header" in result.stderr
+    assert "tok-123" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [["demo", "--url"], ["send"]])
+def test_a_url_the_sink_cannot_use_is_a_usage_error(command: List[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "batchdispatch", *command, "ftp://example.com/"],
+        cwd=ROOT, input="{}\n", capture_output=True, text=True, timeout=TIMEOUT, check=False,
+    )
+    assert result.returncode == 2
+    assert "error: url must be an http:// or https:// URL" in result.stderr
+
+
+def test_send_help_lists_the_exit_statuses() -> None:
+    result = run_cli("send", "--help")
+    assert result.returncode == 0
+    statuses = re.findall(r"^  (\d+) +(\S.*)$", result.stdout, flags=re.MULTILINE)
+    assert [code for code, _ in statuses] == ["0", "1", "2", "3", "130"]
+    assert "blank lines are skipped" in result.stdout
+    for option in ("--delay", "--max-batch-size", "--header", "--secret-env", "--timeout", "--retries",
+                   "--shutdown-timeout"):
+        assert option in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("line", "first", "value"),
+    [
+        (b'{"a": 1}\n', False, {"a": 1}),
+        (b'{"a": 1}\r\n', False, {"a": 1}),
+        (b'  [1, "\xc3\xa9"]  \n', False, [1, "\u00e9"]),
+        (b"\xef\xbb\xbf{}\n", True, {}),
+        (b"null", False, None),
+    ],
+)
+def test_parse_line_reads_one_json_value(line: bytes, first: bool, value: object) -> None:
+    assert _send.parse_line(line, first=first) == value
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b'{"a": 1\n', "not valid JSON: Expecting ',' delimiter (column 8)"),
+        (b"{} []\n", "not valid JSON: Extra data (column 4)"),
+        (b"Infinity\n", "Infinity is not valid JSON"),
+        (b'{"a": -Infinity}', "-Infinity is not valid JSON"),
+        (b"\xef\xbb\xbf{}\n", "not valid JSON: Unexpected UTF-8 BOM (decode using utf-8-sig) (column 1)"),
+        (b'"\xe9"\n', "not UTF-8 (byte 2)"),
+        (b"[" * 100_000, "not valid JSON: nested too deeply"),
+    ],
+)
+def test_parse_line_explains_what_is_wrong(line: bytes, reason: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(reason)}$"):
+        _send.parse_line(line)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://collector.example/ingest", "https://collector.example/ingest"),
+        ("https://user:pw@collector.example:8443/i?key=abc#x", "https://***@collector.example:8443/i?…"),
+        ("http://[::1]:8080/", "http://[::1]:8080/"),
+        ("http://host:99999999/", "<unparsable URL>"),
+    ],
+)
+def test_display_url_hides_credentials(url: str, shown: str) -> None:
+    assert _demo.display_url(url) == shown
 
 
 def test_demo_prints_its_summary() -> None:
@@ -77,6 +159,8 @@ def test_demo_prints_its_summary() -> None:
     for field in ("items", "batches", "mean batch size", "drops", "items/s", "ns per enqueue"):
         assert field in fields, result.stdout
     assert "3 producer threads, 3,000 events" in result.stdout
+    # Without --url it ships over real HTTP to a receiver of its own, and checks it.
+    assert re.search(r"^  to http://127\.0\.0\.1:\d+/ \(an embedded receiver\)$", result.stdout, re.MULTILINE)
     # Far below the default queue bound: every event is accepted and arrives.
     assert fields["items"] == "3,000"
     assert fields["drops"] == "0"
@@ -181,3 +265,22 @@ def test_bench_quick_prints_the_table() -> None:
     assert re.search(r"^\| \(b\) per key: lock \+ dict of lists +\|", out, re.MULTILINE)
     assert re.search(r"^\| \(e\) KeyedDispatcher +\|", out, re.MULTILINE)
     assert re.search(r"^  speed-up: [\d.]+x$", out, re.MULTILINE)
+    http_rows = re.findall(r"^\| (\([fgh]\) .*?) +\| +([\d,]+) \| +([\d,]+) \| +[\d,]+ \|", out, re.MULTILINE)
+    assert [label for label, _, _ in http_rows] == [
+        "(f) requests.post per item (no session)",
+        "(g) requests.Session().post per item",
+        "(h) BackgroundDispatcher + HttpSink, batches of 100",
+    ]
+    # --quick: 100 posts each for (f) and (g), 5,000 items in 50 requests for (h).
+    assert [(items, requests) for _, items, requests in http_rows] == [
+        ("100", "100"), ("100", "100"), ("5,000", "50"),
+    ]
+    assert re.search(r"^HTTP batched \(h\)/\(f\): [\d.]+x, \(h\)/\(g\): [\d.]+x$", out, re.MULTILINE)
+
+
+def test_bench_only_http_runs_that_section_alone() -> None:
+    result = run_cli("bench", "--quick", "--only", "http")
+    assert result.returncode == 0, result.stderr
+    assert "(h) BackgroundDispatcher + HttpSink" in result.stdout
+    assert "(a) deque.append" not in result.stdout
+    assert "idle wake-ups" not in result.stdout
