@@ -10,9 +10,6 @@ the demo checks at the end that the receiver got every accepted event; with
 ``--url`` it ships to that URL instead. Any object satisfying :class:`Sink`
 can take the HTTP sink's place (:class:`MemorySink`, in-process, for
 instance) without changing the rest of the demo.
-
-This module also holds the pieces the commands share: :class:`ProgressLine`
-and :func:`display_url`.
 """
 
 from __future__ import annotations
@@ -23,15 +20,15 @@ import hashlib
 import json
 import threading
 import time
-import urllib.parse
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Protocol, TextIO
 
+from ._console import ProgressLine, display_url, write_summary
 from ._dispatcher import BackgroundDispatcher
 
 if TYPE_CHECKING:
     from ._receiver import Receiver
 
-__all__ = ["DemoOptions", "HttpCounter", "MemorySink", "ProgressLine", "Sink", "display_url", "run"]
+__all__ = ["DemoOptions", "HttpCounter", "MemorySink", "Sink", "run"]
 
 #: One analytics event, as a request thread would produce it.
 Event = Dict[str, object]
@@ -191,77 +188,6 @@ class _Producer:
                 "thread": self.thread, "seq": n}
 
 
-class ProgressLine:
-    """Rewrites one status line on a terminal a few times per second.
-
-    *render* is called on a helper thread (and once by :meth:`start`) and
-    returns the line to show.
-
-    .. code-block:: python
-
-        progress = ProgressLine(lambda: f"{done:,} done", sys.stderr)
-        progress.start()
-        ...
-        progress.stop()   # erases the line
-    """
-
-    #: Seconds between two refreshes.
-    INTERVAL = 0.2
-
-    def __init__(self, render: Callable[[], str], stream: TextIO) -> None:
-        self._render_text = render
-        self._stream = stream
-        self._width = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="batchdispatch-progress", daemon=True)
-
-    def start(self) -> None:
-        self._render()
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop refreshing and erase the line, leaving the cursor at its start. Idempotent."""
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-        self._stream.write("\r" + " " * self._width + "\r")
-        self._stream.flush()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.INTERVAL):
-            self._render()
-
-    def _render(self) -> None:
-        line = self._render_text()
-        # Pad to the longest line so far, so no tail of an older line remains.
-        self._stream.write("\r" + line.ljust(self._width))
-        self._stream.flush()
-        self._width = max(self._width, len(line))
-
-
-def display_url(url: str) -> str:
-    """*url* without credentials or query string, fit to print in a summary.
-
-    A user name, a password or an API key in the query would otherwise end
-    up in terminal scrollback and cron mail.
-    """
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        if parts.port is not None:
-            host += f":{parts.port}"
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.username is not None or parts.password is not None:
-        host = "***@" + host
-    query = "?…" if parts.query else ""
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")) + query
-
-
 def _shares(total: int, parts: int) -> List[int]:
     """Split *total* into *parts* counts that differ by at most one."""
     base, extra = divmod(total, parts)
@@ -355,15 +281,13 @@ def _run(
         ("serialized", f"{sink.nbytes / 1e6:,.1f} MB of JSON"),
         ("elapsed", f"{elapsed:.2f} s"),
     ]
-    out.write(
+    write_summary(
+        out,
         f"batchdispatch demo: {options.threads} producer threads, {options.items:,} events,"
         f" delay {options.delay:g} s, max batch size {options.max_batch_size:,}\n"
-        f"  to {target}\n"
+        f"  to {target}\n",
+        rows,
     )
-    width = max(len(label) for label, _ in rows)
-    for label, value in rows:
-        out.write(f"  {label.ljust(width)}  {value}\n")
-    out.flush()
 
     problems = []
     if not delivered_all:

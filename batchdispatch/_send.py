@@ -35,7 +35,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, BinaryIO, Dict, List, Mapping, Optional, TextIO, Tuple
 
-from ._demo import ProgressLine, display_url
+from ._console import ProgressLine, display_url, write_summary
 from ._dispatcher import BackgroundDispatcher
 from ._retry import RetryPolicy
 
@@ -296,14 +296,12 @@ def _deliver(options: SendOptions, http: HttpSink, stdin: BinaryIO, out: TextIO,
         ("elapsed", f"{elapsed:.2f} s"),
         ("items/s", f"{delivered / elapsed:,.0f}" if elapsed > 0 else "-"),
     ]
-    out.write(
+    write_summary(
+        out,
         f"batchdispatch send: {display_url(options.url)}, delay {options.delay:g} s,"
-        f" max batch size {options.max_batch_size:,}\n"
+        f" max batch size {options.max_batch_size:,}\n",
+        rows,
     )
-    width = max(len(label) for label, _ in rows)
-    for label, value in rows:
-        out.write(f"  {label.ljust(width)}  {value}\n")
-    out.flush()
 
     status = EXIT_OK
     if reader.bad_line is not None:

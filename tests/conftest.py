@@ -190,3 +190,32 @@ def run_python(code: str, *, timeout: float = 60, env: Any = None) -> subprocess
         env=environ,
         check=False,
     )
+
+
+def run_on_terminal(args: List[str], stdin: bytes = b"", timeout: float = 60) -> Any:
+    """Run *args* with stderr on a pseudo-terminal; return (returncode, stdout, what stderr drew)."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    try:
+        with subprocess.Popen(
+            args, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=secondary,
+        ) as proc:
+            os.close(secondary)
+            secondary = -1
+            stdout, _ = proc.communicate(stdin, timeout=timeout)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(primary)
+        if secondary != -1:
+            os.close(secondary)
+    return proc.returncode, stdout.decode(), drawn.decode()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import os
 import re
 import subprocess
 import sys
@@ -18,7 +17,9 @@ from typing import List, Type
 import pytest
 
 import batchdispatch
-from batchdispatch import _demo, _send
+from batchdispatch import _console, _demo, _send
+
+from .conftest import run_on_terminal
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,7 +146,7 @@ def test_parse_line_explains_what_is_wrong(line: bytes, reason: str) -> None:
     ],
 )
 def test_display_url_hides_credentials(url: str, shown: str) -> None:
-    assert _demo.display_url(url) == shown
+    assert _console.display_url(url) == shown
 
 
 def test_demo_prints_its_summary() -> None:
@@ -200,38 +201,13 @@ def test_demo_fails_when_the_sink_misses_items(sink_type: Type[_demo.MemorySink]
     assert err.getvalue().splitlines() == errors
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
 def test_demo_draws_progress_on_a_terminal() -> None:
-    import pty
-
-    primary, secondary = pty.openpty()
-    try:
-        with subprocess.Popen(
-            [sys.executable, "-m", "batchdispatch", "demo", "--items", "2000"],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=secondary,
-            text=True,
-        ) as proc:
-            os.close(secondary)
-            secondary = -1
-            stdout, _ = proc.communicate(timeout=TIMEOUT)
-        drawn = b""
-        while True:
-            try:
-                chunk = os.read(primary, 4096)
-            except OSError:  # EIO: the terminal's other end is closed and drained
-                break
-            if not chunk:
-                break
-            drawn += chunk
-    finally:
-        os.close(primary)
-        if secondary != -1:
-            os.close(secondary)
-    assert proc.returncode == 0
-    assert "\rdemo: " in drawn.decode()
-    assert "items/s" in drawn.decode()
+    returncode, stdout, drawn = run_on_terminal(
+        [sys.executable, "-m", "batchdispatch", "demo", "--items", "2000"]
+    )
+    assert returncode == 0
+    assert "\rdemo: " in drawn
+    assert "items/s" in drawn
     assert "ns per enqueue" in stdout  # the summary still goes to stdout
 
 

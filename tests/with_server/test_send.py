@@ -20,6 +20,7 @@ import pytest
 
 from batchdispatch._receiver import Response, verify_signature
 
+from ..conftest import run_on_terminal
 from .conftest import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -272,38 +273,15 @@ def test_credentials_in_the_url_are_not_printed(receiver: Any) -> None:
     assert "abc123" not in result.stdout + result.stderr
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
 def test_progress_is_drawn_on_a_terminal(receiver: Any) -> None:
-    import pty
-
-    primary, secondary = pty.openpty()
-    try:
-        with subprocess.Popen(
-            [sys.executable, "-m", "batchdispatch", "send", receiver.url],
-            cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=secondary,
-        ) as proc:
-            os.close(secondary)
-            secondary = -1
-            stdout, _ = proc.communicate(jsonl([{"n": n} for n in range(100)]), timeout=TIMEOUT)
-        drawn = b""
-        while True:
-            try:
-                chunk = os.read(primary, 4096)
-            except OSError:  # EIO: the terminal's other end is closed and drained
-                break
-            if not chunk:
-                break
-            drawn += chunk
-    finally:
-        os.close(primary)
-        if secondary != -1:
-            os.close(secondary)
-    assert proc.returncode == 0
-    assert b"\rsend: " in drawn
-    assert b"delivered" in drawn
-    assert b"items/s" in drawn
-    assert b"delivered  100" in stdout  # the summary still goes to stdout
+    returncode, stdout, drawn = run_on_terminal(
+        [sys.executable, "-m", "batchdispatch", "send", receiver.url], jsonl([{"n": n} for n in range(100)]),
+    )
+    assert returncode == 0
+    assert "\rsend: " in drawn
+    assert "delivered" in drawn
+    assert "items/s" in drawn
+    assert "delivered  100" in stdout  # the summary still goes to stdout
     assert receiver.item_count == 100
 
 
