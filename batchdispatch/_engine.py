@@ -314,6 +314,10 @@ class Engine(Generic[T]):
         self._prioritised = 0  # keyed: items waiting in lanes' other-priority levels
         self._granted = 0  # keyed, bounded: the lanes' grants added up
         self._reclaimable = False  # keyed, bounded: a grant may have room to give back
+        # keyed: (lane, time) for lanes whose producer crossed wake_at, reported
+        # without the lock; a worker handles them under it (_take_news).
+        self._news: Deque[Tuple[Lane, float]] = collections.deque()
+        self._news_wanted = True  # a worker waits for news: the next reporter wakes one
         self._timers: List[Tuple[float, int, Lane]] = []
         self._ticket = itertools.count()
         self._ready: Deque[Lane] = collections.deque()
@@ -501,16 +505,39 @@ class Engine(Generic[T]):
     def _wake_lane(self, lane: Lane) -> bool:
         """Slow half of a keyed append: the lane crossed its ``wake_at``.
 
-        Gives the lane a deadline, sends it when full, moves items that
-        landed in a forgotten lane to the live one, or deals with items
-        appended after the workers left.
+        While running, the lane is reported without the lock: it goes on
+        ``_news`` with the time, and an idle worker is woken if one waits
+        for news. ``wake_at`` becomes "never" first, so that one report is
+        enough until a worker looks (and publishes it again). That store
+        may land on a lane a worker is forgetting, or on a closing
+        dispatcher, and undo their -1: so ``dead`` and the state are read
+        *after* it (each is stored before its -1), and either one sends
+        the producer to the locked path, which restores the -1.
         """
+        if lane.wake_at >= 0 and self._state == _RUNNING:
+            lane.wake_at = NEVER
+            if not lane.dead and self._state == _RUNNING:
+                self._news.append((lane, self._clock()))
+                if self._news_wanted:
+                    self._news_wanted = False
+                    if not self._kick() and len(self._workers) < self._max_workers:
+                        with self._lock:
+                            self._more_workers()
+                return True
+        return self._wake_lane_locked(lane)
+
+    def _wake_lane_locked(self, lane: Lane) -> bool:
+        """The slow half of a keyed append, under the lock: a forgotten lane
+        (what landed in it joins the live one), a closing dispatcher, or
+        items appended after the workers left."""
         inline: Optional[Batch] = None
         report = None
         with self._lock:
             state = self._state
             if self._lanes.get(lane.key) is lane:
                 if state != _CLOSED:
+                    if state != _RUNNING:
+                        lane.wake_at = -1  # closing: a stale "never" from _wake_lane must not stand
                     self._lane_event(lane, self._clock())
                     return True
                 # Appended after the workers drained the lanes and left.
@@ -518,6 +545,7 @@ class Engine(Generic[T]):
             else:
                 # Forgotten under this producer's feet: whatever landed in
                 # it (this item, maybe others) joins the key's live lane.
+                lane.room = lane.wake_at = -1  # undo a stale "never" from _wake_lane
                 late = popleft(lane.items, len(lane.items))
                 if not late:
                     return True  # another producer moved it
@@ -927,6 +955,7 @@ class Engine(Generic[T]):
         """
         clock = self._clock
         while True:
+            self._take_news()
             now = clock()
             seen = self._discover(now)
             lane = self._pick(now)
@@ -948,17 +977,37 @@ class Engine(Generic[T]):
             until = timers[0][0] if timers else INF
             if self._outbox and not self._emitting:
                 return _EMIT_FIRST  # events posted by producers (drops): emit before sleeping
-            # Queue up as a sleeper first, then look a last time: an append
-            # after that look sees the threshold _discover published and
-            # finds this worker to wake. (Keyed lanes need no look: their
-            # producers wake a worker under the lock.)
+            # Queue up as a sleeper first, then publish the threshold (keyed:
+            # that news is wanted), then look a last time: an append after
+            # that look sees the threshold and finds this worker to wake.
             waiter = threading.Lock()
             waiter.acquire()
             self._sleepers.append(waiter)
-            if self._main is not None and len(self._main.items) != seen:
+            if self._keyed:
+                self._news_wanted = True
+            if (self._main is not None and len(self._main.items) != seen) or self._news:
                 self._unsleep(waiter)  # appended meanwhile: look again
                 continue
             self._sleep(waiter, None if until == INF else min(max(until - now, 0.0), threading.TIMEOUT_MAX))
+
+    def _take_news(self) -> None:
+        """Handle the lanes producers reported without the lock. Lock held."""
+        news = self._news
+        if not news or self._state == _CLOSED:
+            return
+        lanes = self._lanes
+        reported: List[Tuple[Lane, float]] = popleft(news, len(news))
+        for lane, when in reported:
+            if lanes.get(lane.key) is not lane:
+                continue  # forgotten: its producers come under the lock
+            if not lane.size():
+                # Reported, then taken: the next item must report again
+                # (publish, then look).
+                self._set_wake(lane, 0)
+                if not lane.size():
+                    continue
+            # A report may predate the last take: it stamps no earlier.
+            self._lane_event(lane, max(when, lane.last_take))
 
     def _sleep(self, waiter: Any, timeout: Optional[float]) -> None:
         """Wait, with the lock released, until woken or *timeout* seconds passed.
@@ -1263,8 +1312,10 @@ class Engine(Generic[T]):
         # Publish "forgotten", then look a last time: a producer that
         # appended before the look is seen here, one after it sees -1 and
         # moves its item to a live lane (see _wake_lane).
+        lane.dead = True
         lane.room = lane.wake_at = -1
         if lane.items:
+            lane.dead = False
             if self._state == _RUNNING:
                 lane.room = NEVER if self._queue_limit == NEVER else lane.grant
                 lane.wake_at = 0

@@ -52,8 +52,8 @@ class Lane:
     """
 
     __slots__ = (
-        "batch", "due_at", "first_at", "flush_seq", "flush_upto", "grant", "items", "key", "last_take",
-        "prioritised", "ready", "room", "taken", "wake_at",
+        "batch", "dead", "due_at", "first_at", "flush_seq", "flush_upto", "grant", "items", "key",
+        "last_take", "prioritised", "ready", "room", "taken", "wake_at",
     )
 
     def __init__(self, key: Hashable, room: int = 0) -> None:
@@ -76,6 +76,7 @@ class Lane:
         self.room = room
         self.wake_at = 0
         self.grant = 0  # this lane's share of a bounded queue (room, while running)
+        self.dead = False  # being forgotten: set before room and wake_at become -1
 
     def size(self) -> int:
         return len(self.items)

@@ -7,6 +7,7 @@ import functools
 import logging
 import sys
 import threading
+import time
 from typing import Any, Dict, Iterator, List, Set
 
 import pytest
@@ -938,8 +939,14 @@ def short_switch_interval() -> Iterator[None]:
         sys.setswitchinterval(before)
 
 
-def _produce(d: KeyedDispatcher[Any], producers: int, per_producer: int, keys: str) -> Dict[Any, bool]:
-    """Enqueue (key, (producer, seq)) items from several threads at once; return each item's result."""
+def _produce(
+    d: KeyedDispatcher[Any], producers: int, per_producer: int, keys: str, paced: bool = False
+) -> Dict[Any, bool]:
+    """Enqueue (key, (producer, seq)) items from several threads at once; return each item's result.
+
+    *paced* producers give up the GIL after each item, so that workers keep
+    up and lanes empty (and are forgotten) all the time.
+    """
     results: Dict[Any, bool] = {}
     start = threading.Barrier(producers)
 
@@ -948,6 +955,8 @@ def _produce(d: KeyedDispatcher[Any], producers: int, per_producer: int, keys: s
         for seq in range(per_producer):
             key = keys[(seq + tid) % len(keys)]
             results[(key, (tid, seq))] = d.enqueue(key, (tid, seq))
+            if paced:
+                time.sleep(0)
 
     threads = [threading.Thread(target=produce, args=(t,)) for t in range(producers)]
     for t in threads:
@@ -988,7 +997,7 @@ def test_many_producers_while_lanes_are_forgotten_and_recreated(
         forgotten[0] += known and lane.key not in d._lanes
 
     d._forget_if_idle = counting  # type: ignore[method-assign]
-    results = _produce(d, producers=4, per_producer=1500, keys="abc")
+    results = _produce(d, producers=4, per_producer=1500, keys="abcdef", paced=True)
     assert d.flush(timeout=30)
     assert all(results.values())
     assert sorted(delivered) == sorted(results)  # each item exactly once
@@ -997,6 +1006,7 @@ def test_many_producers_while_lanes_are_forgotten_and_recreated(
     assert d._lanes == {}
     stats = d.stats()
     assert (stats.enqueued, stats.dispatched, stats.pending) == (6000, 6000, 0)
+    assert forgotten[0] > 100
 
 
 @pytest.mark.parametrize("overflow", ["drop_newest", "drop_oldest", "block"])
@@ -1111,3 +1121,24 @@ def test_a_lane_evicts_its_oldest_item_whatever_its_priority() -> None:
     lane.push(-1, 1, "n0")  # after d0 and d1
     assert [lane.pop_oldest() for _ in range(4)] == ["p0", "d0", "d1", "n0"]
     assert lane.size() == 0
+
+
+def test_a_report_that_lands_on_a_forgotten_lane_restores_its_threshold(make_keyed) -> None:
+    """A producer reports a lane without the lock: its store of "never" may
+    land after a worker marked the lane forgotten (-1). It must notice, undo
+    the store and move its item, or later appends would strand in the lane."""
+    rec = KeyedRecorder()
+    d = make_keyed(rec, delay=3600.0)
+    d.enqueue("k", 0)
+    with d._lock:
+        lane = d._lanes["k"]
+    assert d.flush("k", timeout=10)  # delivered; the lane is forgotten
+    assert lane.dead
+    assert (lane.room, lane.wake_at) == (-1, -1)
+    lane.wake_at = sys.maxsize  # what a late report's store leaves behind
+    lane.items.append(1)  # its item, landed in the dead lane
+    assert d._wake_lane(lane) is True
+    assert lane.wake_at == -1  # restored: the next late append looks again
+    assert d.flush(timeout=10)
+    assert rec.items("k") == [0, 1]
+    assert d.stats().enqueued == 2
