@@ -46,7 +46,18 @@ deadline), ``max_batch_size - 1`` (less its other-priority items) while it
 waits for the delay, "never" while it is ready or behind a batch that is
 out (the first item behind the batch stamps the time it arrived), and
 ``-1`` once the dispatcher is closing or the lane is forgotten. New keys,
-priorities other than 0 and a full lane take the lock (``_admit``).
+priorities other than 0 and a lane out of room take the lock (``_admit``).
+
+Crossing ``wake_at`` takes no lock either: the producer stores "never"
+(one report is enough until a worker looks) and appends the lane and the
+time to ``_news``, which workers handle under the lock at the top of every
+pass (``_take_news``). It wakes an idle worker only if one asked for news:
+a worker about to sleep sets ``_news_wanted`` and then looks at ``_news`` a
+last time. The producer's store of "never" may land on a lane being
+forgotten, or on a closing dispatcher, and undo their -1; so each of those
+stores its flag first (``lane.dead``, the state), and the producer reads
+both after its store: seeing either, it takes the locked path, which puts
+the -1 back.
 
 An idle lane is forgotten, so that memory does not grow with the keys ever
 seen; a producer may still hold it. The worker publishes ``room = wake_at

