@@ -51,9 +51,9 @@ priorities other than 0 and a lane out of room take the lock (``_admit``).
 Crossing ``wake_at`` takes no lock either: the producer stores "never"
 (one report is enough until a worker looks) and appends the lane and the
 time to ``_news``, which workers handle under the lock at the top of every
-pass (``_take_news``). It wakes an idle worker only if one asked for news:
-a worker about to sleep sets ``_news_wanted`` and then looks at ``_news`` a
-last time. The producer's store of "never" may land on a lane being
+pass (``_take_news``). It wakes an idle worker only if one asked for news
+since the last wake-up: a worker sets ``_news_wanted`` at the top of every
+pass and again before it sleeps, each time before its look at ``_news``. The producer's store of "never" may land on a lane being
 forgotten, or on a closing dispatcher, and undo their -1; so each of those
 stores its flag first (``lane.dead``, the state), and the producer reads
 both after its store: seeing either, it takes the locked path, which puts
@@ -1002,7 +1002,14 @@ class Engine(Generic[T]):
             self._sleep(waiter, None if until == INF else min(max(until - now, 0.0), threading.TIMEOUT_MAX))
 
     def _take_news(self) -> None:
-        """Handle the lanes producers reported without the lock. Lock held."""
+        """Handle the lanes producers reported without the lock. Lock held.
+
+        Called at the top of every pass, it also asks for the next report
+        (before it looks): a worker that a report woke may go on to deliver
+        for long, and a later report must then wake another.
+        """
+        if self._keyed:
+            self._news_wanted = True
         news = self._news
         if not news or self._state == _CLOSED:
             return

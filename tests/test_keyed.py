@@ -1144,3 +1144,43 @@ def test_a_report_that_lands_on_a_forgotten_lane_restores_its_threshold(make_key
     assert d.flush(timeout=10)
     assert rec.items("k") == [0, 1]
     assert d.stats().enqueued == 2
+
+
+def test_a_full_lane_wakes_an_idle_worker_while_another_delivers(make_keyed) -> None:
+    """Reports of full lanes wake an idle worker even after an earlier report
+    woke one that is still busy delivering."""
+    release = threading.Event()
+    slow_entered = threading.Event()
+    rec = KeyedRecorder()
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        if key == "slow":
+            slow_entered.set()
+            assert release.wait(30)
+        rec(key, batch)
+
+    d = make_keyed(deliver, delay=3600.0, max_batch_size=2, max_concurrent_batches=2)
+    for key in ("w1", "w2"):  # two workers start, each with a full batch
+        d.enqueue(key, 0)
+        d.enqueue(key, 1)
+    assert d.flush(timeout=10)
+    d.enqueue("b", 0)  # waits for its hour
+    _wait_for_sleepers(d, 2)
+    try:
+        d.enqueue("slow", 0)
+        d.enqueue("slow", 1)  # full: reported, and a worker goes into deliver for good
+        assert slow_entered.wait(10)
+        _wait_for_sleepers(d, 1)
+        d.enqueue("b", 1)  # full: the idle worker must send it now, not in an hour
+        assert rec.wait_calls(3)
+        assert rec.calls[2] == ("b", [0, 1])
+    finally:
+        release.set()
+
+
+def _wait_for_sleepers(d: KeyedDispatcher[Any], count: int) -> None:
+    """Wait until *count* workers are idle (synchronised on the engine's own state)."""
+    deadline = monotonic() + 10
+    while len(d._sleepers) != count:
+        assert monotonic() < deadline, f"{len(d._sleepers)} idle workers, not {count}"
+        threading.Event().wait(0.001)
