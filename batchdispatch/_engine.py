@@ -53,11 +53,11 @@ Crossing ``wake_at`` takes no lock either: the producer stores "never"
 time to ``_news``, which workers handle under the lock at the top of every
 pass (``_take_news``). It wakes an idle worker only if one asked for news
 since the last wake-up: a worker sets ``_news_wanted`` at the top of every
-pass and again before it sleeps, each time before its look at ``_news``. The producer's store of "never" may land on a lane being
-forgotten, or on a closing dispatcher, and undo their -1; so each of those
-stores its flag first (``lane.dead``, the state), and the producer reads
-both after its store: seeing either, it takes the locked path, which puts
-the -1 back.
+pass and again before it sleeps, each time before its look at ``_news``.
+The producer's store of "never" may land on a lane being forgotten, or on
+a closing dispatcher, and undo their -1; so each of those stores its flag
+first (``lane.dead``, the state), and the producer reads both after its
+store: seeing either, it takes the locked path, which puts the -1 back.
 
 An idle lane is forgotten, so that memory does not grow with the keys ever
 seen; a producer may still hold it. The worker publishes ``room = wake_at
