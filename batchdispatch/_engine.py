@@ -38,22 +38,54 @@ other (the store-then-load pattern that is sequentially consistent under
 the GIL). That is what makes the lock-free append safe against lost
 wake-ups, and what lets an idle worker wait with no timeout at all.
 
-KeyedDispatcher uses the same scheme on an *inbox*: producers extend a
-deque with the key and the item (two slots, one atomic ``extend``), and a
-worker sorts the inbox into lanes in bulk, under the lock, at the top of
-every pass (``_drain``). The thresholds then count inbox slots. Items with
-a priority other than 0 take the lock and go straight to their lane, after
-a drain, so the order of arrival holds.
+KeyedDispatcher uses the same scheme per lane: a producer looks its key's
+lane up in a dict and appends to the lane's deque, against the lane's own
+``room`` and ``wake_at``, which workers publish under the lock. A lane's
+``wake_at`` is ``0`` while it is empty (the first item gives it a
+deadline), ``max_batch_size - 1`` (less its other-priority items) while it
+waits for the delay, "never" while it is ready or behind a batch that is
+out (the first item behind the batch stamps the time it arrived), and
+``-1`` once the dispatcher is closing or the lane is forgotten. New keys,
+priorities other than 0 and a lane out of room take the lock (``_admit``).
+
+Crossing ``wake_at`` takes no lock either: the producer stores "never"
+(one report is enough until a worker looks) and appends the lane and the
+time to ``_news``, which workers handle under the lock at the top of every
+pass (``_take_news``). It wakes an idle worker only if one asked for news
+since the last wake-up: a worker sets ``_news_wanted`` at the top of every
+pass and again before it sleeps, each time before its look at ``_news``.
+The producer's store of "never" may land on a lane being forgotten, or on
+a closing dispatcher, and undo their -1; so each of those stores its flag
+first (``lane.dead``, the state), and the producer reads both after its
+store: seeing either, it takes the locked path, which puts the -1 back.
+
+An idle lane is forgotten, so that memory does not grow with the keys ever
+seen; a producer may still hold it. The worker publishes ``room = wake_at
+= -1`` and then looks at the deque a last time, and the producer reads
+``wake_at`` after appending: either the worker sees the item (and keeps
+the lane), or the producer sees ``-1`` and, under the lock, moves what
+landed in the dead lane to the key's live one, in order. A dead lane is
+never taken from.
+
+``max_queue_size`` bounds all keys together: each lane's ``room`` is its
+*grant*, a share of the free room handed out under the lock (about a batch
+at a time) and reclaimed when the lane is forgotten, or from every lane
+when the free room runs out. The grants never add up to more than the
+bound, so the queue can pass it only by one item per thread that was
+appending at the instant a grant shrank, as BackgroundDispatcher's can.
 
 Idle workers do not wait on a Condition: each waits on a lock of its own,
 listed in ``_sleepers``, and a waker pops one and releases it. A producer
 can do that without the engine lock, which matters because a worker that
 holds the lock may be waiting for the GIL the producer holds.
 
-Every item has a *position*: its rank in enqueue order (items sorted into
-lanes by one drain share the position the drain started at). ``flush``
-drains, takes the next position as its target and waits until no lane
-holds, and no open batch contains, an item before it.
+Every item has a *position* for flush. A lock-free append cannot draw a
+number from a shared counter, so an item of the default priority is known
+by its index in its lane (``Lane.taken`` counts those that left), and items
+appended under the lock (other priorities, items delivered on a caller's
+thread) draw an engine-wide sequence number (``_seq``). ``flush`` notes
+every lane's next index and the next sequence number, and waits until no
+lane holds, and no open batch contains, an item before them.
 """
 
 from __future__ import annotations
@@ -279,7 +311,7 @@ class Engine(Generic[T]):
         if not self._keyed:
             self._main = self._lanes[None] = Lane(None)
             self._items = self._main.items  # the hot path's deque
-        self._room = 0
+        self._room = 0  # BackgroundDispatcher's thresholds (keyed lanes have their own)
         self._wake_at = 0
         self._state = _NEW
         self._workers: List[threading.Thread] = []
@@ -288,11 +320,15 @@ class Engine(Generic[T]):
         self._exit_closed = False  # closed by the exit hook: late items still go out
         self._exit_expired = False  # the exit hook gave up waiting for this one
         self._stopped = False  # a shutdown deadline passed: no more retries
-        self._seq = 0  # keyed: position of the next accepted item
-        self._queued = 0  # keyed: items waiting in lanes
-        # keyed: key, item, key, item, ... appended without the lock, not yet in lanes
-        self._inbox: Deque[Any] = collections.deque()
-        self._inbox_since: Optional[float] = None  # when the inbox's first item arrived
+        self._seq = 0  # sequence number of the next item accepted under the lock (not into a lane's deque)
+        self._retired = 0  # keyed: items ever appended to lanes since forgotten
+        self._prioritised = 0  # keyed: items waiting in lanes' other-priority levels
+        self._granted = 0  # keyed, bounded: the lanes' grants added up
+        self._reclaimable = False  # keyed, bounded: a grant may have room to give back
+        # keyed: (lane, time) for lanes whose producer crossed wake_at, reported
+        # without the lock; a worker handles them under it (_take_news).
+        self._news: Deque[Tuple[Lane, float]] = collections.deque()
+        self._news_wanted = True  # a worker waits for news: the next reporter wakes one
         self._timers: List[Tuple[float, int, Lane]] = []
         self._ticket = itertools.count()
         self._ready: Deque[Lane] = collections.deque()
@@ -305,7 +341,7 @@ class Engine(Generic[T]):
         # Held while listeners run: events reach them in the order they
         # happened, whichever worker emits them.
         self._emit_lock = threading.RLock()
-        self._flush_upto = 0  # take at once every lane holding a position before this
+        self._flush_upto = 0  # take at once every lane holding a sequence number before this
         self._blocked = 0  # producers waiting for room
         self._overflowing = False  # the workers were told the queue is full
         self._dispatched = 0
@@ -436,12 +472,14 @@ class Engine(Generic[T]):
             # Appended after the worker drained the queue and left. The
             # exit hook's dispatchers still deliver, on this thread; one the
             # user shut down drops it (and any other such late arrival).
-            late, first = lane.pop(len(lane.items))
+            late, first, _ = lane.pop(len(lane.items))
+            inline = Batch(None, late, first, seq_first=self._seq)
+            self._seq += len(late)
             if not self._exit_closed:
                 self._drop(None, late, "closed")
                 report = self._drop_report()
         if self._exit_closed:
-            self._dispatch_here(Batch(None, late, first))
+            self._dispatch_here(inline)
             return True
         self._emit_posted()  # closed: no worker will emit them
         if report:
@@ -453,152 +491,161 @@ class Engine(Generic[T]):
 
         :param priority: higher goes first within the key; equal priorities
             keep their order. Items with a priority other than 0 take a
-            short lock; the default takes none.
+            short lock, and so does the first item of a key with nothing
+            pending; the others take none.
         :returns: True if accepted, False if dropped (counted in
             :meth:`stats` with its reason).
         :raises QueueFullError: when the queue is full and ``overflow="raise"``.
         :raises TypeError: for a key that is not hashable, or a priority
             that is not an int.
         """
-        # The same lock-free scheme as _enqueue_one, on the inbox: a worker
-        # sorts its items into lanes under the lock, in bulk. The key and
-        # the item go in as two slots with one extend() (atomic, since
-        # iterating a tuple runs no Python code): a (key, item) tuple per
-        # item would be tracked, and scanned, by the garbage collector.
-        inbox = self._inbox
-        if len(inbox) < self._room and priority == 0:
-            try:
-                hash(key)  # an unhashable key fails here, not on the worker
-            except TypeError:
-                raise _unhashable(key) from None
-            inbox.extend((key, item))
-            if len(inbox) > self._wake_at:
-                return self._wake_keyed()
-            return True
+        # The scheme of _enqueue_one, per lane (see the module's notes).
+        try:
+            lane = self._lanes.get(key)
+        except TypeError:
+            raise _unhashable(key) from None
+        if lane is not None and priority == 0:
+            items = lane.items
+            if len(items) < lane.room:
+                items.append(item)
+                if len(items) > lane.wake_at:
+                    return self._wake_lane(lane)
+                return True
         return self._admit(key, item, priority)
 
-    def _wake_keyed(self) -> bool:
-        """Slow half of a keyed append: get a worker to drain the inbox, or deal with a late item.
+    def _wake_lane(self, lane: Lane) -> bool:
+        """Slow half of a keyed append: the lane crossed its ``wake_at``.
 
-        Called about once per drain while running, and without the lock:
-        see ``_sleepers``. A stale store of ``_wake_at`` here is harmless,
-        since a worker publishes 0 again after it queued itself as a
-        sleeper and before it looks at the inbox a last time.
+        While running, the lane is reported without the lock: it goes on
+        ``_news`` with the time, and an idle worker is woken if one waits
+        for news. ``wake_at`` becomes "never" first, so that one report is
+        enough until a worker looks (and publishes it again). That store
+        may land on a lane a worker is forgetting, or on a closing
+        dispatcher, and undo their -1: so ``dead`` and the state are read
+        *after* it (each is stored before its -1), and either one sends
+        the producer to the locked path, which restores the -1.
         """
-        if self._state == _RUNNING:
-            if self._inbox_since is None:
-                # The first item since the last drain: its delay counts from
-                # now, however long it waits for a free worker. (A stamp that
-                # lands after the drain only makes the next items early.)
-                self._inbox_since = self._clock()
-            self._wake_at = NEVER  # one wake-up is enough
-            # Closed meanwhile? Then that store may have undone close's -1:
-            # take the locked path below, which restores it.
-            if self._state == _RUNNING:
-                if not self._kick() and len(self._workers) < self._max_workers:
-                    with self._lock:
-                        self._more_workers()
+        if lane.wake_at >= 0 and self._state == _RUNNING:
+            lane.wake_at = NEVER
+            if not lane.dead and self._state == _RUNNING:
+                self._news.append((lane, self._clock()))
+                if self._news_wanted:
+                    self._news_wanted = False
+                    if not self._kick() and len(self._workers) < self._max_workers:
+                        with self._lock:
+                            self._more_workers()
                 return True
+        return self._wake_lane_locked(lane)
+
+    def _wake_lane_locked(self, lane: Lane) -> bool:
+        """The slow half of a keyed append, under the lock: a forgotten lane
+        (what landed in it joins the live one), a closing dispatcher, or
+        items appended after the workers left."""
+        inline: Optional[Batch] = None
+        report = None
         with self._lock:
-            if self._state != _CLOSED or not self._inbox:
-                if self._state != _RUNNING:
-                    self._wake_at = -1  # closing: every late append looks
-                self._kick()
+            state = self._state
+            if self._lanes.get(lane.key) is lane:
+                if state != _CLOSED:
+                    if state != _RUNNING:
+                        lane.wake_at = -1  # closing: a stale "never" from _wake_lane must not stand
+                    self._lane_event(lane, self._clock())
+                    return True
+                # Appended after the workers drained the lanes and left.
+                late = popleft(lane.items, len(lane.items))
+            else:
+                # Forgotten under this producer's feet: whatever landed in
+                # it (this item, maybe others) joins the key's live lane.
+                lane.room = lane.wake_at = -1  # undo a stale "never" from _wake_lane
+                late = popleft(lane.items, len(lane.items))
+                if not late:
+                    return True  # another producer moved it
+                if state != _CLOSED:
+                    live = self._lanes.get(lane.key)
+                    if live is None:
+                        live = self._new_lane(lane.key)
+                    live.items.extend(late)
+                    self._cover(live)
+                    self._lane_event(live, self._clock())
+                    return True
+            if not late:
                 return True
-            # Appended after the workers drained the inbox and left: the
-            # same as _wake, per key.
-            late = []
-            for key, items in self._take_inbox().items():
-                if self._exit_closed:  # accepted: delivered on this thread
-                    late.append(Batch(None, items, self._seq, key))
-                    self._seq += len(items)
-                else:  # refused, like any enqueue after shutdown
-                    self._drop(key, items, "closed")
-            report = None if self._exit_closed else self._drop_report()
-        if self._exit_closed:
-            for batch in late:
-                self._dispatch_here(batch)
+            if self._exit_closed:  # accepted: delivered on this thread
+                inline = Batch(None, late, NEVER, lane.key, seq_first=self._seq)
+                self._seq += len(late)
+            else:  # refused, like any enqueue after shutdown (and never counted as enqueued)
+                self._drop(lane.key, late, "closed")
+                report = self._drop_report()
+        if inline is not None:
+            self._dispatch_here(inline)
             return True
-        self._emit_posted()
+        self._emit_posted()  # closed: no worker will emit them
         if report:
             log.warning(*report)
         return False
 
-    def _take_inbox(self) -> Dict[Hashable, List[Any]]:
-        """Empty the inbox without queueing its items, grouped by key. Lock held."""
-        late: Dict[Hashable, List[Any]] = {}
-        flat = iter(popleft(self._inbox, len(self._inbox)))
-        for key, item in zip(flat, flat):
-            late.setdefault(key, []).append(item)
-        return late
+    def _new_lane(self, key: Hashable) -> PriorityLane:
+        """Create *key*'s lane, with no grant yet. Lock held."""
+        room = (NEVER if self._queue_limit == NEVER else 0) if self._state == _RUNNING else -1
+        lane = self._lanes[key] = PriorityLane(key, room)
+        if room < 0:
+            lane.wake_at = -1
+        return lane
 
-    def _drain(self) -> None:
-        """Sort the inbox's items into their lanes, in order. Lock held.
+    def _set_wake(self, lane: Lane, wake_at: int) -> None:
+        """Publish a keyed lane's ``wake_at``; closing, every append keeps looking (-1). Lock held."""
+        if self._state == _RUNNING:
+            lane.wake_at = wake_at
 
-        The one per-item loop of a KeyedDispatcher, run in bulk by whoever
-        holds the lock next (a worker, usually), so that producers need none.
+    def _reserve(self, lane: Optional[Lane]) -> bool:
+        """Room for one more item of *lane*'s default priority (or, with None,
+        of another priority), within ``max_queue_size``. Lock held."""
+        limit = self._queue_limit
+        if limit == NEVER:
+            return True
+        need = 1 if lane is None else len(lane.items) + 1 - lane.grant
+        if need <= 0:
+            return True
+        free = limit - self._granted - self._prioritised
+        if free < need and self._reclaimable:
+            self._reclaim()
+            free = limit - self._granted - self._prioritised
+        if free < need:
+            return False
+        if lane is not None:
+            # About a batch at a time, so that the lane's producers come back
+            # for more about once per batch; less as the free room runs out.
+            more = max(need, min(self._batch_limit, free // 2))
+            lane.grant += more
+            self._granted += more
+            self._reclaimable = True
+            if self._state == _RUNNING:
+                lane.room = lane.grant
+        return True
+
+    def _reclaim(self) -> None:
+        """Take back what every lane's grant holds beyond its items. Lock held.
+
+        A smaller room is published first: a producer that read the old one
+        may still append, one item per thread (the documented slack).
         """
-        if not self._keyed:
-            return  # BackgroundDispatcher's producers append to the lane itself
-        if self._state == _CLOSED:
-            # No worker is left to take them: each late producer finds its
-            # item in the inbox and deals with it in _wake_keyed.
-            return
-        inbox = self._inbox
-        count = len(inbox) // 2
-        since, self._inbox_since = self._inbox_since, None
-        if self._state == _RUNNING:
-            self._wake_at = 0  # the next append stamps the time and wakes a worker
-            # Publish the smaller room before the inbox shrinks: a producer
-            # that reads in between sees too little room, never too much.
-            self._room = 2 * (self._queue_limit - self._queued - count)
-        if not count:
-            return
-        # Group by key first: one dict lookup and one append per item, then
-        # one extend, one run and one threshold check per key.
-        groups: Dict[Hashable, List[Any]] = {}
-        group_of = groups.get
-        flat = iter(popleft(inbox, 2 * count))
-        bad: List[Any] = []
-        for key, item in zip(flat, flat):  # zip reuses its tuple: no allocation
-            try:
-                group = group_of(key)
-                if group is None:
-                    groups[key] = [item]
-                else:
-                    group.append(item)
-            except Exception:  # noqa: BLE001 - a key whose hash passed enqueue's check, then failed
-                bad.append(item)
-        if bad:
-            # Accepted, so counted as enqueued, and dropped with a reason
-            # rather than raised at whoever drains (a worker, or stats()).
-            count -= len(bad)
-            self._seq += len(bad)
-            self._drop(None, bad, "invalid_key")
-        lanes = self._lanes
-        position = self._seq
-        now = since
-        for key, group in groups.items():
-            lane = lanes.get(key)
-            if lane is None:
-                lane = lanes[key] = PriorityLane(key)
-            assert isinstance(lane, PriorityLane)
-            level = lane.zero
-            level.items.extend(group)
-            level.runs.append([position, len(group)])
-            lane.count += len(group)
-            if lane.count > lane.wake_at:
-                if now is None:
-                    now = self._clock()
-                self._lane_event(lane, now)
-        self._seq = position + count
-        self._queued += count
+        self._reclaimable = False
+        running = self._state == _RUNNING
+        for lane in self._lanes.values():
+            spare = lane.grant - len(lane.items)
+            if spare > 0:
+                lane.grant -= spare
+                self._granted -= spare
+                if running:
+                    lane.room = lane.grant
 
-    def _set_queued(self, queued: int) -> None:
-        """Change the count of items in keyed lanes, and the room producers see. Lock held."""
-        self._queued = queued
-        if self._state == _RUNNING:
-            self._room = 2 * (self._queue_limit - queued)
+    def _cover(self, lane: Lane) -> None:
+        """Grow a lane's grant to cover items it took in past its room (moved from a dead lane). Lock held."""
+        if self._queue_limit != NEVER and len(lane.items) > lane.grant:
+            self._granted += len(lane.items) - lane.grant
+            lane.grant = len(lane.items)
+            if self._state == _RUNNING:
+                lane.room = lane.grant
 
     # -- admission under the lock -------------------------------------------------
 
@@ -610,12 +657,10 @@ class Engine(Generic[T]):
         with self._lock:
             if self._state == _NEW and not _exiting:
                 self._start_worker()
-            self._drain()  # keyed: earlier items first, and exact counts
             state = self._state
             if state == _RUNNING or (state == _CLOSING and self._exit_closed and not self._exit_expired):
                 # While the exit hook drains, late items still join the queue.
-                if self._queued_count() < self._queue_limit:
-                    self._push(key, item, priority)
+                if self._push(key, item, priority):
                     return True
                 if state == _RUNNING:
                     accepted, report = self._overflow_locked(key, item, priority, trash)
@@ -631,7 +676,7 @@ class Engine(Generic[T]):
                     self._state = _CLOSED
                     self._exit_closed = True
                     self._room = self._wake_at = -1
-                inline = Batch(None, [item], self._next_position(), key)
+                inline = Batch(None, [item], NEVER, key, seq_first=self._seq)
                 self._advance_position(1)
                 accepted = True
             else:
@@ -650,56 +695,76 @@ class Engine(Generic[T]):
         return accepted
 
     def _queued_count(self) -> int:
-        return self._queued + len(self._inbox) // 2 if self._keyed else len(self._items)
+        """Items waiting in lanes (not taken). Lock held."""
+        if self._main is not None:
+            return len(self._main.items)
+        return self._prioritised + sum(len(lane.items) for lane in self._lanes.values())
 
-    def _next_position(self) -> int:
+    def _enqueued_count(self) -> int:
+        """Items accepted since the dispatcher was created. Lock held."""
         if self._main is not None:
             return self._main.taken + len(self._main.items)
-        return self._seq
+        return self._seq + self._retired + sum(lane.taken + len(lane.items) for lane in self._lanes.values())
 
     def _advance_position(self, count: int) -> None:
+        """Count *count* items accepted outside any lane (delivered on a caller's thread)."""
+        self._seq += count
         if self._main is not None:
             self._main.taken += count
-        else:
-            self._seq += count
 
-    def _push(self, key: Hashable, item: T, priority: int) -> None:
-        """Add an item to its lane and schedule the lane. Called with the lock held."""
+    def _push(self, key: Hashable, item: T, priority: int) -> bool:
+        """Add an item to its lane and schedule the lane; False if the queue
+        has no room for it. Called with the lock held."""
         if self._main is not None:
+            if len(self._main.items) >= self._queue_limit:
+                return False
             self._main.items.append(item)
             if len(self._main.items) > self._wake_at:
                 if self._state == _RUNNING:
                     self._wake_at = NEVER
                 self._kick()
-            return
+            return True
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise TypeError(f"priority must be an int, got {type(priority).__name__}")
         try:
             lane = self._lanes.get(key)
         except TypeError:
             raise _unhashable(key) from None
-        if lane is None:
-            lane = self._lanes[key] = PriorityLane(key)
-        assert isinstance(lane, PriorityLane)
-        lane.push(priority, self._seq, item)
-        self._seq += 1
-        self._set_queued(self._queued + 1)
-        if lane.count > lane.wake_at:
-            self._lane_event(lane, self._clock())
-        if self._state != _RUNNING and lane.batch is None:
-            self._make_ready(lane)  # closing: no deadline to wait for
+        if priority == 0:
+            if lane is not None and not self._reserve(lane):
+                return False
+            if lane is None:
+                if not self._reserve(None):
+                    return False
+                lane = self._new_lane(key)
+                self._reserve(lane)  # cannot fail: the room for one item is there
+            lane.items.append(item)
+        else:
+            if not self._reserve(None):
+                return False
+            if lane is None:
+                lane = self._new_lane(key)
+            assert isinstance(lane, PriorityLane)
+            lane.push(priority, self._seq, item)
+            self._seq += 1
+            self._prioritised += 1
+        self._lane_event(lane, self._clock())
+        return True
 
-    def _lane_event(self, lane: PriorityLane, now: float) -> None:
-        """A keyed lane crossed ``wake_at``: give it a deadline, or send it. Lock held."""
+    def _lane_event(self, lane: Lane, now: float) -> None:
+        """New items in a keyed lane, seen under the lock: stamp their arrival,
+        give the lane a deadline, or send it when full. Lock held."""
         if lane.batch is not None:
             # Behind a batch that is out: the delay counts from now, not
             # from when that batch settles.
             if lane.first_at is None:
                 lane.first_at = now
-            lane.wake_at = NEVER
+            self._set_wake(lane, NEVER)
         elif lane.due_at is None:
             self._schedule(lane, now)
-        if lane.batch is None and (lane.count >= self._batch_limit or self._state != _RUNNING):
+        elif not lane.ready:
+            self._set_wake(lane, self._batch_limit - 1 - lane.prioritised)
+        if lane.batch is None and (lane.size() >= self._batch_limit or self._state != _RUNNING):
             self._make_ready(lane)
 
     def _schedule(self, lane: Lane, now: float) -> None:
@@ -708,7 +773,7 @@ class Engine(Generic[T]):
             lane.first_at = now
         due = max(lane.first_at, lane.last_take) + self._delay
         lane.due_at = due
-        lane.wake_at = self._batch_limit - 1
+        self._set_wake(lane, self._batch_limit - 1 - lane.prioritised)
         self._push_timer(due, lane)
         self._more_workers()
 
@@ -723,7 +788,7 @@ class Engine(Generic[T]):
 
     def _mark_ready(self, lane: Lane) -> None:
         """Queue a lane to be taken as soon as a worker looks. Lock held."""
-        lane.wake_at = NEVER
+        self._set_wake(lane, NEVER)
         if not lane.ready:
             lane.ready = True
             self._ready.append(lane)
@@ -771,14 +836,16 @@ class Engine(Generic[T]):
                 lane = self._oldest_lane()
                 if lane is None:
                     break
+                held = lane.prioritised
                 evicted = lane.pop_oldest()
                 if lane is not self._main:
-                    self._set_queued(self._queued - 1)
+                    self._prioritised -= held - lane.prioritised
+                    self._reclaimable = True
                     self._forget_if_idle(lane)
                 trash.append(evicted)
                 self._drop(lane.key, [evicted], "queue_full")
-            self._push(key, item, priority)
-            return True, None
+            if self._push(key, item, priority):
+                return True, None
         if policy == "block" and not self._dispatching_here():
             deadline = _deadline(self._block_timeout)
             self._blocked += 1
@@ -788,8 +855,7 @@ class Engine(Generic[T]):
                 )
             finally:
                 self._blocked -= 1
-            if self._queued_count() < self._queue_limit and self._state == _RUNNING:
-                self._push(key, item, priority)
+            if self._state == _RUNNING and self._push(key, item, priority):
                 return True, None
         self._drop(key, [item], "queue_full" if self._state == _RUNNING else "closed")
         if policy == "raise":
@@ -797,8 +863,17 @@ class Engine(Generic[T]):
         return False, self._drop_report()
 
     def _oldest_lane(self) -> Optional[Lane]:
+        """The lane to evict from under ``"drop_oldest"``. Lock held.
+
+        Keys have no common order (their items are appended without a
+        lock), so the oldest key is the one whose waiting items were first
+        seen earliest: to within the time a producer takes to get the lock,
+        and counting items left behind by a batch from when it was taken.
+        """
+        if self._main is not None:
+            return self._main if self._main.items else None
         lanes = [lane for lane in self._lanes.values() if lane.size()]
-        return min(lanes, key=lambda lane: lane.min_position(), default=None)
+        return min(lanes, key=lambda lane: INF if lane.first_at is None else lane.first_at, default=None)
 
     def _rush(self) -> None:
         """Make every lane with work due now (flush of everything, close)."""
@@ -827,8 +902,7 @@ class Engine(Generic[T]):
         self._workers.append(worker)
         if self._state == _NEW:
             self._state = _RUNNING
-            # In inbox slots for a KeyedDispatcher: two per item.
-            self._room = (self._queue_limit - self._queued) * (2 if self._keyed else 1)
+            self._room = self._queue_limit
             self._wake_at = 0
 
     def _run(self, generation: int) -> None:
@@ -840,14 +914,12 @@ class Engine(Generic[T]):
                 if self._generation == generation:
                     self._state = _CLOSED
                     self._room = self._wake_at = -1
-                    self._seq += len(self._inbox) // 2  # accepted, then lost with the worker
-                    self._count_drop("worker_died", len(self._inbox) // 2)
-                    self._inbox.clear()
                     self._count_drop("worker_died", sum(len(b.items) for b in self._open))
                     for lane in list(self._lanes.values()):
-                        left, _ = lane.pop(lane.size())
+                        lane.room = lane.wake_at = -1  # a late append is refused (see _wake_lane)
+                        left, _, _ = lane.pop(lane.size())
                         self._count_drop("worker_died", len(left))
-                    self._queued = 0
+                    self._prioritised = 0
                     self._open.clear()
                     self._inflight.clear()
                     self._notify_progress()
@@ -894,8 +966,8 @@ class Engine(Generic[T]):
         """
         clock = self._clock
         while True:
+            self._take_news()
             now = clock()
-            self._drain()
             seen = self._discover(now)
             lane = self._pick(now)
             if lane is not None:
@@ -916,18 +988,44 @@ class Engine(Generic[T]):
             until = timers[0][0] if timers else INF
             if self._outbox and not self._emitting:
                 return _EMIT_FIRST  # events posted by producers (drops): emit before sleeping
-            # Queue up as a sleeper first, then publish the threshold, then
-            # look a last time: an append after that look sees the
-            # threshold and finds this worker to wake.
+            # Queue up as a sleeper first, then publish the threshold (keyed:
+            # that news is wanted), then look a last time: an append after
+            # that look sees the threshold and finds this worker to wake.
             waiter = threading.Lock()
             waiter.acquire()
             self._sleepers.append(waiter)
-            if self._keyed and self._state == _RUNNING:
-                self._wake_at = 0
-            if (self._main is not None and len(self._main.items) != seen) or self._inbox:
+            if self._keyed:
+                self._news_wanted = True
+            if (self._main is not None and len(self._main.items) != seen) or self._news:
                 self._unsleep(waiter)  # appended meanwhile: look again
                 continue
             self._sleep(waiter, None if until == INF else min(max(until - now, 0.0), threading.TIMEOUT_MAX))
+
+    def _take_news(self) -> None:
+        """Handle the lanes producers reported without the lock. Lock held.
+
+        Called at the top of every pass, it also asks for the next report
+        (before it looks): a worker that a report woke may go on to deliver
+        for long, and a later report must then wake another.
+        """
+        if self._keyed:
+            self._news_wanted = True
+        news = self._news
+        if not news or self._state == _CLOSED:
+            return
+        lanes = self._lanes
+        reported: List[Tuple[Lane, float]] = popleft(news, len(news))
+        for lane, when in reported:
+            if lanes.get(lane.key) is not lane:
+                continue  # forgotten: its producers come under the lock
+            if not lane.size():
+                # Reported, then taken: the next item must report again
+                # (publish, then look).
+                self._set_wake(lane, 0)
+                if not lane.size():
+                    continue
+            # A report may predate the last take: it stamps no earlier.
+            self._lane_event(lane, max(when, lane.last_take))
 
     def _sleep(self, waiter: Any, timeout: Optional[float]) -> None:
         """Wait, with the lock released, until woken or *timeout* seconds passed.
@@ -982,7 +1080,7 @@ class Engine(Generic[T]):
             if lane.due_at is None:
                 self._schedule(lane, now)
             full = n >= self._batch_limit or n >= self._queue_limit
-            flushing = lane.min_position() < max(self._flush_upto, lane.flush_upto)
+            flushing = lane.taken < lane.flush_upto
             if full or flushing or self._blocked or not running:
                 self._mark_ready(lane)
             elif running:
@@ -1032,6 +1130,8 @@ class Engine(Generic[T]):
 
     def _takeable(self, lane: Lane, now: float) -> bool:
         """Whether a worker may take the lane now. Lock held."""
+        if self._lanes.get(lane.key) is not lane:
+            return False  # forgotten: a producer moves what lands in it
         batch = lane.batch
         if batch is None:
             return lane.size() > 0
@@ -1039,11 +1139,15 @@ class Engine(Generic[T]):
             return False  # out with a worker
         # Waiting for a retry: its backoff ends at not_before, or early for
         # a flush that covers it, or for shutdown.
-        return (
-            batch.not_before <= now
-            or self._state != _RUNNING
-            or batch.first < max(self._flush_upto, lane.flush_upto)
-        )
+        return batch.not_before <= now or self._state != _RUNNING or self._flushes(batch, lane)
+
+    def _flushes(self, batch: Batch, lane: Lane) -> bool:
+        """Whether a flush waits for *batch*. Lock held."""
+        return batch.first < lane.flush_upto or batch.seq_first < max(self._flush_upto, lane.flush_seq)
+
+    def _flushing(self, lane: Lane) -> bool:
+        """Whether a flush waits for an item still in *lane*. Lock held."""
+        return lane.min_position() < lane.flush_upto or lane.min_seq() < max(self._flush_upto, lane.flush_seq)
 
     def _abandon_retries(self) -> None:
         """Give up every batch waiting for a retry: a deadline passed. Lock held."""
@@ -1061,28 +1165,35 @@ class Engine(Generic[T]):
         self._notify_progress()
 
     def _has_work(self) -> bool:
-        return bool(self._open or self._inbox) or any(lane.size() for lane in self._lanes.values())
+        return bool(self._open) or any(lane.size() for lane in self._lanes.values())
 
     def _take(self, lane: Lane, now: float) -> Batch:
         """Hand the lane's next batch to this worker. Called with the lock held."""
         batch = lane.batch
         if batch is None:
-            items, first = lane.pop(min(lane.size(), self._batch_limit))
+            held = lane.prioritised
+            items, first, seq_first = lane.pop(min(lane.size(), self._batch_limit))
             if lane is not self._main:
-                self._set_queued(self._queued - len(items))
-            batch = lane.batch = Batch(lane, items, first)
+                self._prioritised -= held - lane.prioritised
+                self._reclaimable = True
+            batch = lane.batch = Batch(lane, items, first, seq_first=seq_first)
             self._open.add(batch)
             lane.last_take = now
-            # Items left behind (more than a batch) count their delay from
-            # now; the first one to arrive behind the batch stamps it.
-            lane.first_at = now if lane.size() else None
+            lane.first_at = None
             self._overflowing = False
             if self._blocked:
                 self._notify_progress()
         batch.not_before = None
         batch.attempt += 1
         lane.due_at = None
-        lane.wake_at = NEVER if lane.first_at is not None else 0
+        # Items behind the batch count their delay from now (items left
+        # behind by a full batch) or from when the first of them arrived,
+        # which the first append after this look stamps: publish, then look.
+        self._set_wake(lane, 0)
+        if lane.size():
+            if lane.first_at is None:
+                lane.first_at = now
+            self._set_wake(lane, NEVER)
         self._inflight.add(batch)
         if lane is self._main and self._state == _RUNNING:
             self._wake_at = NEVER
@@ -1188,7 +1299,7 @@ class Engine(Generic[T]):
         wait = policy.backoff_for(batch.attempt, self._random)
         now = self._clock()
         batch.not_before = now + wait
-        if self._state != _RUNNING or batch.first < max(self._flush_upto, lane.flush_upto):
+        if self._state != _RUNNING or self._flushes(batch, lane):
             self._mark_ready(lane)  # flush or shutdown: the backoff ends early
         else:
             lane.due_at = batch.not_before
@@ -1207,20 +1318,32 @@ class Engine(Generic[T]):
             self._forget_if_idle(lane)
             return
         self._schedule(lane, self._clock())
-        flushing = max(self._flush_upto, lane.flush_upto)  # 0 until a flush
-        if (
-            lane.size() >= self._batch_limit
-            or self._state != _RUNNING
-            or (flushing and lane.min_position() < flushing)
-        ):
+        if lane.size() >= self._batch_limit or self._state != _RUNNING or self._flushing(lane):
             self._make_ready(lane)
 
     def _forget_if_idle(self, lane: Lane) -> None:
-        """Drop an empty, settled lane, so memory does not grow with keys ever seen."""
-        if lane is not self._main and not lane.size() and lane.batch is None:
-            if self._lanes.get(lane.key) is lane:
-                del self._lanes[lane.key]
-            lane.due_at = None
+        """Drop an empty, settled lane, so memory does not grow with keys ever seen. Lock held."""
+        if lane is self._main or lane.size() or lane.batch is not None:
+            return
+        if self._lanes.get(lane.key) is not lane:
+            return  # forgotten already
+        # Publish "forgotten", then look a last time: a producer that
+        # appended before the look is seen here, one after it sees -1 and
+        # moves its item to a live lane (see _wake_lane).
+        lane.dead = True
+        lane.room = lane.wake_at = -1
+        if lane.items:
+            lane.dead = False
+            if self._state == _RUNNING:
+                lane.room = NEVER if self._queue_limit == NEVER else lane.grant
+                lane.wake_at = 0
+            self._lane_event(lane, self._clock())
+            return
+        del self._lanes[lane.key]
+        self._granted -= lane.grant
+        lane.grant = 0
+        self._retired += lane.taken
+        lane.due_at = None
 
     def _dispatch_here(self, batch: Batch) -> None:
         """Deliver on the calling thread, once, for items no worker will take."""
@@ -1262,28 +1385,42 @@ class Engine(Generic[T]):
 
     # -- flush and shutdown --------------------------------------------------
 
-    def _settled_before(self, position: int, lane: Optional[Lane] = None) -> bool:
-        lanes = self._lanes.values() if lane is None else [lane]
-        batches = [*self._open, *self._inline] if lane is None else [b for b in self._open if b.lane is lane]
-        return all(b.first >= position for b in batches) and all(
-            ln.min_position() >= position for ln in lanes
-        )
+    def _settled_before(self, targets: Dict[Lane, int], seq: int, lane: Optional[Lane] = None) -> bool:
+        """Whether every item before the flush targets has left: *targets*
+        holds each lane's next position at the flush, *seq* the next
+        sequence number; *lane* limits the check to that lane. Lock held."""
+        if lane is None:
+            lanes: Any = self._lanes.values()
+            batches: Any = itertools.chain(self._open, self._inline)
+        else:
+            lanes = [lane]
+            batches = [b for b in self._open if b.lane is lane]
+        for batch in batches:
+            if batch.seq_first < seq or (batch.lane is not None and batch.first < targets.get(batch.lane, 0)):
+                return False
+        for each, target in targets.items():
+            if each.min_position() < target:
+                return False
+        return all(each.min_seq() >= seq for each in lanes)
 
     def _flush(self, key: Any, timeout: Optional[float]) -> bool:
         """Flush one lane (*key*), or every lane when *key* is ``ALL``."""
         deadline = _deadline(timeout)
         with self._lock:
-            self._drain()
-            target = self._next_position()
             lane = None if key is ALL else self._lanes.get(key)
             forgotten = key is not ALL and lane is None  # nothing pending for that key
-            settled = forgotten or self._settled_before(target, lane)
+            lanes = list(self._lanes.values()) if lane is None else [lane]
+            targets = {each: each.taken + len(each.items) for each in lanes if not forgotten}
+            seq = self._seq
+            settled = forgotten or self._settled_before(targets, seq, lane)
             if not settled:
+                for each, target in targets.items():
+                    each.flush_upto = max(each.flush_upto, target)
                 if lane is None:
-                    self._flush_upto = max(self._flush_upto, target)
+                    self._flush_upto = max(self._flush_upto, seq)
                     self._rush()
                 else:
-                    lane.flush_upto = max(lane.flush_upto, target)
+                    lane.flush_seq = max(lane.flush_seq, seq)
                     self._make_ready(lane)
             if self._dispatching_here():
                 return settled
@@ -1292,7 +1429,7 @@ class Engine(Generic[T]):
 
             def done() -> bool:
                 if not events:
-                    if not forgotten and not self._settled_before(target, lane):
+                    if not forgotten and not self._settled_before(targets, seq, lane):
                         return False
                     events.append(self._posted)
                 return self._emitted >= events[0]
@@ -1336,7 +1473,10 @@ class Engine(Generic[T]):
                 self._exit_closed = by_exit
                 self._state = _CLOSED if self._state == _NEW else _CLOSING
             self._room = self._wake_at = -1
-            self._drain()
+            # Every late append to a keyed lane now looks under the lock
+            # (see _wake_lane); _rush then finds what came before.
+            for lane in self._lanes.values():
+                lane.room = lane.wake_at = -1
             self._rush()
             self._notify_progress()  # blocked producers give up
 
@@ -1396,7 +1536,7 @@ class Engine(Generic[T]):
     # -- introspection -------------------------------------------------------
 
     def _pending_count(self) -> int:
-        return len(self._inbox) // 2 + sum(lane.size() for lane in self._lanes.values()) + sum(
+        return sum(lane.size() for lane in self._lanes.values()) + sum(
             len(b.items) for b in itertools.chain(self._open, self._inline)
         )
 
@@ -1407,7 +1547,7 @@ class Engine(Generic[T]):
             "name": self.name,
             "pending": self._pending_count(),
             "in_flight": in_flight,
-            "enqueued": self._next_position(),
+            "enqueued": self._enqueued_count(),
             "dispatched": self._dispatched,
             "batches": self._batches,
             "failed": self._failed,
@@ -1422,7 +1562,6 @@ class Engine(Generic[T]):
     def stats(self) -> DispatcherStats:
         """Return a consistent snapshot of the counters."""
         with self._lock:
-            self._drain()
             fields = self._stats_fields()
             if not self._keyed:
                 return DispatcherStats(**fields)
@@ -1436,7 +1575,6 @@ class Engine(Generic[T]):
 
     def _pending_for(self, key: Any) -> int:
         with self._lock:
-            self._drain()
             if key is ALL:
                 return self._pending_count()
             lane = self._lanes.get(key)
@@ -1473,13 +1611,12 @@ class Engine(Generic[T]):
             # still running cannot also deliver it. A batch already inside
             # dispatch may yet finish; no retry starts after this.
             self._exit_expired = True
-            self._drain()
             self._abandon_retries()
             for lane in list(self._lanes.values()):
-                items, _ = lane.pop(lane.size())
+                items, _, _ = lane.pop(lane.size())
                 left.extend(items)
                 self._drop(lane.key, items, "exit")
-            self._queued = 0
+            self._prioritised = 0
         self._close(by_exit=False)
         self._emit_posted(deadline, wait=True)
         if left and not self.flush_on_exit:

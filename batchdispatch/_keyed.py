@@ -47,11 +47,14 @@ class KeyedDispatcher(Engine[T]):
     :param retry: a :class:`~batchdispatch.RetryPolicy` (None: no retry).
         While a key's batch waits for its retry, that key's later items wait
         behind it; other keys go on.
-    :param max_queue_size: items waiting at most, all keys together.
+    :param max_queue_size: items waiting at most, all keys together (None:
+        no limit). Under concurrent producers the bound may be passed by at
+        most one item per thread enqueueing at that instant.
 
     The other options are those of
     :class:`~batchdispatch.BackgroundDispatcher`: *delay*, *max_batch_size*,
-    *overflow* (``"drop_oldest"`` evicts the oldest item of any key),
+    *overflow* (``"drop_oldest"`` evicts the oldest item of the key whose
+    waiting items were first seen earliest),
     *block_timeout*, *on_error*, *name*, *flush_on_exit*, *exit_timeout* and
     *clock*.
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
+import sys
 import threading
-from typing import Any, Dict, List, Set
+import time
+from typing import Any, Dict, Iterator, List, Set
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,6 +16,7 @@ from hypothesis import strategies as st
 
 from batchdispatch import KeyedDispatcher, KeyedStats, PartialFailure, RetryPolicy
 from batchdispatch._engine import monotonic
+from batchdispatch._lanes import PriorityLane
 
 from .conftest import FakeClock, KeyedRecorder, poke
 
@@ -790,3 +794,393 @@ def test_flush_wakes_an_idle_worker_while_another_runs_a_slow_listener(make_keye
         assert rec.calls[3] == ("b", [0])
     finally:
         release.set()
+
+
+# -- lanes fed without a lock: forgetting, the bound, flush ------------------------------
+
+
+class PausingDeque(collections.deque):  # type: ignore[type-arg]
+    """A lane's deque that stops one producer thread once: before its append
+    lands (``"append"``: it has passed the room check), or right after it,
+    before it reads the lane's ``wake_at`` (``"after"``)."""
+
+    def __init__(self, items: Any, where: str) -> None:
+        super().__init__(items)
+        self.where = where
+        self.producer: Any = None
+        self.appended = False
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def _pause(self) -> None:
+        if threading.current_thread() is self.producer and not self.entered.is_set():
+            self.entered.set()
+            assert self.gate.wait(10)
+
+    def append(self, item: Any) -> None:
+        if self.where == "append":
+            self._pause()
+        super().append(item)
+        self.appended = threading.current_thread() is self.producer
+
+    def __len__(self) -> int:
+        if self.where == "after" and self.appended:
+            self._pause()
+        return super().__len__()
+
+
+def _pause_producer(d: KeyedDispatcher[Any], key: Any, item: Any, where: str) -> Any:
+    """Start a producer of *item* for *key* that stops inside the lane's deque;
+    return (its deque, the thread, the list its result goes to)."""
+    with d._lock:
+        lane = d._lanes[key]
+        items = lane.items = PausingDeque(lane.items, where)
+    result: List[bool] = []
+    producer = threading.Thread(target=lambda: result.append(d.enqueue(key, item)))
+    items.producer = producer
+    producer.start()
+    assert items.entered.wait(10)
+    return items, producer, result
+
+
+@pytest.mark.parametrize("recreated", [False, True])
+def test_an_item_that_lands_in_a_forgotten_lane_joins_the_live_one(make_keyed, recreated: bool) -> None:
+    rec = KeyedRecorder()
+    d = make_keyed(rec, delay=3600.0)
+    d.enqueue("k", 0)
+    items, producer, result = _pause_producer(d, "k", 1, "append")  # past the room check
+    assert d.flush("k", timeout=10)  # delivers 0: the lane, empty, is forgotten under the producer
+    assert "k" not in d._lanes
+    if recreated:
+        d.enqueue("k", 2)  # the key gets a new lane before the paused append lands
+    items.gate.set()
+    producer.join(10)
+    assert result == [True]
+    assert d.flush(timeout=10)
+    assert rec.items("k") == ([0, 2, 1] if recreated else [0, 1])
+    stats = d.stats()
+    assert (stats.enqueued, stats.dispatched, stats.pending) == (3 if recreated else 2,) * 2 + (0,)
+    assert d._lanes == {}
+
+
+def test_an_item_appended_before_the_lane_settles_keeps_the_lane(make_keyed) -> None:
+    release = threading.Event()
+    entered = threading.Event()
+    rec = KeyedRecorder()
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        entered.set()
+        assert release.wait(10)
+        rec(key, batch)
+
+    d = make_keyed(deliver, delay=3600.0, max_batch_size=1)
+    d.enqueue("k", 0)  # full: out at once, held in deliver
+    assert entered.wait(10)  # the lane is empty behind its batch: the next append takes no lock
+    items, producer, result = _pause_producer(d, "k", 1, "after")  # appended, threshold not read yet
+    release.set()
+    assert rec.wait_calls(2)  # the worker saw the item when the batch settled, and sent it
+    items.gate.set()
+    producer.join(10)
+    assert result == [True]
+    assert d.flush(timeout=10)
+    assert rec.calls == [("k", [0]), ("k", [1])]
+    assert d.stats().enqueued == 2
+
+
+def test_an_append_between_forgetting_and_the_last_look_keeps_the_lane(make_keyed) -> None:
+    rec = KeyedRecorder()
+    d = make_keyed(rec, delay=3600.0)
+
+    class LandsLate(collections.deque):  # type: ignore[type-arg]
+        """Simulates a lock-free append that lands just after the worker
+        published "forgotten" and before its last look at the deque."""
+
+        landed = False
+
+        def __len__(self) -> int:
+            if lane.room == -1 and not self.landed:
+                self.landed = True
+                super().append("late")
+            return super().__len__()
+
+        def __bool__(self) -> bool:  # Python 3.9's deque has its own, which skips __len__
+            return len(self) > 0
+
+    d.enqueue("k", 0)
+    with d._lock:
+        lane = d._lanes["k"]
+        lane.items = LandsLate(lane.items)
+    assert d.flush("k", timeout=10)
+    assert d._lanes.get("k") is lane  # kept, and given a deadline
+    assert lane.room > 0
+    assert lane.due_at is not None
+    assert d.flush(timeout=10)
+    assert rec.items("k") == [0, "late"]
+
+
+def test_an_append_that_lands_in_a_lane_after_shutdown_is_refused(make_keyed) -> None:
+    d = make_keyed(KeyedRecorder(), delay=3600.0)
+    d.enqueue("k", 0)
+    items, producer, result = _pause_producer(d, "k", 1, "append")
+    assert d.shutdown(timeout=10)
+    items.gate.set()
+    producer.join(10)
+    assert result == [False]
+    stats = d.stats()
+    assert (stats.pending, stats.enqueued, stats.dispatched) == (0, 1, 1)
+    assert dict(stats.dropped_by_reason) == {"closed": 1}
+
+
+@pytest.fixture
+def short_switch_interval() -> Iterator[None]:
+    """Switch threads often, for more interleavings."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
+def _produce(
+    d: KeyedDispatcher[Any], producers: int, per_producer: int, keys: str, paced: bool = False
+) -> Dict[Any, bool]:
+    """Enqueue (key, (producer, seq)) items from several threads at once; return each item's result.
+
+    *paced* producers give up the GIL after each item, so that workers keep
+    up and lanes empty (and are forgotten) all the time.
+    """
+    results: Dict[Any, bool] = {}
+    start = threading.Barrier(producers)
+
+    def produce(tid: int) -> None:
+        start.wait()
+        for seq in range(per_producer):
+            key = keys[(seq + tid) % len(keys)]
+            results[(key, (tid, seq))] = d.enqueue(key, (tid, seq))
+            if paced:
+                time.sleep(0)
+
+    threads = [threading.Thread(target=produce, args=(t,)) for t in range(producers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def _assert_in_order(delivered: List[Any]) -> None:
+    by_key_and_producer: Dict[Any, List[int]] = {}
+    for key, (tid, seq) in delivered:
+        by_key_and_producer.setdefault((key, tid), []).append(seq)
+    for seqs in by_key_and_producer.values():
+        assert seqs == sorted(seqs)
+
+
+@pytest.mark.parametrize("max_batch_size", [1, 2, 3])
+def test_many_producers_while_lanes_are_forgotten_and_recreated(
+    make_keyed, short_switch_interval: None, max_batch_size: int
+) -> None:
+    delivered: List[Any] = []
+    lock = threading.Lock()
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        with lock:
+            delivered.extend((key, item) for item in batch)
+
+    d = make_keyed(
+        deliver, delay=0.0001, max_batch_size=max_batch_size, max_concurrent_batches=3, max_queue_size=None
+    )
+    forgotten = [0]
+    original = d._forget_if_idle
+
+    def counting(lane: Any) -> None:
+        known = lane.key in d._lanes
+        original(lane)
+        forgotten[0] += known and lane.key not in d._lanes
+
+    d._forget_if_idle = counting  # type: ignore[method-assign]
+    results = _produce(d, producers=4, per_producer=1500, keys="abcdef", paced=True)
+    assert d.flush(timeout=30)
+    assert all(results.values())
+    assert sorted(delivered) == sorted(results)  # each item exactly once
+    _assert_in_order(delivered)
+    assert forgotten[0] > 0
+    assert d._lanes == {}
+    stats = d.stats()
+    assert (stats.enqueued, stats.dispatched, stats.pending) == (6000, 6000, 0)
+
+
+@pytest.mark.parametrize("overflow", ["drop_newest", "drop_oldest", "block"])
+def test_the_bound_holds_for_all_keys_together_under_many_producers(
+    make_keyed, short_switch_interval: None, overflow: str
+) -> None:
+    limit, producers = 20, 4
+    delivered: List[Any] = []
+    dropped: List[Any] = []
+    lock = threading.Lock()
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        threading.Event().wait(0.0005)  # a slow consumer: the queue stays full
+        with lock:
+            delivered.extend((key, item) for item in batch)
+
+    d = make_keyed(
+        deliver, delay=0.001, max_batch_size=3, max_queue_size=limit, overflow=overflow,
+        max_concurrent_batches=2,
+    )
+    d.on("items_dropped", lambda event: dropped.extend((event.key, item) for item in event.items))
+    peak = [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            with d._lock:
+                peak[0] = max(peak[0], d._queued_count())
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        results = _produce(d, producers=producers, per_producer=500, keys="abcdefg")
+    finally:
+        done.set()
+        watcher.join()
+    assert d.shutdown(timeout=30)
+    assert peak[0] <= limit + producers  # at most one item per producer thread past the bound
+    refused = {item for item, accepted in results.items() if not accepted}
+    assert sorted(delivered + dropped) == sorted(results)  # each item once: delivered, or dropped
+    assert set(dropped) >= refused
+    _assert_in_order(delivered)
+    stats = d.stats()
+    assert stats.dropped == len(dropped)
+    assert stats.enqueued == len(results) - len(refused)
+    if overflow == "block":
+        assert dropped == []
+
+
+def test_flush_covers_what_was_enqueued_before_it_while_producers_go_on(make_keyed) -> None:
+    delivered: Set[Any] = set()
+    lock = threading.Lock()
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        with lock:
+            delivered.update(batch)
+
+    d = make_keyed(deliver, delay=3600.0, max_batch_size=5, max_concurrent_batches=2, max_queue_size=None)
+    stop = threading.Event()
+    returned: List[List[Any]] = [[] for _ in range(3)]
+
+    def produce(tid: int) -> None:
+        seq = 0
+        while not stop.is_set() and seq < 30_000:
+            key = "abcd"[seq % 4]
+            item = (key, tid, seq)
+            assert d.enqueue(key, item, priority=(0, 0, 0, 1, -1)[seq % 5])
+            returned[tid].append(item)
+            seq += 1
+
+    threads = [threading.Thread(target=produce, args=(t,)) for t in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for round_no in range(40):
+            key = "abcd"[round_no % 4] if round_no % 2 else None
+            before = [item for items in returned for item in list(items) if key is None or item[0] == key]
+            assert d.flush(timeout=10) if key is None else d.flush(key, timeout=10)
+            with lock:
+                missing = [item for item in before if item not in delivered]
+            assert missing == []
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert d.flush(timeout=10)
+    assert len(delivered) == sum(len(items) for items in returned)
+
+
+def test_drop_oldest_evicts_from_the_key_that_has_waited_longest(make_keyed, clock: FakeClock) -> None:
+    rec = KeyedRecorder()
+    dropped: List[Any] = []
+    d = make_keyed(rec, delay=3600.0, max_queue_size=3, overflow="drop_oldest", clock=clock)
+    d.on("items_dropped", lambda event: dropped.append((event.key, event.items)))
+    d.enqueue("a", "a0")
+    clock.advance(1.0)
+    d.enqueue("b", "b0")
+    d.enqueue("a", "a1", priority=5)
+    clock.advance(1.0)
+    assert d.enqueue("c", "c0")  # full: a has waited longest, and a0 is its oldest item
+    assert d.enqueue("c", "c1")  # a still has: then a1
+    assert d.flush(timeout=10)
+    assert dropped == [("a", ("a0",)), ("a", ("a1",))]
+    assert sorted(rec.calls) == [("b", ["b0"]), ("c", ["c0", "c1"])]
+
+
+def test_a_lane_evicts_its_oldest_item_whatever_its_priority() -> None:
+    lane = PriorityLane("k")
+    lane.push(5, 0, "p0")  # before any default-priority item
+    lane.items.append("d0")
+    lane.items.append("d1")
+    lane.push(-1, 1, "n0")  # after d0 and d1
+    assert [lane.pop_oldest() for _ in range(4)] == ["p0", "d0", "d1", "n0"]
+    assert lane.size() == 0
+
+
+def test_a_report_that_lands_on_a_forgotten_lane_restores_its_threshold(make_keyed) -> None:
+    """A producer reports a lane without the lock: its store of "never" may
+    land after a worker marked the lane forgotten (-1). It must notice, undo
+    the store and move its item, or later appends would strand in the lane."""
+    rec = KeyedRecorder()
+    d = make_keyed(rec, delay=3600.0)
+    d.enqueue("k", 0)
+    with d._lock:
+        lane = d._lanes["k"]
+    assert d.flush("k", timeout=10)  # delivered; the lane is forgotten
+    assert lane.dead
+    assert (lane.room, lane.wake_at) == (-1, -1)
+    lane.wake_at = sys.maxsize  # what a late report's store leaves behind
+    lane.items.append(1)  # its item, landed in the dead lane
+    assert d._wake_lane(lane) is True
+    assert lane.wake_at == -1  # restored: the next late append looks again
+    assert d.flush(timeout=10)
+    assert rec.items("k") == [0, 1]
+    assert d.stats().enqueued == 2
+
+
+def test_a_full_lane_wakes_an_idle_worker_while_another_delivers(make_keyed) -> None:
+    """Reports of full lanes wake an idle worker even after an earlier report
+    woke one that is still busy delivering."""
+    release = threading.Event()
+    slow_entered = threading.Event()
+    rec = KeyedRecorder()
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        if key == "slow":
+            slow_entered.set()
+            assert release.wait(30)
+        rec(key, batch)
+
+    d = make_keyed(deliver, delay=3600.0, max_batch_size=2, max_concurrent_batches=2)
+    for key in ("w1", "w2"):  # two workers start, each with a full batch
+        d.enqueue(key, 0)
+        d.enqueue(key, 1)
+    assert d.flush(timeout=10)
+    d.enqueue("b", 0)  # waits for its hour
+    _wait_for_sleepers(d, 2)
+    try:
+        d.enqueue("slow", 0)
+        d.enqueue("slow", 1)  # full: reported, and a worker goes into deliver for good
+        assert slow_entered.wait(10)
+        _wait_for_sleepers(d, 1)
+        d.enqueue("b", 1)  # full: the idle worker must send it now, not in an hour
+        assert rec.wait_calls(3)
+        assert rec.calls[2] == ("b", [0, 1])
+    finally:
+        release.set()
+
+
+def _wait_for_sleepers(d: KeyedDispatcher[Any], count: int) -> None:
+    """Wait until *count* workers are idle (synchronised on the engine's own state)."""
+    deadline = monotonic() + 10
+    while len(d._sleepers) != count:
+        assert monotonic() < deadline, f"{len(d._sleepers)} idle workers, not {count}"
+        threading.Event().wait(0.001)
