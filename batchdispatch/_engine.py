@@ -508,7 +508,10 @@ class Engine(Generic[T]):
             items = lane.items
             if len(items) < lane.room:
                 items.append(item)
-                if len(items) > lane.wake_at:
+                # room, which only the lock holder writes, is -1 once the
+                # lane is forgotten or the dispatcher closes: a stale
+                # "never" another producer stored in wake_at cannot hide it.
+                if len(items) > lane.wake_at or lane.room < 0:
                     return self._wake_lane(lane)
                 return True
         return self._admit(key, item, priority)

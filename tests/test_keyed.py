@@ -1184,3 +1184,93 @@ def _wait_for_sleepers(d: KeyedDispatcher[Any], count: int) -> None:
     while len(d._sleepers) != count:
         assert monotonic() < deadline, f"{len(d._sleepers)} idle workers, not {count}"
         threading.Event().wait(0.001)
+
+
+def test_a_stale_never_on_a_forgotten_lane_does_not_hide_it_from_other_producers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Forced interleaving (found in review): producer Q crossed wake_at and
+    # is about to store "never"; producer R has checked the lane's room and
+    # is about to append. The worker then forgets the lane; Q's store lands
+    # over the forget's -1; R appends into the dead lane. R must still take
+    # the locked path, so its item joins the live lane before enqueue
+    # returns: flush(key) covers it and its next item comes after it.
+    from batchdispatch import _engine, _lanes
+
+    slots = {name: _lanes.Lane.__dict__[name] for name in ("wake_at", "room", "dead")}
+    reads: Dict[Any, int] = collections.Counter()
+    pauses: Dict[Any, Any] = {}
+
+    def pause_at(thread: str, attr: str, nth: int) -> Any:
+        pauses[(thread, attr, nth)] = gates = (threading.Event(), threading.Event())
+        return gates
+
+    def hooked(attr: str) -> Any:
+        slot = slots[attr]
+
+        def get(self: Any) -> Any:
+            value = slot.__get__(self)
+            key = (threading.current_thread().name, attr)
+            reads[key] += 1
+            gates = pauses.get((*key, reads[key]))
+            if gates:
+                gates[0].set()
+                assert gates[1].wait(10)
+            return value
+
+        return property(get, slot.__set__)
+
+    class HookedLane(PriorityLane):
+        wake_at = hooked("wake_at")
+        room = hooked("room")
+        dead = hooked("dead")
+
+    monkeypatch.setattr(_engine, "PriorityLane", HookedLane)
+    delivered: List[str] = []
+    first = threading.Event()
+
+    def deliver(key: str, items: List[str]) -> None:
+        if items == ["a"]:
+            assert first.wait(10)
+        delivered.extend(items)
+
+    d = KeyedDispatcher(deliver, delay=0.001, max_batch_size=10, max_concurrent_batches=1)
+    d.enqueue("k", "a")
+    deadline = monotonic() + 10
+    while not d._inflight:  # the worker took "a" and waits in deliver
+        assert monotonic() < deadline
+        threading.Event().wait(0.001)
+    lane = d._lanes["k"]
+    q_in_wake, q_go = pause_at("Q", "wake_at", 2)
+    q_locking, q_go_on = pause_at("Q", "dead", 1)
+    q = threading.Thread(target=lambda: d.enqueue("k", "q1"), name="Q")
+    q.start()
+    assert q_in_wake.wait(10)
+    r_checked, r_go = pause_at("R", "room", 1)
+    seen: Dict[str, Any] = {}
+
+    def producer_r() -> None:
+        seen["r1"] = d.enqueue("k", "r1")
+        seen["flushed"] = d.flush("k", timeout=10)
+        seen["at_flush"] = list(delivered)
+        seen["r2"] = d.enqueue("k", "r2")
+
+    r = threading.Thread(target=producer_r, name="R")
+    r.start()
+    assert r_checked.wait(10)
+    first.set()
+    deadline = monotonic() + 10
+    while "k" in d._lanes or "q1" not in delivered:  # q1 delivered, then the lane forgotten
+        assert monotonic() < deadline
+        threading.Event().wait(0.001)
+    q_go.set()
+    assert q_locking.wait(10)  # Q stored "never" over the -1 and heads for the lock
+    assert slots["wake_at"].__get__(lane) == _lanes.NEVER
+    r_go.set()
+    r.join(10)
+    q_go_on.set()
+    q.join(10)
+    assert d.shutdown(timeout=10)
+    assert seen["r1"] is seen["r2"] is seen["flushed"] is True
+    assert "r1" in seen["at_flush"]
+    assert delivered == ["a", "q1", "r1", "r2"]
