@@ -17,6 +17,7 @@ from ._engine import DispatcherStats, KeyedStats, current_batch_id
 from ._keyed import KeyedDispatcher
 from ._retry import RetryPolicy
 from ._types import DispatchFunc, ErrorHandler
+from ._unit import flush_after
 from .exceptions import BatchDispatchError, PartialFailure, QueueFullError
 
 __version__ = "0.1.0"
@@ -34,6 +35,7 @@ __all__ = [
     "RetryPolicy",
     "__version__",
     "current_batch_id",
+    "flush_after",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,1 @@
+"""Optional integrations with frameworks; the core never imports them."""
