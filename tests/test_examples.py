@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
+import time
 from typing import Dict
+
+from batchdispatch._receiver import Receiver, Response
 
 from .conftest import ROOT, run_python
 
@@ -23,3 +28,68 @@ def test_webhooks_per_endpoint_retries_the_flaky_endpoint_and_gives_up_rejection
     assert "ep-flaky: attempt 1 failed: HTTP Error 503: Service Unavailable" in lines
     assert "ep-strict: gave up 3 items" in lines
     assert lines[-1].startswith("shutdown complete: True; enqueued 91, dispatched 88, failed 3")
+
+
+def run_example(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``python <args>`` from the checkout, with no BATCHDISPATCH_* variable of ours leaking in."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("BATCHDISPATCH_")}
+    environ.update(PYTHONPATH=ROOT, PYTHONWARNINGS="error::ResourceWarning")
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=timeout,
+        check=False,
+    )
+
+
+def test_flask_app_demo_serves_requests_and_ships_every_event_once() -> None:
+    result = run_example(os.path.join("examples", "flask_app.py"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "flush: delivered; 20 events"
+    assert lines[1].startswith("the receiver got 20 events in ")  # the demo checked the ids: 0 to 19, once
+
+
+def test_django_project_demo_serves_requests_and_ships_every_event_once() -> None:
+    result = run_example(os.path.join("examples", "django_project", "manage.py"), "demo")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "flush: delivered; 20 events"
+    assert lines[1].startswith("the receiver got 20 events in ")  # the demo checked the ids: 0 to 19, once
+
+
+def test_django_project_check_names_the_missing_url() -> None:
+    result = run_example(os.path.join("examples", "django_project", "manage.py"), "check")
+    assert result.returncode == 1
+    assert "(batchdispatch.E003) BATCHDISPATCH['default'] has no URL" in result.stderr
+
+
+def test_cron_job_delivers_to_its_own_receiver_and_exits_0() -> None:
+    result = run_example(os.path.join("examples", "cron_job.py"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "enqueued 5, delivered 5, failed 0, pending 0",
+        "the receiver got rows [0, 1, 2, 3, 4] in 1 request(s)",
+    ]
+
+
+def test_cron_job_exits_1_when_the_collector_refuses_the_events() -> None:
+    with Receiver() as receiver:
+        receiver.respond(400)  # final: not retried
+        result = run_example(os.path.join("examples", "cron_job.py"), "--url", receiver.url)
+        assert receiver.request_count == 1
+    assert result.returncode == 1, result.stderr
+    assert result.stdout.startswith("enqueued 5, delivered 0, failed 5, pending 0; last error: POST ")
+    assert result.stderr == "cron_job: 5 events were not delivered\n"
+
+
+def test_cron_job_exits_1_without_hanging_when_the_collector_does_not_answer() -> None:
+    with Receiver() as receiver:
+        receiver.respond(*[Response(200, delay=60)] * 10)  # Receiver.close() cuts the waits
+        started = time.monotonic()
+        result = run_example(
+            os.path.join("examples", "cron_job.py"), "--url", receiver.url, "--timeout", "0.5")
+        took = time.monotonic() - started
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == "enqueued 5, delivered 0, failed 0, pending 5\n"
+    assert result.stderr == "cron_job: 5 events were not delivered\n"
+    # 0.5 s of flush, 1 s of grace at shutdown and 1 s at exit, plus start-up.
+    assert took < 10
