@@ -14,6 +14,7 @@ __all__ = [
     "PartialFailure",
     "QueueFullError",
     "SerializationError",
+    "SpoolError",
     "UnknownEndpointError",
 ]
 
@@ -127,3 +128,37 @@ class UnknownEndpointError(DeliveryError):
     def __init__(self, endpoint_id: Hashable) -> None:
         super().__init__(f"unknown endpoint id {endpoint_id!r}", retryable=False)
         self.endpoint_id = endpoint_id
+
+
+class SpoolError(BatchDispatchError):
+    """A :class:`~batchdispatch.spool.SqliteSpool` operation failed.
+
+    The message names the spool's file and the cause; the underlying error
+    (a :class:`sqlite3.Error` or :class:`OSError`, or the serializer's own
+    exception) is ``__cause__``. Nothing in the file is damaged by the
+    failure: a write that fails is rolled back whole.
+
+    .. code-block:: python
+
+        try:
+            spool.put([(None, {"event": "signup"})])
+        except SpoolError as exc:
+            faults[exc.kind] += 1   # "full", say: keep the items in memory
+
+    :ivar path: the spool's file.
+    :ivar kind: what went wrong, one of :attr:`KINDS`: ``"corrupt"`` (not a
+        spool file, or a damaged one), ``"full"`` (no space left),
+        ``"read_only"`` (the file or its directory cannot be written),
+        ``"locked"`` (another connection held the file past the spool's
+        timeout), ``"io"`` (any other error of the file system or SQLite),
+        ``"encode"`` (an item or key the spool cannot serialize; the
+        spool itself is fine) and ``"closed"`` (the spool was closed).
+    """
+
+    #: Every value :attr:`kind` takes.
+    KINDS = ("corrupt", "full", "read_only", "locked", "io", "encode", "closed")
+
+    def __init__(self, message: str, *, path: str, kind: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.kind = kind

@@ -1,0 +1,773 @@
+"""A durable spool: items kept in an SQLite file until they are delivered.
+
+.. code-block:: python
+
+    from batchdispatch.spool import SqliteSpool
+
+    with SqliteSpool("events.db") as spool:
+        spool.put([(None, {"event": "signup"}), (None, {"event": "login"})])
+        rows = spool.claim(100)            # [(row_id, key, item), ...], oldest first
+        deliver([item for _, _, item in rows])
+        spool.ack([row_id for row_id, _, _ in rows])
+
+The file holds ``(key, item)`` pairs, each encoded as JSON (or with the
+*dumps*/*loads* pair you give), in insertion order. Any number of threads
+and processes may use one file: :meth:`SqliteSpool.claim` hands each row to
+exactly one of them, and the rows of a process that died are handed out
+again. Nothing is ever unpickled: reading a spool does not run code.
+
+Only the standard library is used (:mod:`sqlite3`, :mod:`fcntl`); the
+module is POSIX only, like the rest of batchdispatch.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+import time
+import weakref
+from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple, Union
+
+from . import _json
+from ._engine import monotonic
+from ._validate import seconds
+from .exceptions import SpoolError
+
+__all__ = ["Data", "SqliteSpool"]
+
+log = logging.getLogger(__name__)
+
+#: What a *dumps* callable returns and a *loads* callable receives.
+Data = Union[bytes, str]
+
+#: ``PRAGMA application_id`` of a spool file ("bdsp"): anything else is not ours.
+APPLICATION_ID = 0x62647370
+#: ``PRAGMA user_version``: the layout of the table below.
+SCHEMA_VERSION = 1
+#: The owner of a row that could not be decoded: never handed out again.
+QUARANTINED = "!undecodable"
+
+_SCHEMA = (
+    # AUTOINCREMENT: a row id is never reused, so an id the engine holds in
+    # memory can never name a later row. item is TEXT (JSON, or a str from
+    # dumps) or BLOB (bytes from dumps): SQLite keeps the type, so loads gets
+    # back what dumps returned.
+    "CREATE TABLE spool (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL,"
+    " item NOT NULL, owner TEXT)",
+    # (owner, id): the oldest free rows (owner IS NULL) and the distinct
+    # owners both come from this index without a sort.
+    "CREATE INDEX spool_owner ON spool (owner, id)",
+    f"PRAGMA application_id = {APPLICATION_ID}",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
+
+_INSERT = "INSERT INTO spool (key, item, owner) VALUES (?, ?, ?)"
+
+# SQLite's primary result codes (the low byte of an extended code).
+_SQLITE_KINDS = {
+    3: "read_only",   # SQLITE_PERM
+    5: "locked",      # SQLITE_BUSY
+    6: "locked",      # SQLITE_LOCKED
+    8: "read_only",   # SQLITE_READONLY
+    10: "io",         # SQLITE_IOERR
+    11: "corrupt",    # SQLITE_CORRUPT
+    13: "full",       # SQLITE_FULL
+    14: "io",         # SQLITE_CANTOPEN: refined below
+    23: "read_only",  # SQLITE_AUTH
+    26: "corrupt",    # SQLITE_NOTADB
+}
+# Python < 3.11 has no sqlite_errorcode: fall back on SQLite's messages.
+_MESSAGE_KINDS = (
+    ("not a database", "corrupt"),
+    ("malformed", "corrupt"),
+    ("disk is full", "full"),
+    ("readonly", "read_only"),
+    ("read-only", "read_only"),
+    ("locked", "locked"),
+    ("busy", "locked"),
+)
+_OS_KINDS = {
+    errno.EROFS: "read_only",
+    errno.EACCES: "read_only",
+    errno.EPERM: "read_only",
+    errno.ENOSPC: "full",
+    errno.EDQUOT: "full",
+}
+
+Pair = Tuple[Hashable, Any]
+Row = Tuple[int, Hashable, Any]
+
+
+class _Pending:
+    """One :meth:`SqliteSpool.append` waiting for the group commit that writes it."""
+
+    __slots__ = ("data", "done", "error", "key", "row_id")
+
+    def __init__(self, key: str, data: Data) -> None:
+        self.key = key
+        self.data = data
+        self.done = False
+        self.row_id = 0
+        self.error: Optional[BaseException] = None
+
+
+class _Process:
+    """What one process holds for a spool: its connection, its owner token and lock, the group commit.
+
+    A forked child gets a new one (see ``_after_fork_in_child``): it never
+    uses the parent's connection or claims.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        # The owner recorded in the rows this spool claims. The pid is only
+        # there for people reading the file; liveness is the owner lock.
+        self.token = f"{self.pid}-{secrets.token_hex(8)}"
+        self.lock = threading.Lock()  # the connection: one statement or transaction at a time
+        self.conn: Optional[sqlite3.Connection] = None
+        self.owner_fd = -1  # the owner file, locked while this process lives
+        self.cond = threading.Condition(threading.Lock())  # the group commit's queue
+        self.queue: List[_Pending] = []
+        self.writing = False  # a caller is writing the queue: the others wait for it
+        self.callers = 0  # threads inside append
+
+
+class SqliteSpool:
+    """Keeps ``(key, item)`` pairs in an SQLite file until they are delivered.
+
+    .. code-block:: python
+
+        spool = SqliteSpool("/var/spool/myapp/events.db", durable=True)
+        row_id = spool.append("endpoint-1", {"event": "signup"})  # on disk when it returns
+        ...
+        spool.ack([row_id])                                      # delivered: gone
+        spool.close()
+
+    :param path: the file. Its directory must exist; the file is created
+        with mode 0600 on first use (SQLite's ``-wal`` and ``-shm`` files
+        take the same mode).
+    :param durable: the mode the dispatcher uses this spool in: False
+        writes only what cannot be delivered from memory, True writes every
+        item before ``enqueue`` returns. The spool works the same either
+        way; the dispatcher reads this flag.
+    :param dumps: ``dumps(item) -> bytes | str``, to store items that are
+        not JSON. Give *loads* with it. None: compact UTF-8 JSON.
+    :param loads: ``loads(data) -> item``: the inverse of *dumps*, given
+        the bytes or str that *dumps* returned. It must not run code
+        from the data (never pickle: a spool file is data, not a program).
+    :param timeout: seconds an operation waits for a file another process
+        holds locked before it raises :class:`SpoolError` (kind
+        ``"locked"``).
+    :param name: a name for log messages. None: the file's name.
+
+    Keys are stored as JSON as well: a ``str``, ``int``, ``float``,
+    ``bool``, None, or a tuple of these (a tuple comes back as a tuple).
+    With the default encoding, items come back as JSON makes them: tuples
+    as lists, dict keys as strings.
+
+    Every operation may raise :class:`~batchdispatch.exceptions.SpoolError`
+    naming the file and the cause, with a ``kind`` to count faults by.
+    Opening is lazy: the constructor checks its arguments and that the
+    directory exists, and the first operation opens the file.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(
+        self,
+        path: Union[str, os.PathLike[str]],
+        *,
+        durable: bool = False,
+        dumps: Optional[Callable[[Any], Data]] = None,
+        loads: Optional[Callable[[Data], Any]] = None,
+        timeout: float = 5.0,
+        name: Optional[str] = None,
+    ) -> None:
+        if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        raw = os.fspath(path)
+        if not isinstance(raw, str):
+            raise TypeError(f"path must be a str or os.PathLike of str, got {type(raw).__name__}")
+        if raw in ("", ":memory:") or raw.startswith("file:"):
+            raise ValueError(f"path must name a file, got {raw!r}")
+        if (dumps is None) != (loads is None):
+            missing = "loads" if loads is None else "dumps"
+            raise TypeError(f"dumps and loads go together: {missing} is missing")
+        for label, fn in (("dumps", dumps), ("loads", loads)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{label} must be callable or None, got {type(fn).__name__}")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {type(name).__name__}")
+        self.path = os.path.abspath(raw)
+        self.durable = bool(durable)
+        self.timeout = seconds("timeout", timeout, allow_zero=True)
+        self.name = name or os.path.basename(self.path)
+        self._dumps = dumps
+        self._loads = loads
+        self._closed = False
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            raise SpoolError(
+                f"spool {self.path}: the directory {directory} does not exist", path=self.path, kind="io",
+            )
+        self._proc = _Process()
+        with _spools_lock:
+            _spools.add(self)
+
+    # -- public operations ---------------------------------------------------
+
+    def put(self, pairs: Iterable[Pair]) -> List[int]:
+        """Write *pairs* ``(key, item)`` in one transaction; return their row ids, in order.
+
+        The rows are free: any process's :meth:`claim` may take them. This
+        is how a dispatcher spills what it cannot deliver. All or nothing:
+        on an error no row is written.
+        """
+        rows = [self._encode(key, item, index) for index, (key, item) in enumerate(pairs)]
+        if not rows:
+            return []
+        proc = self._process()
+        with proc.lock:
+            return self._insert(proc, rows, owner=None)
+
+    def append(self, key: Hashable, item: Any) -> int:
+        """Write one pair and return its row id once it is committed.
+
+        For durable mode, from any number of threads: the appends that
+        arrive while one is being written are written together, in one
+        transaction, by whichever caller gets there first (group commit).
+        The row is claimed by this spool, since the caller still holds the
+        item and will :meth:`ack` it once delivered (or :meth:`release`
+        it); if this process dies first, the row is handed out again.
+        """
+        pending = _Pending(*self._encode(key, item, None))
+        proc = self._process()
+        deadline = monotonic() + 2 * self.timeout + 1.0
+        with proc.cond:
+            proc.queue.append(pending)
+            proc.callers += 1
+            try:
+                while not pending.done and proc.writing:
+                    # The writer's own wait is bounded by the timeout; this
+                    # only stops a caller whose turn never came.
+                    left = deadline - monotonic()
+                    if left <= 0 and pending in proc.queue:
+                        proc.queue.remove(pending)
+                        raise SpoolError(
+                            f"spool {self.path}: no write finished within {self.timeout} s",
+                            path=self.path, kind="locked",
+                        )
+                    proc.cond.wait(max(left, 0.05))
+                lead = not pending.done
+                if lead:
+                    proc.writing = True
+                    others = proc.callers > len(proc.queue)
+            finally:
+                proc.callers -= 1
+        if lead:
+            if others:
+                # Threads are on their way here (woken by the last commit, or
+                # encoding their item): let them queue first, so one commit
+                # carries them all. A lone caller never waits.
+                time.sleep(0)
+            with proc.cond:
+                batch, proc.queue = proc.queue, []
+            try:
+                with proc.lock:
+                    ids = self._insert(proc, [(p.key, p.data) for p in batch], owner=self._owner(proc))
+            except BaseException as exc:  # noqa: BLE001 - handed to every caller of the batch
+                for p in batch:
+                    p.error = exc
+            else:
+                for p, row_id in zip(batch, ids):
+                    p.row_id = row_id
+            with proc.cond:
+                for p in batch:
+                    p.done = True
+                proc.writing = False
+                proc.cond.notify_all()
+        if pending.error is not None:
+            if isinstance(pending.error, SpoolError):
+                error = pending.error
+                raise SpoolError(str(error), path=self.path, kind=error.kind) from error
+            raise pending.error
+        return pending.row_id
+
+    def claim(self, limit: int) -> List[Row]:
+        """Take up to *limit* of the oldest free rows for this process: ``[(row_id, key, item), ...]``.
+
+        The rows stay in the file, owned by this spool, until :meth:`ack`
+        deletes them or :meth:`release` frees them. No other process (or
+        other spool on the same file) gets them meanwhile. Rows owned by a
+        process that has died are freed first, so they are handed out
+        again. A row whose data cannot be decoded is left in the file,
+        never handed out, and logged.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be an int of at least 1, got {limit!r}")
+        proc = self._process()
+        with proc.lock:
+            owner = self._owner(proc)
+
+            def take(conn: sqlite3.Connection) -> List[Tuple[int, str, Data]]:
+                self._free_dead_owners(proc, conn)
+                found = conn.execute(
+                    "SELECT id, key, item FROM spool WHERE owner IS NULL ORDER BY id LIMIT ?", (limit,),
+                ).fetchall()
+                conn.executemany("UPDATE spool SET owner = ? WHERE id = ?", [(owner, r[0]) for r in found])
+                return found
+
+            found = self._transaction(proc, take)
+        rows: List[Row] = []
+        bad: List[int] = []
+        for row_id, key, data in found:
+            try:
+                rows.append((row_id, _decode_key(key), self._decode(data)))
+            except Exception as exc:  # noqa: BLE001 - any loads failure quarantines the row
+                log.warning(
+                    "spool %s: row %d cannot be decoded (%s); it stays in the file and is not replayed",
+                    self.path, row_id, type(exc).__name__,
+                )
+                bad.append(row_id)
+        if bad:
+            self._set_owner(bad, QUARANTINED)
+        return rows
+
+    def ack(self, row_ids: Iterable[int]) -> int:
+        """Delete rows this spool claimed (they were delivered); return how many were deleted."""
+        return self._change(row_ids, "DELETE FROM spool WHERE id = ? AND owner = ?")
+
+    def release(self, row_ids: Iterable[int]) -> int:
+        """Free rows this spool claimed, for a later :meth:`claim`; return how many were freed."""
+        return self._change(row_ids, "UPDATE spool SET owner = NULL WHERE id = ? AND owner = ?")
+
+    def count(self) -> int:
+        """Rows in the file: free, claimed by anyone, or undecodable."""
+        proc = self._process()
+        with proc.lock:
+            return int(self._run(proc, lambda conn: conn.execute("SELECT count(*) FROM spool").fetchone()[0]))
+
+    def close(self) -> None:
+        """Free the rows this spool still holds and close the file. Idempotent.
+
+        Freed rows are handed out again by the next :meth:`claim`, here or
+        in another process.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        with _spools_lock:
+            _spools.discard(self)
+        proc = self._proc
+        if proc.pid != os.getpid():
+            return
+        with proc.lock:
+            if proc.owner_fd != -1 and proc.conn is not None:
+                try:
+                    proc.conn.execute("UPDATE spool SET owner = NULL WHERE owner = ?", (proc.token,))
+                except sqlite3.Error as exc:
+                    # Not lost: a later claim frees the rows of an owner whose lock is gone.
+                    log.warning("spool %s: could not free claimed rows at close: %s", self.path, exc)
+            self._disconnect(proc)
+            self._drop_owner(proc)
+
+    def __enter__(self) -> SqliteSpool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "durable" if self.durable else "spill"
+        state = ", closed" if self._closed else ""
+        return f"<SqliteSpool {self.path!r} mode={mode}{state}>"
+
+    # -- encoding --------------------------------------------------------------
+
+    def _encode(self, key: Hashable, item: Any, index: Optional[int]) -> Tuple[str, Data]:
+        where = "the item" if index is None else f"item {index}"
+        try:
+            encoded_key = _json.dumps(key)
+        except (TypeError, ValueError) as exc:
+            raise SpoolError(
+                f"spool {self.path}: the key of {where} is not JSON serializable: {_json.what(exc)}",
+                path=self.path, kind="encode",
+            ) from exc
+        if self._dumps is None:
+            try:
+                return encoded_key, _json.dumps(item)
+            except (TypeError, ValueError) as exc:
+                raise SpoolError(
+                    f"spool {self.path}: {where} is not JSON serializable: {_json.what(exc)}",
+                    path=self.path, kind="encode",
+                ) from exc
+        try:
+            data = self._dumps(item)
+        except Exception as exc:
+            raise SpoolError(
+                f"spool {self.path}: dumps failed on {where}: {type(exc).__name__}",
+                path=self.path, kind="encode",
+            ) from exc
+        if not isinstance(data, (bytes, str)):
+            raise SpoolError(
+                f"spool {self.path}: dumps must return bytes or str, got {type(data).__name__}",
+                path=self.path, kind="encode",
+            )
+        return encoded_key, data
+
+    def _decode(self, data: Data) -> Any:
+        if self._loads is None:
+            return json.loads(data)
+        return self._loads(data)
+
+    # -- the connection ----------------------------------------------------------
+
+    def _process(self) -> _Process:
+        if self._closed:
+            raise SpoolError(f"spool {self.path}: the spool is closed", path=self.path, kind="closed")
+        proc = self._proc
+        if proc.pid != os.getpid():  # forked without the hook having run
+            proc = self._after_fork_in_child()
+        return proc
+
+    def _connect(self, proc: _Process) -> sqlite3.Connection:
+        """The process's connection, opened (and the file created) on first use; call with proc.lock."""
+        if proc.conn is not None:
+            return proc.conn
+        if self._closed:  # closed while this caller waited for the lock
+            raise SpoolError(f"spool {self.path}: the spool is closed", path=self.path, kind="closed")
+        self._create_file()
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if app_id != APPLICATION_ID and (app_id != 0 or tables != 0):
+                raise SpoolError(
+                    f"spool {self.path}: the file is an SQLite database but not a batchdispatch spool",
+                    path=self.path, kind="corrupt",
+                )
+            # WAL: a commit is one append to the -wal file, readers never
+            # block the writer. synchronous=NORMAL: no fsync per commit; a
+            # committed transaction survives the process being killed (it is
+            # in the OS's page cache), though not a power cut.
+            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            conn.execute("PRAGMA synchronous = NORMAL")
+            if tables == 0:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                        for statement in _SCHEMA:
+                            conn.execute(statement)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _rollback(conn)
+                    raise
+            else:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version != SCHEMA_VERSION:
+                    raise SpoolError(
+                        f"spool {self.path}: the file has layout version {version}, this batchdispatch "
+                        f"reads {SCHEMA_VERSION}", path=self.path, kind="corrupt",
+                    )
+        except BaseException:
+            conn.close()
+            raise
+        proc.conn = conn
+        return conn
+
+    def _create_file(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            return
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+        finally:
+            os.close(fd)
+
+    def _disconnect(self, proc: _Process) -> None:
+        conn, proc.conn = proc.conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+
+    def _run(self, proc: _Process, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run *work* on the connection, turning any failure into SpoolError; call with proc.lock."""
+        try:
+            return work(self._connect(proc))
+        except SpoolError:
+            self._disconnect(proc)
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            kind = self._kind(exc)
+            if kind in ("corrupt", "io"):
+                self._disconnect(proc)  # reopen on the next call: the file may have been replaced
+            raise SpoolError(f"spool {self.path}: {_cause(exc)}", path=self.path, kind=kind) from exc
+
+    def _transaction(self, proc: _Process, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run *work* in one write transaction: all of it or none of it; call with proc.lock."""
+
+        def wrapped(conn: sqlite3.Connection) -> Any:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+            return result
+
+        return self._run(proc, wrapped)
+
+    def _insert(self, proc: _Process, rows: Sequence[Tuple[str, Data]], owner: Optional[str]) -> List[int]:
+        def insert(conn: sqlite3.Connection) -> List[int]:
+            ids = []
+            for key, data in rows:
+                cursor = conn.execute(_INSERT, (key, data, owner))
+                ids.append(int(cursor.lastrowid or 0))
+            return ids
+
+        result: List[int] = self._transaction(proc, insert)
+        return result
+
+    def _change(self, row_ids: Iterable[int], statement: str) -> int:
+        ids = [int(row_id) for row_id in row_ids]
+        if not ids:
+            return 0
+        proc = self._process()
+        with proc.lock:
+            if proc.owner_fd == -1:
+                return 0  # this process never claimed anything
+            token = proc.token
+
+            def change(conn: sqlite3.Connection) -> int:
+                return sum(conn.execute(statement, (row_id, token)).rowcount for row_id in ids)
+
+            changed: int = self._transaction(proc, change)
+            return changed
+
+    def _set_owner(self, row_ids: List[int], owner: str) -> None:
+        proc = self._process()
+        with proc.lock:
+            self._transaction(
+                proc, lambda conn: conn.executemany(
+                    "UPDATE spool SET owner = ? WHERE id = ?", [(owner, row_id) for row_id in row_ids],
+                ),
+            )
+
+    def _kind(self, exc: BaseException) -> str:
+        if isinstance(exc, OSError):
+            return _OS_KINDS.get(exc.errno or 0, "io")
+        code = getattr(exc, "sqlite_errorcode", None)
+        kind = "io"
+        if code is not None:
+            kind = _SQLITE_KINDS.get(code & 0xFF, "io")
+        else:
+            message = str(exc).lower()
+            kind = next((k for text, k in _MESSAGE_KINDS if text in message), "io")
+        if kind == "io" and "unable to open" in str(exc).lower() and self._read_only_place():
+            kind = "read_only"  # SQLITE_CANTOPEN: most often a file or directory we may not write
+        return kind
+
+    def _read_only_place(self) -> bool:
+        directory = os.path.dirname(self.path)
+        try:
+            if os.statvfs(directory).f_flag & os.ST_RDONLY:
+                return True
+        except OSError:
+            return False
+        target = self.path if os.path.exists(self.path) else directory
+        return not os.access(target, os.W_OK)
+
+    # -- owners: who holds a claimed row, and whether it is still alive ---------
+
+    def _owner_path(self, token: str) -> str:
+        return f"{self.path}-owner-{token}"
+
+    def _owner(self, proc: _Process) -> str:
+        """This spool's owner token, its lock file created and locked on first use; call with proc.lock.
+
+        A row is claimed by writing the token into it. The owner file's
+        POSIX lock is what says the owner lives: the kernel drops it when
+        the process ends in any way (SIGKILL included), a forked child does
+        not inherit it, and it means the same to every process on the
+        machine, whatever pid namespace they are in.
+        """
+        if proc.owner_fd == -1:
+            path = self._owner_path(proc.token)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                try:
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    os.write(fd, f"{proc.pid}\n".encode())
+                except BaseException:
+                    os.close(fd)
+                    raise
+            except OSError as exc:
+                raise SpoolError(
+                    f"spool {self.path}: cannot create the owner file {path}: {_cause(exc)}",
+                    path=self.path, kind=self._kind(exc),
+                ) from exc
+            proc.owner_fd = fd
+            with _spools_lock:
+                _live_tokens[proc.token] = proc.pid
+        return proc.token
+
+    def _drop_owner(self, proc: _Process) -> None:
+        fd, proc.owner_fd = proc.owner_fd, -1
+        if fd == -1:
+            return
+        with _spools_lock:
+            _live_tokens.pop(proc.token, None)
+        try:
+            os.unlink(self._owner_path(proc.token))
+        except OSError:
+            pass  # a later claim frees the rows all the same: the lock is gone
+        os.close(fd)
+
+    def _free_dead_owners(self, proc: _Process, conn: sqlite3.Connection) -> None:
+        """Free the rows of owners that no longer live; call inside claim's transaction.
+
+        The transaction serializes claimers, so two processes never free
+        the same owner's rows while the other hands them out.
+        """
+        owners = [
+            row[0] for row in conn.execute(
+                "SELECT DISTINCT owner FROM spool WHERE owner IS NOT NULL AND owner != ? AND owner != ?",
+                (proc.token, QUARANTINED),
+            )
+        ]
+        for owner in owners:
+            if not self._owner_alive(owner):
+                conn.execute("UPDATE spool SET owner = NULL WHERE owner = ?", (owner,))
+
+    def _owner_alive(self, token: str) -> bool:
+        with _spools_lock:
+            if _live_tokens.get(token) == os.getpid():
+                # Another spool of this process: its lock cannot be tested
+                # from here (POSIX locks never conflict within a process, and
+                # closing our test descriptor would drop its lock).
+                return True
+        if "/" in token or token.startswith("."):
+            return False  # not a token this module wrote
+        path = self._owner_path(token)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # cannot tell: keep the rows rather than risk handing them out twice
+        try:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    return True
+                return True  # cannot tell, as above
+            try:
+                os.unlink(path)  # dead: tidy up its file
+            except OSError:
+                pass
+            return False
+        finally:
+            os.close(fd)
+
+    # -- fork --------------------------------------------------------------------
+
+    def _before_fork(self) -> bool:
+        """Close the idle connection, so that the child inherits no SQLite state.
+
+        Returns whether it holds proc.lock, which the parent releases after the fork.
+        """
+        proc = self._proc
+        if self._closed or proc.pid != os.getpid() or not proc.lock.acquire(timeout=self.timeout):
+            return False
+        self._disconnect(proc)
+        return True
+
+    def _after_fork_in_child(self) -> _Process:
+        old = self._proc
+        if old.conn is not None:
+            # Busy at the fork (the parent's lock was not free in time): the
+            # copy is unusable here and must not be closed either, which
+            # could touch the parent's locks. Keep it referenced forever.
+            _abandoned.append(old.conn)
+        proc = self._proc = _Process()
+        if old.owner_fd != -1:
+            os.close(old.owner_fd)  # the lock stays the parent's; the descriptor is not needed
+        return proc
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite rolls back on its own when a statement fails this badly
+
+
+def _cause(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} ({type(exc).__name__})"
+    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    return f"{exc} ({name})"
+
+
+def _decode_key(text: str) -> Hashable:
+    return _hashable(json.loads(text))
+
+
+def _hashable(value: Any) -> Hashable:
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    result: Hashable = value
+    return result
+
+
+# -- process-wide state and hooks ----------------------------------------------
+#
+# One set of fork hooks serves every spool, through a WeakSet, as the engine's
+# hooks do: os.register_at_fork cannot unregister.
+
+_spools: weakref.WeakSet[SqliteSpool] = weakref.WeakSet()
+_spools_lock = threading.Lock()
+_live_tokens: Dict[str, int] = {}  # token -> pid of the spools of this process that hold an owner lock
+_abandoned: List[sqlite3.Connection] = []
+_held: List[SqliteSpool] = []  # spools whose lock _before_fork holds, for the parent to release
+
+
+def _before_fork() -> None:
+    with _spools_lock:
+        spools = list(_spools)
+    for spool in spools:
+        if spool._before_fork():
+            _held.append(spool)
+
+
+def _after_fork_in_parent() -> None:
+    while _held:
+        _held.pop()._proc.lock.release()
+
+
+def _after_fork_in_child() -> None:
+    global _spools_lock
+    _spools_lock = threading.Lock()  # may have been held by another thread
+    _held.clear()
+    _live_tokens.clear()
+    for spool in list(_spools):
+        if not spool._closed:
+            spool._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child,
+    )
