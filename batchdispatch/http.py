@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip as _gzip
-import json
 import logging
 import os
 import threading
@@ -44,7 +43,7 @@ import requests
 import requests.adapters
 from urllib3.util import Retry
 
-from . import __version__
+from . import __version__, _json
 from ._engine import current_batch_id
 from ._signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify_signature
 from .exceptions import DeliveryError, SerializationError, UnknownEndpointError
@@ -121,22 +120,6 @@ def _resolve_retries(retries: Any) -> Retry:
     return retries
 
 
-class _NotJSON(TypeError):
-    def __init__(self, value: object) -> None:
-        super().__init__(type(value).__name__)
-        self.value = value
-
-
-def _refuse(value: object) -> Any:
-    raise _NotJSON(value)
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(
-        value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_refuse,
-    ).encode("utf-8")
-
-
 def json_serializer(batch: List[Any]) -> bytes:
     """The default serializer: the batch as one compact JSON array, UTF-8.
 
@@ -145,15 +128,15 @@ def json_serializer(batch: List[Any]) -> bytes:
     item's index and the offending type, never the value itself.
     """
     try:
-        return _dumps(batch)
+        return _json.dumps(batch).encode("utf-8")
     except (TypeError, ValueError) as exc:
         for index, item in enumerate(batch):
             try:
-                _dumps(item)
+                _json.dumps(item)
             except (TypeError, ValueError) as item_exc:
-                what = type(item_exc.value).__name__ if isinstance(item_exc, _NotJSON) else str(item_exc)
                 raise SerializationError(
-                    f"item {index} of the batch is not JSON serializable: {what}", index=index,
+                    f"item {index} of the batch is not JSON serializable: {_json.what(item_exc)}",
+                    index=index,
                 ) from item_exc
         raise SerializationError(f"the batch is not JSON serializable: {type(exc).__name__}") from exc
 
