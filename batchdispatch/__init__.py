@@ -18,7 +18,7 @@ from ._keyed import KeyedDispatcher
 from ._retry import RetryPolicy
 from ._types import DispatchFunc, ErrorHandler
 from ._unit import flush_after
-from .exceptions import BatchDispatchError, PartialFailure, QueueFullError
+from .exceptions import BatchDispatchError, PartialFailure, QueueFullError, SpoolError
 
 __version__ = "0.1.0"
 
@@ -33,6 +33,7 @@ __all__ = [
     "PartialFailure",
     "QueueFullError",
     "RetryPolicy",
+    "SpoolError",
     "__version__",
     "current_batch_id",
     "flush_after",
