@@ -86,6 +86,22 @@ appended under the lock (other priorities, items delivered on a caller's
 thread) draw an engine-wide sequence number (``_seq``). ``flush`` notes
 every lane's next index and the next sequence number, and waits until no
 lane holds, and no open batch contains, an item before them.
+
+Some processes cannot run a worker thread: uWSGI before 2.0.27 without
+``--enable-threads`` keeps the GIL between requests, so a thread runs only
+while a request does. At a dispatcher's first enqueue (never on the hot
+path) ``_threadless`` reads ``BATCHDISPATCH_INLINE`` and, once per process,
+``uwsgi.has_threads``. Without threads, no worker starts and the callers do
+the workers' job (``_caller_delivers``): the thresholds stay at 0
+(``_room``) and keyed lanes get no room (``_lock_free``), so every enqueue
+takes the lock, and after appending it runs ``_serve_here``, a worker's
+pass without its waits: ``_next_batch(wait=False)`` until nothing is due,
+each batch delivered with the lock released and settled as a worker
+would. Deadlines, retries, flush targets and lane ownership are the
+workers' own, so several callers may serve at once, as several workers do.
+``flush``, ``shutdown`` and the exit hook serve on the calling thread, and
+the caller that finds a closing dispatcher drained marks it closed. A
+backoff or a delay that ends between calls waits for the next call.
 """
 
 from __future__ import annotations
