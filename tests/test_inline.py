@@ -274,8 +274,8 @@ fake.__dict__.update({attrs})
 sys.modules["uwsgi"] = fake
 from batchdispatch import BackgroundDispatcher, KeyedDispatcher
 
-def where(*args):
-    print(threading.current_thread().name, args[-1][0])
+def where(*args):  # one write per line: two workers may print at once
+    sys.stdout.write(f"{{threading.current_thread().name}} {{args[-1][0]}}\\n")
 
 a = BackgroundDispatcher(where, delay=3600, max_batch_size=1)
 b = KeyedDispatcher(where, delay=3600, max_batch_size=1)
