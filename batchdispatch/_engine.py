@@ -86,6 +86,22 @@ appended under the lock (other priorities, items delivered on a caller's
 thread) draw an engine-wide sequence number (``_seq``). ``flush`` notes
 every lane's next index and the next sequence number, and waits until no
 lane holds, and no open batch contains, an item before them.
+
+Some processes cannot run a worker thread: uWSGI before 2.0.27 without
+``--enable-threads`` keeps the GIL between requests, so a thread runs only
+while a request does. At a dispatcher's first enqueue (never on the hot
+path) ``_threadless`` reads ``BATCHDISPATCH_INLINE`` and, once per process,
+``uwsgi.has_threads``. Without threads, no worker starts and the callers do
+the workers' job (``_caller_delivers``): the thresholds stay at 0
+(``_room``) and keyed lanes get no room (``_lock_free``), so every enqueue
+takes the lock, and after appending it runs ``_serve_here``, a worker's
+pass without its waits: ``_next_batch(wait=False)`` until nothing is due,
+each batch delivered with the lock released and settled as a worker
+would. Deadlines, retries, flush targets and lane ownership are the
+workers' own, so several callers may serve at once, as several workers do.
+``flush``, ``shutdown`` and the exit hook serve on the calling thread, and
+the caller that finds a closing dispatcher drained marks it closed. A
+backoff or a delay that ends between calls waits for the next call.
 """
 
 from __future__ import annotations
@@ -95,6 +111,7 @@ import collections
 import dataclasses
 import functools
 import heapq
+import importlib
 import itertools
 import logging
 import os
@@ -103,6 +120,7 @@ import threading
 import time
 import types
 import uuid
+import warnings
 import weakref
 from typing import (
     Any,
@@ -315,6 +333,8 @@ class Engine(Generic[T]):
         self._wake_at = 0
         self._state = _NEW
         self._workers: List[threading.Thread] = []
+        # No worker threads: callers deliver due batches (see _serve_here).
+        self._caller_delivers = False
         # Bumped at fork, so a worker frame inherited by the child gives up.
         self._generation = getattr(self, "_generation", 0) + 1
         self._exit_closed = False  # closed by the exit hook: late items still go out
@@ -589,11 +609,16 @@ class Engine(Generic[T]):
 
     def _new_lane(self, key: Hashable) -> PriorityLane:
         """Create *key*'s lane, with no grant yet. Lock held."""
-        room = (NEVER if self._queue_limit == NEVER else 0) if self._state == _RUNNING else -1
+        room = (NEVER if self._queue_limit == NEVER else 0) if self._lock_free() else -1
         lane = self._lanes[key] = PriorityLane(key, room)
         if room < 0:
             lane.wake_at = -1
         return lane
+
+    def _lock_free(self) -> bool:
+        """Whether producers may append to keyed lanes without the lock: running,
+        with worker threads. Callers that deliver take the lock for every item. Lock held."""
+        return self._state == _RUNNING and not self._caller_delivers
 
     def _set_wake(self, lane: Lane, wake_at: int) -> None:
         """Publish a keyed lane's ``wake_at``; closing, every append keeps looking (-1). Lock held."""
@@ -622,7 +647,7 @@ class Engine(Generic[T]):
             lane.grant += more
             self._granted += more
             self._reclaimable = True
-            if self._state == _RUNNING:
+            if self._lock_free():
                 lane.room = lane.grant
         return True
 
@@ -633,7 +658,7 @@ class Engine(Generic[T]):
         may still append, one item per thread (the documented slack).
         """
         self._reclaimable = False
-        running = self._state == _RUNNING
+        running = self._lock_free()
         for lane in self._lanes.values():
             spare = lane.grant - len(lane.items)
             if spare > 0:
@@ -647,7 +672,7 @@ class Engine(Generic[T]):
         if self._queue_limit != NEVER and len(lane.items) > lane.grant:
             self._granted += len(lane.items) - lane.grant
             lane.grant = len(lane.items)
-            if self._state == _RUNNING:
+            if self._lock_free():
                 lane.room = lane.grant
 
     # -- admission under the lock -------------------------------------------------
@@ -657,15 +682,22 @@ class Engine(Generic[T]):
         trash: List[Any] = []  # evicted items, released after the lock
         report = None
         inline: Optional[Batch] = None
+        threadless = None
         with self._lock:
             if self._state == _NEW and not _exiting:
-                self._start_worker()
+                threadless = _threadless()
+                if threadless is None:
+                    self._start_worker()
+                else:
+                    self._deliver_on_callers()
             state = self._state
             if state == _RUNNING or (state == _CLOSING and self._exit_closed and not self._exit_expired):
                 # While the exit hook drains, late items still join the queue.
                 if self._push(key, item, priority):
-                    return True
-                if state == _RUNNING:
+                    if not self._caller_delivers:
+                        return True
+                    accepted = True
+                elif state == _RUNNING:
                     accepted, report = self._overflow_locked(key, item, priority, trash)
                 else:
                     self._drop(key, [item], "queue_full")
@@ -688,10 +720,14 @@ class Engine(Generic[T]):
                 self._drop(key, [item], "exit" if self._exit_closed else "closed")
                 accepted, report = False, self._drop_report()
         del trash
+        if threadless == "uwsgi":
+            _warn_threadless()
         if inline is not None:
             self._dispatch_here(inline)
             return True
-        if self._state == _CLOSED:
+        if self._caller_delivers:
+            self._serve_here()  # delivers what is due, emits the events
+        elif self._state == _CLOSED:
             self._emit_posted()  # no worker will: only then does enqueue run listeners
         if report:
             log.warning(*report)
@@ -849,7 +885,8 @@ class Engine(Generic[T]):
                 self._drop(lane.key, [evicted], "queue_full")
             if self._push(key, item, priority):
                 return True, None
-        if policy == "block" and not self._dispatching_here():
+        # Callers that deliver never wait for room: no worker would make it.
+        if policy == "block" and not self._dispatching_here() and not self._caller_delivers:
             deadline = _deadline(self._block_timeout)
             self._blocked += 1
             try:
@@ -890,6 +927,8 @@ class Engine(Generic[T]):
 
     def _start_worker(self) -> None:
         """Start a worker. Called with the lock held."""
+        if self._caller_delivers:
+            return  # no worker threads in this process: callers deliver
         number = len(self._workers) + 1
         suffix = "" if self._max_workers == 1 else f"-{number}"
         worker = threading.Thread(
@@ -1337,7 +1376,7 @@ class Engine(Generic[T]):
         lane.room = lane.wake_at = -1
         if lane.items:
             lane.dead = False
-            if self._state == _RUNNING:
+            if self._lock_free():
                 lane.room = NEVER if self._queue_limit == NEVER else lane.grant
                 lane.wake_at = 0
             self._lane_event(lane, self._clock())
@@ -1360,6 +1399,51 @@ class Engine(Generic[T]):
                 old_error = self._settle(batch, error)
             del old_error
         self._emit_posted()
+
+    # -- delivery on the callers' threads (no worker threads) ------------------
+
+    def _deliver_on_callers(self) -> None:
+        """Run without worker threads: callers deliver what is due. Lock held.
+
+        The thresholds stay at 0 (BackgroundDispatcher) and keyed lanes get
+        no room, so every enqueue takes the lock, and the slow path
+        (``_admit``) then delivers whatever is due on the enqueuing thread.
+        """
+        self._caller_delivers = True
+        self._state = _RUNNING
+
+    def _serve_here(self, deadline: Optional[float] = None) -> None:
+        """A worker's passes on the calling thread, without its waits.
+
+        Takes every batch that is due now (full, past its delay, flushed,
+        closing, or a retry whose backoff ended), delivers it with the lock
+        released, settles it and looks again; returns when nothing is due,
+        or when *deadline* has passed (a batch already in dispatch runs to
+        its end). The thread that finds a closing dispatcher drained closes it.
+        """
+        if self._dispatching_here():
+            return  # inside this dispatcher's dispatch: that pass looks again after it
+        generation = self._generation
+        batch: Optional[Batch] = None
+        error: Optional[BaseException] = None
+        while True:
+            old_error = None
+            with self._lock:
+                if self._generation != generation:
+                    return  # os.fork() was called from dispatch: this is the child
+                if batch is not None:
+                    old_error = self._settle(batch, error)
+                done, batch = batch, None
+                if deadline is None or monotonic() < deadline:
+                    batch = self._next_batch(wait=False)
+                if batch is None and self._state == _CLOSING and not self._inflight and not self._has_work():
+                    self._state = _CLOSED
+                    self._notify_progress()
+            del done, error, old_error  # outside the lock: an item's finalizer may enqueue
+            self._emit_posted()
+            if batch is None:
+                return
+            error = self._attempt(batch)
 
     # -- drops ---------------------------------------------------------------
 
@@ -1427,6 +1511,9 @@ class Engine(Generic[T]):
                     self._make_ready(lane)
             if self._dispatching_here():
                 return settled
+        if self._caller_delivers and not settled:
+            self._serve_here(deadline)
+        with self._lock:
             # Then the events of those batches: listeners have run when flush returns.
             events: List[int] = []
 
@@ -1485,6 +1572,8 @@ class Engine(Generic[T]):
 
     def _join(self, deadline: Optional[float], reason: str) -> bool:
         """Wait for the workers to drain and stop; warn if the deadline passes."""
+        if self._caller_delivers:
+            self._serve_here(deadline)  # no workers: this thread drains
         with self._lock:
             if self._dispatching_here():
                 return False
@@ -1682,6 +1771,76 @@ def current_batch_id() -> Optional[str]:
     if batch.id is None:
         batch.id = uuid.uuid4().hex
     return batch.id
+
+
+# -- processes without threads (uWSGI) ------------------------------------------
+
+#: The environment variable that says where batches are delivered: ``1`` (or
+#: ``true``, ``yes``, ``on``) on the threads that enqueue, with no worker
+#: thread; ``0`` (or ``false``, ``no``, ``off``) on worker threads, even
+#: under a uWSGI without threads. Unset or anything else: worker threads,
+#: unless uWSGI runs this process without Python threads. Read when a
+#: dispatcher starts (its first enqueue).
+INLINE_ENV = "BATCHDISPATCH_INLINE"
+
+_uwsgi_threadless: Optional[bool] = None  # found once per process
+_warned_pid = 0  # the process that gave the uWSGI warning (uWSGI forks in C, past any fork hook)
+
+
+def _threadless() -> Optional[str]:
+    """Why this process delivers on callers' threads: ``"env"``, ``"uwsgi"``, or None (it does not)."""
+    choice = os.environ.get(INLINE_ENV, "").strip().lower()
+    if choice in ("1", "true", "yes", "on"):
+        return "env"
+    if choice in ("0", "false", "no", "off"):
+        return None
+    global _uwsgi_threadless
+    if _uwsgi_threadless is None:
+        _uwsgi_threadless = _uwsgi_without_threads()
+    return "uwsgi" if _uwsgi_threadless else None
+
+
+def _uwsgi_without_threads() -> bool:
+    """Whether this process is a uWSGI one whose Python threads do not run.
+
+    Before uWSGI 2.0.27, the Python plugin enables threads only with
+    ``--enable-threads`` or ``--threads``: otherwise a thread the app starts
+    gets the GIL only while a request runs Python code (the worker holds it
+    while it waits for the next request), so a worker thread delivers late,
+    or at exit. The ``uwsgi`` module, importable only inside uWSGI, says so
+    in ``has_threads``; ``opt`` (the options, as str keys) is the fallback.
+    """
+    try:
+        uwsgi = importlib.import_module("uwsgi")  # built into uWSGI, importable nowhere else
+    except ImportError:
+        return False
+    has_threads = getattr(uwsgi, "has_threads", None)
+    if has_threads is not None:
+        return not has_threads
+    opt = getattr(uwsgi, "opt", None)
+    if not isinstance(opt, dict):
+        return False  # some other module called uwsgi
+    return not any(name in opt or name.encode() in opt for name in ("enable-threads", "threads"))
+
+
+def _warn_threadless() -> None:
+    """Warn, once per process, that uWSGI runs it without threads. Lock not held."""
+    global _warned_pid
+    pid = os.getpid()
+    if _warned_pid == pid:
+        return
+    _warned_pid = pid
+    message = (
+        f"batchdispatch: uWSGI runs this process (pid {pid}) without Python threads, so"
+        " dispatchers deliver due batches on the threads that enqueue, adding the delivery"
+        " time to those requests. Run uWSGI with --enable-threads (or --threads N), and"
+        " with --lazy-apps if the app is loaded before the fork. Set"
+        f" {INLINE_ENV}=1 to keep this mode without this warning."
+    )
+    try:
+        warnings.warn(message, RuntimeWarning, stacklevel=4)  # at the caller of enqueue
+    except Exception:  # noqa: BLE001 - a filter made it an error: enqueue must not raise
+        log.warning("%s", message)
 
 
 def _exit_hook() -> None:
