@@ -6,7 +6,8 @@ exactly once. uWSGI runs Python's atexit in its workers when they stop
 (through ``Py_Finalize``, unless ``--skip-atexit`` or
 ``--skip-atexit-teardown``), so the exit hook delivers what is left.
 
-The binary is ``$BATCHDISPATCH_TEST_UWSGI`` or the ``uwsgi`` beside this
+The binary is ``$BATCHDISPATCH_TEST_UWSGI`` (``{python}`` in it stands for
+this interpreter's version, ``3.11`` say) or the ``uwsgi`` beside this
 interpreter (``pip install uWSGI`` builds it against this Python); without
 either, these tests are skipped. uWSGI 2.0.27 and later enable Python
 threads by default, so only an older one shows the threadless mode:
@@ -42,8 +43,13 @@ WARNING = re.compile(r"RuntimeWarning: batchdispatch: uWSGI runs this process \(
 
 
 def _binary() -> str:
+    """``$BATCHDISPATCH_TEST_UWSGI``, with ``{python}`` replaced by this
+    interpreter's version (a uWSGI embeds the Python it was built with), if
+    it exists; else the ``uwsgi`` beside this interpreter."""
     beside = os.path.join(os.path.dirname(sys.executable), "uwsgi")
-    path = os.environ.get("BATCHDISPATCH_TEST_UWSGI") or beside
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    chosen = os.environ.get("BATCHDISPATCH_TEST_UWSGI", "").replace("{python}", version)
+    path = chosen if chosen and os.access(chosen, os.X_OK) else beside
     if not os.access(path, os.X_OK):
         pytest.skip(f"uWSGI is not installed ({path}); pip install uWSGI")
     return path
