@@ -102,6 +102,15 @@ workers' own, so several callers may serve at once, as several workers do.
 ``flush``, ``shutdown`` and the exit hook serve on the calling thread, and
 the caller that finds a closing dispatcher drained marks it closed. A
 backoff or a delay that ends between calls waits for the next call.
+
+A uWSGI master that loads the app forks its workers from C, past
+``os.register_at_fork``: a thread started there could hold the GIL at the
+fork and hang every worker. While ``uwsgi.worker_id()`` is 0 a dispatcher
+starts no thread and stays new, so each item is delivered at once on the
+enqueuing thread (the master runs no atexit hooks). Every dispatcher
+remembers its pid, and a slow path (``_admit``, which a dispatcher that
+never ran lock-free always takes) that sees another one resets the
+process's dispatchers, as the fork hook would have.
 """
 
 from __future__ import annotations
@@ -312,6 +321,7 @@ class Engine(Generic[T]):
 
     def _reset(self) -> None:
         """Set every piece of runtime state to that of a new dispatcher."""
+        self._pid = os.getpid()  # a slow path that sees another pid resets (uWSGI forks past our hook)
         # Reentrant: a signal handler or a finalizer that runs on a thread
         # inside a slow path may enqueue again (logging does, through a
         # handler), and must not deadlock on the lock its own thread holds.
@@ -683,13 +693,18 @@ class Engine(Generic[T]):
         report = None
         inline: Optional[Batch] = None
         threadless = None
+        if self._pid != os.getpid():
+            _after_fork_in_child()  # forked where os.register_at_fork did not run (uWSGI)
         with self._lock:
             if self._state == _NEW and not _exiting:
                 threadless = _threadless()
                 if threadless is None:
                     self._start_worker()
-                else:
+                elif threadless != "uwsgi-master":
                     self._deliver_on_callers()
+                # A uWSGI master stays new: each item is delivered below, on
+                # this thread, as it comes (the master keeps no queue for
+                # its exit, which runs no atexit hooks).
             state = self._state
             if state == _RUNNING or (state == _CLOSING and self._exit_closed and not self._exit_expired):
                 # While the exit hook drains, late items still join the queue.
@@ -1788,7 +1803,12 @@ _warned_pid = 0  # the process that gave the uWSGI warning (uWSGI forks in C, pa
 
 
 def _threadless() -> Optional[str]:
-    """Why this process delivers on callers' threads: ``"env"``, ``"uwsgi"``, or None (it does not)."""
+    """Why this process delivers on callers' threads, or None (it does not).
+
+    ``"env"`` (the environment says so), ``"uwsgi"`` (a uWSGI without
+    threads: warned about) or ``"uwsgi-master"`` (a uWSGI process about to
+    fork its workers: see :func:`_uwsgi_master`).
+    """
     choice = os.environ.get(INLINE_ENV, "").strip().lower()
     if choice in ("1", "true", "yes", "on"):
         return "env"
@@ -1797,7 +1817,27 @@ def _threadless() -> Optional[str]:
     global _uwsgi_threadless
     if _uwsgi_threadless is None:
         _uwsgi_threadless = _uwsgi_without_threads()
-    return "uwsgi" if _uwsgi_threadless else None
+    if _uwsgi_threadless:
+        return "uwsgi"
+    return "uwsgi-master" if _uwsgi_master() else None
+
+
+def _uwsgi_master() -> bool:
+    """Whether this is a uWSGI process that has not become a worker yet.
+
+    Not cached: the workers are forks of it. uWSGI loads the app there
+    (unless ``--lazy-apps``) and then forks its workers from C, past
+    :func:`os.register_at_fork`; a thread started there could hold the GIL
+    at the fork, and every worker would wait for it forever. So that
+    process starts no thread and delivers each item as it is enqueued: its
+    exit runs no atexit hooks, so nothing may wait there.
+    """
+    try:
+        uwsgi = importlib.import_module("uwsgi")
+    except ImportError:
+        return False
+    worker_id = getattr(uwsgi, "worker_id", None)
+    return callable(worker_id) and worker_id() == 0
 
 
 def _uwsgi_without_threads() -> bool:
@@ -1859,8 +1899,14 @@ def _exit_hook() -> None:
             log.exception("batchdispatch:%s: exit flush failed", engine.name)
 
 
+_resets: Dict[int, object] = {os.getpid(): None}  # processes whose dispatchers are their own
+
+
 def _after_fork_in_child() -> None:
     global _registry_lock
+    token = object()
+    if _resets.setdefault(os.getpid(), token) is not token:
+        return  # this process was reset already (setdefault is atomic: one caller wins)
     _registry_lock = threading.Lock()  # may have been held by another thread
     for engine in list(_registry):
         engine._after_fork_in_child()

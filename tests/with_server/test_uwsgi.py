@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -66,12 +66,14 @@ def uwsgi_binary() -> Tuple[str, Tuple[int, ...]]:
 class Server:
     """One uWSGI master with its workers, and what they answered and logged."""
 
-    def __init__(self, binary: str, receiver: Receiver, log_path: str, *options: str) -> None:
+    def __init__(
+        self, binary: str, receiver: Receiver, log_path: str, *options: str, env: Dict[str, str],
+    ) -> None:
         self.port = free_port()
         self.log_path = log_path
         env = dict(
             os.environ, PYTHONPATH=ROOT, BATCHDISPATCH_TEST_URL=receiver.url,
-            BATCHDISPATCH_TEST_BATCH=str(BATCH),
+            BATCHDISPATCH_TEST_BATCH=str(BATCH), **env,
         )
         env.pop(INLINE_ENV, None)
         app = os.path.join(HERE, "uwsgi_app.py")
@@ -118,8 +120,9 @@ def serve(uwsgi_binary: Tuple[str, Tuple[int, ...]], tmp_path: Any) -> Iterator[
     """Start uWSGI servers that are always stopped after the test."""
     started: List[Server] = []
 
-    def factory(receiver: Receiver, *options: str) -> Server:
-        server = Server(uwsgi_binary[0], receiver, str(tmp_path / f"uwsgi-{len(started)}.log"), *options)
+    def factory(receiver: Receiver, *options: str, env: Optional[Dict[str, str]] = None) -> Server:
+        log = str(tmp_path / f"uwsgi-{len(started)}.log")
+        server = Server(uwsgi_binary[0], receiver, log, *options, env=env or {})
         started.append(server)
         server.wait_ready()
         return server
@@ -145,10 +148,10 @@ def _run(server: Server, receiver: Receiver, sig: int) -> Tuple[List[Dict[str, A
     log = server.log()
     assert code == 0, log
     assert stopped < 20, (stopped, log)  # the exit flush takes milliseconds; mercy is 60 s
-    numbers = sorted(item["n"] for item in receiver.items)
+    numbers = sorted(item["n"] for item in receiver.items if item["n"] >= 0)
     assert numbers == list(range(REQUESTS)), log  # every event, exactly once
     # Each event was sent by the worker that served its request.
-    by_pid = {(item["n"], item["pid"]) for item in receiver.items}
+    by_pid = {(item["n"], item["pid"]) for item in receiver.items if item["n"] >= 0}
     assert by_pid == {(n, answer["pid"]) for n, answer in enumerate(answers)}
     return answers, log
 
@@ -193,3 +196,23 @@ def test_uwsgi_2_0_27_and_later_have_threads_without_the_option(
     answers, log = _run(server, receiver, signal.SIGINT)
     assert {answer["has_threads"] for answer in answers} == {1}
     assert not WARNING.search(log), log
+
+
+@pytest.mark.parametrize(
+    "options", [(), ("--py-call-uwsgi-fork-hooks",)], ids=["plain", "py-call-uwsgi-fork-hooks"],
+)
+def test_an_item_enqueued_while_the_app_loads_in_the_master_stays_the_masters(
+    serve: Any, receiver: Receiver, options: Tuple[str, ...],
+) -> None:
+    # The app enqueues while it loads, in the master. A worker thread
+    # started there could hold the GIL when uWSGI forks the workers from C,
+    # past os.register_at_fork, and every worker would wait for it forever
+    # (they never answered before the fix). The master starts no thread and
+    # delivers the item at once; each worker notices the new pid at its
+    # first enqueue and starts fresh.
+    server = serve(receiver, "--enable-threads", *options, env={"BATCHDISPATCH_TEST_AT_IMPORT": "1"})
+    answers, log = _run(server, receiver, signal.SIGINT)
+    workers = {answer["pid"] for answer in answers}
+    loaded = [item["pid"] for item in receiver.items if item["n"] == -1]
+    assert len(loaded) == 1, log  # delivered once, by the master as the app loaded
+    assert loaded[0] not in workers, log

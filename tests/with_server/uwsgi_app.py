@@ -28,6 +28,11 @@ events: BackgroundDispatcher[Any] = BackgroundDispatcher(
     name="uwsgi-test",
 )
 
+if os.environ.get("BATCHDISPATCH_TEST_AT_IMPORT"):
+    # Enqueued while the app loads: in the master unless --lazy-apps, before
+    # uWSGI forks the workers from C.
+    events.enqueue({"n": -1, "pid": os.getpid()})
+
 
 def application(environ: Any, start_response: Callable[[str, List[Tuple[str, str]]], Any]) -> Iterable[bytes]:
     query = environ.get("QUERY_STRING", "")
