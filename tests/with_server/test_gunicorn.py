@@ -54,15 +54,23 @@ WORKERS: Dict[str, List[str]] = {
 
 
 def wait_until_serving(http: requests.Session, base: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll until gunicorn answers any request (a 404 will do), at most BOOT_TIMEOUT seconds."""
+    """Poll until gunicorn answers any request (a 404 will do) and has spawned both
+    workers, at most BOOT_TIMEOUT seconds.
+
+    gunicorn spawns its workers one after the other: a SIGTERM that arrives
+    while it is still spawning them starts one more worker after the signal,
+    which the master then waits for until the graceful timeout.
+    """
     deadline = time.monotonic() + BOOT_TIMEOUT
     while True:
         try:
             http.get(f"{base}/not-an-event", timeout=BOOT_TIMEOUT)
-            return
+            if log.read_text().count("Booting worker with pid") >= 2:
+                return
         except requests.ConnectionError:
-            if time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not answer within {BOOT_TIMEOUT} s:\n{log.read_text()}")
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"gunicorn did not serve with 2 workers within {BOOT_TIMEOUT} s:\n{log.read_text()}")
         try:  # doubles as the pause between attempts
             server.wait(timeout=0.05)
         except subprocess.TimeoutExpired:
