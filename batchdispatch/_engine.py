@@ -120,11 +120,11 @@ import collections
 import dataclasses
 import functools
 import heapq
-import importlib
 import itertools
 import logging
 import os
 import random
+import sys
 import threading
 import time
 import types
@@ -1832,10 +1832,7 @@ def _uwsgi_master() -> bool:
     process starts no thread and delivers each item as it is enqueued: its
     exit runs no atexit hooks, so nothing may wait there.
     """
-    try:
-        uwsgi = importlib.import_module("uwsgi")
-    except ImportError:
-        return False
+    uwsgi = sys.modules.get("uwsgi")  # see _uwsgi_without_threads
     worker_id = getattr(uwsgi, "worker_id", None)
     return callable(worker_id) and worker_id() == 0
 
@@ -1850,9 +1847,12 @@ def _uwsgi_without_threads() -> bool:
     or at exit. The ``uwsgi`` module, importable only inside uWSGI, says so
     in ``has_threads``; ``opt`` (the options, as str keys) is the fallback.
     """
-    try:
-        uwsgi = importlib.import_module("uwsgi")  # built into uWSGI, importable nowhere else
-    except ImportError:
+    # uWSGI registers its module before it loads the app. Looked up, never
+    # imported: this runs under the engine lock at a first enqueue, and a
+    # fork while another thread sat in an import would leave the child's
+    # import lock held for ever (found by the fork storm test).
+    uwsgi = sys.modules.get("uwsgi")
+    if uwsgi is None:
         return False
     has_threads = getattr(uwsgi, "has_threads", None)
     if has_threads is not None:
