@@ -38,6 +38,7 @@ from .. import _validate
 from .._dispatcher import BackgroundDispatcher
 from .._engine import DispatcherStats
 from ..http import HttpSink, _check_headers, _check_secret, _check_url
+from . import _options
 
 __all__ = ["CONFIG_DEFAULTS", "EXTENSION_KEY", "BatchDispatch"]
 
@@ -46,16 +47,7 @@ EXTENSION_KEY = "batchdispatch"
 #: The prefix of every configuration key.
 PREFIX = "BATCHDISPATCH_"
 #: Every configuration key (without the prefix) and its default; URL has none.
-CONFIG_DEFAULTS: Mapping[str, Any] = {
-    "URL": None,
-    "DELAY": 0.1,
-    "MAX_BATCH_SIZE": None,
-    "MAX_QUEUE_SIZE": 100_000,
-    "OVERFLOW": "drop_newest",
-    "HEADERS": None,
-    "SECRET": None,
-    "EXIT_TIMEOUT": 5.0,
-}
+CONFIG_DEFAULTS: Mapping[str, Any] = _options.DEFAULTS
 #: Overflow policies allowed here: "block" would stall request threads.
 OVERFLOW_POLICIES = ("drop_newest", "drop_oldest", "raise")
 
@@ -169,14 +161,7 @@ class BatchDispatch:
         for key, default in CONFIG_DEFAULTS.items():
             app.config.setdefault(PREFIX + key, default)
         options = _read_config(app.config)
-        sink = HttpSink(options.pop("url"), headers=options.pop("headers"), secret=options.pop("secret"))
-        try:
-            dispatcher: BackgroundDispatcher[Any] = BackgroundDispatcher(
-                sink, name=f"flask:{app.name}", **options
-            )
-        except BaseException:
-            sink.close()
-            raise
+        dispatcher, sink = _options.build(f"flask:{app.name}", **options)
         app.extensions[EXTENSION_KEY] = _State(self, dispatcher, sink, options["exit_timeout"])
         app.cli.add_command(_make_cli(app))
 

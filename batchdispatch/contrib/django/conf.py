@@ -17,21 +17,13 @@ from django.conf import settings  # type: ignore[import-untyped]
 
 from ... import _validate
 from ...http import _check_headers, _check_secret, _check_url
+from .. import _options
 
 #: The name of the Django setting.
 SETTING = "BATCHDISPATCH"
 
 #: Every option an alias may set, with its default (URL has none).
-DEFAULTS: Mapping[str, Any] = {
-    "URL": None,
-    "DELAY": 0.1,
-    "MAX_BATCH_SIZE": None,
-    "MAX_QUEUE_SIZE": 100_000,
-    "OVERFLOW": "drop_newest",
-    "HEADERS": None,
-    "SECRET": None,
-    "EXIT_TIMEOUT": 5.0,
-}
+DEFAULTS: Mapping[str, Any] = _options.DEFAULTS
 
 #: The system check id each option's errors are reported under.
 CHECK_IDS: Mapping[str, str] = {

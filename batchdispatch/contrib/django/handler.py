@@ -20,6 +20,7 @@ from django.core.signals import setting_changed  # type: ignore[import-untyped]
 from ..._dispatcher import BackgroundDispatcher
 from ..._engine import monotonic
 from ...http import HttpSink
+from .. import _options
 from . import conf
 
 __all__ = ["DispatcherHandler", "UnknownAliasError", "dispatchers"]
@@ -138,17 +139,12 @@ class DispatcherHandler:
         options, problems = conf.resolve(alias, setting[alias])
         if options is None:
             raise ImproperlyConfigured(next(p.message for p in problems if p.is_error))
-        sink = HttpSink(options.url, headers=options.headers, secret=options.secret)
-        try:
-            dispatcher: BackgroundDispatcher[Any] = BackgroundDispatcher(
-                sink, delay=options.delay, max_batch_size=options.max_batch_size,
-                max_queue_size=options.max_queue_size, overflow=options.overflow,
-                exit_timeout=options.exit_timeout, name=f"django:{alias}",
-            )
-        except BaseException:
-            sink.close()
-            raise
-        return dispatcher, sink
+        return _options.build(
+            f"django:{alias}", url=options.url, headers=options.headers, secret=options.secret,
+            delay=options.delay, max_batch_size=options.max_batch_size,
+            max_queue_size=options.max_queue_size, overflow=options.overflow,
+            exit_timeout=options.exit_timeout,
+        )
 
     def __repr__(self) -> str:
         with self._lock:
