@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 from . import _validate
 from ._engine import ALL, Engine
 from ._retry import RetryPolicy
 from ._types import DispatchFunc, ErrorHandler
+
+if TYPE_CHECKING:
+    from .spool import SqliteSpool
 
 T = TypeVar("T")
 
@@ -89,12 +92,15 @@ class BackgroundDispatcher(Engine[T]):
         exit_timeout: float = 5.0,
         clock: Optional[Callable[[], float]] = None,
         retry: Optional[RetryPolicy] = None,
+        spool: Optional[SqliteSpool] = None,
+        spill_exhausted: bool = False,
     ) -> None:
         options = _validate.common(
             dispatch=dispatch, delay=delay, max_batch_size=max_batch_size,
             max_queue_size=max_queue_size, overflow=overflow, block_timeout=block_timeout,
             on_error=on_error, name=name, flush_on_exit=flush_on_exit,
             exit_timeout=exit_timeout, clock=clock, retry=retry,
+            spool=spool, spill_exhausted=spill_exhausted,
         )
         super().__init__(lambda key, batch: dispatch(batch), max_workers=1, **options)
         self.dispatch = dispatch

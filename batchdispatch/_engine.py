@@ -147,7 +147,7 @@ from typing import (
 )
 
 from ._events import Emitter, Listener
-from ._lanes import INF, NEVER, Batch, Lane, PriorityLane, popleft
+from ._lanes import INF, NEVER, Batch, Lane, PriorityLane, Spooled, popleft
 from ._retry import RetryPolicy
 from .events import (
     BatchFailed,
@@ -158,14 +158,15 @@ from .events import (
     ItemsExhausted,
     ShutdownEvent,
 )
-from .exceptions import PartialFailure, QueueFullError
+from .exceptions import PartialFailure, QueueFullError, SpoolError
 
 T = TypeVar("T")
 
 log = logging.getLogger("batchdispatch")
 
-#: The overflow policies ``enqueue`` understands when the queue is full.
-OVERFLOW_POLICIES = ("drop_newest", "drop_oldest", "block", "raise")
+#: The overflow policies ``enqueue`` understands when the queue is full
+#: (``"spill"`` needs a spool).
+OVERFLOW_POLICIES = ("drop_newest", "drop_oldest", "block", "raise", "spill")
 
 
 #: Stands for "every key" where None could be a key.
@@ -196,9 +197,9 @@ monotonic: Callable[[], float] = _real_monotonic()
 class DispatcherStats:
     """A snapshot of a dispatcher's counters, from ``stats()``.
 
-    Once everything has drained, ``enqueued == dispatched + failed`` plus
-    the accepted items later discarded (evicted by ``"drop_oldest"`` or
-    given up at exit).
+    Once everything has drained, ``enqueued + replayed == dispatched +
+    failed + spilled`` plus the accepted items later discarded (evicted by
+    ``"drop_oldest"`` or given up at exit).
     """
 
     #: The dispatcher's name (worker threads are ``batchdispatch:<name>``).
@@ -229,6 +230,15 @@ class DispatcherStats:
     worker_alive: bool
     #: Batches being delivered right now.
     active_batches: int
+    #: Items written to the spool instead of being dropped or given up
+    #: (overflow, exit, shutdown deadline, exhausted retries). 0 without a spool.
+    spilled: int
+    #: Items taken back from the spool to be delivered again.
+    replayed: int
+    #: Spool operations that failed, by kind (``"full"``, ``"read_only"``,
+    #: ``"corrupt"``, ``"locked"``, ``"io"``, ``"encode"``, ``"closed"``).
+    #: The dispatcher went on in memory after each.
+    spool_faults: Mapping[str, int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,6 +275,8 @@ class _RateLimit:
 
 #: Returned by Engine._next_batch to have the worker emit events, then look again.
 _EMIT_FIRST = Batch(None, [], 0)
+#: Returned by Engine._next_batch to have the worker claim spooled items, then look again.
+_CLAIM_FIRST = Batch(None, [], 0)
 
 
 class Engine(Generic[T]):
@@ -296,6 +308,8 @@ class Engine(Generic[T]):
         clock: Optional[Callable[[], float]],
         retry: Optional[RetryPolicy],
         max_workers: int,
+        spool: Any = None,
+        spill_exhausted: bool = False,
     ) -> None:
         self._call = call
         self._delay = delay
@@ -315,7 +329,17 @@ class Engine(Generic[T]):
         self._clock = clock or monotonic
         self._events = Emitter()
         self._random = random.Random()
+        #: The :class:`~batchdispatch.spool.SqliteSpool` given as ``spool=``, or None.
+        self.spool = spool
+        self._spill_exhausted = spill_exhausted
+        # Spooled items come back a chunk at a time: about a batch per worker.
+        self._replay_chunk = min(self._batch_limit, 1000) * max_workers
         self._reset()
+        if spool is not None and spool.durable:
+            # Durable: every item goes to the spool before it is queued. The
+            # instance attribute replaces the facade's plain enqueue, so a
+            # dispatcher without a durable spool keeps its hot path as is.
+            self.enqueue = self._enqueue_durable_keyed if self._keyed else self._enqueue_durable
         with _registry_lock:
             _registry.add(self)
 
@@ -386,6 +410,24 @@ class Engine(Generic[T]):
         self._drop_log = _RateLimit(self.LOG_INTERVAL, monotonic)
         self._error_log = _RateLimit(self.LOG_INTERVAL, monotonic)
         self._events.reset_after_fork()
+        # The spool (see "the spool" below). Its writes are queued under
+        # the lock and made after it, by whichever thread queued them.
+        self._spool_todo: List[Tuple[str, Hashable, List[Any], str]] = []
+        self._spool_busy = 0  # operations queued or running: flush waits for them
+        self._spool_io_lock = threading.Lock()
+        # Spooled items wait to be claimed: "start" (whatever an earlier
+        # process left, claimed before the first batch), "spilled" (this
+        # process spilled, claimed once the queue has room) or None.
+        self._backlog: Optional[str] = "start" if self.spool is not None else None
+        self._spills = 0  # spills committed: a claim that found the spool empty may have missed one
+        self._replay: Deque[Batch] = collections.deque()  # claimed, waiting for their lane
+        self._replay_out: Set[Batch] = set()  # claimed and on their lane, not settled
+        self._spilled = 0
+        self._overflowed = 0  # items accepted straight into the spool (overflow="spill")
+        self._replayed = 0
+        self._spool_faults: Dict[str, int] = {}
+        self._spool_log = _RateLimit(self.LOG_INTERVAL, monotonic)
+        self._exit_spilled: Set[Batch] = set()  # in dispatch when exit spilled them: settled already
 
     # -- events ----------------------------------------------------------------
 
@@ -511,6 +553,8 @@ class Engine(Generic[T]):
         if self._exit_closed:
             self._dispatch_here(inline)
             return True
+        if self._spool_todo:
+            self._spool_io()  # the rows of dropped durable items
         self._emit_posted()  # closed: no worker will emit them
         if report:
             log.warning(*report)
@@ -612,6 +656,8 @@ class Engine(Generic[T]):
         if inline is not None:
             self._dispatch_here(inline)
             return True
+        if self._spool_todo:
+            self._spool_io()  # the rows of dropped durable items
         self._emit_posted()  # closed: no worker will emit them
         if report:
             log.warning(*report)
@@ -697,14 +743,7 @@ class Engine(Generic[T]):
             _after_fork_in_child()  # forked where os.register_at_fork did not run (uWSGI)
         with self._lock:
             if self._state == _NEW and not _exiting:
-                threadless = _threadless()
-                if threadless is None:
-                    self._start_worker()
-                elif threadless != "uwsgi-master":
-                    self._deliver_on_callers()
-                # A uWSGI master stays new: each item is delivered below, on
-                # this thread, as it comes (the master keeps no queue for
-                # its exit, which runs no atexit hooks).
+                threadless = self._start()
             state = self._state
             if state == _RUNNING or (state == _CLOSING and self._exit_closed and not self._exit_expired):
                 # While the exit hook drains, late items still join the queue.
@@ -737,6 +776,8 @@ class Engine(Generic[T]):
         del trash
         if threadless == "uwsgi":
             _warn_threadless()
+        if self._spool_todo:
+            self._spool_io()  # a spill (overflow="spill"), or the row of a dropped durable item
         if inline is not None:
             self._dispatch_here(inline)
             return True
@@ -748,6 +789,19 @@ class Engine(Generic[T]):
             log.warning(*report)
         return accepted
 
+    def _start(self) -> Optional[str]:
+        """Start a new dispatcher: its first worker, or delivery on callers'
+        threads. Returns why this process has no worker threads, if so. Lock held."""
+        threadless = _threadless()
+        if threadless is None:
+            self._start_worker()
+        elif threadless != "uwsgi-master":
+            self._deliver_on_callers()
+        # A uWSGI master stays new: each item is delivered on the enqueuing
+        # thread as it comes (the master keeps no queue for its exit, which
+        # runs no atexit hooks).
+        return threadless
+
     def _queued_count(self) -> int:
         """Items waiting in lanes (not taken). Lock held."""
         if self._main is not None:
@@ -757,8 +811,9 @@ class Engine(Generic[T]):
     def _enqueued_count(self) -> int:
         """Items accepted since the dispatcher was created. Lock held."""
         if self._main is not None:
-            return self._main.taken + len(self._main.items)
-        return self._seq + self._retired + sum(lane.taken + len(lane.items) for lane in self._lanes.values())
+            return self._overflowed + self._main.taken + len(self._main.items)
+        lanes = sum(lane.taken + len(lane.items) for lane in self._lanes.values())
+        return self._overflowed + self._seq + self._retired + lanes
 
     def _advance_position(self, count: int) -> None:
         """Count *count* items accepted outside any lane (delivered on a caller's thread)."""
@@ -885,6 +940,10 @@ class Engine(Generic[T]):
             self._overflowing = True
             if not self._kick():
                 self._more_workers()
+        if policy == "spill":
+            self._spill(key, [item], "queue_full")  # written by the caller, after the lock
+            self._overflowed += 1
+            return True, None
         if policy == "drop_oldest":
             while self._queued_count() >= self._queue_limit:
                 lane = self._oldest_lane()
@@ -997,9 +1056,13 @@ class Engine(Generic[T]):
                 self._emit_posted()
                 if batch is None:
                     return
-                if batch is _EMIT_FIRST:
-                    batch = None
-                    continue
+            if batch is _EMIT_FIRST:
+                batch = None
+                continue
+            if batch is _CLAIM_FIRST:
+                batch = None
+                self._claim_backlog()
+                continue
             error = self._attempt(batch)
             with self._lock:
                 if self._generation != generation:
@@ -1011,6 +1074,8 @@ class Engine(Generic[T]):
             # Release the settled batch outside the lock: an item's
             # finalizer may enqueue or log.
             del done, error, old_error
+            if self._spool_todo:
+                self._spool_io()  # acks of delivered spooled items
             self._emit_posted()
 
     def _next_batch(self, wait: bool = True) -> Optional[Batch]:
@@ -1025,6 +1090,10 @@ class Engine(Generic[T]):
         while True:
             self._take_news()
             now = clock()
+            if self._backlog is not None or self._replay:
+                if self._wants_claim():
+                    return _CLAIM_FIRST
+                self._inject_replays(now)
             seen = self._discover(now)
             lane = self._pick(now)
             if lane is not None:
@@ -1207,14 +1276,21 @@ class Engine(Generic[T]):
         return lane.min_position() < lane.flush_upto or lane.min_seq() < max(self._flush_upto, lane.flush_seq)
 
     def _abandon_retries(self) -> None:
-        """Give up every batch waiting for a retry: a deadline passed. Lock held."""
+        """Give up every batch waiting for a retry: a deadline passed. Lock held.
+
+        With a spool, their items go to it instead, for a later start.
+        """
         self._stopped = True
         for batch in [b for b in self._open if b.not_before is not None]:
-            self._failed += len(batch.items)
-            self._post("items_exhausted", functools.partial(
-                ItemsExhausted, batch.key, tuple(batch.items), batch.attempt, self._last_error
-            ))
+            if self.spool is not None:
+                self._to_spool(batch.key, batch.items, batch.rows, park=False, reason="failed")
+            else:
+                self._failed += len(batch.items)
+                self._post("items_exhausted", functools.partial(
+                    ItemsExhausted, batch.key, tuple(batch.items), batch.attempt, self._last_error
+                ))
             self._open.discard(batch)
+            self._replay_out.discard(batch)
             lane = batch.lane
             if lane is not None and lane.batch is batch:
                 lane.batch = None
@@ -1222,7 +1298,7 @@ class Engine(Generic[T]):
         self._notify_progress()
 
     def _has_work(self) -> bool:
-        return bool(self._open) or any(lane.size() for lane in self._lanes.values())
+        return bool(self._open) or bool(self._replay) or any(lane.size() for lane in self._lanes.values())
 
     def _take(self, lane: Lane, now: float) -> Batch:
         """Hand the lane's next batch to this worker. Called with the lock held."""
@@ -1234,6 +1310,8 @@ class Engine(Generic[T]):
                 self._prioritised -= held - lane.prioritised
                 self._reclaimable = True
             batch = lane.batch = Batch(lane, items, first, seq_first=seq_first)
+            if self.spool is not None:
+                self._unwrap(batch)
             self._open.add(batch)
             lane.last_take = now
             lane.first_at = None
@@ -1319,10 +1397,17 @@ class Engine(Generic[T]):
         lane, key = batch.lane, batch.key
         self._inflight.discard(batch)
         self._batches += 1
+        if batch in self._exit_spilled:
+            self._exit_spilled.discard(batch)  # in the spool already; the dispatcher is closed
+            self._open.discard(batch)
+            self._notify_progress()
+            return None
         old_error = None
         attempt = batch.attempt
         if error is None:
             self._dispatched += len(batch.items)
+            if batch.rows is not None:
+                self._spool_later("ack", key, [row for row in batch.rows if row], "")
             done = True
             self._post("batch_succeeded", lambda: BatchSucceeded(key, tuple(batch.items), attempt))
         else:
@@ -1330,12 +1415,15 @@ class Engine(Generic[T]):
             failed = self._failed_items(error, batch.items)
             if len(failed) != len(batch.items):
                 batch.id = None  # other items than the ones a receiver saw under the old id
+                if batch.rows is not None:
+                    self._keep_rows(batch, failed)
             self._dispatched += len(batch.items) - len(failed)
             batch.items = list(failed)
             self._post("batch_failed", lambda: BatchFailed(key, tuple(failed), attempt, error))
             done = self._retry_or_give_up(batch, error)
         if done:
             self._open.discard(batch)
+            self._replay_out.discard(batch)
             if lane is not None and lane.batch is batch:
                 lane.batch = None
                 self._after_batch(lane)
@@ -1348,8 +1436,22 @@ class Engine(Generic[T]):
         policy = self._retry
         if not items:
             return True
+        if self.spool is not None and getattr(error, "retryable", True) is not False:
+            if lane is None or self._stopped or self._state != _RUNNING:
+                # Not lost: a batch that fails while the dispatcher closes (or
+                # on a caller's thread at exit) goes to the spool for the next
+                # start, rather than through its retries at once.
+                self._to_spool(key, items, batch.rows, park=False, reason="failed")
+                return True
+            if self._spill_exhausted and (policy is None or policy.gives_up(batch.attempt, error)):
+                # Given up after its retries: parked in the spool, held by this
+                # process until it ends, then replayed by the next start.
+                self._to_spool(key, items, batch.rows, park=True, reason="failed")
+                return True
         if policy is None or lane is None or self._stopped or policy.gives_up(batch.attempt, error):
             self._failed += len(items)
+            if batch.rows is not None:
+                self._spool_later("ack", key, [row for row in batch.rows if row], "")
             attempts = batch.attempt
             self._post("items_exhausted", lambda: ItemsExhausted(key, tuple(items), attempts, error))
             return True
@@ -1406,6 +1508,8 @@ class Engine(Generic[T]):
         """Deliver on the calling thread, once, for items no worker will take."""
         with self._inline_lock:
             with self._lock:
+                if self.spool is not None:
+                    self._unwrap(batch)
                 self._inline.add(batch)
             batch.attempt = 1
             error = self._attempt(batch)
@@ -1413,6 +1517,8 @@ class Engine(Generic[T]):
                 self._inline.discard(batch)
                 old_error = self._settle(batch, error)
             del old_error
+        if self._spool_todo:
+            self._spool_io()
         self._emit_posted()
 
     # -- delivery on the callers' threads (no worker threads) ------------------
@@ -1455,10 +1561,276 @@ class Engine(Generic[T]):
                     self._state = _CLOSED
                     self._notify_progress()
             del done, error, old_error  # outside the lock: an item's finalizer may enqueue
+            if self._spool_todo:
+                self._spool_io()
             self._emit_posted()
             if batch is None:
                 return
+            if batch is _CLAIM_FIRST:
+                batch = None
+                self._claim_backlog()
+                continue
             error = self._attempt(batch)
+
+    # -- the spool -------------------------------------------------------------
+    #
+    # With spool=, what cannot be delivered from memory goes to an SQLite
+    # file instead of being lost, and is claimed back later:
+    #
+    # * durable: enqueue writes each item first (SqliteSpool.append, a group
+    #   commit) and queues it wrapped as Spooled(row, item); the row is acked
+    #   once the item is delivered, so a crash loses nothing accepted.
+    # * spills: items left at the exit deadline, retries given up at a
+    #   shutdown deadline, items over the queue limit (overflow="spill") and
+    #   items given up after their retries (spill_exhausted, parked: held by
+    #   this process until it ends) become rows. A durable item has a row
+    #   already: it is released (left to a later claim), not written again.
+    # * replay: a worker claims the oldest free rows (_CLAIM_FIRST) before
+    #   its first batch, and again after this process spilled once the queue
+    #   has room. They go out as batches of their own on their key's lane
+    #   (_inject_replays), ahead of the items queued there, with retries
+    #   like any batch, and are acked once delivered.
+    #
+    # Nothing touches the file under the lock: operations are queued on
+    # _spool_todo and made by _spool_io, after the lock, by the thread that
+    # queued them. A failure is logged with the file's path and counted in
+    # spool_faults, and the dispatcher goes on in memory; a spill that could
+    # not be written is counted as a drop (or a failure) after all.
+
+    def _enqueue_durable(self, item: T) -> bool:
+        """``enqueue`` of a durable BackgroundDispatcher: to the spool, then to the queue."""
+        return self._enqueue_one(self._write_ahead(None, item))
+
+    def _enqueue_durable_keyed(self, key: Hashable, item: T, priority: int = 0) -> bool:
+        """``enqueue`` of a durable KeyedDispatcher: to the spool, then to the key's queue."""
+        try:
+            hash(key)
+        except TypeError:
+            raise _unhashable(key) from None
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise TypeError(f"priority must be an int, got {type(priority).__name__}")
+        return self._enqueue_keyed(key, self._write_ahead(key, item), priority)
+
+    def _write_ahead(self, key: Hashable, item: Any) -> Any:
+        """Write *item* to the spool; return what to queue: it wrapped with
+        its row, or the item alone if the write failed (kept in memory)."""
+        try:
+            row = self.spool.append(key, item)
+        except Exception as exc:  # noqa: BLE001 - a spool fault must not fail enqueue
+            self._spool_fault(exc, "writing an item")
+            return item
+        return Spooled(row, item)
+
+    def _unwrap(self, batch: Batch) -> None:
+        """Put the items of a new batch in place of their wrappers, noting their rows. Lock held."""
+        items = batch.items
+        rows: Optional[List[int]] = None
+        for index, item in enumerate(items):
+            if type(item) is Spooled:
+                if rows is None:
+                    rows = [0] * len(items)
+                rows[index] = item.row
+                items[index] = item.item
+        batch.rows = rows
+
+    def _keep_rows(self, batch: Batch, failed: List[Any]) -> None:
+        """A PartialFailure: ack the rows of the delivered items, keep those of *failed*. Lock held.
+
+        Failed items are matched to the batch's by identity, then by equality.
+        """
+        rows = batch.rows
+        assert rows is not None
+        unused: Dict[int, List[int]] = {}
+        for index, item in enumerate(batch.items):
+            unused.setdefault(id(item), []).append(index)
+        kept: List[int] = []
+        taken: Set[int] = set()
+        for item in failed:
+            slots = unused.get(id(item))
+            if slots:
+                index = slots.pop(0)
+            else:
+                index = next(
+                    (i for i, other in enumerate(batch.items) if i not in taken and _equal(other, item)), -1
+                )
+            if index >= 0:
+                taken.add(index)
+            kept.append(index)
+        delivered = [row for index, row in enumerate(rows) if row and index not in taken]
+        self._spool_later("ack", batch.key, delivered, "")
+        batch.rows = [rows[index] if index >= 0 else 0 for index in kept]
+
+    def _spill(self, key: Hashable, items: List[Any], reason: str) -> None:
+        """Send *items* (wrapped or not) to the spool as free rows. Lock held."""
+        raw, each, _ = _split(items, keep_rows=True)
+        self._to_spool(key, raw, each, park=False, reason=reason)
+
+    def _to_spool(
+        self, key: Hashable, items: List[Any], rows: Optional[List[int]], *, park: bool, reason: str
+    ) -> None:
+        """Queue *items* for the spool: write those without a row, free (or,
+        with *park*, keep) those with one. *reason* is what they count as
+        if the write fails. Lock held."""
+        if not items:
+            return
+        self._spilled += len(items)
+        if rows is None:
+            new, held = items, []
+        else:
+            new = [item for item, row in zip(items, rows) if not row]
+            held = [row for row in rows if row]
+        if new:
+            self._spool_later("park" if park else "put", key, new, reason)
+        if held and not park:
+            self._spool_later("release", key, held, reason)
+
+    def _spool_later(self, op: str, key: Hashable, payload: List[Any], reason: str) -> None:
+        """Queue a spool operation for after the lock. Lock held."""
+        if payload:
+            self._spool_todo.append((op, key, payload, reason))
+            self._spool_busy += 1
+
+    def _spool_io(self) -> None:
+        """Make the spool operations queued so far. Lock not held.
+
+        One thread at a time (reentrant: a log line about a fault may reach
+        a handler that enqueues here), so a caller that finds another one at
+        work returns after it, its own operations made.
+        """
+        spool = self.spool
+        with self._spool_io_lock:
+            with self._lock:
+                todo, self._spool_todo = self._spool_todo, []
+            if not todo:
+                return
+            lost: List[Tuple[Hashable, List[Any], str]] = []
+            freed = False  # free rows written or released for overflow: claim them back
+            acks = [row for op, _, payload, _ in todo if op == "ack" for row in payload]
+            for op, key, payload, reason in todo:
+                try:
+                    if op == "put":
+                        spool.put([(key, item) for item in payload])
+                    elif op == "park":
+                        spool.put([(key, item) for item in payload], claim=True)
+                    elif op == "release":
+                        spool.release(payload)
+                    else:
+                        continue
+                except Exception as exc:  # noqa: BLE001 - never fail the caller
+                    self._spool_fault(exc, f"spilling {len(payload)} items")
+                    if op != "release":  # a released row stays in the file: not lost
+                        lost.append((key, payload, reason))
+                    continue
+                freed = freed or reason == "queue_full"
+            if acks:
+                try:
+                    spool.ack(acks)
+                except Exception as exc:  # noqa: BLE001 - acked later never: delivered again
+                    self._spool_fault(exc, f"removing {len(acks)} delivered items")
+            report = None
+            with self._lock:
+                for key, items, reason in lost:
+                    self._spilled -= len(items)
+                    if reason == "failed":
+                        self._failed += len(items)
+                    else:
+                        self._drop(key, items, reason)
+                        report = self._drop_report()
+                if freed:
+                    self._spills += 1
+                    if self._backlog is None and self._state == _RUNNING:
+                        self._backlog = "spilled"
+                        self._kick()
+                self._spool_busy -= len(todo)
+                self._notify_progress()
+        if report:
+            log.warning(*report)
+
+    def _spool_fault(self, exc: BaseException, what: str) -> None:
+        """Count and log a failed spool operation; the dispatcher goes on in memory. Lock not held."""
+        kind = getattr(exc, "kind", None) or "io"
+        with self._lock:
+            self._spool_faults[kind] = self._spool_faults.get(kind, 0) + 1
+            held = self._spool_log.ready()
+        if held is None:
+            return
+        more = f" ({held} more spool faults since the last report)" if held else ""
+        cause = str(exc) if isinstance(exc, SpoolError) else f"spool {self.spool.path}: {exc!r}"
+        log.error(
+            "batchdispatch:%s: %s failed, going on in memory: %s%s", self.name, what, cause, more,
+            exc_info=None if isinstance(exc, SpoolError) else exc,
+        )
+
+    def _wants_claim(self) -> bool:
+        """Whether a worker should claim spooled items before its next batch. Lock held."""
+        if self._backlog is None or self._state != _RUNNING or self._replay or self._replay_out:
+            return False
+        return self._backlog == "start" or self._queued_count() < self._queue_limit // 2
+
+    def _claim_backlog(self) -> None:
+        """Claim the oldest spooled items and queue them as batches for their lanes. Lock not held."""
+        with self._lock:
+            spills, limit = self._spills, self._replay_chunk
+        try:
+            rows = self.spool.claim(limit)
+        except Exception as exc:  # noqa: BLE001 - the dispatcher goes on without the backlog
+            self._spool_fault(exc, "claiming spooled items")
+            rows = []
+        with self._lock:
+            if len(rows) < limit and self._spills == spills:
+                self._backlog = None  # drained (or failing): until this process spills again
+            if not rows:
+                self._notify_progress()
+                return
+            if self._state != _RUNNING:  # closed meanwhile: leave them to the next claim
+                self._spool_later("release", None, [row for row, _, _ in rows], "")
+            else:
+                self._replayed += len(rows)
+                groups: Dict[Hashable, Tuple[List[Any], List[int]]] = {}
+                for row, key, item in rows:
+                    items, ids = groups.setdefault(key if self._keyed else None, ([], []))
+                    items.append(item)
+                    ids.append(row)
+                size = min(self._batch_limit, limit)
+                for key, (items, ids) in groups.items():
+                    for start in range(0, len(items), size):
+                        batch = Batch(None, items[start:start + size], NEVER, key)
+                        batch.rows = ids[start:start + size]
+                        self._replay.append(batch)
+                self._notify_progress()
+        if self._spool_todo:
+            self._spool_io()
+
+    def _inject_replays(self, now: float) -> None:
+        """Put claimed batches on their lanes, ahead of the items queued there,
+        as retries whose backoff is over; a lane with a batch out keeps its
+        replay waiting. Lock held."""
+        for _ in range(len(self._replay)):
+            batch = self._replay.popleft()
+            lane = self._lanes.get(batch.key)
+            if lane is None:
+                lane = self._new_lane(batch.key)
+            if lane.batch is not None:
+                self._replay.append(batch)
+                continue
+            batch.lane = lane
+            batch.not_before = now
+            lane.batch = batch
+            self._open.add(batch)
+            self._replay_out.add(batch)
+            self._mark_ready(lane)
+
+    def _spool_settled(self, everything: bool) -> bool:
+        """Whether a flush has nothing to wait for in the spool: no write
+        pending, and (for a flush of *everything*) no backlog. Lock held."""
+        if self.spool is None:
+            return True
+        if self._spool_busy:
+            return False
+        if not everything:
+            return True
+        claimable = self._backlog is not None and self._state == _RUNNING
+        return not (claimable or self._replay or self._replay_out)
 
     # -- drops ---------------------------------------------------------------
 
@@ -1467,6 +1839,10 @@ class Engine(Generic[T]):
             self._dropped[reason] = self._dropped.get(reason, 0) + count
 
     def _drop(self, key: Hashable, items: List[Any], reason: str) -> None:
+        if self.spool is not None:
+            items, _, rows = _split(items)
+            if rows:
+                self._spool_later("ack", key, rows, "")  # counted as dropped: not replayed either
         self._count_drop(reason, len(items))
         self._post("items_dropped", lambda: ItemsDropped(key, tuple(items), reason))
 
@@ -1508,13 +1884,17 @@ class Engine(Generic[T]):
     def _flush(self, key: Any, timeout: Optional[float]) -> bool:
         """Flush one lane (*key*), or every lane when *key* is ``ALL``."""
         deadline = _deadline(timeout)
+        threadless = None
         with self._lock:
+            if self._state == _NEW and self._backlog is not None and not _exiting:
+                threadless = self._start()  # flush delivers what the spool holds, too
             lane = None if key is ALL else self._lanes.get(key)
             forgotten = key is not ALL and lane is None  # nothing pending for that key
             lanes = list(self._lanes.values()) if lane is None else [lane]
             targets = {each: each.taken + len(each.items) for each in lanes if not forgotten}
             seq = self._seq
             settled = forgotten or self._settled_before(targets, seq, lane)
+            settled = settled and self._spool_settled(key is ALL)
             if not settled:
                 for each, target in targets.items():
                     each.flush_upto = max(each.flush_upto, target)
@@ -1526,6 +1906,8 @@ class Engine(Generic[T]):
                     self._make_ready(lane)
             if self._dispatching_here():
                 return settled
+        if threadless == "uwsgi":
+            _warn_threadless()
         if self._caller_delivers and not settled:
             self._serve_here(deadline)
         with self._lock:
@@ -1535,6 +1917,8 @@ class Engine(Generic[T]):
             def done() -> bool:
                 if not events:
                     if not forgotten and not self._settled_before(targets, seq, lane):
+                        return False
+                    if not self._spool_settled(key is ALL):
                         return False
                     events.append(self._posted)
                 return self._emitted >= events[0]
@@ -1567,6 +1951,8 @@ class Engine(Generic[T]):
                 self._abandon_retries()
             undelivered = self._pending_count()
             self._post("shutdown", lambda: ShutdownEvent(completed, undelivered))
+        if self._spool_todo:
+            self._spool_io()  # retries given up at the deadline go to the spool
         self._emit_posted(deadline, wait=True)
         return completed
 
@@ -1644,7 +2030,7 @@ class Engine(Generic[T]):
 
     def _pending_count(self) -> int:
         return sum(lane.size() for lane in self._lanes.values()) + sum(
-            len(b.items) for b in itertools.chain(self._open, self._inline)
+            len(b.items) for b in itertools.chain(self._open, self._inline, self._replay)
         )
 
     def _stats_fields(self) -> Dict[str, Any]:
@@ -1664,6 +2050,9 @@ class Engine(Generic[T]):
             "last_error": self._last_error,
             "worker_alive": any(worker.is_alive() for worker in self._workers),
             "active_batches": len(self._inflight) + len(self._inline),
+            "spilled": self._spilled,
+            "replayed": self._replayed,
+            "spool_faults": types.MappingProxyType(dict(self._spool_faults)),
         }
 
     def stats(self) -> DispatcherStats:
@@ -1709,28 +2098,71 @@ class Engine(Generic[T]):
             self._room = self._wake_at = -1
 
     def _exit(self, deadline: float) -> None:
-        """Called by the exit hook: deliver within the budget, count the rest."""
+        """Called by the exit hook: deliver within the budget, count (or spill) the rest."""
         if self.flush_on_exit and self._join(deadline, reason="exit flush"):
+            if self._spool_todo:
+                self._spool_io()
             return
         left: List[Any] = []
         with self._lock:
             # Give up what is still queued, counted once, so that a worker
             # still running cannot also deliver it. A batch already inside
-            # dispatch may yet finish; no retry starts after this.
+            # dispatch may yet finish; no retry starts after this. With a
+            # spool, all of it goes there instead, for the next start.
             self._exit_expired = True
             self._abandon_retries()
             for lane in list(self._lanes.values()):
                 items, _, _ = lane.pop(lane.size())
-                left.extend(items)
-                self._drop(lane.key, items, "exit")
+                if self.spool is not None:
+                    self._spill(lane.key, items, "exit")
+                else:
+                    left.extend(items)
+                    self._drop(lane.key, items, "exit")
             self._prioritised = 0
+            if self.spool is not None:
+                # Batches in dispatch may never finish (a hung endpoint), and
+                # claimed ones never started: into the spool. One that does
+                # finish is delivered twice, which at-least-once allows.
+                while self._replay:
+                    batch = self._replay.popleft()
+                    self._to_spool(batch.key, batch.items, batch.rows, park=False, reason="exit")
+                for batch in itertools.chain(self._inflight, self._inline):
+                    self._to_spool(batch.key, batch.items, batch.rows, park=False, reason="exit")
+                    self._exit_spilled.add(batch)
         self._close(by_exit=False)
+        if self._spool_todo:
+            self._spool_io()
         self._emit_posted(deadline, wait=True)
         if left and not self.flush_on_exit:
             log.warning(
                 "batchdispatch:%s: %d items discarded at exit (flush_on_exit=False)",
                 self.name, len(left),
             )
+
+
+def _split(items: List[Any], keep_rows: bool = False) -> Tuple[List[Any], Optional[List[int]], List[int]]:
+    """Unwrap spooled items: (items, each one's row or 0 if *keep_rows*, the rows)."""
+    raw: List[Any] = []
+    each: Optional[List[int]] = [] if keep_rows else None
+    rows: List[int] = []
+    for item in items:
+        if type(item) is Spooled:
+            raw.append(item.item)
+            rows.append(item.row)
+            if each is not None:
+                each.append(item.row)
+        else:
+            raw.append(item)
+            if each is not None:
+                each.append(0)
+    return raw, each, rows
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - an item's __eq__ may raise
+        return False
 
 
 def _unhashable(key: object) -> TypeError:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable, List, Optional, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, Hashable, List, Optional, TypeVar, cast
 
 from . import _validate
 from ._engine import ALL, Engine, KeyedStats
 from ._retry import RetryPolicy
 from ._types import ErrorHandler
+
+if TYPE_CHECKING:
+    from .spool import SqliteSpool
 
 T = TypeVar("T")
 
@@ -79,12 +82,15 @@ class KeyedDispatcher(Engine[T]):
         flush_on_exit: bool = True,
         exit_timeout: float = 5.0,
         clock: Optional[Callable[[], float]] = None,
+        spool: Optional[SqliteSpool] = None,
+        spill_exhausted: bool = False,
     ) -> None:
         options = _validate.common(
             dispatch=deliver, delay=delay, max_batch_size=max_batch_size,
             max_queue_size=max_queue_size, overflow=overflow, block_timeout=block_timeout,
             on_error=on_error, name=name, flush_on_exit=flush_on_exit,
             exit_timeout=exit_timeout, clock=clock, retry=retry,
+            spool=spool, spill_exhausted=spill_exhausted,
         )
         workers = _validate.count("max_concurrent_batches", max_concurrent_batches)
         if workers is None:

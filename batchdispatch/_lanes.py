@@ -26,10 +26,24 @@ NEVER = sys.maxsize
 INF = math.inf
 
 
+class Spooled:
+    """An item written to the spool before it was queued (durable mode), with its row id.
+
+    Lanes hold it in the item's place; a batch is unwrapped when it is
+    taken, so dispatch, listeners and ``on_error`` only see the item.
+    """
+
+    __slots__ = ("item", "row")
+
+    def __init__(self, row: int, item: Any) -> None:
+        self.row = row
+        self.item = item
+
+
 class Batch:
     """Items taken from a lane, through every attempt until settled."""
 
-    __slots__ = ("attempt", "first", "id", "items", "key", "lane", "not_before", "seq_first")
+    __slots__ = ("attempt", "first", "id", "items", "key", "lane", "not_before", "rows", "seq_first")
 
     def __init__(
         self, lane: Optional[Lane], items: List[Any], first: int, key: Hashable = None, seq_first: int = NEVER
@@ -42,6 +56,9 @@ class Batch:
         self.attempt = 0
         self.not_before: Optional[float] = None  # set while waiting for a retry
         self.id: Optional[str] = None  # made on first request: see current_batch_id()
+        # Spool row id of each item (0: not in the spool), or None when no
+        # item is: acked once delivered.
+        self.rows: Optional[List[int]] = None
 
 
 class Lane:

@@ -62,20 +62,39 @@ def retry_policy(value: Any) -> Optional[RetryPolicy]:
     return value
 
 
+def spool_option(value: Any, overflow: str, spill_exhausted: Any) -> Any:
+    """Check ``spool=`` and the options that need one."""
+    from .spool import SqliteSpool  # not at the top: spool imports the engine
+
+    if value is not None and not isinstance(value, SqliteSpool):
+        raise TypeError(f"spool must be a SqliteSpool or None, got {type(value).__name__}")
+    if not isinstance(spill_exhausted, bool):
+        raise TypeError(f"spill_exhausted must be a bool, got {type(spill_exhausted).__name__}")
+    if value is None and overflow == "spill":
+        raise ValueError("overflow='spill' needs a spool: pass spool=SqliteSpool(path)")
+    if value is None and spill_exhausted:
+        raise ValueError("spill_exhausted=True needs a spool: pass spool=SqliteSpool(path)")
+    return value
+
+
 def common(
     *, delay: Any, max_batch_size: Any, max_queue_size: Any, overflow: Any, block_timeout: Any,
     on_error: Any, name: Any, flush_on_exit: Any, exit_timeout: Any, clock: Any, retry: Any, dispatch: Any,
+    spool: Any = None, spill_exhausted: Any = False,
 ) -> Dict[str, Any]:
     """Check the options every dispatcher shares; return them ready for the engine."""
     if not callable(dispatch):
         raise TypeError(f"dispatch must be callable, got {type(dispatch).__name__}")
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str or None, got {type(name).__name__}")
+    policy = overflow_policy(overflow)
     return {
+        "spool": spool_option(spool, policy, spill_exhausted),
+        "spill_exhausted": spill_exhausted,
         "delay": seconds("delay", delay),
         "max_batch_size": count("max_batch_size", max_batch_size),
         "max_queue_size": count("max_queue_size", max_queue_size),
-        "overflow": overflow_policy(overflow),
+        "overflow": policy,
         "block_timeout": optional_seconds("block_timeout", block_timeout),
         "on_error": callable_or_none("on_error", on_error),
         "name": name or default_name(dispatch),

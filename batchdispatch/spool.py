@@ -222,19 +222,22 @@ class SqliteSpool:
 
     # -- public operations ---------------------------------------------------
 
-    def put(self, pairs: Iterable[Pair]) -> List[int]:
+    def put(self, pairs: Iterable[Pair], *, claim: bool = False) -> List[int]:
         """Write *pairs* ``(key, item)`` in one transaction; return their row ids, in order.
 
         The rows are free: any process's :meth:`claim` may take them. This
-        is how a dispatcher spills what it cannot deliver. All or nothing:
-        on an error no row is written.
+        is how a dispatcher spills what it cannot deliver. With *claim*,
+        they are held by this spool instead, as if claimed: no one replays
+        them while this process lives and the spool is open (a dispatcher
+        parks items given up after their retries this way). All or
+        nothing: on an error no row is written.
         """
         rows = [self._encode(key, item, index) for index, (key, item) in enumerate(pairs)]
         if not rows:
             return []
         proc = self._process()
         with proc.lock:
-            return self._insert(proc, rows, owner=None)
+            return self._insert(proc, rows, owner=self._owner(proc) if claim else None)
 
     def append(self, key: Hashable, item: Any) -> int:
         """Write one pair and return its row id once it is committed.

@@ -1,0 +1,493 @@
+"""Dispatchers with a spool: durable mode, spills, replay, faults, and processes killed for real."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from typing import Any, Callable, Iterator, List
+
+import pytest
+
+from batchdispatch import BackgroundDispatcher, KeyedDispatcher, PartialFailure, RetryPolicy
+from batchdispatch.spool import SqliteSpool
+
+from .conftest import ROOT, KeyedRecorder, Recorder, run_python
+from .test_spool import tiny_fs  # noqa: F401 - a fixture
+
+NO_JITTER = RetryPolicy(max_attempts=3, backoff=0.01, jitter=False)
+
+
+@pytest.fixture
+def path(tmp_path: Any) -> str:
+    return str(tmp_path / "events.db")
+
+
+@pytest.fixture
+def spools(path: str) -> Iterator[Callable[..., SqliteSpool]]:
+    """Open spools on the test's file, closed after the test."""
+    made: List[SqliteSpool] = []
+
+    def factory(**options: Any) -> SqliteSpool:
+        options.setdefault("timeout", 2.0)
+        spool = SqliteSpool(options.pop("path", path), **options)
+        made.append(spool)
+        return spool
+
+    yield factory
+    for spool in made:
+        spool.close()
+
+
+def owners(path: str) -> List[Any]:
+    conn = sqlite3.connect(path)
+    try:
+        return [owner for (owner,) in conn.execute("SELECT owner FROM spool ORDER BY id")]
+    finally:
+        conn.close()
+
+
+# -- options -----------------------------------------------------------------------
+
+
+def test_spool_options_are_checked_and_named(spools: Callable[..., SqliteSpool]) -> None:
+    with pytest.raises(TypeError, match="spool must be a SqliteSpool or None, got str"):
+        BackgroundDispatcher(print, spool="events.db")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="overflow='spill' needs a spool"):
+        BackgroundDispatcher(print, overflow="spill")
+    with pytest.raises(ValueError, match="spill_exhausted=True needs a spool"):
+        KeyedDispatcher(print, spill_exhausted=True)
+    with pytest.raises(TypeError, match="spill_exhausted must be a bool"):
+        BackgroundDispatcher(print, spool=spools(), spill_exhausted="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"overflow must be one of .*'spill'"):
+        BackgroundDispatcher(print, overflow="disk")
+
+
+# -- durable mode ------------------------------------------------------------------------
+
+
+def test_durable_items_are_on_disk_when_enqueue_returns_and_gone_once_delivered(
+    make: Any, spools: Callable[..., SqliteSpool]
+) -> None:
+    spool = spools(durable=True)
+    gate = threading.Event()
+    recorder = Recorder()
+
+    def send(batch: List[Any]) -> None:
+        gate.wait(10)
+        recorder(batch)
+
+    dispatcher = make(send, delay=0.01, max_batch_size=10, spool=spool)
+    for n in range(25):
+        assert dispatcher.enqueue({"n": n})
+        assert spool.count() == n + 1  # written before enqueue returned
+    gate.set()
+    assert dispatcher.flush(timeout=10)
+    assert recorder.items == [{"n": n} for n in range(25)]
+    assert spool.count() == 0  # acked as delivered, before flush returned
+    stats = dispatcher.stats()
+    assert (stats.dispatched, stats.spilled, stats.replayed, dict(stats.spool_faults)) == (25, 0, 0, {})
+
+
+def test_durable_keyed_acks_each_key_and_priority(
+    make_keyed: Any, spools: Callable[..., SqliteSpool]
+) -> None:
+    spool = spools(durable=True)
+    gate = threading.Event()
+    recorder = KeyedRecorder()
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        gate.wait(10)
+        recorder(key, batch)
+
+    hooks = make_keyed(deliver, delay=0.01, max_batch_size=5, spool=spool)
+    for n in range(30):
+        assert hooks.enqueue(f"endpoint-{n % 3}", n, priority=n % 2)
+    with pytest.raises(TypeError, match="priority must be an int"):
+        hooks.enqueue("endpoint-0", "bad", priority="high")
+    assert spool.count() == 30  # the refused item was never written
+    gate.set()
+    assert hooks.flush(timeout=10)
+    delivered = [item for n in range(3) for item in recorder.items(f"endpoint-{n}")]
+    assert sorted(delivered) == list(range(30))
+    assert spool.count() == 0
+
+
+def test_a_partial_failure_acks_only_what_was_delivered(
+    make: Any, spools: Callable[..., SqliteSpool]
+) -> None:
+    spool = spools(durable=True)
+    calls: List[List[Any]] = []
+    left: List[int] = []
+
+    def send(batch: List[Any]) -> None:
+        calls.append(list(batch))
+        if len(calls) == 1:
+            left.append(spool.count())
+            raise PartialFailure([batch[1], batch[3]])
+
+    dispatcher = make(send, delay=0.01, max_batch_size=5, retry=NO_JITTER, spool=spool)
+    for n in range(5):
+        dispatcher.enqueue({"n": n})
+    assert dispatcher.flush(timeout=10)
+    assert calls == [[{"n": n} for n in range(5)], [{"n": 1}, {"n": 3}]]
+    assert left == [5]
+    assert spool.count() == 0
+
+
+# -- spills and replay ----------------------------------------------------------------------
+
+
+def test_what_fails_at_shutdown_is_spilled_and_replayed_first_by_the_next_dispatcher(
+    make: Any, spools: Callable[..., SqliteSpool]
+) -> None:
+    spool = spools()
+
+    def down(batch: List[Any]) -> None:
+        raise ConnectionError("endpoint down")
+
+    first = make(down, delay=0.01, spool=spool, on_error=lambda exc, batch: None)
+    for n in range(10):
+        first.enqueue(n)
+    assert first.shutdown(timeout=10)
+    stats = first.stats()
+    assert (stats.spilled, stats.failed, stats.dropped) == (10, 0, 0)
+    assert spool.count() == 10
+
+    recorder = Recorder()
+    second = make(recorder, delay=0.01, spool=spool)
+    second.enqueue("new")
+    assert second.flush(timeout=10)
+    assert recorder.items == [*range(10), "new"]  # oldest first, before new items
+    assert spool.count() == 0
+    stats = second.stats()
+    assert (stats.replayed, stats.enqueued, stats.dispatched) == (10, 1, 11)
+
+
+def test_flush_replays_what_an_earlier_process_left_without_any_enqueue(
+    make: Any, spools: Callable[..., SqliteSpool]
+) -> None:
+    spools().put([(None, n) for n in range(7)])
+    recorder = Recorder()
+    dispatcher = make(recorder, delay=0.01, max_batch_size=3, spool=spools())
+    assert dispatcher.flush(timeout=10)
+    assert recorder.items == list(range(7))
+    assert max(len(batch) for batch in recorder.batches) <= 3
+
+
+def test_overflow_spill_takes_everything_and_delivers_it_once_there_is_room(
+    make_keyed: Any, spools: Callable[..., SqliteSpool]
+) -> None:
+    spool = spools()
+    gate = threading.Event()
+    recorder = KeyedRecorder()
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        gate.wait(10)
+        recorder(key, batch)
+
+    hooks = make_keyed(
+        deliver, delay=0.01, max_batch_size=5, max_queue_size=10, overflow="spill", spool=spool,
+    )
+    for n in range(100):
+        assert hooks.enqueue(n % 3, n)
+    stats = hooks.stats()
+    assert stats.spilled > 0
+    assert stats.dropped == 0
+    assert spool.count() == stats.spilled
+    gate.set()
+    assert hooks.flush(timeout=20)
+    delivered = [item for key in range(3) for item in recorder.items(key)]
+    assert sorted(delivered) == list(range(100))
+    assert all(item % 3 == key for key in range(3) for item in recorder.items(key))
+    assert spool.count() == 0
+    stats = hooks.stats()
+    assert stats.enqueued + stats.replayed == stats.dispatched + stats.spilled == 100 + stats.spilled
+
+
+def test_spill_exhausted_parks_items_until_the_process_ends(
+    make: Any, spools: Callable[..., SqliteSpool], path: str
+) -> None:
+    spool = spools()
+    attempts: List[int] = []
+
+    def down(batch: List[Any]) -> None:
+        attempts.append(len(batch))
+        raise ConnectionError("endpoint down")
+
+    dispatcher = make(
+        down, delay=0.01, retry=NO_JITTER, spill_exhausted=True, spool=spool, on_error=lambda exc, batch: None
+    )
+    dispatcher.enqueue("a")
+    dispatcher.enqueue("b")
+    assert dispatcher.flush(timeout=10)
+    assert attempts == [2, 2, 2]
+    stats = dispatcher.stats()
+    assert (stats.failed, stats.spilled) == (0, 2)
+    assert len(owners(path)) == 2
+    assert None not in owners(path)  # held by this process: not replayed here
+    assert spools().claim(10) == []
+    spool.close()  # what the end of the process does too
+    assert owners(path) == [None, None]
+    recorder = Recorder()
+    later = make(recorder, delay=0.01, spool=spools())
+    assert later.flush(timeout=10)
+    assert recorder.items == ["a", "b"]
+
+
+def test_a_batch_that_is_not_retryable_fails_rather_than_spills(
+    make: Any, spools: Callable[..., SqliteSpool]
+) -> None:
+    class Rejected(Exception):
+        retryable = False
+
+    def reject(batch: List[Any]) -> None:
+        raise Rejected("400 Bad Request")
+
+    spool = spools()
+    dispatcher = make(reject, delay=0.01, spill_exhausted=True, spool=spool, on_error=lambda exc, batch: None)
+    dispatcher.enqueue("poison")
+    assert dispatcher.shutdown(timeout=10)
+    assert (dispatcher.stats().failed, dispatcher.stats().spilled, spool.count()) == (1, 0, 0)
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+
+def test_a_corrupt_spool_is_logged_counted_and_the_dispatcher_goes_on_in_memory(
+    make: Any, path: str, caplog: Any
+) -> None:
+    with open(path, "w") as f:
+        f.write("not a database\n" * 300)
+    spool = SqliteSpool(path, durable=True)
+    recorder = Recorder()
+    with caplog.at_level(logging.ERROR, logger="batchdispatch"):
+        dispatcher = make(recorder, delay=0.01, spool=spool)
+        for n in range(5):
+            assert dispatcher.enqueue(n)
+        assert dispatcher.flush(timeout=10)
+    spool.close()
+    assert recorder.items == list(range(5))
+    faults = dict(dispatcher.stats().spool_faults)
+    assert faults.get("corrupt", 0) >= 5
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors
+    assert path in errors[0]
+    assert "going on in memory" in errors[0]
+    assert len(errors) <= 2  # rate-limited, not one line per item
+
+
+def test_a_locked_spool_delays_enqueue_by_its_timeout_at_most(make: Any, path: str) -> None:
+    spool = SqliteSpool(path, durable=True, timeout=0.2)
+    spool.count()  # create the file
+    other = sqlite3.connect(path, isolation_level=None)
+    recorder = Recorder()
+    try:
+        dispatcher = make(recorder, delay=0.01, spool=spool, on_error=None)
+        other.execute("BEGIN EXCLUSIVE")
+        assert dispatcher.enqueue("while locked")
+        other.execute("COMMIT")
+        assert dispatcher.enqueue("after")
+        assert dispatcher.flush(timeout=10)
+    finally:
+        other.close()
+        spool.close()
+    assert recorder.items == ["while locked", "after"]
+    assert dict(dispatcher.stats().spool_faults) == {"locked": 1}
+
+
+def test_an_item_json_cannot_store_is_an_encode_fault_and_still_delivered(
+    make: Any, spools: Callable[..., SqliteSpool]
+) -> None:
+    recorder = Recorder()
+    dispatcher = make(recorder, delay=0.01, spool=spools(durable=True))
+    assert dispatcher.enqueue({1, 2})
+    assert dispatcher.flush(timeout=10)
+    assert recorder.items == [{1, 2}]
+    assert dict(dispatcher.stats().spool_faults) == {"encode": 1}
+
+
+def test_a_full_disk_at_spill_time_counts_the_items_as_dropped(
+    make: Any, tiny_fs: str  # noqa: F811 - the fixture
+) -> None:
+    spool = SqliteSpool(os.path.join(tiny_fs, "events.db"), timeout=1.0)
+    gate = threading.Event()
+    try:
+        dispatcher = make(
+            lambda batch: gate.wait(10), delay=0.01, max_queue_size=2, overflow="spill", spool=spool,
+        )
+        accepted = sum(dispatcher.enqueue("x" * 4000) for _ in range(200))
+        gate.set()
+        assert dispatcher.flush(timeout=20)
+        stats = dispatcher.stats()
+        on_disk = spool.count()  # spilled; a full disk refuses even the claim that would replay them
+    finally:
+        spool.close()
+    assert stats.spool_faults.get("full", 0) >= 1
+    assert stats.dropped_by_reason.get("queue_full", 0) >= 1
+    # Nothing vanished: each accepted item was delivered, dropped with a reason, or is on disk.
+    assert accepted == 200
+    assert stats.dispatched + stats.dropped + on_disk == 200
+
+
+# -- processes: exit, kill, sharing ---------------------------------------------------------------
+
+CHILD = """
+import json, os, sys
+from batchdispatch import BackgroundDispatcher
+from batchdispatch.spool import SqliteSpool
+
+out = open({delivered!r}, "a")
+
+def send(batch):
+    out.write("".join(json.dumps(item) + "\\n" for item in batch))
+    out.flush()
+"""
+
+
+def delivered_items(delivered: str) -> List[Any]:
+    items = []
+    with open(delivered) as f:
+        for line in f:
+            try:
+                items.append(json.loads(line))
+            except ValueError:
+                pass  # the line a kill cut short: its item was not acked, so it comes again
+    return items
+
+
+def accepted_lines(proc: subprocess.Popen[str], count: int) -> List[int]:
+    """Read *count* lines (items enqueue accepted), SIGKILL *proc*, and return every complete line."""
+    assert proc.stdout is not None
+    lines = []
+    for _ in range(count):
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+    proc.send_signal(signal.SIGKILL)
+    rest, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, err
+    text = "".join(lines) + rest
+    complete = text[: text.rfind("\n") + 1]  # a line cut short by the kill is not counted
+    return [int(line) for line in complete.split()]
+
+
+def test_sigkill_in_durable_mode_loses_nothing_that_enqueue_accepted(tmp_path: Any, path: str) -> None:
+    """20 kills at random points, then a restart: every accepted item is delivered.
+
+    An item is delivered twice only if it was in flight at a kill: delivered,
+    not yet acked. So the duplicates are at most a batch (50) per kill.
+    """
+    delivered = str(tmp_path / "delivered.jsonl")
+    open(delivered, "w").close()
+    child = CHILD.format(delivered=delivered) + f"""
+d = BackgroundDispatcher(send, delay=0.005, max_batch_size=50, spool=SqliteSpool({path!r}, durable=True))
+base = int(sys.argv[1])
+for n in range(base, base + 1_000_000):
+    if d.enqueue(n):
+        sys.stdout.write(f"{{n}}\\n")
+        sys.stdout.flush()
+"""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    rng = random.Random(20261203)
+    accepted: List[int] = []
+    kills = 20
+    for round_ in range(kills):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(child), str(round_ * 1_000_000)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        accepted += accepted_lines(proc, rng.randint(1, 3000))
+    before_restart = delivered_items(delivered)
+    result = run_python(CHILD.format(delivered=delivered) + f"""
+d = BackgroundDispatcher(send, delay=0.005, max_batch_size=500, spool=SqliteSpool({path!r}, durable=True))
+print(d.flush(timeout=120), d.stats().replayed, d.spool.count())
+""", timeout=180)
+    assert result.returncode == 0, result.stderr
+    flushed, replayed, left = result.stdout.split()
+    assert (flushed, left) == ("True", "0")
+    items = delivered_items(delivered)
+    assert len(accepted) >= kills
+    assert not set(accepted) - set(items), "accepted items were lost"
+    assert int(replayed) == len(items) - len(before_restart)
+    assert len(items) - len(set(items)) <= kills * 50
+
+
+def test_endpoint_down_at_exit_spills_and_the_next_start_delivers_everything(
+    tmp_path: Any, path: str
+) -> None:
+    delivered = str(tmp_path / "delivered.jsonl")
+    open(delivered, "w").close()
+    down = run_python(f"""
+from batchdispatch import BackgroundDispatcher, RetryPolicy
+from batchdispatch.spool import SqliteSpool
+
+def send(batch):
+    raise ConnectionError("connection refused")
+
+d = BackgroundDispatcher(send, delay=0.01, exit_timeout=2.0, retry=RetryPolicy(max_attempts=3, backoff=0.01),
+                         spool=SqliteSpool({path!r}), on_error=lambda exc, batch: None)
+for n in range(1000):
+    d.enqueue({{"n": n}})
+print("exiting")
+""")
+    assert down.returncode == 0, down.stderr
+    assert down.stdout.split() == ["exiting"]
+    with SqliteSpool(path) as spool:
+        assert spool.count() == 1000
+    up = run_python(CHILD.format(delivered=delivered) + f"""
+d = BackgroundDispatcher(send, delay=0.01, spool=SqliteSpool({path!r}))
+d.enqueue({{"n": "new"}})
+print(d.flush(timeout=30), d.stats().replayed)
+""")
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.split() == ["True", "1000"]
+    assert delivered_items(delivered) == [{"n": n} for n in range(1000)] + [{"n": "new"}]
+
+
+def test_a_hung_endpoint_at_exit_spills_the_batch_in_dispatch(tmp_path: Any, path: str) -> None:
+    result = run_python(f"""
+import threading
+from batchdispatch import BackgroundDispatcher
+from batchdispatch.spool import SqliteSpool
+
+d = BackgroundDispatcher(lambda batch: threading.Event().wait(60), delay=0.01, exit_timeout=0.5,
+                         max_batch_size=10, spool=SqliteSpool({path!r}))
+for n in range(25):
+    d.enqueue(n)
+""")
+    assert result.returncode == 0, result.stderr
+    with SqliteSpool(path) as spool:
+        assert sorted(item for _, _, item in spool.claim(100)) == list(range(25))
+
+
+def test_processes_sharing_a_spool_replay_each_item_once(tmp_path: Any, path: str) -> None:
+    with SqliteSpool(path) as spool:
+        spool.put([(None, n) for n in range(3000)])
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    procs = []
+    for number in range(4):
+        code = CHILD.format(delivered=str(tmp_path / f"delivered-{number}.jsonl")) + f"""
+d = BackgroundDispatcher(send, delay=0.005, max_batch_size=100, spool=SqliteSpool({path!r}))
+print(d.flush(timeout=60))
+"""
+        procs.append(subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env,
+        ))
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert out.split() == ["True"]
+    each = [delivered_items(str(tmp_path / f"delivered-{number}.jsonl")) for number in range(4)]
+    everything = [item for items in each for item in items]
+    assert sorted(everything) == list(range(3000))  # each item exactly once
+    assert all(items == sorted(items) for items in each)  # oldest first in each process
