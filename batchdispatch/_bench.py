@@ -21,6 +21,12 @@ of the machine hits every design alike.
 It then checks that an idle dispatcher does not wake up: it counts the
 worker's waits on its condition during a quiet second.
 
+The spool section measures what ``spool=`` costs an enqueue: the same
+BackgroundDispatcher without a spool, with a spool in its default mode
+(nothing is written while delivery keeps up), and with ``durable=True``
+(every item is written before ``enqueue`` returns, in group commits), on
+a fresh file in a temporary directory for each run.
+
 The HTTP section measures what batching buys over the network: items per
 second delivered to a :class:`~batchdispatch._receiver.Receiver` on
 127.0.0.1 by (f) one :func:`requests.post` per item, as an application
@@ -38,7 +44,9 @@ import itertools
 import os
 import platform
 import queue
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, TextIO, Tuple, Type
@@ -72,8 +80,8 @@ class BenchError(RuntimeError):
 
 
 #: The sections of the bench, in the order they run: the enqueue designs
-#: (plain, keyed, parallel delivery, idle wake-ups), then HTTP delivery.
-SECTIONS: Tuple[str, ...] = ("enqueue", "http")
+#: (plain, keyed, parallel delivery, idle wake-ups), the spool, then HTTP delivery.
+SECTIONS: Tuple[str, ...] = ("enqueue", "spool", "http")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,12 +98,14 @@ class BenchOptions:
     http_posts: int = 2_000
     #: Items of the batched HTTP run, (h).
     http_items: int = 100_000
+    #: Items per run of the spool section.
+    spool_items: int = 20_000
     #: The sections to run, from :data:`SECTIONS`.
     sections: Tuple[str, ...] = SECTIONS
 
 
 #: Settings of ``--quick``: seconds, not minutes; the figures are rough.
-QUICK = BenchOptions(items=4_000, repeat=1, idle=0.2, http_posts=100, http_items=5_000)
+QUICK = BenchOptions(items=4_000, repeat=1, idle=0.2, http_posts=100, http_items=5_000, spool_items=1_000)
 
 
 class _Sink:
@@ -530,6 +540,102 @@ def measure_idle(seconds: float) -> Tuple[int, int]:
     return wakeups, timed
 
 
+# -- the spool ----------------------------------------------------------------------
+#
+# BackgroundDispatcher, (d) above, without a spool and with one in each mode.
+# Each run gets a fresh spool file; it is timed like the enqueue designs
+# (barrier release to the last producer's join, per item), and end to end
+# until flush() returns, which for the durable mode includes removing the
+# delivered rows. A run is checked: the sink got every item and no row is
+# left in the file.
+
+#: (key, label, durable: None for no spool).
+SPOOL_MODES: Tuple[Tuple[str, str, Optional[bool]], ...] = (
+    ("memory", "(d) BackgroundDispatcher, no spool", None),
+    ("spill", "(s) spool=SqliteSpool(path)", False),
+    ("durable", "(t) spool=SqliteSpool(path, durable=True)", True),
+)
+
+
+def _run_spooled(
+    durable: Optional[bool], label: str, threads: int, items: int
+) -> Tuple[float, float]:
+    """Time one run; return (seconds per enqueue, end-to-end items/s)."""
+    from .spool import SqliteSpool
+
+    directory = tempfile.mkdtemp(prefix="batchdispatch-bench-")
+    spool = None if durable is None else SqliteSpool(os.path.join(directory, "bench.db"), durable=durable)
+    sink = _Sink()
+    dispatcher: BackgroundDispatcher[object] = BackgroundDispatcher(
+        sink, delay=DELAY, max_batch_size=MAX_BATCH_SIZE, max_queue_size=None, name="bench-spool",
+        spool=spool,
+    )
+    try:
+        sink.expect(1)
+        dispatcher.enqueue(PAYLOAD)  # warm-up: the worker runs and the file exists
+        if not dispatcher.flush(timeout=DRAIN_TIMEOUT) or sink.received != 1:
+            raise BenchError(f"{label}: the warm-up item was not delivered")
+        sink.expect(items)
+        enqueue = dispatcher.enqueue
+        released, finished = _race(threads, items, lambda barrier, count: _produce(barrier, enqueue, count))
+        if not dispatcher.flush(timeout=DRAIN_TIMEOUT):
+            raise BenchError(f"{label}: delivery took more than {DRAIN_TIMEOUT:g} s")
+        drained = time.perf_counter()
+        left = 0 if spool is None else spool.count()
+        stats = dispatcher.stats()
+    finally:
+        dispatcher.shutdown(timeout=DRAIN_TIMEOUT)
+        if spool is not None:
+            spool.close()
+        shutil.rmtree(directory, ignore_errors=True)
+    if sink.received != items or left or stats.dropped or stats.spool_faults:
+        raise BenchError(
+            f"{label}: the sink received {sink.received:,} of {items:,} items, {left:,} rows left,"
+            f" faults: {dict(stats.spool_faults)}"
+        )
+    return (finished - released) / items, items / (drained - released)
+
+
+def measure_spool(options: BenchOptions, err: TextIO) -> Dict[Tuple[str, int], Tuple[float, float]]:
+    """Best (seconds per enqueue, items/s) per (mode, producer threads), interleaved rounds."""
+    best: Dict[Tuple[str, int], Tuple[float, float]] = {}
+    for round_no in range(1, options.repeat + 1):
+        for threads in THREAD_COUNTS:
+            for key, label, mode in SPOOL_MODES:
+                _status(err, f"bench: spool, round {round_no} of {options.repeat}, {label}, {threads} thr")
+                per, rate = _run_spooled(mode, label, threads, options.spool_items)
+                old_per, old_rate = best.get((key, threads), (per, rate))
+                best[key, threads] = (min(per, old_per), max(rate, old_rate))
+    return best
+
+
+def _spool_report(options: BenchOptions, best: Dict[Tuple[str, int], Tuple[float, float]]) -> List[str]:
+    header = ["spool mode"]
+    for threads in THREAD_COUNTS:
+        header += [f"us/enq {threads} thr", "vs (d)"]
+    for threads in THREAD_COUNTS:
+        header += [f"e2e/s {threads} thr"]
+    rows = []
+    for key, label, _ in SPOOL_MODES:
+        cells = [label]
+        for threads in THREAD_COUNTS:
+            per = best[key, threads][0] * 1e6
+            cells += [f"{per:,.2f}", _ratio(per, best["memory", threads][0] * 1e6)]
+        for threads in THREAD_COUNTS:
+            cells += [f"{best[key, threads][1]:,.0f}"]
+        rows.append(cells)
+    durable = best["durable", THREAD_COUNTS[-1]][0] * 1e6
+    return [
+        f"spool: {options.spool_items:,} items per run, best of {options.repeat}, a fresh file each run;"
+        " e2e/s until flush() returned",
+        "(durable: the delivered rows removed too).",
+        "",
+        *_table(header, rows),
+        "",
+        f"durable enqueue with {THREAD_COUNTS[-1]} producer threads: {durable:,.1f} us per item",
+    ]
+
+
 # -- HTTP delivery -----------------------------------------------------------------
 #
 # One Receiver on 127.0.0.1, in this process, takes every request. Each run
@@ -818,6 +924,9 @@ def run(options: BenchOptions, out: TextIO, err: TextIO) -> int:
     try:
         if "enqueue" in options.sections:
             report += _report(options, _measure(options, err))
+        if "spool" in options.sections:
+            spooled = measure_spool(options, err)
+            report += ([""] if report else []) + _spool_report(options, spooled)
         if "http" in options.sections:
             runs = measure_http(options, err)
             report += ([""] if report else []) + _http_report(runs)

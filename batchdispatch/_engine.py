@@ -412,7 +412,7 @@ class Engine(Generic[T]):
         self._events.reset_after_fork()
         # The spool (see "the spool" below). Its writes are queued under
         # the lock and made after it, by whichever thread queued them.
-        self._spool_todo: List[Tuple[str, Hashable, List[Any], str]] = []
+        self._spool_todo: List[Tuple[str, Hashable, List[Any], str, List[int]]] = []
         self._spool_busy = 0  # operations queued or running: flush waits for them
         self._spool_io_lock = threading.Lock()
         # Spooled items wait to be claimed: "start" (whatever an earlier
@@ -1675,19 +1675,27 @@ class Engine(Generic[T]):
             return
         self._spilled += len(items)
         if rows is None:
-            new, held = items, []
-        else:
-            new = [item for item, row in zip(items, rows) if not row]
-            held = [row for row in rows if row]
-        if new:
-            self._spool_later("park" if park else "put", key, new, reason)
-        if held and not park:
-            self._spool_later("release", key, held, reason)
+            rows = [0] * len(items)
+        # Written now: items without a row, and durable ones (their append is
+        # in this process's log, acked once the row is written). Claimed
+        # rows are only given back, or, parked, kept.
+        written = [(item, row) for item, row in zip(items, rows) if row <= 0]
+        claimed = [row for row in rows if row > 0]
+        if written:
+            self._spool_later(
+                "park" if park else "put", key, [item for item, _ in written], reason,
+                [row for _, row in written] if any(row for _, row in written) else None,
+            )
+        if claimed and not park:
+            self._spool_later("release", key, claimed, reason)
 
-    def _spool_later(self, op: str, key: Hashable, payload: List[Any], reason: str) -> None:
-        """Queue a spool operation for after the lock. Lock held."""
+    def _spool_later(
+        self, op: str, key: Hashable, payload: List[Any], reason: str, logged: Optional[List[int]] = None
+    ) -> None:
+        """Queue a spool operation for after the lock. *logged*: for a put, each
+        item's appended id (0 for none), acked once the put succeeded. Lock held."""
         if payload:
-            self._spool_todo.append((op, key, payload, reason))
+            self._spool_todo.append((op, key, payload, reason, logged or []))
             self._spool_busy += 1
 
     def _spool_io(self) -> None:
@@ -1705,8 +1713,8 @@ class Engine(Generic[T]):
                 return
             lost: List[Tuple[Hashable, List[Any], str]] = []
             freed = False  # free rows written or released for overflow: claim them back
-            acks = [row for op, _, payload, _ in todo if op == "ack" for row in payload]
-            for op, key, payload, reason in todo:
+            acks = [row for op, _, payload, _, _ in todo if op == "ack" for row in payload]
+            for op, key, payload, reason, logged in todo:
                 try:
                     if op == "put":
                         spool.put([(key, item) for item in payload])
@@ -1718,9 +1726,13 @@ class Engine(Generic[T]):
                         continue
                 except Exception as exc:  # noqa: BLE001 - never fail the caller
                     self._spool_fault(exc, f"spilling {len(payload)} items")
-                    if op != "release":  # a released row stays in the file: not lost
-                        lost.append((key, payload, reason))
+                    if op != "release":
+                        # Lost, but for durable items: their appends stay in the log.
+                        gone = [item for item, row in zip(payload, logged or [0] * len(payload)) if not row]
+                        if gone:
+                            lost.append((key, gone, reason))
                     continue
+                acks += [row for row in logged if row]
                 freed = freed or reason == "queue_full"
             if acks:
                 try:

@@ -22,20 +22,21 @@ module is POSIX only, like the rest of batchdispatch.
 
 from __future__ import annotations
 
+import base64
 import errno
 import fcntl
+import itertools
 import json
 import logging
 import os
 import secrets
 import sqlite3
 import threading
-import time
 import weakref
-from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Tuple, Union
+import zlib
+from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from . import _json
-from ._engine import monotonic
 from ._validate import seconds
 from .exceptions import SpoolError
 
@@ -49,25 +50,36 @@ Data = Union[bytes, str]
 #: ``PRAGMA application_id`` of a spool file ("bdsp"): anything else is not ours.
 APPLICATION_ID = 0x62647370
 #: ``PRAGMA user_version``: the layout of the table below.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: The owner of a row that could not be decoded: never handed out again.
 QUARANTINED = "!undecodable"
 
 _SCHEMA = (
-    # AUTOINCREMENT: a row id is never reused, so an id the engine holds in
-    # memory can never name a later row. item is TEXT (JSON, or a str from
-    # dumps) or BLOB (bytes from dumps): SQLite keeps the type, so loads gets
-    # back what dumps returned.
-    "CREATE TABLE spool (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL,"
-    " item NOT NULL, owner TEXT)",
-    # (owner, id): the oldest free rows (owner IS NULL) and the distinct
-    # owners both come from this index without a sort.
-    "CREATE INDEX spool_owner ON spool (owner, id)",
+    # item is TEXT (JSON, or a str from dumps) or BLOB (bytes from dumps):
+    # SQLite keeps the type, so loads gets back what dumps returned. No
+    # AUTOINCREMENT: a new id is one more than the largest, so ids follow
+    # insertion order among the rows present, which is all claim needs; an
+    # id comes back only after its row was acked, by the one owner that
+    # held it (its copy in memory is gone by then). Each commit writes one
+    # page fewer for it (sqlite_sequence).
+    "CREATE TABLE spool (id INTEGER PRIMARY KEY, key TEXT NOT NULL, item NOT NULL, owner TEXT)",
+    # The free rows, oldest first, for claim. Partial: a durable append
+    # (owned from the start) and its ack leave this index alone, which
+    # makes their commits about half as costly.
+    "CREATE INDEX spool_free ON spool (id) WHERE owner IS NULL",
+    # The owners whose write-ahead logs were copied into the table: a copy
+    # interrupted before the logs were deleted is not made twice.
+    "CREATE TABLE imported (token TEXT PRIMARY KEY)",
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 
 _INSERT = "INSERT INTO spool (key, item, owner) VALUES (?, ?, ?)"
+#: A write-ahead log segment is closed for new records past this size.
+LOG_SEGMENT_BYTES = 4 * 1024 * 1024
+#: Starts every log record. JSON text never holds it raw (it escapes control
+#: characters), and whatever else a record holds is base64.
+_RS = b"\x1e"
 
 # SQLite's primary result codes (the low byte of an extended code).
 _SQLITE_KINDS = {
@@ -104,38 +116,51 @@ Pair = Tuple[Hashable, Any]
 Row = Tuple[int, Hashable, Any]
 
 
-class _Pending:
-    """One :meth:`SqliteSpool.append` waiting for the group commit that writes it."""
+class _Segment:
+    """One file of a process's write-ahead log: ``<path>-log-<token>-<number>``.
 
-    __slots__ = ("data", "done", "error", "key", "row_id")
+    Records are appended with one ``os.write`` each, from any thread, with
+    no lock: ``O_APPEND`` makes each land whole after the others. Each
+    durable item gets a sequence number here (``next(counter)`` is atomic
+    under the GIL); its id for the caller encodes the segment and the
+    number, as a negative int, so it never meets a row id.
+    """
 
-    def __init__(self, key: str, data: Data) -> None:
-        self.key = key
-        self.data = data
-        self.done = False
-        self.row_id = 0
-        self.error: Optional[BaseException] = None
+    __slots__ = ("acked", "counter", "fd", "number", "path", "retired", "size")
+
+    def __init__(self, number: int, path: str, fd: int) -> None:
+        self.number = number
+        self.path = path
+        self.fd = fd
+        self.counter = itertools.count()
+        self.size = 0  # bytes written, about (threads add without a lock): for rotation only
+        self.acked: Set[int] = set()
+        self.retired = False  # a newer segment takes the new records
+
+    def handed_out(self) -> int:
+        """Sequence numbers handed out so far: records written or being written."""
+        return int(repr(self.counter)[6:-1])  # "count(N)": peeked without taking one
 
 
 class _Process:
-    """What one process holds for a spool: its connection, its owner token and lock, the group commit.
+    """What one process holds for a spool: its connection, its owner token and lock, its log.
 
     A forked child gets a new one (see ``_after_fork_in_child``): it never
-    uses the parent's connection or claims.
+    uses the parent's connection, claims or log.
     """
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-        # The owner recorded in the rows this spool claims. The pid is only
-        # there for people reading the file; liveness is the owner lock.
+        # The owner recorded in the rows this spool claims, and in the names
+        # of its log files. The pid is only there for people reading them;
+        # liveness is the owner lock.
         self.token = f"{self.pid}-{secrets.token_hex(8)}"
         self.lock = threading.Lock()  # the connection: one statement or transaction at a time
         self.conn: Optional[sqlite3.Connection] = None
         self.owner_fd = -1  # the owner file, locked while this process lives
-        self.cond = threading.Condition(threading.Lock())  # the group commit's queue
-        self.queue: List[_Pending] = []
-        self.writing = False  # a caller is writing the queue: the others wait for it
-        self.callers = 0  # threads inside append
+        self.log_lock = threading.Lock()  # opening, rotating, acking and closing the log
+        self.segment: Optional[_Segment] = None  # where appends go
+        self.segments: Dict[int, _Segment] = {}  # every open segment, by number
 
 
 class SqliteSpool:
@@ -240,67 +265,50 @@ class SqliteSpool:
             return self._insert(proc, rows, owner=self._owner(proc) if claim else None)
 
     def append(self, key: Hashable, item: Any) -> int:
-        """Write one pair and return its row id once it is committed.
+        """Write one pair to this process's write-ahead log; return its id once it is there.
 
-        For durable mode, from any number of threads: the appends that
-        arrive while one is being written are written together, in one
-        transaction, by whichever caller gets there first (group commit).
-        The row is claimed by this spool, since the caller still holds the
-        item and will :meth:`ack` it once delivered (or :meth:`release`
-        it); if this process dies first, the row is handed out again.
+        This is durable mode's write, made for ``enqueue``: one ``os.write``
+        of a checksummed record to a log file of this process, from any
+        number of threads without a lock, so that a SIGKILL a moment after
+        it returns loses nothing. (Like the rest of the spool it is not
+        fsynced: it survives the process, not a power cut.) The pair is
+        not free for :meth:`claim`: the caller holds the item, and
+        :meth:`ack` gives the id back once it is delivered. If this process ends
+        first (killed, or at :meth:`close`), its unacked pairs are copied
+        into the table as free rows, by :meth:`close` or by the next
+        :meth:`claim` of any process.
+
+        The id is negative: it names a log record, not a row.
         """
-        pending = _Pending(*self._encode(key, item, None))
+        encoded_key, data = self._encode(key, item, None)
         proc = self._process()
-        deadline = monotonic() + 2 * self.timeout + 1.0
-        with proc.cond:
-            proc.queue.append(pending)
-            proc.callers += 1
-            try:
-                while not pending.done and proc.writing:
-                    # The writer's own wait is bounded by the timeout; this
-                    # only stops a caller whose turn never came.
-                    left = deadline - monotonic()
-                    if left <= 0 and pending in proc.queue:
-                        proc.queue.remove(pending)
-                        raise SpoolError(
-                            f"spool {self.path}: no write finished within {self.timeout} s",
-                            path=self.path, kind="locked",
-                        )
-                    proc.cond.wait(max(left, 0.05))
-                lead = not pending.done
-                if lead:
-                    proc.writing = True
-                    others = proc.callers > len(proc.queue)
-            finally:
-                proc.callers -= 1
-        if lead:
-            if others:
-                # Threads are on their way here (woken by the last commit, or
-                # encoding their item): let them queue first, so one commit
-                # carries them all. A lone caller never waits.
-                time.sleep(0)
-            with proc.cond:
-                batch, proc.queue = proc.queue, []
-            try:
-                with proc.lock:
-                    ids = self._insert(proc, [(p.key, p.data) for p in batch], owner=self._owner(proc))
-            except BaseException as exc:  # noqa: BLE001 - handed to every caller of the batch
-                for p in batch:
-                    p.error = exc
-            else:
-                for p, row_id in zip(batch, ids):
-                    p.row_id = row_id
-            with proc.cond:
-                for p in batch:
-                    p.done = True
-                proc.writing = False
-                proc.cond.notify_all()
-        if pending.error is not None:
-            if isinstance(pending.error, SpoolError):
-                error = pending.error
-                raise SpoolError(str(error), path=self.path, kind=error.kind) from error
-            raise pending.error
-        return pending.row_id
+        segment = proc.segment
+        if segment is None or segment.retired:
+            segment = self._log_segment(proc)
+        seq = next(segment.counter)
+        if isinstance(data, str) and self._dumps is None:
+            body = b"j" + data.encode()  # JSON text: no raw tab, newline or record separator
+        elif isinstance(data, str):
+            body = b"s" + base64.b64encode(data.encode())
+        else:
+            body = b"b" + base64.b64encode(data)
+        record = _record(b"i\t%d\t%s\t%s" % (seq, encoded_key.encode(), body))
+        try:
+            written = os.write(segment.fd, record)
+        except OSError as exc:
+            raise SpoolError(
+                f"spool {self.path}: cannot write to the log {segment.path}: {_cause(exc)}",
+                path=self.path, kind=self._kind(exc),
+            ) from exc
+        if written != len(record):  # a full disk cut it short: the checksum will not match
+            raise SpoolError(
+                f"spool {self.path}: the log {segment.path} took {written} of {len(record)} bytes",
+                path=self.path, kind="full",
+            )
+        segment.size += written
+        if segment.size > LOG_SEGMENT_BYTES:
+            self._log_segment(proc, rotate=segment)
+        return -((segment.number << 32) | seq) - 1
 
     def claim(self, limit: int) -> List[Row]:
         """Take up to *limit* of the oldest free rows for this process: ``[(row_id, key, item), ...]``.
@@ -318,8 +326,12 @@ class SqliteSpool:
         with proc.lock:
             owner = self._owner(proc)
 
+            copied: List[str] = []  # tokens whose logs this claim copied into the table
+
             def take(conn: sqlite3.Connection) -> List[Tuple[int, str, Data]]:
+                copied.clear()  # (a retried transaction starts afresh)
                 self._free_dead_owners(proc, conn)
+                copied.extend(self._import_dead_logs(proc, conn))
                 found = conn.execute(
                     "SELECT id, key, item FROM spool WHERE owner IS NULL ORDER BY id LIMIT ?", (limit,),
                 ).fetchall()
@@ -327,6 +339,8 @@ class SqliteSpool:
                 return found
 
             found = self._transaction(proc, take)
+            for token in copied:
+                self._forget_log(proc, token)
         rows: List[Row] = []
         bad: List[int] = []
         for row_id, key, data in found:
@@ -343,31 +357,52 @@ class SqliteSpool:
         return rows
 
     def ack(self, row_ids: Iterable[int]) -> int:
-        """Delete rows this spool claimed (they were delivered); return how many were deleted."""
-        return self._change(row_ids, "DELETE FROM spool WHERE id = ? AND owner = ?")
+        """Delete rows this spool claimed, or appended (they were delivered); return how many."""
+        ids = [int(row_id) for row_id in row_ids]
+        logged = [row_id for row_id in ids if row_id < 0]
+        rows = [row_id for row_id in ids if row_id > 0]
+        done = self._ack_logged(logged) if logged else 0
+        return done + self._change(rows, "DELETE FROM spool WHERE id = ? AND owner = ?")
 
     def release(self, row_ids: Iterable[int]) -> int:
-        """Free rows this spool claimed, for a later :meth:`claim`; return how many were freed."""
-        return self._change(row_ids, "UPDATE spool SET owner = NULL WHERE id = ? AND owner = ?")
+        """Free rows this spool claimed, for a later :meth:`claim`; return how many were freed.
+
+        Ids from :meth:`append` are not rows: to give up such an item, put
+        it (:meth:`put`) and ack its id.
+        """
+        rows = [int(row_id) for row_id in row_ids]
+        if any(row_id < 0 for row_id in rows):
+            raise ValueError("release takes row ids from claim; an id from append is acked instead")
+        return self._change(rows, "UPDATE spool SET owner = NULL WHERE id = ? AND owner = ?")
 
     def count(self) -> int:
-        """Rows in the file: free, claimed by anyone, or undecodable."""
+        """Rows in the file (free, claimed by anyone, or undecodable), plus this
+        process's appended pairs not yet acked."""
         proc = self._process()
         with proc.lock:
-            return int(self._run(proc, lambda conn: conn.execute("SELECT count(*) FROM spool").fetchone()[0]))
+            rows = int(self._run(proc, lambda conn: conn.execute("SELECT count(*) FROM spool").fetchone()[0]))
+        with proc.log_lock:
+            logged = sum(s.handed_out() - len(s.acked) for s in proc.segments.values())
+        return rows + logged
 
     def close(self) -> None:
         """Free the rows this spool still holds and close the file. Idempotent.
 
         Freed rows are handed out again by the next :meth:`claim`, here or
-        in another process.
+        in another process. Appended pairs not yet acked are copied into
+        the table as free rows, and the log deleted.
         """
         if self._closed:
             return
+        proc = self._proc
+        if proc.pid == os.getpid() and proc.segments:
+            # Before closing: the copy may have to open the file. An append
+            # racing with close lands in a new segment, which the first
+            # claim after this spool's owner lock is gone copies.
+            self._import_own_log(proc)
         self._closed = True
         with _spools_lock:
             _spools.discard(self)
-        proc = self._proc
         if proc.pid != os.getpid():
             return
         with proc.lock:
@@ -590,6 +625,161 @@ class SqliteSpool:
         target = self.path if os.path.exists(self.path) else directory
         return not os.access(target, os.W_OK)
 
+    # -- the write-ahead log of durable appends ------------------------------------
+    #
+    # append writes a record to a log file of this process rather than a row,
+    # because a commit costs several times an os.write, and the threads
+    # waiting for a shared commit must each be woken, which on a busy
+    # machine costs more again. A record is RS, a checksum, a tab and
+    # "i<TAB>seq<TAB>key<TAB>item" (an item) or "a<TAB>seq,seq,..." (acks),
+    # then a newline. A kill may cut the record being written short, and the
+    # next one (another thread's) then follows it directly: splitting on RS
+    # and checking each checksum keeps every whole record and drops the cut one.
+    #
+    # A segment past LOG_SEGMENT_BYTES is retired: new records go to the next
+    # one, and it is deleted once every record in it is acked. At close, or
+    # at the first claim (in any process) after this process ended, the
+    # unacked records are copied into the table as free rows and the files
+    # deleted; the imported table makes sure that happens once.
+
+    def _log_segment(self, proc: _Process, rotate: Optional[_Segment] = None) -> _Segment:
+        """The segment appends go to: opened on first use, or a new one after *rotate*."""
+        with proc.log_lock:
+            current = proc.segment
+            if current is not None and not current.retired and current is not rotate:
+                return current  # another thread opened or rotated it meanwhile
+            with proc.lock:
+                self._owner(proc)  # locked before any log exists: a log never looks dead while we live
+            number = 0 if current is None else current.number + 1
+            path = f"{self.path}-log-{proc.token}-{number}"
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise SpoolError(
+                    f"spool {self.path}: cannot create the log {path}: {_cause(exc)}",
+                    path=self.path, kind=self._kind(exc),
+                ) from exc
+            segment = proc.segments[number] = proc.segment = _Segment(number, path, fd)
+            if current is not None:
+                current.retired = True
+                self._drop_segment_if_done(proc, current)
+            return segment
+
+    def _ack_logged(self, ids: List[int]) -> int:
+        by_segment: Dict[int, List[int]] = {}
+        for row_id in ids:
+            n = -row_id - 1
+            by_segment.setdefault(n >> 32, []).append(n & 0xFFFFFFFF)
+        proc = self._process()
+        done = 0
+        with proc.log_lock:
+            for number, seqs in by_segment.items():
+                segment = proc.segments.get(number)
+                if segment is None:
+                    continue  # not appended by this process, or copied into the table already
+                fresh = sorted(set(seqs) - segment.acked)
+                if not fresh:
+                    continue
+                record = _record(b"a\t" + b",".join(b"%d" % seq for seq in fresh))
+                try:
+                    written = os.write(segment.fd, record)
+                except OSError as exc:
+                    raise SpoolError(
+                        f"spool {self.path}: cannot write to the log {segment.path}: {_cause(exc)}",
+                        path=self.path, kind=self._kind(exc),
+                    ) from exc
+                if written != len(record):
+                    raise SpoolError(
+                        f"spool {self.path}: the log {segment.path} took {written} of {len(record)} bytes",
+                        path=self.path, kind="full",
+                    )
+                segment.acked.update(fresh)
+                done += len(fresh)
+                self._drop_segment_if_done(proc, segment)
+        return done
+
+    def _drop_segment_if_done(self, proc: _Process, segment: _Segment) -> None:
+        """Delete a retired segment whose records are all acked; call with proc.log_lock."""
+        if segment.retired and len(segment.acked) >= segment.handed_out():
+            del proc.segments[segment.number]
+            os.close(segment.fd)
+            try:
+                os.unlink(segment.path)
+            except OSError:
+                pass  # copied by a later claim: every record in it is acked, so nothing comes back
+
+    def _import_own_log(self, proc: _Process) -> None:
+        """At close: copy this process's unacked appends into the table as free rows, delete the log."""
+        with proc.log_lock:
+            segments = sorted(proc.segments.values(), key=lambda segment: segment.number)
+            try:
+                pairs = [pair for segment in segments for pair in _read_log(segment.path)]
+                if pairs:
+                    with proc.lock:
+                        self._insert(proc, pairs, owner=None)
+            except (SpoolError, OSError) as exc:
+                # Not lost: the files stay, and the first claim after this
+                # spool's owner lock is gone copies them.
+                log.warning("spool %s: could not copy the log into the table at close: %s", self.path, exc)
+                for segment in segments:
+                    os.close(segment.fd)
+                proc.segments.clear()
+                proc.segment = None
+                return
+            for segment in segments:
+                os.close(segment.fd)
+                try:
+                    os.unlink(segment.path)
+                except OSError:
+                    pass
+            proc.segments.clear()
+            proc.segment = None
+
+    def _dead_logs(self, proc: _Process) -> Dict[str, List[str]]:
+        """The log files of owners that no longer live, by token, oldest segment first."""
+        directory, base = os.path.split(self.path)
+        prefix = f"{base}-log-"
+        found: Dict[str, List[Tuple[int, str]]] = {}
+        for name in os.listdir(directory):
+            if not name.startswith(prefix):
+                continue
+            token, _, number = name[len(prefix):].rpartition("-")
+            if not number.isdigit() or not token:
+                continue
+            found.setdefault(token, []).append((int(number), os.path.join(directory, name)))
+        return {
+            token: [path for _, path in sorted(files)]
+            for token, files in found.items()
+            if token != proc.token and not self._owner_alive(token)
+        }
+
+    def _import_dead_logs(self, proc: _Process, conn: sqlite3.Connection) -> List[str]:
+        """Copy the unacked appends of dead owners into the table, as free rows;
+        call inside claim's transaction. Returns the tokens whose files may now go."""
+        copied = []
+        for token, paths in self._dead_logs(proc).items():
+            if conn.execute("SELECT 1 FROM imported WHERE token = ?", (token,)).fetchone() is None:
+                pairs = [pair for path in paths for pair in _read_log(path)]
+                conn.executemany(_INSERT, [(key, data, None) for key, data in pairs])
+                conn.execute("INSERT INTO imported (token) VALUES (?)", (token,))
+                if pairs:
+                    log.info("spool %s: %d items a process left in its log go back in", self.path, len(pairs))
+            copied.append(token)
+        return copied
+
+    def _forget_log(self, proc: _Process, token: str) -> None:
+        """Delete the log files of *token*, copied into the table already; call with proc.lock."""
+        directory, base = os.path.split(self.path)
+        prefix = f"{base}-log-{token}-"
+        try:
+            for name in os.listdir(directory):
+                if name.startswith(prefix) and name[len(prefix):].isdigit():
+                    os.unlink(os.path.join(directory, name))
+        except OSError as exc:
+            log.warning("spool %s: could not delete a copied log: %s", self.path, _cause(exc))
+            return  # the imported table keeps it from being copied twice
+        self._run(proc, lambda conn: conn.execute("DELETE FROM imported WHERE token = ?", (token,)))
+
     # -- owners: who holds a claimed row, and whether it is still alive ---------
 
     def _owner_path(self, token: str) -> str:
@@ -706,7 +896,51 @@ class SqliteSpool:
         proc = self._proc = _Process()
         if old.owner_fd != -1:
             os.close(old.owner_fd)  # the lock stays the parent's; the descriptor is not needed
+        for segment in old.segments.values():
+            os.close(segment.fd)  # the parent's log: appended to and acked by the parent only
         return proc
+
+
+def _record(payload: bytes) -> bytes:
+    return b"%s%08x\t%s\n" % (_RS, zlib.crc32(payload), payload)
+
+
+def _read_log(path: str) -> List[Tuple[str, Data]]:
+    """The unacked items of one log segment, in the order they were appended: (key, data) pairs.
+
+    Records that a kill cut short, or that are damaged, fail their checksum
+    and are skipped; so are records of a kind this version does not know.
+    """
+    with open(path, "rb") as f:
+        content = f.read()
+    items: Dict[int, Tuple[str, Data]] = {}
+    acked: Set[int] = set()
+    for chunk in content.split(_RS)[1:]:
+        if not chunk.endswith(b"\n"):
+            continue
+        checksum, _, payload = chunk[:-1].partition(b"\t")
+        try:
+            if int(checksum, 16) != zlib.crc32(payload):
+                continue
+            kind, _, rest = payload.partition(b"\t")
+            if kind == b"i":
+                seq, key, body = rest.split(b"\t", 2)
+                tag, raw = body[:1], body[1:]
+                data: Data
+                if tag == b"j":
+                    data = raw.decode()
+                elif tag == b"s":
+                    data = base64.b64decode(raw, validate=True).decode()
+                elif tag == b"b":
+                    data = base64.b64decode(raw, validate=True)
+                else:
+                    continue
+                items[int(seq)] = (key.decode(), data)
+            elif kind == b"a":
+                acked.update(int(seq) for seq in rest.split(b","))
+        except ValueError:  # a checksum that matched by chance over garbage (binascii.Error is one)
+            continue
+    return [items[seq] for seq in sorted(items) if seq not in acked]
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

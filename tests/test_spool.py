@@ -206,15 +206,20 @@ def test_the_file_and_its_companions_are_created_with_mode_0600(path: str) -> No
     old = os.umask(0o002)  # a permissive umask must not widen the modes
     try:
         with SqliteSpool(path, durable=True) as spool:
-            spool.append("k", 1)  # opens the file, the WAL and the owner file
+            token = spool._proc.token
+            spool.append("k", 1)  # opens the owner file and the log
             names = sorted(os.listdir(os.path.dirname(path)))
-            assert names[:3] == ["events.db", "events.db-owner-" + spool._proc.token, "events.db-shm"]
-            assert names[3] == "events.db-wal"
+            assert names == [f"events.db-log-{token}-0", f"events.db-owner-{token}"]
+            spool.count()  # opens the file and its WAL
+            names = sorted(os.listdir(os.path.dirname(path)))
+            assert names[0] == "events.db"
+            assert names[3:] == ["events.db-shm", "events.db-wal"]
             for name in names:
                 assert os.stat(os.path.join(os.path.dirname(path), name)).st_mode & 0o777 == 0o600, name
     finally:
         os.umask(old)
     assert sorted(os.listdir(os.path.dirname(path))) == ["events.db"]  # close tidies up
+    assert [item for _, _, item, _ in raw_rows(path)] == ["1"]  # the unacked append, copied at close
 
 
 def test_an_existing_file_keeps_its_mode(path: str) -> None:
@@ -349,7 +354,7 @@ def test_rows_of_an_owner_whose_file_is_gone_are_freed(spool: SqliteSpool, path:
 # -- durable appends -------------------------------------------------------------
 
 
-def test_group_commit_from_8_threads_writes_every_row_once(path: str) -> None:
+def test_appends_from_8_threads_are_logged_once_each_and_copied_in_order_at_close(path: str) -> None:
     per_thread = 300
     results: List[List[int]] = [[] for _ in range(8)]
     errors: List[BaseException] = []
@@ -372,16 +377,48 @@ def test_group_commit_from_8_threads_writes_every_row_once(path: str) -> None:
         assert not errors
         all_ids = [row_id for ids in results for row_id in ids]
         assert len(set(all_ids)) == 8 * per_thread
-        for ids in results:
-            assert ids == sorted(ids)  # one thread's appends keep their order
+        assert all(row_id < 0 for row_id in all_ids)  # log records, not rows
         assert spool.count() == 8 * per_thread
-        by_id = {row_id: (key, item) for row_id, key, item in raw_rows_decoded(path)}
-        for t, ids in enumerate(results):
-            assert [by_id[row_id] for row_id in ids] == [(f"t{t}", [t, n]) for n in range(per_thread)]
-        # The rows are this spool's: nobody else may claim them while it lives.
+        # The appends are this spool's: nobody else may claim them while it lives.
         with SqliteSpool(path) as other:
             assert other.claim(10) == []
-        assert spool.ack(all_ids) == 8 * per_thread
+        # Even threads' items were delivered; the odd ones are left at close.
+        delivered = [row_id for t in range(0, 8, 2) for row_id in results[t]]
+        assert spool.ack(delivered) == len(delivered)
+        assert spool.ack(delivered) == 0  # acked once only
+        assert spool.count() == 4 * per_thread
+    rows = raw_rows_decoded(path)
+    assert len(rows) == 4 * per_thread
+    for t in range(1, 8, 2):
+        assert [item for _, key, item in rows if key == f"t{t}"] == [[t, n] for n in range(per_thread)]
+
+
+def test_a_record_cut_short_by_a_kill_costs_only_itself(path: str) -> None:
+    """A kill may cut the record being written; another thread's whole record then follows it."""
+    from batchdispatch.spool import _read_log, _record
+
+    whole = [_record(b"i\t%d\t\"k\"\tj[%d]" % (n, n)) for n in range(4)]
+    ack = _record(b"a\t0")
+    with open(path + "-log", "wb") as f:
+        f.write(whole[0] + whole[1][:-7] + whole[2] + ack + whole[3][:-1])
+    assert _read_log(path + "-log") == [('"k"', "[2]")]  # 0 acked, 1 and 3 cut short
+
+
+def test_log_segments_rotate_and_go_once_every_record_is_acked(path: str, monkeypatch: Any) -> None:
+    monkeypatch.setattr("batchdispatch.spool.LOG_SEGMENT_BYTES", 2000)
+    directory = os.path.dirname(path)
+
+    def logs() -> List[str]:
+        return sorted(name for name in os.listdir(directory) if "-log-" in name)
+
+    with SqliteSpool(path, durable=True) as spool:
+        ids = [spool.append("k", {"n": n, "pad": "x" * 100}) for n in range(100)]
+        assert len(logs()) > 3
+        assert spool.ack(ids[:90]) == 90
+        assert len(logs()) == 1  # the retired segments held only acked records
+        assert spool.count() == 10
+    assert logs() == []
+    assert [json.loads(item)["n"] for _, _, item, _ in raw_rows(path)] == list(range(90, 100))
 
 
 def raw_rows_decoded(path: str) -> List[Any]:
@@ -402,7 +439,7 @@ APPENDER = """
 
 
 @pytest.mark.parametrize("round_", range(3))
-def test_every_append_that_returned_before_a_sigkill_is_in_the_file(path: str, round_: int) -> None:
+def test_every_append_that_returned_before_a_sigkill_is_claimed_after_it(path: str, round_: int) -> None:
     child = spawn(APPENDER.format(path=path))
     assert child.stdout is not None
     wanted = random.randint(20, 800)
@@ -415,10 +452,12 @@ def test_every_append_that_returned_before_a_sigkill_is_in_the_file(path: str, r
             returned[int(parts[0])] = int(parts[1])
     assert len(returned) >= wanted
     with SqliteSpool(path) as spool:
-        rows = spool.claim(1_000_000)  # the dead appender's rows are freed
-    found = {row_id: item for row_id, _, item in rows}
-    assert {row_id: found.get(row_id) for row_id in returned} == returned
-    assert sorted(found.values()) == list(range(len(found)))  # nothing else, no gap
+        rows = spool.claim(1_000_000)  # the dead appender's log is copied into the table
+        assert spool.claim(10) == []  # once
+    found = [item for _, _, item in rows]
+    assert found == list(range(len(found)))  # in order, nothing else, no gap
+    assert set(returned.values()) <= set(found)
+    assert not [name for name in os.listdir(os.path.dirname(path)) if "-log-" in name]  # tidied up
 
 
 def test_append_after_fork_uses_a_fresh_connection_in_the_child(path: str) -> None:
@@ -427,7 +466,9 @@ def test_append_after_fork_uses_a_fresh_connection_in_the_child(path: str) -> No
         from batchdispatch.spool import SqliteSpool
         spool = SqliteSpool({path!r}, durable=True)
         spool.append("parent", 1)
+        spool.count()
         parent_conn = spool._proc.conn
+        parent_log = spool._proc.segment.path
         # A thread of the parent keeps appending while the process forks.
         stop = threading.Event()
         def busy():
@@ -442,10 +483,12 @@ def test_append_after_fork_uses_a_fresh_connection_in_the_child(path: str) -> No
             code = 1
             try:
                 row_id = spool.append("child", 2)
+                assert spool._proc.segment.path != parent_log
+                spool.count()
                 assert spool._proc.conn is not parent_conn
                 assert spool._proc.pid == os.getpid()
                 spool.close()
-                code = 0 if row_id > 0 else 1
+                code = 0 if row_id < 0 else 1
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
@@ -599,14 +642,15 @@ def test_a_lock_held_past_the_timeout_is_a_locked_fault(path: str) -> None:
         other = sqlite3.connect(path, isolation_level=None)
         try:
             other.execute("BEGIN EXCLUSIVE")
-            for operation in (
-                lambda: spool.put([(None, 2)]), lambda: spool.claim(1), lambda: spool.append(None, 3),
-            ):
+            for operation in (lambda: spool.put([(None, 2)]), lambda: spool.claim(1)):
                 started = monotonic()
                 with pytest.raises(SpoolError) as info:
                     operation()
                 assert monotonic() - started < 3
                 assert_fault(info, path, "locked")
+            started = monotonic()
+            assert spool.append(None, 3) < 0  # the log does not wait for SQLite's lock
+            assert monotonic() - started < 0.2
             other.execute("COMMIT")
         finally:
             other.close()

@@ -276,7 +276,7 @@ def test_a_corrupt_spool_is_logged_counted_and_the_dispatcher_goes_on_in_memory(
     spool.close()
     assert recorder.items == list(range(5))
     faults = dict(dispatcher.stats().spool_faults)
-    assert faults.get("corrupt", 0) >= 5
+    assert faults.get("corrupt", 0) >= 1  # the claim at start; durable appends go to the log
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors
     assert path in errors[0]
@@ -284,15 +284,16 @@ def test_a_corrupt_spool_is_logged_counted_and_the_dispatcher_goes_on_in_memory(
     assert len(errors) <= 2  # rate-limited, not one line per item
 
 
-def test_a_locked_spool_delays_enqueue_by_its_timeout_at_most(make: Any, path: str) -> None:
+def test_a_locked_spool_holds_up_neither_enqueue_nor_flush_past_its_timeout(make: Any, path: str) -> None:
     spool = SqliteSpool(path, durable=True, timeout=0.2)
     spool.count()  # create the file
     other = sqlite3.connect(path, isolation_level=None)
     recorder = Recorder()
     try:
-        dispatcher = make(recorder, delay=0.01, spool=spool, on_error=None)
+        dispatcher = make(recorder, delay=0.01, spool=spool)
         other.execute("BEGIN EXCLUSIVE")
-        assert dispatcher.enqueue("while locked")
+        assert dispatcher.enqueue("while locked")  # durable: in the log, which the lock does not hold up
+        assert dispatcher.flush(timeout=10)  # the claim of the backlog gives up after the spool's timeout
         other.execute("COMMIT")
         assert dispatcher.enqueue("after")
         assert dispatcher.flush(timeout=10)
@@ -332,9 +333,10 @@ def test_a_full_disk_at_spill_time_counts_the_items_as_dropped(
         spool.close()
     assert stats.spool_faults.get("full", 0) >= 1
     assert stats.dropped_by_reason.get("queue_full", 0) >= 1
-    # Nothing vanished: each accepted item was delivered, dropped with a reason, or is on disk.
+    # Nothing vanished: each accepted item was delivered, dropped with a reason, or is on disk
+    # (a delivered one too, if the full disk refused the delete: it comes again, at least once).
     assert accepted == 200
-    assert stats.dispatched + stats.dropped + on_disk == 200
+    assert stats.dispatched + stats.dropped <= 200 <= stats.dispatched + stats.dropped + on_disk
 
 
 # -- processes: exit, kill, sharing ---------------------------------------------------------------
