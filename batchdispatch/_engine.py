@@ -423,7 +423,7 @@ class Engine(Generic[T]):
         self._replay: Deque[Batch] = collections.deque()  # claimed, waiting for their lane
         self._replay_out: Set[Batch] = set()  # claimed and on their lane, not settled
         self._spilled = 0
-        self._overflowed = 0  # items accepted straight into the spool (overflow="spill")
+        self._overflowed = 0  # items accepted straight into the spool (overflow="spill", or past exit)
         self._replayed = 0
         self._spool_faults: Dict[str, int] = {}
         self._spool_log = _RateLimit(self.LOG_INTERVAL, monotonic)
@@ -767,6 +767,12 @@ class Engine(Generic[T]):
                     self._room = self._wake_at = -1
                 inline = Batch(None, [item], NEVER, key, seq_first=self._seq)
                 self._advance_position(1)
+                accepted = True
+            elif self._exit_closed and self.spool is not None:
+                # Stuck past the exit budget, with a spool: into it, for the
+                # next start (written below, after the lock).
+                self._spill(key, [item], "exit")
+                self._overflowed += 1
                 accepted = True
             else:
                 # Shut down by the user, or stuck past the exit budget (a
@@ -1599,7 +1605,11 @@ class Engine(Generic[T]):
 
     def _enqueue_durable(self, item: T) -> bool:
         """``enqueue`` of a durable BackgroundDispatcher: to the spool, then to the queue."""
-        return self._enqueue_one(self._write_ahead(None, item))
+        try:
+            return self._enqueue_one(self._write_ahead(None, item))
+        except QueueFullError:
+            self._spool_io()  # remove the refused item's record now, not at the next write
+            raise
 
     def _enqueue_durable_keyed(self, key: Hashable, item: T, priority: int = 0) -> bool:
         """``enqueue`` of a durable KeyedDispatcher: to the spool, then to the key's queue."""
@@ -1609,7 +1619,11 @@ class Engine(Generic[T]):
             raise _unhashable(key) from None
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise TypeError(f"priority must be an int, got {type(priority).__name__}")
-        return self._enqueue_keyed(key, self._write_ahead(key, item), priority)
+        try:
+            return self._enqueue_keyed(key, self._write_ahead(key, item), priority)
+        except QueueFullError:
+            self._spool_io()  # remove the refused item's record now, not at the next write
+            raise
 
     def _write_ahead(self, key: Hashable, item: Any) -> Any:
         """Write *item* to the spool; return what to queue: it wrapped with

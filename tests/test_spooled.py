@@ -142,6 +142,25 @@ def test_a_partial_failure_acks_only_what_was_delivered(
     assert spool.count() == 0
 
 
+def test_a_durable_item_refused_by_overflow_raise_leaves_nothing_behind(
+    make: Any, spools: Callable[..., SqliteSpool]
+) -> None:
+    from batchdispatch import QueueFullError
+
+    spool = spools(durable=True)
+    gate = threading.Event()
+    dispatcher = make(lambda batch: gate.wait(10), delay=0.01, max_queue_size=2, overflow="raise", spool=spool)
+    accepted = 0
+    with pytest.raises(QueueFullError):
+        for n in range(100):
+            dispatcher.enqueue(n)
+            accepted += 1
+    assert spool.count() == accepted  # the refused item's record is acked at once
+    gate.set()
+    assert dispatcher.flush(timeout=10)
+    assert spool.count() == 0
+
+
 # -- spills and replay ----------------------------------------------------------------------
 
 
@@ -469,6 +488,27 @@ for n in range(25):
     assert result.returncode == 0, result.stderr
     with SqliteSpool(path) as spool:
         assert sorted(item for _, _, item in spool.claim(100)) == list(range(25))
+
+
+def test_an_item_enqueued_after_the_exit_hook_gave_up_goes_to_the_spool(path: str) -> None:
+    """logging's own shutdown, say: an atexit handler registered before batchdispatch runs after its hook."""
+    result = run_python(f"""
+import atexit, threading
+late = []
+atexit.register(lambda: print(late, d.stats().spilled))  # handlers run last in, first out
+atexit.register(lambda: late.append(d.enqueue("late")))
+
+from batchdispatch import BackgroundDispatcher
+from batchdispatch.spool import SqliteSpool
+
+d = BackgroundDispatcher(lambda batch: threading.Event().wait(60), delay=0.01, exit_timeout=0.3,
+                         spool=SqliteSpool({path!r}))
+d.enqueue("first")
+""")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[True]", "2"]  # accepted; the hung batch and it spilled
+    with SqliteSpool(path) as spool:
+        assert [item for _, _, item in spool.claim(10)] == ["first", "late"]
 
 
 def test_processes_sharing_a_spool_replay_each_item_once(tmp_path: Any, path: str) -> None:
