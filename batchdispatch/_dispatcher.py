@@ -54,7 +54,8 @@ class BackgroundDispatcher(Engine[T]):
         ``"drop_newest"`` rejects the new item, ``"drop_oldest"`` evicts the
         oldest waiting one, ``"block"`` wakes the worker and waits up to
         *block_timeout* seconds for room before dropping, ``"raise"`` raises
-        :class:`~batchdispatch.QueueFullError`. Every drop is counted in
+        :class:`~batchdispatch.QueueFullError`, ``"spill"`` (with a
+        *spool*) writes the item to the spool. Every drop is counted in
         :meth:`stats` under ``"queue_full"`` (or ``"closed"`` for a blocked
         producer released by :meth:`shutdown`).
     :param block_timeout: seconds ``"block"`` waits at most (None: no limit).
@@ -75,6 +76,16 @@ class BackgroundDispatcher(Engine[T]):
     :param retry: a :class:`~batchdispatch.RetryPolicy` for failed batches
         (None: a failed batch is given up at once). Later items wait behind
         a batch that waits to be retried, so order is kept.
+    :param spool: a :class:`~batchdispatch.spool.SqliteSpool`. What cannot
+        be delivered goes to its file instead of being lost (items left at
+        the exit deadline, batches that fail while the dispatcher closes,
+        items over the queue limit with ``overflow="spill"``), and the
+        first enqueue (or :meth:`flush`) replays what the file holds,
+        oldest first, before new items. With ``durable=True`` every item
+        is written before ``enqueue`` returns. See :doc:`/guarantees`.
+    :param spill_exhausted: with a spool, items given up after their
+        retries go to it too, for the next start, rather than count as
+        failed.
     """
 
     def __init__(

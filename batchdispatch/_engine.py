@@ -332,6 +332,8 @@ class Engine(Generic[T]):
         #: The :class:`~batchdispatch.spool.SqliteSpool` given as ``spool=``, or None.
         self.spool = spool
         self._spill_exhausted = spill_exhausted
+        # Durable: lanes may hold Spooled wrappers, unwrapped as batches are taken.
+        self._wrapped = spool is not None and spool.durable
         # Spooled items come back a chunk at a time: about a batch per worker.
         self._replay_chunk = min(self._batch_limit, 1000) * max_workers
         self._reset()
@@ -1316,7 +1318,7 @@ class Engine(Generic[T]):
                 self._prioritised -= held - lane.prioritised
                 self._reclaimable = True
             batch = lane.batch = Batch(lane, items, first, seq_first=seq_first)
-            if self.spool is not None:
+            if self._wrapped:
                 self._unwrap(batch)
             self._open.add(batch)
             lane.last_take = now
@@ -1514,7 +1516,7 @@ class Engine(Generic[T]):
         """Deliver on the calling thread, once, for items no worker will take."""
         with self._inline_lock:
             with self._lock:
-                if self.spool is not None:
+                if self._wrapped:
                     self._unwrap(batch)
                 self._inline.add(batch)
             batch.attempt = 1

@@ -58,8 +58,8 @@ class KeyedDispatcher(Engine[T]):
     :class:`~batchdispatch.BackgroundDispatcher`: *delay*, *max_batch_size*,
     *overflow* (``"drop_oldest"`` evicts the oldest item of the key whose
     waiting items were first seen earliest),
-    *block_timeout*, *on_error*, *name*, *flush_on_exit*, *exit_timeout* and
-    *clock*.
+    *block_timeout*, *on_error*, *name*, *flush_on_exit*, *exit_timeout*,
+    *clock*, *spool* and *spill_exhausted* (replayed items keep their key).
 
     .. versionadded:: 0.2.0
     """

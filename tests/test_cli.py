@@ -254,6 +254,21 @@ def test_bench_quick_prints_the_table() -> None:
     assert re.search(r"^HTTP batched \(h\)/\(f\): [\d.]+x, \(h\)/\(g\): [\d.]+x$", out, re.MULTILINE)
 
 
+def test_bench_only_spool_measures_the_three_modes() -> None:
+    result = run_cli("bench", "--quick", "--only", "spool")
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"^\| (\([dst]\) .*?) +\|", result.stdout, re.MULTILINE)
+    assert rows == [
+        "(d) BackgroundDispatcher, no spool",
+        "(s) spool=SqliteSpool(path)",
+        "(t) spool=SqliteSpool(path, durable=True)",
+    ]
+    summary = r"^durable enqueue with 4 producer threads: [\d.,]+ us per item$"
+    assert re.search(summary, result.stdout, re.MULTILINE)
+    assert "(a) deque.append" not in result.stdout
+    assert "(h) BackgroundDispatcher + HttpSink" not in result.stdout
+
+
 def test_bench_only_http_runs_that_section_alone() -> None:
     result = run_cli("bench", "--quick", "--only", "http")
     assert result.returncode == 0, result.stderr
