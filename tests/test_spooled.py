@@ -365,6 +365,27 @@ def test_a_full_disk_at_spill_time_counts_the_items_as_dropped(
     assert stats.dispatched + stats.dropped <= 200 <= stats.dispatched + stats.dropped + on_disk
 
 
+def test_a_read_only_place_keeps_a_durable_dispatcher_working_in_memory(
+    make: Any, tiny_fs: str, caplog: Any  # noqa: F811 - the fixture
+) -> None:
+    path = os.path.join(tiny_fs, "events.db")
+    subprocess.run(["mount", "-o", "remount,ro", tiny_fs], check=True)
+    spool = SqliteSpool(path, durable=True, timeout=1.0)
+    recorder = Recorder()
+    try:
+        with caplog.at_level(logging.ERROR, logger="batchdispatch"):
+            dispatcher = make(recorder, delay=0.01, spool=spool)
+            for n in range(20):
+                assert dispatcher.enqueue(n)
+            assert dispatcher.flush(timeout=10)
+    finally:
+        spool.close()
+    assert recorder.items == list(range(20))
+    faults = dict(dispatcher.stats().spool_faults)
+    assert faults.get("read_only", 0) >= 20  # each durable write, and the claim at start
+    assert any(path in record.getMessage() for record in caplog.records)
+
+
 # -- processes: exit, kill, sharing ---------------------------------------------------------------
 
 CHILD = """
