@@ -1046,6 +1046,10 @@ class Engine(Generic[T]):
                     self._prioritised = 0
                     self._open.clear()
                     self._inflight.clear()
+                    # Claimed from the spool by this process: freed when it ends, replayed then.
+                    self._replay.clear()
+                    self._replay_out.clear()
+                    self._backlog = None
                     self._notify_progress()
                     self._kick_all()  # the other workers see the state and stop
             raise
@@ -1663,6 +1667,8 @@ class Engine(Generic[T]):
         taken: Set[int] = set()
         for item in failed:
             slots = unused.get(id(item))
+            while slots and slots[0] in taken:
+                slots.pop(0)
             if slots:
                 index = slots.pop(0)
             else:
@@ -1714,86 +1720,107 @@ class Engine(Generic[T]):
             self._spool_todo.append((op, key, payload, reason, logged or []))
             self._spool_busy += 1
 
-    def _spool_io(self) -> None:
+    def _spool_io(self, wait: bool = False) -> None:
         """Make the spool operations queued so far. Lock not held.
 
-        One thread at a time (reentrant: a log line about a fault may reach
-        a handler that enqueues here), so a caller that finds another one at
-        work returns after it, its own operations made.
+        One thread at a time. A caller that finds another at work leaves its
+        operations to it (that thread looks at the queue again after letting
+        go), so a thread never waits here for the lock while it may hold the
+        engine lock further up its stack (a finalizer or a signal handler
+        that enqueues). *wait*: shutdown and the exit hook, which must see
+        their writes made before they return.
         """
-        spool = self.spool
-        with self._spool_io_lock:
-            with self._lock:
-                todo, self._spool_todo = self._spool_todo, []
-            if not todo:
+        while self._spool_todo:
+            if not self._spool_io_lock.acquire(wait):
                 return
-            lost: List[Tuple[Hashable, List[Any], str]] = []
-            freed = False  # free rows written or released for overflow: claim them back
-            acks = [row for op, _, payload, _, _ in todo if op == "ack" for row in payload]
-            for op, key, payload, reason, logged in todo:
-                try:
-                    if op == "put":
-                        spool.put([(key, item) for item in payload])
-                    elif op == "park":
-                        spool.put([(key, item) for item in payload], claim=True)
-                    elif op == "release":
-                        spool.release(payload)
-                    else:
-                        continue
-                except Exception as exc:  # noqa: BLE001 - never fail the caller
-                    self._spool_fault(exc, f"spilling {len(payload)} items")
-                    if op != "release":
-                        # Lost, but for durable items: their appends stay in the log.
-                        gone = [item for item, row in zip(payload, logged or [0] * len(payload)) if not row]
-                        if gone:
-                            lost.append((key, gone, reason))
-                    continue
-                acks += [row for row in logged if row]
-                freed = freed or reason == "queue_full"
-            if acks:
-                try:
-                    spool.ack(acks)
-                except Exception as exc:  # noqa: BLE001 - acked later never: delivered again
-                    self._spool_fault(exc, f"removing {len(acks)} delivered items")
-            report = None
-            with self._lock:
-                for key, items, reason in lost:
-                    self._spilled -= len(items)
-                    if reason == "failed":
-                        self._failed += len(items)
-                    else:
-                        self._drop(key, items, reason)
-                        report = self._drop_report()
-                if freed:
-                    self._spills += 1
-                    if self._backlog is None and self._state == _RUNNING:
-                        self._backlog = "spilled"
-                        self._kick()
-                self._spool_busy -= len(todo)
-                self._notify_progress()
-        if report:
-            log.warning(*report)
+            try:
+                reports = self._spool_io_locked()
+            finally:
+                self._spool_io_lock.release()
+            # Logged once no lock is held: a handler may enqueue here again.
+            for report in reports:
+                log.log(*report)
 
-    def _spool_fault(self, exc: BaseException, what: str) -> None:
-        """Count and log a failed spool operation; the dispatcher goes on in memory. Lock not held."""
+    def _spool_io_locked(self) -> List[Tuple[Any, ...]]:
+        """_spool_io's work, with its lock held; returns the log lines to write after it."""
+        spool = self.spool
+        reports: List[Tuple[Any, ...]] = []
+        with self._lock:
+            todo, self._spool_todo = self._spool_todo, []
+        if not todo:
+            return reports
+        lost: List[Tuple[Hashable, List[Any], str]] = []
+        freed = False  # free rows written or released for overflow: claim them back
+        acks = [row for op, _, payload, _, _ in todo if op == "ack" for row in payload]
+        for op, key, payload, reason, logged in todo:
+            try:
+                if op == "put":
+                    spool.put([(key, item) for item in payload])
+                elif op == "park":
+                    spool.put([(key, item) for item in payload], claim=True)
+                elif op == "release":
+                    spool.release(payload)
+                else:
+                    continue
+            except Exception as exc:  # noqa: BLE001 - never fail the caller
+                reports += self._spool_fault(exc, f"spilling {len(payload)} items", log_now=False)
+                if op != "release":
+                    # Lost, but for durable items: their appends stay in the log.
+                    gone = [item for item, row in zip(payload, logged or [0] * len(payload)) if not row]
+                    if gone:
+                        lost.append((key, gone, reason))
+                continue
+            acks += [row for row in logged if row]
+            freed = freed or reason == "queue_full"
+        if acks:
+            try:
+                spool.ack(acks)
+            except Exception as exc:  # noqa: BLE001 - acked later never: delivered again
+                reports += self._spool_fault(exc, f"removing {len(acks)} delivered items", log_now=False)
+        with self._lock:
+            for key, items, reason in lost:
+                self._spilled -= len(items)
+                if reason == "failed":
+                    self._failed += len(items)
+                else:
+                    self._drop(key, items, reason)
+                    report = self._drop_report()
+                    if report:
+                        reports.append((logging.WARNING, *report))
+            if freed:
+                self._spills += 1
+                if self._backlog is None and self._state == _RUNNING:
+                    self._backlog = "spilled"
+                    self._kick()
+            self._spool_busy -= len(todo)
+            self._notify_progress()
+        return reports
+
+    def _spool_fault(self, exc: BaseException, what: str, log_now: bool = True) -> List[Tuple[Any, ...]]:
+        """Count a failed spool operation and log it (or, without *log_now*,
+        return the log line); the dispatcher goes on in memory. Lock not held."""
         kind = getattr(exc, "kind", None) or "io"
         with self._lock:
             self._spool_faults[kind] = self._spool_faults.get(kind, 0) + 1
             held = self._spool_log.ready()
         if held is None:
-            return
+            return []
         more = f" ({held} more spool faults since the last report)" if held else ""
         cause = str(exc) if isinstance(exc, SpoolError) else f"spool {self.spool.path}: {exc!r}"
-        log.error(
-            "batchdispatch:%s: %s failed, going on in memory: %s%s", self.name, what, cause, more,
-            exc_info=None if isinstance(exc, SpoolError) else exc,
+        line: Tuple[Any, ...] = (
+            logging.ERROR, "batchdispatch:%s: %s failed, going on in memory: %s%s",
+            self.name, what, cause, more,
         )
+        if not log_now:
+            return [line]
+        log.log(*line, exc_info=None if isinstance(exc, SpoolError) else exc)
+        return []
 
     def _wants_claim(self) -> bool:
         """Whether a worker should claim spooled items before its next batch. Lock held."""
         if self._backlog is None or self._state != _RUNNING or self._replay or self._replay_out:
             return False
-        return self._backlog == "start" or self._queued_count() < self._queue_limit // 2
+        return self._backlog == "start" or self._queued_count() < max(1, self._queue_limit // 2)
 
     def _claim_backlog(self) -> None:
         """Claim the oldest spooled items and queue them as batches for their lanes. Lock not held."""
@@ -1980,7 +2007,7 @@ class Engine(Generic[T]):
             undelivered = self._pending_count()
             self._post("shutdown", lambda: ShutdownEvent(completed, undelivered))
         if self._spool_todo:
-            self._spool_io()  # retries given up at the deadline go to the spool
+            self._spool_io(wait=True)  # retries given up at the deadline go to the spool
         self._emit_posted(deadline, wait=True)
         return completed
 
@@ -2129,7 +2156,7 @@ class Engine(Generic[T]):
         """Called by the exit hook: deliver within the budget, count (or spill) the rest."""
         if self.flush_on_exit and self._join(deadline, reason="exit flush"):
             if self._spool_todo:
-                self._spool_io()
+                self._spool_io(wait=True)
             return
         left: List[Any] = []
         with self._lock:
@@ -2159,7 +2186,7 @@ class Engine(Generic[T]):
                     self._exit_spilled.add(batch)
         self._close(by_exit=False)
         if self._spool_todo:
-            self._spool_io()
+            self._spool_io(wait=True)  # the process ends next: the writes must be made now
         self._emit_posted(deadline, wait=True)
         if left and not self.flush_on_exit:
             log.warning(

@@ -126,7 +126,7 @@ class _Segment:
     number, as a negative int, so it never meets a row id.
     """
 
-    __slots__ = ("acked", "counter", "fd", "number", "path", "retired", "size")
+    __slots__ = ("acked", "counter", "dead", "fd", "number", "path", "retired", "size")
 
     def __init__(self, number: int, path: str, fd: int) -> None:
         self.number = number
@@ -136,6 +136,9 @@ class _Segment:
         self.size = 0  # bytes written, about (threads add without a lock): for rotation only
         self.acked: Set[int] = set()
         self.retired = False  # a newer segment takes the new records
+        # Being deleted (or the spool closed): an appender that took its
+        # number after this was set must not write here. See _drop_segment_if_done.
+        self.dead = False
 
     def handed_out(self) -> int:
         """Sequence numbers handed out so far: records written or being written."""
@@ -161,6 +164,7 @@ class _Process:
         self.log_lock = threading.Lock()  # opening, rotating, acking and closing the log
         self.segment: Optional[_Segment] = None  # where appends go
         self.segments: Dict[int, _Segment] = {}  # every open segment, by number
+        self.closing = False  # close has copied the log: no new segment
 
 
 class SqliteSpool:
@@ -283,9 +287,15 @@ class SqliteSpool:
         encoded_key, data = self._encode(key, item, None)
         proc = self._process()
         segment = proc.segment
-        if segment is None or segment.retired:
-            segment = self._log_segment(proc)
-        seq = next(segment.counter)
+        while True:
+            if segment is None or segment.retired or segment.dead:
+                segment = self._log_segment(proc)
+            seq = next(segment.counter)
+            # Take a number, then look: a segment being deleted is marked
+            # dead before its numbers are counted a last time, so either that
+            # count sees this number (and keeps the segment) or this sees dead.
+            if not segment.dead:
+                break
         if isinstance(data, str) and self._dumps is None:
             body = b"j" + data.encode()  # JSON text: no raw tab, newline or record separator
         elif isinstance(data, str):
@@ -326,7 +336,7 @@ class SqliteSpool:
         with proc.lock:
             owner = self._owner(proc)
 
-            copied: List[str] = []  # tokens whose logs this claim copied into the table
+            copied: List[Tuple[str, int]] = []  # the logs this claim copied into the table
 
             def take(conn: sqlite3.Connection) -> List[Tuple[int, str, Data]]:
                 copied.clear()  # (a retried transaction starts afresh)
@@ -339,8 +349,13 @@ class SqliteSpool:
                 return found
 
             found = self._transaction(proc, take)
-            for token in copied:
-                self._forget_log(proc, token)
+            problems = [self._forget_log(proc, token) for token, _ in copied]
+        # Logged outside the lock: a handler may write to this very spool.
+        for (_, count), problem in zip(copied, problems):
+            if count:
+                log.info("spool %s: %d items a process left in its log go back in", self.path, count)
+            if problem:
+                log.warning("spool %s: %s", self.path, problem)
         rows: List[Row] = []
         bad: List[int] = []
         for row_id, key, data in found:
@@ -395,25 +410,28 @@ class SqliteSpool:
         if self._closed:
             return
         proc = self._proc
-        if proc.pid == os.getpid() and proc.segments:
-            # Before closing: the copy may have to open the file. An append
-            # racing with close lands in a new segment, which the first
-            # claim after this spool's owner lock is gone copies.
+        if proc.pid == os.getpid():
+            # Before closing: the copy may have to open the file. From here
+            # an append raises "closed" (one already writing may land in a
+            # file being deleted: its caller still holds the item).
             self._import_own_log(proc)
         self._closed = True
         with _spools_lock:
             _spools.discard(self)
         if proc.pid != os.getpid():
             return
+        failure = None
         with proc.lock:
             if proc.owner_fd != -1 and proc.conn is not None:
                 try:
                     proc.conn.execute("UPDATE spool SET owner = NULL WHERE owner = ?", (proc.token,))
                 except sqlite3.Error as exc:
                     # Not lost: a later claim frees the rows of an owner whose lock is gone.
-                    log.warning("spool %s: could not free claimed rows at close: %s", self.path, exc)
+                    failure = exc
             self._disconnect(proc)
             self._drop_owner(proc)
+        if failure is not None:
+            log.warning("spool %s: could not free claimed rows at close: %s", self.path, failure)
 
     def __enter__(self) -> SqliteSpool:
         return self
@@ -645,8 +663,10 @@ class SqliteSpool:
     def _log_segment(self, proc: _Process, rotate: Optional[_Segment] = None) -> _Segment:
         """The segment appends go to: opened on first use, or a new one after *rotate*."""
         with proc.log_lock:
+            if proc.closing:
+                raise SpoolError(f"spool {self.path}: the spool is closed", path=self.path, kind="closed")
             current = proc.segment
-            if current is not None and not current.retired and current is not rotate:
+            if current is not None and not current.retired and not current.dead and current is not rotate:
                 return current  # another thread opened or rotated it meanwhile
             with proc.lock:
                 self._owner(proc)  # locked before any log exists: a log never looks dead while we live
@@ -699,8 +719,21 @@ class SqliteSpool:
         return done
 
     def _drop_segment_if_done(self, proc: _Process, segment: _Segment) -> None:
-        """Delete a retired segment whose records are all acked; call with proc.log_lock."""
-        if segment.retired and len(segment.acked) >= segment.handed_out():
+        """Delete a retired segment whose records are all acked; call with proc.log_lock.
+
+        Appenders hold no lock: one may have read this segment before it was
+        retired and not yet taken its number. So it is marked dead first and
+        counted again: an appender that took a number before the mark is
+        seen by the count (the segment stays), one after it sees the mark
+        (and goes to the current segment).
+        """
+        if not segment.retired or len(segment.acked) < segment.handed_out():
+            return
+        segment.dead = True
+        if len(segment.acked) < segment.handed_out():
+            segment.dead = False  # an appender got in: its record is on the way
+            return
+        if segment.number in proc.segments:
             del proc.segments[segment.number]
             os.close(segment.fd)
             try:
@@ -710,8 +743,12 @@ class SqliteSpool:
 
     def _import_own_log(self, proc: _Process) -> None:
         """At close: copy this process's unacked appends into the table as free rows, delete the log."""
+        failure: Optional[BaseException] = None
         with proc.log_lock:
+            proc.closing = True  # no new segment from here on
             segments = sorted(proc.segments.values(), key=lambda segment: segment.number)
+            for segment in segments:
+                segment.dead = True  # an append that takes a number now gives up
             try:
                 pairs = [pair for segment in segments for pair in _read_log(segment.path)]
                 if pairs:
@@ -720,20 +757,18 @@ class SqliteSpool:
             except (SpoolError, OSError) as exc:
                 # Not lost: the files stay, and the first claim after this
                 # spool's owner lock is gone copies them.
-                log.warning("spool %s: could not copy the log into the table at close: %s", self.path, exc)
-                for segment in segments:
-                    os.close(segment.fd)
-                proc.segments.clear()
-                proc.segment = None
-                return
+                failure = exc
             for segment in segments:
                 os.close(segment.fd)
-                try:
-                    os.unlink(segment.path)
-                except OSError:
-                    pass
+                if failure is None:
+                    try:
+                        os.unlink(segment.path)
+                    except OSError:
+                        pass
             proc.segments.clear()
             proc.segment = None
+        if failure is not None:  # logged outside the locks: a handler may write to this spool
+            log.warning("spool %s: could not copy the log into the table at close: %s", self.path, failure)
 
     def _dead_logs(self, proc: _Process) -> Dict[str, List[str]]:
         """The log files of owners that no longer live, by token, oldest segment first."""
@@ -753,22 +788,26 @@ class SqliteSpool:
             if token != proc.token and not self._owner_alive(token)
         }
 
-    def _import_dead_logs(self, proc: _Process, conn: sqlite3.Connection) -> List[str]:
+    def _import_dead_logs(self, proc: _Process, conn: sqlite3.Connection) -> List[Tuple[str, int]]:
         """Copy the unacked appends of dead owners into the table, as free rows;
-        call inside claim's transaction. Returns the tokens whose files may now go."""
+        call inside claim's transaction. Returns (token, items copied) for the
+        tokens whose files may now go."""
         copied = []
         for token, paths in self._dead_logs(proc).items():
+            count = 0
             if conn.execute("SELECT 1 FROM imported WHERE token = ?", (token,)).fetchone() is None:
                 pairs = [pair for path in paths for pair in _read_log(path)]
                 conn.executemany(_INSERT, [(key, data, None) for key, data in pairs])
                 conn.execute("INSERT INTO imported (token) VALUES (?)", (token,))
-                if pairs:
-                    log.info("spool %s: %d items a process left in its log go back in", self.path, len(pairs))
-            copied.append(token)
+                count = len(pairs)
+            copied.append((token, count))
         return copied
 
-    def _forget_log(self, proc: _Process, token: str) -> None:
-        """Delete the log files of *token*, copied into the table already; call with proc.lock."""
+    def _forget_log(self, proc: _Process, token: str) -> Optional[str]:
+        """Delete the log files of *token*, copied into the table already; call with proc.lock.
+
+        Returns a problem to log (after the lock), or None.
+        """
         directory, base = os.path.split(self.path)
         prefix = f"{base}-log-{token}-"
         try:
@@ -776,9 +815,10 @@ class SqliteSpool:
                 if name.startswith(prefix) and name[len(prefix):].isdigit():
                     os.unlink(os.path.join(directory, name))
         except OSError as exc:
-            log.warning("spool %s: could not delete a copied log: %s", self.path, _cause(exc))
-            return  # the imported table keeps it from being copied twice
+            # The imported table keeps it from being copied a second time.
+            return f"could not delete a copied log: {_cause(exc)}"
         self._run(proc, lambda conn: conn.execute("DELETE FROM imported WHERE token = ?", (token,)))
+        return None
 
     # -- owners: who holds a claimed row, and whether it is still alive ---------
 

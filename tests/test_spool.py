@@ -404,6 +404,17 @@ def test_a_record_cut_short_by_a_kill_costs_only_itself(path: str) -> None:
     assert _read_log(path + "-log") == [('"k"', "[2]")]  # 0 acked, 1 and 3 cut short
 
 
+def test_append_after_close_raises_closed_and_leaves_no_log(path: str) -> None:
+    spool = SqliteSpool(path, durable=True)
+    spool.append("k", 1)
+    spool.close()
+    with pytest.raises(SpoolError) as info:
+        spool.append("k", 2)
+    assert info.value.kind == "closed"
+    assert sorted(os.listdir(os.path.dirname(path))) == ["events.db"]
+    assert [item for _, _, item, _ in raw_rows(path)] == ["1"]
+
+
 def test_log_segments_rotate_and_go_once_every_record_is_acked(path: str, monkeypatch: Any) -> None:
     monkeypatch.setattr("batchdispatch.spool.LOG_SEGMENT_BYTES", 2000)
     directory = os.path.dirname(path)

@@ -238,6 +238,25 @@ def test_overflow_spill_takes_everything_and_delivers_it_once_there_is_room(
     assert stats.enqueued + stats.replayed == stats.dispatched + stats.spilled == 100 + stats.spilled
 
 
+def test_overflow_spill_with_a_queue_of_one_still_replays(
+    make: Any, spools: Callable[..., SqliteSpool]
+) -> None:
+    gate = threading.Event()
+    recorder = Recorder()
+
+    def send(batch: List[Any]) -> None:
+        gate.wait(10)
+        recorder(batch)
+
+    dispatcher = make(send, delay=0.01, max_queue_size=1, overflow="spill", spool=spools())
+    for n in range(5):
+        assert dispatcher.enqueue(n)
+    gate.set()
+    assert dispatcher.flush(timeout=10)
+    assert sorted(recorder.items) == list(range(5))
+    assert dispatcher.stats().replayed == dispatcher.stats().spilled > 0
+
+
 def test_spill_exhausted_parks_items_until_the_process_ends(
     make: Any, spools: Callable[..., SqliteSpool], path: str
 ) -> None:
@@ -308,6 +327,78 @@ def test_a_corrupt_spool_is_logged_counted_and_the_dispatcher_goes_on_in_memory(
     assert path in errors[0]
     assert "going on in memory" in errors[0]
     assert len(errors) <= 2  # rate-limited, not one line per item
+
+
+def test_a_handler_that_enqueues_on_a_spool_fault_does_not_deadlock(
+    make: Any, spools: Callable[..., SqliteSpool]
+) -> None:
+    """A fault is logged; an app handler may turn that log line into one more item, and spill it."""
+    spool = spools()
+    started, gate = threading.Event(), threading.Event()
+
+    def send(batch: List[Any]) -> None:
+        started.set()
+        gate.wait(10)
+
+    dispatcher = make(send, delay=0.01, max_queue_size=2, max_batch_size=1, overflow="spill", spool=spool)
+
+    class ToDispatcher(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            dispatcher.enqueue({"log": record.levelname})
+
+    handler = ToDispatcher()
+    logger = logging.getLogger("batchdispatch")
+    logger.addHandler(handler)
+    try:
+        dispatcher.enqueue(0)
+        assert started.wait(10)
+        dispatcher.enqueue(1)
+        dispatcher.enqueue(2)  # the queue is full
+        spool.close()  # from now on every spool write is a fault
+        producer = threading.Thread(target=dispatcher.enqueue, args=("over",))
+        producer.start()  # spill -> fault -> log -> handler -> enqueue -> spill -> fault ...
+        producer.join(10)
+        assert not producer.is_alive(), "enqueue deadlocked"
+        gate.set()
+        assert dispatcher.flush(timeout=10)
+    finally:
+        logger.removeHandler(handler)
+        gate.set()
+    stats = dispatcher.stats()
+    assert stats.spool_faults.get("closed", 0) >= 1
+    assert stats.dropped_by_reason.get("queue_full", 0) >= 1  # the spills that could not be written
+
+
+def test_a_handler_that_enqueues_while_a_dead_log_is_copied_does_not_deadlock(
+    make: Any, path: str, spools: Callable[..., SqliteSpool]
+) -> None:
+    left = run_python(f"""
+import os
+from batchdispatch.spool import SqliteSpool
+SqliteSpool({path!r}, durable=True).append(None, "left behind")
+os._exit(0)  # no close: the log stays, its owner dead
+""")
+    assert left.returncode == 0, left.stderr
+    recorder = Recorder()
+    dispatcher = make(recorder, delay=0.01, spool=spools(durable=True))
+
+    class Audit(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            dispatcher.enqueue({"log": record.getMessage().rsplit(": ", 1)[-1]})
+
+    handler = Audit()
+    logger = logging.getLogger("batchdispatch.spool")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        assert dispatcher.flush(timeout=10)  # claims, copying the dead log: logged at INFO
+        assert dispatcher.flush(timeout=10)  # and the handler's item
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    assert recorder.items[0] == "left behind"
+    assert recorder.items[1:] == [{"log": "1 items a process left in its log go back in"}]
 
 
 def test_a_locked_spool_holds_up_neither_enqueue_nor_flush_past_its_timeout(make: Any, path: str) -> None:
