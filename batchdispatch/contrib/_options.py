@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping, Optional, Tuple
 
 from .._dispatcher import BackgroundDispatcher
 from ..http import HttpSink
+from ..spool import SqliteSpool
 
 #: Every option (without the framework's prefix) and its default; URL has none.
 DEFAULTS: Mapping[str, Any] = {
@@ -17,7 +19,35 @@ DEFAULTS: Mapping[str, Any] = {
     "HEADERS": None,
     "SECRET": None,
     "EXIT_TIMEOUT": 5.0,
+    "SPOOL": None,
+    "SPOOL_DURABLE": False,
 }
+
+
+def check_spool(value: Any, key: str) -> Optional[str]:
+    """The spool file's path (None: no spool); its directory must exist. Errors name *key*."""
+    if value is None:
+        return None
+    if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{key} must be a file path or None, got {type(value).__name__}")
+    path = os.fspath(value)
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"{key} must name a file, got {value!r}")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(f"{key}: the directory {directory} does not exist")
+    return path
+
+
+def check_spool_durable(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{key} must be True or False, got {type(value).__name__}")
+    return value
+
+
+def check_overflow_spool(overflow: str, spool: Optional[str], key: str, spool_key: str) -> None:
+    if overflow == "spill" and spool is None:
+        raise ValueError(f"{key}='spill' needs {spool_key}: the file items over the queue limit go to")
 
 
 def build(
@@ -26,12 +56,29 @@ def build(
     url: str,
     headers: Optional[Mapping[str, str]],
     secret: Optional[str],
+    spool: Optional[str] = None,
+    spool_durable: bool = False,
     **dispatcher_options: Any,
 ) -> Tuple[BackgroundDispatcher[Any], HttpSink]:
-    """An HttpSink and the BackgroundDispatcher over it; the sink is closed again if the dispatcher fails."""
+    """An HttpSink and the BackgroundDispatcher over it (with a SqliteSpool at *spool*, if given).
+
+    The sink (and spool) are closed again if the dispatcher fails.
+    """
     sink = HttpSink(url, headers=headers, secret=secret)
+    opened: Optional[SqliteSpool] = None
     try:
-        return BackgroundDispatcher(sink, name=name, **dispatcher_options), sink
+        if spool is not None:
+            opened = SqliteSpool(spool, durable=spool_durable)
+        return BackgroundDispatcher(sink, name=name, spool=opened, **dispatcher_options), sink
     except BaseException:
         sink.close()
+        if opened is not None:
+            opened.close()
         raise
+
+
+def close(dispatcher: BackgroundDispatcher[Any], sink: HttpSink) -> None:
+    """Close what build opened for a dispatcher that has stopped: its sink, and its spool."""
+    sink.close()
+    if dispatcher.spool is not None:
+        dispatcher.spool.close()

@@ -49,7 +49,7 @@ PREFIX = "BATCHDISPATCH_"
 #: Every configuration key (without the prefix) and its default; URL has none.
 CONFIG_DEFAULTS: Mapping[str, Any] = _options.DEFAULTS
 #: Overflow policies allowed here: "block" would stall request threads.
-OVERFLOW_POLICIES = ("drop_newest", "drop_oldest", "raise")
+OVERFLOW_POLICIES = ("drop_newest", "drop_oldest", "raise", "spill")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +80,8 @@ def _read_config(config: Mapping[str, Any]) -> Dict[str, Any]:
     if overflow not in OVERFLOW_POLICIES:
         choices = ", ".join(repr(p) for p in OVERFLOW_POLICIES)
         raise ValueError(f"{PREFIX}OVERFLOW must be one of {choices}, got {overflow!r}")
+    spool = _options.check_spool(config[PREFIX + "SPOOL"], PREFIX + "SPOOL")
+    _options.check_overflow_spool(overflow, spool, PREFIX + "OVERFLOW", PREFIX + "SPOOL")
     return {
         "url": _check_url(url, PREFIX + "URL"),
         "delay": _number(PREFIX + "DELAY", config[PREFIX + "DELAY"], allow_zero=False),
@@ -89,6 +91,10 @@ def _read_config(config: Mapping[str, Any]) -> Dict[str, Any]:
         "headers": _check_headers(config[PREFIX + "HEADERS"], PREFIX + "HEADERS"),
         "secret": _check_secret(config[PREFIX + "SECRET"], PREFIX + "SECRET"),
         "exit_timeout": _number(PREFIX + "EXIT_TIMEOUT", config[PREFIX + "EXIT_TIMEOUT"], allow_zero=True),
+        "spool": spool,
+        "spool_durable": _options.check_spool_durable(
+            config[PREFIX + "SPOOL_DURABLE"], PREFIX + "SPOOL_DURABLE",
+        ),
     }
 
 
@@ -122,10 +128,15 @@ class BatchDispatch:
     ``BATCHDISPATCH_DELAY``           ``0.1``          seconds an item waits for company
     ``BATCHDISPATCH_MAX_BATCH_SIZE``  ``None``         largest batch (None: no limit)
     ``BATCHDISPATCH_MAX_QUEUE_SIZE``  ``100_000``      items held at most (None: no limit)
-    ``BATCHDISPATCH_OVERFLOW``        ``drop_newest``  ``drop_newest``, ``drop_oldest`` or ``raise``
+    ``BATCHDISPATCH_OVERFLOW``        ``drop_newest``  ``drop_newest``, ``drop_oldest``, ``raise`` or
+                                                       ``spill`` (needs ``BATCHDISPATCH_SPOOL``)
     ``BATCHDISPATCH_HEADERS``         ``None``         extra request headers (str to str)
     ``BATCHDISPATCH_SECRET``          ``None``         sign every request (``X-Webhook-Signature``)
     ``BATCHDISPATCH_EXIT_TIMEOUT``    ``5.0``          seconds the exit flush waits at most
+    ``BATCHDISPATCH_SPOOL``           ``None``         a spool file (:doc:`/spool`): what cannot be
+                                                       delivered goes there, for the next start
+    ``BATCHDISPATCH_SPOOL_DURABLE``   ``False``        write every item to the spool before
+                                                       ``enqueue`` returns
     ================================  ===============  =============================================
 
     The ``"block"`` overflow policy is refused: it would stall request
@@ -209,7 +220,7 @@ class BatchDispatch:
         return self._state().dispatcher.stats()
 
     def shutdown(self, timeout: Optional[float] = 5.0) -> bool:
-        """Flush and stop the current app's dispatcher, then close its HTTP session.
+        """Flush and stop the current app's dispatcher, then close its HTTP session (and spool).
 
         Later :meth:`enqueue` calls return False. If the timeout passes
         first, the session stays open for the batches still in flight
@@ -220,7 +231,7 @@ class BatchDispatch:
         state = self._state()
         done = state.dispatcher.shutdown(timeout)
         if done:
-            state.sink.close()
+            _options.close(state.dispatcher, state.sink)
         return done
 
 

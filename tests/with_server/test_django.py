@@ -182,6 +182,24 @@ URL = "http://127.0.0.1:9/ingest"
 NONE_ALLOWED = ("MAX_BATCH_SIZE", "MAX_QUEUE_SIZE", "HEADERS", "SECRET")
 
 
+def test_a_spool_takes_what_the_receiver_did_not_and_the_next_dispatcher_delivers_it(
+    make_receiver: Callable[..., Receiver], tmp_path: Any,
+) -> None:
+    spool = str(tmp_path / "events.db")
+    down = make_receiver()
+    down.respond(*[507] * 5)  # a 5xx urllib3 does not retry: it fails while the dispatcher closes, spilled
+    with override_settings(BATCHDISPATCH={"default": config(down.url, SPOOL=spool, OVERFLOW="spill")}):
+        assert post(Client(), "default", [{"n": 1}, {"n": 2}]) == {"accepted": [True, True]}
+        dispatcher = dispatchers["default"]
+        assert dispatchers.close_all(timeout=60)
+        assert dispatcher.stats().spilled == 2
+    up = make_receiver()
+    with override_settings(BATCHDISPATCH={"default": config(up.url, SPOOL=spool)}):
+        assert dispatchers["default"].flush(timeout=10)
+        assert up.items == [{"n": 1}, {"n": 2}]
+        assert dispatchers["default"].stats().replayed == 2
+
+
 @pytest.mark.parametrize(
     ("setting", "ids"),
     [
@@ -198,6 +216,9 @@ NONE_ALLOWED = ("MAX_BATCH_SIZE", "MAX_QUEUE_SIZE", "HEADERS", "SECRET")
         ({"default": {"URL": URL, "MAX_QUEUE_SIZE": 1.5}}, ["batchdispatch.E004"]),
         ({"default": {"URL": URL, "EXIT_TIMEOUT": float("inf")}}, ["batchdispatch.E004"]),
         ({"default": {"URL": URL, "OVERFLOW": "drop"}}, ["batchdispatch.E005"]),
+        ({"default": {"URL": URL, "OVERFLOW": "spill"}}, ["batchdispatch.E005"]),
+        ({"default": {"URL": URL, "SPOOL": "/no/such/dir/events.db"}}, ["batchdispatch.E008"]),
+        ({"default": {"URL": URL, "SPOOL_DURABLE": 1}}, ["batchdispatch.E008"]),
         ({"default": {"URL": URL, "HEADERS": {"X-Key": 1}}}, ["batchdispatch.E006"]),
         ({"default": {"URL": URL, "SECRET": ""}}, ["batchdispatch.E007"]),
         ({"default": {"URL": URL, "DELEY": 1}}, ["batchdispatch.W001"]),

@@ -174,6 +174,8 @@ def test_defaults_are_set_in_the_config(make_app: AppFactory, receiver: Receiver
         "BATCHDISPATCH_HEADERS": None,
         "BATCHDISPATCH_SECRET": None,
         "BATCHDISPATCH_EXIT_TIMEOUT": 5.0,
+        "BATCHDISPATCH_SPOOL": None,
+        "BATCHDISPATCH_SPOOL_DURABLE": False,
     }
     with app.app_context():
         dispatcher = ext.dispatcher
@@ -197,6 +199,10 @@ def test_defaults_are_set_in_the_config(make_app: AppFactory, receiver: Receiver
         ({"HEADERS": ["X-A"]}, TypeError, "BATCHDISPATCH_HEADERS must be a mapping"),
         ({"SECRET": ""}, ValueError, "BATCHDISPATCH_SECRET must not be empty"),
         ({"EXIT_TIMEOUT": -1}, ValueError, "BATCHDISPATCH_EXIT_TIMEOUT must be a non-negative number"),
+        ({"SPOOL": "/no/such/dir/events.db"}, ValueError, "BATCHDISPATCH_SPOOL: the directory /no/such/dir"),
+        ({"SPOOL": 3}, TypeError, "BATCHDISPATCH_SPOOL must be a file path or None"),
+        ({"SPOOL_DURABLE": "yes"}, TypeError, "BATCHDISPATCH_SPOOL_DURABLE must be True or False"),
+        ({"OVERFLOW": "spill"}, ValueError, "BATCHDISPATCH_OVERFLOW='spill' needs BATCHDISPATCH_SPOOL"),
     ],
 )
 def test_a_bad_config_raises_at_init_app_naming_the_key(
@@ -209,6 +215,21 @@ def test_a_bad_config_raises_at_init_app_naming_the_key(
     with pytest.raises(error, match=message):
         BatchDispatch().init_app(app)
     assert "batchdispatch" not in app.extensions
+
+
+def test_a_durable_spool_holds_each_item_until_the_receiver_has_it(
+    make_app: AppFactory, receiver: Receiver, tmp_path: Any,
+) -> None:
+    app, ext = make_app(receiver.url, DELAY=60, SPOOL=str(tmp_path / "events.db"), SPOOL_DURABLE=True)
+    events = [{"event": "page_view", "n": n} for n in range(5)]
+    post_events(app, events)
+    with app.app_context():
+        spool = ext.dispatcher.spool
+        assert spool is not None
+        assert spool.count() == 5  # on disk before each request returned
+        assert ext.flush(timeout=10)
+        assert spool.count() == 0
+    assert receiver.items == events
 
 
 # -- threads ----------------------------------------------------------------------

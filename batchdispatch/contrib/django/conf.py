@@ -35,6 +35,8 @@ CHECK_IDS: Mapping[str, str] = {
     "OVERFLOW": "batchdispatch.E005",
     "HEADERS": "batchdispatch.E006",
     "SECRET": "batchdispatch.E007",
+    "SPOOL": "batchdispatch.E008",
+    "SPOOL_DURABLE": "batchdispatch.E008",
 }
 
 
@@ -64,6 +66,8 @@ class AliasOptions:
     headers: Optional[Mapping[str, str]]
     secret: Any
     exit_timeout: float
+    spool: Optional[str] = None
+    spool_durable: bool = False
 
 
 def configured() -> Any:
@@ -87,6 +91,8 @@ def _option_checks() -> Dict[str, Any]:
         "HEADERS": lambda v: None if v is None else dict(_check_headers(v, "HEADERS")),
         "SECRET": lambda v: _check_secret(v, "SECRET"),
         "EXIT_TIMEOUT": lambda v: _validate.seconds("EXIT_TIMEOUT", v, allow_zero=True),
+        "SPOOL": lambda v: _options.check_spool(v, "SPOOL"),
+        "SPOOL_DURABLE": lambda v: _options.check_spool_durable(v, "SPOOL_DURABLE"),
     }
 
 
@@ -116,13 +122,18 @@ def resolve(alias: Any, options: Any) -> Tuple[Optional[AliasOptions], List[Prob
             values[key] = check(value)
         except (TypeError, ValueError) as exc:
             problems.append(Problem(CHECK_IDS[key], f"{where}[{key!r}]: {exc}"))
+    if values.get("OVERFLOW") == "spill" and "SPOOL" in values:
+        try:
+            _options.check_overflow_spool("spill", values["SPOOL"], "OVERFLOW", "SPOOL")
+        except ValueError as exc:
+            problems.append(Problem(CHECK_IDS["OVERFLOW"], f"{where}['OVERFLOW']: {exc}"))
     if any(p.is_error for p in problems):
         return None, problems
     return AliasOptions(
         alias=str(alias), url=values["URL"], delay=values["DELAY"],
         max_batch_size=values["MAX_BATCH_SIZE"], max_queue_size=values["MAX_QUEUE_SIZE"],
         overflow=values["OVERFLOW"], headers=values["HEADERS"], secret=values["SECRET"],
-        exit_timeout=values["EXIT_TIMEOUT"],
+        exit_timeout=values["EXIT_TIMEOUT"], spool=values["SPOOL"], spool_durable=values["SPOOL_DURABLE"],
     ), problems
 
 

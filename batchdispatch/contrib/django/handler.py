@@ -107,7 +107,7 @@ class DispatcherHandler:
     def close_all(self, timeout: Optional[float] = 5.0) -> bool:
         """Shut down and forget every dispatcher built so far. Idempotent.
 
-        Each is flushed and stopped, and its sink closed; the next lookup
+        Each is flushed and stopped, and its sink (and spool) closed; the next lookup
         builds a new one.
 
         :param timeout: seconds to wait at most, for all of them together
@@ -126,7 +126,7 @@ class DispatcherHandler:
                     completed = False
                     log.warning("batchdispatch: the dispatcher of %r did not stop within the timeout", alias)
             finally:
-                sink.close()
+                _options.close(dispatcher, sink)
         return completed
 
     def _build(self, alias: str) -> Tuple[BackgroundDispatcher[Any], HttpSink]:
@@ -143,7 +143,7 @@ class DispatcherHandler:
             f"django:{alias}", url=options.url, headers=options.headers, secret=options.secret,
             delay=options.delay, max_batch_size=options.max_batch_size,
             max_queue_size=options.max_queue_size, overflow=options.overflow,
-            exit_timeout=options.exit_timeout,
+            exit_timeout=options.exit_timeout, spool=options.spool, spool_durable=options.spool_durable,
         )
 
     def __repr__(self) -> str:
