@@ -302,19 +302,7 @@ class SqliteSpool:
             body = b"s" + base64.b64encode(data.encode())
         else:
             body = b"b" + base64.b64encode(data)
-        record = _record(b"i\t%d\t%s\t%s" % (seq, encoded_key.encode(), body))
-        try:
-            written = os.write(segment.fd, record)
-        except OSError as exc:
-            raise SpoolError(
-                f"spool {self.path}: cannot write to the log {segment.path}: {_cause(exc)}",
-                path=self.path, kind=self._kind(exc),
-            ) from exc
-        if written != len(record):  # a full disk cut it short: the checksum will not match
-            raise SpoolError(
-                f"spool {self.path}: the log {segment.path} took {written} of {len(record)} bytes",
-                path=self.path, kind="full",
-            )
+        written = self._write_record(segment, b"i\t%d\t%s\t%s" % (seq, encoded_key.encode(), body))
         segment.size += written
         if segment.size > LOG_SEGMENT_BYTES:
             self._log_segment(proc, rotate=segment)
@@ -685,6 +673,23 @@ class SqliteSpool:
                 self._drop_segment_if_done(proc, current)
             return segment
 
+    def _write_record(self, segment: _Segment, payload: bytes) -> int:
+        """Append one record to *segment* with one write; return its size."""
+        record = _record(payload)
+        try:
+            written = os.write(segment.fd, record)
+        except OSError as exc:
+            raise SpoolError(
+                f"spool {self.path}: cannot write to the log {segment.path}: {_cause(exc)}",
+                path=self.path, kind=self._kind(exc),
+            ) from exc
+        if written != len(record):  # a full disk cut it short: its checksum will not match
+            raise SpoolError(
+                f"spool {self.path}: the log {segment.path} took {written} of {len(record)} bytes",
+                path=self.path, kind="full",
+            )
+        return written
+
     def _ack_logged(self, ids: List[int]) -> int:
         by_segment: Dict[int, List[int]] = {}
         for row_id in ids:
@@ -700,19 +705,7 @@ class SqliteSpool:
                 fresh = sorted(set(seqs) - segment.acked)
                 if not fresh:
                     continue
-                record = _record(b"a\t" + b",".join(b"%d" % seq for seq in fresh))
-                try:
-                    written = os.write(segment.fd, record)
-                except OSError as exc:
-                    raise SpoolError(
-                        f"spool {self.path}: cannot write to the log {segment.path}: {_cause(exc)}",
-                        path=self.path, kind=self._kind(exc),
-                    ) from exc
-                if written != len(record):
-                    raise SpoolError(
-                        f"spool {self.path}: the log {segment.path} took {written} of {len(record)} bytes",
-                        path=self.path, kind="full",
-                    )
+                self._write_record(segment, b"a\t" + b",".join(b"%d" % seq for seq in fresh))
                 segment.acked.update(fresh)
                 done += len(fresh)
                 self._drop_segment_if_done(proc, segment)
