@@ -69,19 +69,23 @@ class Server:
     def __init__(
         self, binary: str, receiver: Receiver, log_path: str, *options: str, env: Dict[str, str],
     ) -> None:
-        self.port = free_port()
         self.log_path = log_path
-        env = dict(
+        self.env = dict(
             os.environ, PYTHONPATH=ROOT, BATCHDISPATCH_TEST_URL=receiver.url,
             BATCHDISPATCH_TEST_BATCH=str(BATCH), **env,
         )
-        env.pop(INLINE_ENV, None)
+        self.env.pop(INLINE_ENV, None)
         app = os.path.join(HERE, "uwsgi_app.py")
-        with open(log_path, "wb") as log:
+        self.args = [binary, "--wsgi-file", app, "--master", "--processes", str(WORKERS),
+                     "--virtualenv", sys.prefix, *options]
+        self._start()
+
+    def _start(self) -> None:
+        self.port = free_port()
+        with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [binary, "--http", f"127.0.0.1:{self.port}", "--wsgi-file", app, "--master",
-                 "--processes", str(WORKERS), "--virtualenv", sys.prefix, *options],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                [*self.args, "--http", f"127.0.0.1:{self.port}"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env,
             )
 
     def get(self, path: str) -> Dict[str, Any]:
@@ -91,11 +95,18 @@ class Server:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = monotonic() + timeout
+        retries = 3
         while True:
             try:
                 self.get("/ready")
                 return
             except OSError:
+                if self.proc.poll() is not None and retries and "Address already in use" in self.log():
+                    # free_port's port was taken before uWSGI bound it (by
+                    # the local end of some connection): another port.
+                    retries -= 1
+                    self._start()
+                    continue
                 if self.proc.poll() is not None or monotonic() > deadline:
                     raise AssertionError(f"uWSGI did not start:\n{self.log()}") from None
                 threading.Event().wait(0.1)  # polling a server that starts: nothing to wait on
