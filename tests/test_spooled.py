@@ -630,6 +630,72 @@ d.enqueue("first")
         assert [item for _, _, item in spool.claim(10)] == ["first", "late"]
 
 
+def test_forks_of_a_durable_dispatcher_replaying_a_backlog_deliver_each_item_once(
+    tmp_path: Any, path: str
+) -> None:
+    """The parent replays old items and four threads enqueue while it forks five children,
+    each of which enqueues, shuts down and closes the spool: every item exactly once."""
+    out = str(tmp_path / "delivered")
+    result = run_python(f"""
+import collections, json, os, threading, warnings
+from batchdispatch import BackgroundDispatcher
+from batchdispatch.spool import SqliteSpool
+
+with SqliteSpool({path!r}) as old:
+    old.put([(None, f"old{{n}}") for n in range(300)])
+spool = SqliteSpool({path!r}, durable=True)
+went = threading.Event()
+
+def deliver(batch):
+    with open({out!r}, "a") as f:
+        f.write("".join(f"{{item}}\\n" for item in batch))
+    went.set()
+
+d = BackgroundDispatcher(deliver, delay=0.002, max_batch_size=10, spool=spool)
+
+def produce(p):
+    for n in range(300):
+        d.enqueue(f"p{{p}}-{{n}}")
+
+threads = [threading.Thread(target=produce, args=(p,)) for p in range(4)]
+for thread in threads:
+    thread.start()
+children = []
+for k in range(5):
+    went.clear()
+    d.enqueue(f"before-fork-{{k}}")
+    assert went.wait(10)  # a batch went out since the last fork
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: forking a threaded process
+        pid = os.fork()
+    if pid == 0:
+        for n in range(50):
+            d.enqueue(f"c{{k}}-{{n}}")
+        ok = d.shutdown(timeout=20)
+        spool.close()
+        os._exit(0 if ok else 3)
+    children.append(pid)
+for thread in threads:
+    thread.join()
+codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+done = d.flush(timeout=30) and d.shutdown(timeout=10)
+spool.close()
+with open({out!r}) as f:
+    counts = collections.Counter(line.rstrip("\\n") for line in f)
+with SqliteSpool({path!r}) as after:
+    left = after.count()
+logs = [name for name in os.listdir(os.path.dirname({path!r})) if "-log-" in name]
+print(json.dumps([codes, done, left, logs, sorted(counts.values())[-1], len(counts)]))
+""", timeout=120)
+    assert result.returncode == 0, result.stderr
+    codes, done, left, logs, most, distinct = json.loads(result.stdout)
+    assert codes == [0] * 5
+    assert done is True
+    assert (left, logs) == (0, [])
+    assert most == 1  # nothing delivered twice
+    assert distinct == 300 + 4 * 300 + 5 + 5 * 50  # and nothing missing
+
+
 def test_processes_sharing_a_spool_replay_each_item_once(tmp_path: Any, path: str) -> None:
     with SqliteSpool(path) as spool:
         spool.put([(None, n) for n in range(3000)])
