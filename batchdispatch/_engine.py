@@ -418,8 +418,9 @@ class Engine(Generic[T]):
         self._spool_busy = 0  # operations queued or running: flush waits for them
         self._spool_io_lock = threading.Lock()
         # Spooled items wait to be claimed: "start" (whatever an earlier
-        # process left, claimed before the first batch), "spilled" (this
-        # process spilled, claimed once the queue has room) or None.
+        # process left, claimed before the first batch), "room" (this process
+        # spilled, or a flush asks to look again, since other processes free
+        # rows too: claimed once the queue has room) or None.
         self._backlog: Optional[str] = "start" if self.spool is not None else None
         self._spills = 0  # spills committed: a claim that found the spool empty may have missed one
         self._replay: Deque[Batch] = collections.deque()  # claimed, waiting for their lane
@@ -1790,7 +1791,7 @@ class Engine(Generic[T]):
             if freed:
                 self._spills += 1
                 if self._backlog is None and self._state == _RUNNING:
-                    self._backlog = "spilled"
+                    self._backlog = "room"
                     self._kick()
             self._spool_busy -= len(todo)
             self._notify_progress()
@@ -1943,6 +1944,10 @@ class Engine(Generic[T]):
         with self._lock:
             if self._state == _NEW and self._backlog is not None and not _exiting:
                 threadless = self._start()  # flush delivers what the spool holds, too
+            elif key is ALL and self.spool is not None and self._backlog is None and self._state == _RUNNING:
+                # Look at the file again: rows other processes released (or
+                # left, dying) since the last claim are delivered too.
+                self._backlog = "room"
             lane = None if key is ALL else self._lanes.get(key)
             forgotten = key is not ALL and lane is None  # nothing pending for that key
             lanes = list(self._lanes.values()) if lane is None else [lane]

@@ -208,6 +208,19 @@ def test_flush_replays_what_an_earlier_process_left_without_any_enqueue(
     assert max(len(batch) for batch in recorder.batches) <= 3
 
 
+def test_flush_delivers_rows_another_process_freed_since_the_start(
+    make: Any, spools: Callable[..., SqliteSpool]
+) -> None:
+    recorder = Recorder()
+    dispatcher = make(recorder, delay=0.01, spool=spools())
+    dispatcher.enqueue("first")
+    assert dispatcher.flush(timeout=10)  # the backlog at the start: none
+    spools().put([(None, "released"), (None, "by another")])  # as a process that let go of its claim
+    assert dispatcher.flush(timeout=10)
+    assert recorder.items == ["first", "released", "by another"]
+    assert dispatcher.stats().replayed == 2
+
+
 def test_overflow_spill_takes_everything_and_delivers_it_once_there_is_room(
     make_keyed: Any, spools: Callable[..., SqliteSpool]
 ) -> None:
