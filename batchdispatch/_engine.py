@@ -1066,6 +1066,8 @@ class Engine(Generic[T]):
                     if self._generation != generation:
                         return  # os.fork() was called from dispatch: this is the child
                     batch = self._next_batch()
+                if self._spool_todo:
+                    self._spool_io()  # a lane spilled on the way (_spill_lane)
                 self._emit_posted()
                 if batch is None:
                     return
@@ -1110,6 +1112,9 @@ class Engine(Generic[T]):
             seen = self._discover(now)
             lane = self._pick(now)
             if lane is not None:
+                if lane.spilling and lane.batch is None:
+                    self._spill_lane(lane)
+                    continue
                 return self._take(lane, now)
             if not wait:
                 return None
@@ -1297,6 +1302,8 @@ class Engine(Generic[T]):
         for batch in [b for b in self._open if b.not_before is not None]:
             if self.spool is not None:
                 self._to_spool(batch.key, batch.items, batch.rows, park=False, reason="failed")
+                if batch.lane is not None:
+                    batch.lane.spilling = True  # the items behind it follow it there
             else:
                 self._failed += len(batch.items)
                 self._post("items_exhausted", functools.partial(
@@ -1453,8 +1460,11 @@ class Engine(Generic[T]):
             if lane is None or self._stopped or self._state != _RUNNING:
                 # Not lost: a batch that fails while the dispatcher closes (or
                 # on a caller's thread at exit) goes to the spool for the next
-                # start, rather than through its retries at once.
+                # start, rather than through its retries at once; so does
+                # what its lane holds behind it, to keep their order.
                 self._to_spool(key, items, batch.rows, park=False, reason="failed")
+                if lane is not None:
+                    lane.spilling = True
                 return True
             if self._spill_exhausted and (policy is None or policy.gives_up(batch.attempt, error)):
                 # Given up after its retries: parked in the spool, held by this
@@ -1731,7 +1741,9 @@ class Engine(Generic[T]):
         that enqueues). *wait*: shutdown and the exit hook, which must see
         their writes made before they return.
         """
-        while self._spool_todo:
+        # With wait, also for the operations another thread is making (it
+        # took them off the queue, and counts them busy until they are made).
+        while self._spool_todo or (wait and self._spool_busy):
             if not self._spool_io_lock.acquire(wait):
                 return
             try:
@@ -1876,6 +1888,18 @@ class Engine(Generic[T]):
             self._replay_out.add(batch)
             self._mark_ready(lane)
 
+    def _spill_lane(self, lane: Lane) -> None:
+        """Send what a spilling lane holds to the spool, in order, instead of out. Lock held."""
+        held = lane.prioritised
+        items, _, _ = lane.pop(lane.size())
+        if lane is not self._main:
+            self._prioritised -= held - lane.prioritised
+            self._reclaimable = True
+        lane.first_at = lane.due_at = None
+        self._spill(lane.key, items, "failed")
+        self._notify_progress()
+        self._forget_if_idle(lane)
+
     def _spool_settled(self, everything: bool) -> bool:
         """Whether a flush has nothing to wait for in the spool: no write
         pending, and (for a flush of *everything*) no backlog. Lock held."""
@@ -2011,7 +2035,7 @@ class Engine(Generic[T]):
                 self._abandon_retries()
             undelivered = self._pending_count()
             self._post("shutdown", lambda: ShutdownEvent(completed, undelivered))
-        if self._spool_todo:
+        if self.spool is not None:
             self._spool_io(wait=True)  # retries given up at the deadline go to the spool
         self._emit_posted(deadline, wait=True)
         return completed
@@ -2160,7 +2184,7 @@ class Engine(Generic[T]):
     def _exit(self, deadline: float) -> None:
         """Called by the exit hook: deliver within the budget, count (or spill) the rest."""
         if self.flush_on_exit and self._join(deadline, reason="exit flush"):
-            if self._spool_todo:
+            if self.spool is not None:
                 self._spool_io(wait=True)
             return
         left: List[Any] = []
@@ -2190,7 +2214,7 @@ class Engine(Generic[T]):
                     self._to_spool(batch.key, batch.items, batch.rows, park=False, reason="exit")
                     self._exit_spilled.add(batch)
         self._close(by_exit=False)
-        if self._spool_todo:
+        if self.spool is not None:
             self._spool_io(wait=True)  # the process ends next: the writes must be made now
         self._emit_posted(deadline, wait=True)
         if left and not self.flush_on_exit:

@@ -70,7 +70,7 @@ class Lane:
 
     __slots__ = (
         "batch", "dead", "due_at", "first_at", "flush_seq", "flush_upto", "grant", "items", "key",
-        "last_take", "prioritised", "ready", "room", "taken", "wake_at",
+        "last_take", "prioritised", "ready", "room", "spilling", "taken", "wake_at",
     )
 
     def __init__(self, key: Hashable, room: int = 0) -> None:
@@ -94,6 +94,9 @@ class Lane:
         self.wake_at = 0
         self.grant = 0  # this lane's share of a bounded queue (room, while running)
         self.dead = False  # being forgotten: set before room and wake_at become -1
+        # A batch of it went to the spool while closing: what follows goes
+        # there too, behind it, rather than out ahead of it.
+        self.spilling = False
 
     def size(self) -> int:
         return len(self.items)

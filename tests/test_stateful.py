@@ -16,12 +16,22 @@ accepted before the call is settled. At the end, every accepted item was
 delivered exactly once, given up after the attempts the policy allows, or
 evicted by ``"drop_oldest"``, and every refused one was counted with its
 reason; ``stats()`` agrees item for item.
+
+The spooled machines run the same steps on dispatchers with a durable
+spool. There, a batch that fails while the dispatcher shuts down goes to
+the spool instead of through its retries, and at the end the file holds
+exactly those items: every other one was acked.
 """
 
 from __future__ import annotations
 
 import collections
+import json
+import os
 import queue
+import shutil
+import sqlite3
+import tempfile
 import threading
 from typing import Any, Callable, Counter, Dict, List, Optional, Set, Tuple
 
@@ -30,6 +40,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from batchdispatch import BackgroundDispatcher, KeyedDispatcher, PartialFailure, QueueFullError, RetryPolicy
+from batchdispatch.spool import SqliteSpool
 
 PRODUCERS = 3
 KEYS = ("a", "b", "c")
@@ -161,6 +172,7 @@ class Producer:
 
 class DispatchMachine(RuleBasedStateMachine):
     keyed = False
+    spooled = False  # with a durable spool
 
     def __init__(self) -> None:
         super().__init__()
@@ -175,6 +187,8 @@ class DispatchMachine(RuleBasedStateMachine):
         self.events_lock = threading.Lock()
         self.dropped: List[Tuple[Item, str]] = []
         self.exhausted_events: List[Item] = []
+        self.spool: Optional[SqliteSpool] = None
+        self.spool_dir = ""
 
     @initialize(
         delay=st.sampled_from([0.001, 0.005, 0.02]),
@@ -202,6 +216,10 @@ class DispatchMachine(RuleBasedStateMachine):
             if max_attempts > 1 else None,
             "on_error": lambda exc, batch: None,
         }
+        if self.spooled:
+            self.spool_dir = tempfile.mkdtemp(prefix="batchdispatch-stateful-")
+            path = os.path.join(self.spool_dir, "events.db")
+            self.spool = options["spool"] = SqliteSpool(path, durable=True)
         if self.keyed:
             self.d = KeyedDispatcher(self.sink.deliver, max_concurrent_batches=workers, **options)
         else:
@@ -281,10 +299,27 @@ class DispatchMachine(RuleBasedStateMachine):
         """Every item accepted among the first *counts* records (of *key*) has left."""
         with self.events_lock:
             evicted = {item for item, _ in self.dropped}
+        spilled = self._in_the_spool() if self.closed else set()
         for producer, count in enumerate(counts):
             for item, accepted, _ in self.records[producer][:count]:
                 if accepted and (key is None or item[2] == key):
-                    assert self.sink.settled(item) or item in evicted, f"{item} not settled"
+                    settled = self.sink.settled(item) or item in evicted or item in spilled
+                    assert settled, f"{item} not settled"
+
+    def _in_the_spool(self) -> Set[Item]:
+        """The items written to the spool's table (spilled), as tuples; checks there is no duplicate."""
+        if self.spool is None:
+            return set()
+        conn = sqlite3.connect(self.spool.path)
+        try:
+            rows = conn.execute("SELECT item FROM spool").fetchall()
+        except sqlite3.OperationalError:  # never created: nothing spilled
+            return set()
+        finally:
+            conn.close()
+        items = [tuple(json.loads(item)) for (item,) in rows]
+        assert len(items) == len(set(items)), "an item in the spool twice"
+        return set(items)  # type: ignore[arg-type]
 
     @invariant()
     def sink_saw_nothing_wrong(self) -> None:
@@ -308,6 +343,9 @@ class DispatchMachine(RuleBasedStateMachine):
         finally:
             if self.d is not None:
                 self.d.shutdown(timeout=WAIT)
+            if self.spool is not None:
+                self.spool.close()
+                shutil.rmtree(self.spool_dir, ignore_errors=True)
 
     def _check_the_books(self) -> None:
         sink = self.sink
@@ -325,22 +363,42 @@ class DispatchMachine(RuleBasedStateMachine):
         assert not refused & set(sink.presented)
         assert all(reasons[item] == "closed" for item in closed_refusals)
         assert all(reasons[item] == "queue_full" for item in evicted)
-        # Accepted: delivered once, given up as the policy says, or evicted.
+        # With a spool, a batch that failed while closing went to it: closing
+        # the spool copies in any append not acked, so the file then holds
+        # exactly the spilled items.
+        spilled: Set[Item] = set()
+        if self.spool is not None:
+            self.spool.close()
+            spilled = self._in_the_spool()
+            assert not spilled & set(sink.delivered), "an item spilled and delivered"
+        exhausted = sink.exhausted - spilled
+        # Accepted: delivered once, given up as the policy says, evicted, or spilled.
         assert all(count == 1 for count in sink.delivered.values()), "an item delivered twice"
         assert not evicted & set(sink.presented)
-        assert set(sink.delivered) | sink.exhausted | evicted == accepted
+        assert set(sink.delivered) | exhausted | evicted | spilled == accepted
         assert not set(sink.delivered) & sink.exhausted
-        assert sorted(self.exhausted_events) == sorted(sink.exhausted)
+        assert sorted(self.exhausted_events) == sorted(exhausted)
         stats = self.d.stats()
         assert stats.enqueued == len(accepted)
         assert stats.dispatched == len(sink.delivered)
-        assert stats.failed == len(sink.exhausted)
+        assert stats.failed == len(exhausted)
+        assert stats.spilled == len(spilled)
+        assert not stats.spool_faults
         assert dict(stats.dropped_by_reason) == dict(collections.Counter(reasons.values()))
         assert stats.pending == 0
 
 
 class KeyedDispatchMachine(DispatchMachine):
     keyed = True
+
+
+class SpooledDispatchMachine(DispatchMachine):
+    spooled = True
+
+
+class SpooledKeyedDispatchMachine(DispatchMachine):
+    keyed = True
+    spooled = True
 
 
 _settings = settings(
@@ -354,3 +412,9 @@ TestBackgroundDispatcherStateMachine = DispatchMachine.TestCase
 TestBackgroundDispatcherStateMachine.settings = _settings
 TestKeyedDispatcherStateMachine = KeyedDispatchMachine.TestCase
 TestKeyedDispatcherStateMachine.settings = _settings
+# Fewer runs with a spool: each makes a file, and a durable enqueue costs microseconds.
+_spooled_settings = settings(_settings, max_examples=60)
+TestSpooledDispatcherStateMachine = SpooledDispatchMachine.TestCase
+TestSpooledDispatcherStateMachine.settings = _spooled_settings
+TestSpooledKeyedDispatcherStateMachine = SpooledKeyedDispatchMachine.TestCase
+TestSpooledKeyedDispatcherStateMachine.settings = _spooled_settings
