@@ -24,7 +24,7 @@ worker's waits on its condition during a quiet second.
 The spool section measures what ``spool=`` costs an enqueue: the same
 BackgroundDispatcher without a spool, with a spool in its default mode
 (nothing is written while delivery keeps up), and with ``durable=True``
-(every item is written before ``enqueue`` returns, in group commits), on
+(every item is written to its process's log before ``enqueue`` returns), on
 a fresh file in a temporary directory for each run.
 
 The HTTP section measures what batching buys over the network: items per
@@ -601,11 +601,11 @@ def measure_spool(options: BenchOptions, err: TextIO) -> Dict[Tuple[str, int], T
     best: Dict[Tuple[str, int], Tuple[float, float]] = {}
     for round_no in range(1, options.repeat + 1):
         for threads in THREAD_COUNTS:
-            for key, label, mode in SPOOL_MODES:
+            for key, label, durable in SPOOL_MODES:
                 _status(err, f"bench: spool, round {round_no} of {options.repeat}, {label}, {threads} thr")
                 # The durable mode costs microseconds per item: fewer items.
-                items = options.items if mode is None or not mode else options.spool_items
-                per, rate = _run_spooled(mode, label, threads, items)
+                items = options.spool_items if durable else options.items
+                per, rate = _run_spooled(durable, label, threads, items)
                 old_per, old_rate = best.get((key, threads), (per, rate))
                 best[key, threads] = (min(per, old_per), max(rate, old_rate))
     return best

@@ -842,8 +842,7 @@ class Engine(Generic[T]):
                     self._wake_at = NEVER
                 self._kick()
             return True
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise TypeError(f"priority must be an int, got {type(priority).__name__}")
+        _check_priority(priority)
         try:
             lane = self._lanes.get(key)
         except TypeError:
@@ -1324,11 +1323,7 @@ class Engine(Generic[T]):
         """Hand the lane's next batch to this worker. Called with the lock held."""
         batch = lane.batch
         if batch is None:
-            held = lane.prioritised
-            items, first, seq_first = lane.pop(min(lane.size(), self._batch_limit))
-            if lane is not self._main:
-                self._prioritised -= held - lane.prioritised
-                self._reclaimable = True
+            items, first, seq_first = self._pop_lane(lane, min(lane.size(), self._batch_limit))
             batch = lane.batch = Batch(lane, items, first, seq_first=seq_first)
             if self._wrapped:
                 self._unwrap(batch)
@@ -1356,6 +1351,15 @@ class Engine(Generic[T]):
             self._more_workers()
         self._post("batch_started", lambda: BatchStarted(lane.key, tuple(batch.items), batch.attempt))
         return batch
+
+    def _pop_lane(self, lane: Lane, count: int) -> Tuple[List[Any], int, int]:
+        """Take *count* items off a lane (``Lane.pop``), keeping the keyed counts right. Lock held."""
+        held = lane.prioritised
+        popped = lane.pop(count)
+        if lane is not self._main:
+            self._prioritised -= held - lane.prioritised
+            self._reclaimable = True
+        return popped
 
     def _attempt(self, batch: Batch) -> Optional[BaseException]:
         """Call the user's code for one attempt. Never called with the lock held."""
@@ -1426,8 +1430,7 @@ class Engine(Generic[T]):
         attempt = batch.attempt
         if error is None:
             self._dispatched += len(batch.items)
-            if batch.rows is not None:
-                self._spool_later("ack", key, [row for row in batch.rows if row], "")
+            self._ack_rows(batch)
             done = True
             self._post("batch_succeeded", lambda: BatchSucceeded(key, tuple(batch.items), attempt))
         else:
@@ -1473,8 +1476,7 @@ class Engine(Generic[T]):
                 return True
         if policy is None or lane is None or self._stopped or policy.gives_up(batch.attempt, error):
             self._failed += len(items)
-            if batch.rows is not None:
-                self._spool_later("ack", key, [row for row in batch.rows if row], "")
+            self._ack_rows(batch)  # given up: not replayed either
             attempts = batch.attempt
             self._post("items_exhausted", lambda: ItemsExhausted(key, tuple(items), attempts, error))
             return True
@@ -1600,17 +1602,20 @@ class Engine(Generic[T]):
     # With spool=, what cannot be delivered from memory goes to an SQLite
     # file instead of being lost, and is claimed back later:
     #
-    # * durable: enqueue writes each item first (SqliteSpool.append, a group
-    #   commit) and queues it wrapped as Spooled(row, item); the row is acked
-    #   once the item is delivered, so a crash loses nothing accepted.
-    # * spills: items left at the exit deadline, retries given up at a
-    #   shutdown deadline, items over the queue limit (overflow="spill") and
+    # * durable: enqueue writes each item first (SqliteSpool.append, a record
+    #   in this process's log) and queues it wrapped as Spooled(id, item); the
+    #   id is acked once the item is delivered, so a crash loses nothing
+    #   accepted.
+    # * spills: items left at the exit deadline, batches that fail while
+    #   closing (and what their lane holds behind them), retries given up at
+    #   a shutdown deadline, items over the queue limit (overflow="spill") and
     #   items given up after their retries (spill_exhausted, parked: held by
-    #   this process until it ends) become rows. A durable item has a row
-    #   already: it is released (left to a later claim), not written again.
+    #   this process until it ends) become rows. A durable item is put and
+    #   its log record then acked; a claimed row is released, not written
+    #   again.
     # * replay: a worker claims the oldest free rows (_CLAIM_FIRST) before
-    #   its first batch, and again after this process spilled once the queue
-    #   has room. They go out as batches of their own on their key's lane
+    #   its first batch, and again (once the queue has room) after this
+    #   process spilled or at a flush. They go out as batches of their own on their key's lane
     #   (_inject_replays), ahead of the items queued there, with retries
     #   like any batch, and are acked once delivered.
     #
@@ -1630,12 +1635,12 @@ class Engine(Generic[T]):
 
     def _enqueue_durable_keyed(self, key: Hashable, item: T, priority: int = 0) -> bool:
         """``enqueue`` of a durable KeyedDispatcher: to the spool, then to the key's queue."""
+        # Checked before the write, so that a refused item leaves no record.
         try:
             hash(key)
         except TypeError:
             raise _unhashable(key) from None
-        if not isinstance(priority, int) or isinstance(priority, bool):
-            raise TypeError(f"priority must be an int, got {type(priority).__name__}")
+        _check_priority(priority)
         try:
             return self._enqueue_keyed(key, self._write_ahead(key, item), priority)
         except QueueFullError:
@@ -1663,6 +1668,11 @@ class Engine(Generic[T]):
                 rows[index] = item.row
                 items[index] = item.item
         batch.rows = rows
+
+    def _ack_rows(self, batch: Batch) -> None:
+        """Remove a settled batch's items from the spool, those that are in it. Lock held."""
+        if batch.rows is not None:
+            self._spool_later("ack", batch.key, [row for row in batch.rows if row], "")
 
     def _keep_rows(self, batch: Batch, failed: List[Any]) -> None:
         """A PartialFailure: ack the rows of the delivered items, keep those of *failed*. Lock held.
@@ -1695,8 +1705,7 @@ class Engine(Generic[T]):
 
     def _spill(self, key: Hashable, items: List[Any], reason: str) -> None:
         """Send *items* (wrapped or not) to the spool as free rows. Lock held."""
-        raw, each, _ = _split(items, keep_rows=True)
-        self._to_spool(key, raw, each, park=False, reason=reason)
+        self._to_spool(key, *_split(items), park=False, reason=reason)
 
     def _to_spool(
         self, key: Hashable, items: List[Any], rows: Optional[List[int]], *, park: bool, reason: str
@@ -1890,11 +1899,7 @@ class Engine(Generic[T]):
 
     def _spill_lane(self, lane: Lane) -> None:
         """Send what a spilling lane holds to the spool, in order, instead of out. Lock held."""
-        held = lane.prioritised
-        items, _, _ = lane.pop(lane.size())
-        if lane is not self._main:
-            self._prioritised -= held - lane.prioritised
-            self._reclaimable = True
+        items, _, _ = self._pop_lane(lane, lane.size())
         lane.first_at = lane.due_at = None
         self._spill(lane.key, items, "failed")
         self._notify_progress()
@@ -1919,10 +1924,10 @@ class Engine(Generic[T]):
             self._dropped[reason] = self._dropped.get(reason, 0) + count
 
     def _drop(self, key: Hashable, items: List[Any], reason: str) -> None:
-        if self.spool is not None:
-            items, _, rows = _split(items)
-            if rows:
-                self._spool_later("ack", key, rows, "")  # counted as dropped: not replayed either
+        if self._wrapped:
+            items, rows = _split(items)
+            # Counted as dropped: not replayed either.
+            self._spool_later("ack", key, [row for row in rows if row], "")
         self._count_drop(reason, len(items))
         self._post("items_dropped", lambda: ItemsDropped(key, tuple(items), reason))
 
@@ -2224,22 +2229,18 @@ class Engine(Generic[T]):
             )
 
 
-def _split(items: List[Any], keep_rows: bool = False) -> Tuple[List[Any], Optional[List[int]], List[int]]:
-    """Unwrap spooled items: (items, each one's row or 0 if *keep_rows*, the rows)."""
+def _split(items: List[Any]) -> Tuple[List[Any], List[int]]:
+    """Unwrap spooled items: (the items, each one's row or 0)."""
     raw: List[Any] = []
-    each: Optional[List[int]] = [] if keep_rows else None
     rows: List[int] = []
     for item in items:
         if type(item) is Spooled:
             raw.append(item.item)
             rows.append(item.row)
-            if each is not None:
-                each.append(item.row)
         else:
             raw.append(item)
-            if each is not None:
-                each.append(0)
-    return raw, each, rows
+            rows.append(0)
+    return raw, rows
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -2247,6 +2248,11 @@ def _equal(a: Any, b: Any) -> bool:
         return bool(a == b)
     except Exception:  # noqa: BLE001 - an item's __eq__ may raise
         return False
+
+
+def _check_priority(priority: object) -> None:
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise TypeError(f"priority must be an int, got {type(priority).__name__}")
 
 
 def _unhashable(key: object) -> TypeError:

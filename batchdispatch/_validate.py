@@ -7,10 +7,12 @@ the dispatcher is built, not later on the worker thread.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Dict, Optional
 
 from ._engine import OVERFLOW_POLICIES
 from ._retry import RetryPolicy
+from .exceptions import SpoolError
 
 
 def seconds(name: str, value: Any, *, allow_zero: bool = False) -> float:
@@ -60,6 +62,28 @@ def retry_policy(value: Any) -> Optional[RetryPolicy]:
     if value is not None and not isinstance(value, RetryPolicy):
         raise TypeError(f"retry must be a RetryPolicy or None, got {type(value).__name__}")
     return value
+
+
+def spool_path(path: Any) -> str:
+    """A spool file's absolute path (``SqliteSpool`` and the integrations check it here); nothing is opened.
+
+    :raises TypeError: not a str or os.PathLike of str.
+    :raises ValueError: not a file (empty, ``:memory:``, a ``file:`` URI).
+    :raises SpoolError: its directory does not exist (kind ``"io"``).
+    """
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    raw = os.fspath(path)
+    if not isinstance(raw, str):
+        raise TypeError(f"path must be a str or os.PathLike of str, got {type(raw).__name__}")
+    if raw in ("", ":memory:") or raw.startswith("file:"):
+        raise ValueError(f"path must name a file, got {raw!r}")
+    absolute = os.path.abspath(raw)
+    directory = os.path.dirname(absolute)
+    if not os.path.isdir(directory):
+        message = f"spool {absolute}: the directory {directory} does not exist"
+        raise SpoolError(message, path=absolute, kind="io")
+    return absolute
 
 
 def spool_option(value: Any, overflow: str, spill_exhausted: Any) -> Any:

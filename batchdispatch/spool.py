@@ -37,7 +37,7 @@ import zlib
 from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 from . import _json
-from ._validate import seconds
+from ._validate import seconds, spool_path
 from .exceptions import SpoolError
 
 __all__ = ["Data", "SqliteSpool"]
@@ -218,13 +218,7 @@ class SqliteSpool:
         timeout: float = 5.0,
         name: Optional[str] = None,
     ) -> None:
-        if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-        raw = os.fspath(path)
-        if not isinstance(raw, str):
-            raise TypeError(f"path must be a str or os.PathLike of str, got {type(raw).__name__}")
-        if raw in ("", ":memory:") or raw.startswith("file:"):
-            raise ValueError(f"path must name a file, got {raw!r}")
+        self.path = spool_path(path)
         if (dumps is None) != (loads is None):
             missing = "loads" if loads is None else "dumps"
             raise TypeError(f"dumps and loads go together: {missing} is missing")
@@ -233,18 +227,12 @@ class SqliteSpool:
                 raise TypeError(f"{label} must be callable or None, got {type(fn).__name__}")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {type(name).__name__}")
-        self.path = os.path.abspath(raw)
         self.durable = bool(durable)
         self.timeout = seconds("timeout", timeout, allow_zero=True)
         self.name = name or os.path.basename(self.path)
         self._dumps = dumps
         self._loads = loads
         self._closed = False
-        directory = os.path.dirname(self.path)
-        if not os.path.isdir(directory):
-            raise SpoolError(
-                f"spool {self.path}: the directory {directory} does not exist", path=self.path, kind="io",
-            )
         self._proc = _Process()
         with _spools_lock:
             _spools.add(self)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping, Optional, Tuple
 
+from .. import _validate
 from .._dispatcher import BackgroundDispatcher
+from ..exceptions import SpoolError
 from ..http import HttpSink
 from ..spool import SqliteSpool
 
@@ -25,18 +26,15 @@ DEFAULTS: Mapping[str, Any] = {
 
 
 def check_spool(value: Any, key: str) -> Optional[str]:
-    """The spool file's path (None: no spool); its directory must exist. Errors name *key*."""
+    """The spool file's path (None: no spool), checked as SqliteSpool checks it. Errors name *key*."""
     if value is None:
         return None
-    if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
-        raise TypeError(f"{key} must be a file path or None, got {type(value).__name__}")
-    path = os.fspath(value)
-    if not isinstance(path, str) or not path:
-        raise ValueError(f"{key} must name a file, got {value!r}")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ValueError(f"{key}: the directory {directory} does not exist")
-    return path
+    try:
+        return _validate.spool_path(value)
+    except TypeError as exc:
+        raise TypeError(f"{key}: {exc}") from None
+    except (ValueError, SpoolError) as exc:
+        raise ValueError(f"{key}: {exc}") from None
 
 
 def check_spool_durable(value: Any, key: str) -> bool:
