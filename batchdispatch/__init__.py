@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 
 from ._dispatcher import BackgroundDispatcher
-from ._engine import DispatcherStats, KeyedStats, current_batch_id
+from ._engine import DispatcherStats, KeyedStats, current_batch_id, current_deadline
 from ._keyed import KeyedDispatcher
 from ._retry import RetryPolicy
 from ._types import DispatchFunc, ErrorHandler
@@ -36,6 +36,7 @@ __all__ = [
     "SpoolError",
     "__version__",
     "current_batch_id",
+    "current_deadline",
     "flush_after",
 ]
 

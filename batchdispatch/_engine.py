@@ -398,6 +398,9 @@ class Engine(Generic[T]):
         # happened, whichever worker emits them.
         self._emit_lock = threading.RLock()
         self._flush_upto = 0  # take at once every lane holding a sequence number before this
+        # Dispatch calls must be over by then (monotonic), or None: set by a
+        # shutdown or exit that waits with a deadline (see current_deadline).
+        self._deliver_by: Optional[float] = None
         self._blocked = 0  # producers waiting for room
         self._overflowing = False  # the workers were told the queue is full
         self._dispatched = 0
@@ -1366,6 +1369,11 @@ class Engine(Generic[T]):
         stack = _dispatching()
         stack.append(self)
         outer, _local.batch = getattr(_local, "batch", None), batch
+        outer_deadline = getattr(_local, "deadline", None)
+        deadline = self._deliver_by
+        if outer_deadline is not None and (deadline is None or outer_deadline < deadline):
+            deadline = outer_deadline
+        _local.deadline = deadline
         try:
             try:
                 self._call(batch.key, batch.items)
@@ -1375,6 +1383,7 @@ class Engine(Generic[T]):
             return None
         finally:
             _local.batch = outer
+            _local.deadline = outer_deadline
             stack.pop()
 
     def _failed_items(self, error: BaseException, items: List[T], report: bool = False) -> List[T]:
@@ -2308,6 +2317,20 @@ def current_batch_id() -> Optional[str]:
     if batch.id is None:
         batch.id = uuid.uuid4().hex
     return batch.id
+
+
+def current_deadline() -> Optional[float]:
+    """When the dispatch call running on this thread must be over, or None for no limit.
+
+    A time on :func:`time.monotonic`'s clock. The dispatcher sets it when a
+    caller's deadline covers the call: a batch delivered on the enqueuing
+    thread after the exit hook, within the exit budget, or a batch taken
+    while :meth:`shutdown` or the exit hook waits with a timeout. A sink
+    bounds its work by it (:mod:`batchdispatch.http` shortens its timeouts
+    and gives up its retries), so that a dead endpoint cannot hold exit
+    past its budget. Outside dispatch it returns None.
+    """
+    return getattr(_local, "deadline", None)
 
 
 # -- processes without threads (uWSGI) ------------------------------------------

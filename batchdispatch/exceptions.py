@@ -84,6 +84,11 @@ class DeliveryError(BatchDispatchError):
         a connection error or timeout, whose exception is ``__cause__``).
     :ivar body: the first 200 characters or so of the last answer's body.
     :ivar retryable: whether trying again later may help.
+    :ivar retry_after: seconds the receiver asked to wait before the next
+        attempt (a ``Retry-After`` header), or None. A dispatcher with a
+        :class:`~batchdispatch.RetryPolicy` waits that long for this
+        batch's key, capped at the policy's ``max_backoff``, instead of its
+        own backoff; the worker is free meanwhile.
     """
 
     def __init__(
@@ -94,12 +99,14 @@ class DeliveryError(BatchDispatchError):
         status: Optional[int] = None,
         body: str = "",
         retryable: bool = True,
+        retry_after: Optional[float] = None,
     ) -> None:
         super().__init__(message)
         self.url = url
         self.status = status
         self.body = body
         self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class SerializationError(DeliveryError):
