@@ -146,6 +146,7 @@ from typing import (
     TypeVar,
 )
 
+from . import _validate
 from ._events import Emitter, Listener
 from ._lanes import INF, NEVER, Batch, Lane, PriorityLane, Spooled, popleft
 from ._retry import RetryPolicy
@@ -164,10 +165,9 @@ T = TypeVar("T")
 
 log = logging.getLogger("batchdispatch")
 
-#: The overflow policies ``enqueue`` understands when the queue is full
-#: (``"spill"`` needs a spool).
-OVERFLOW_POLICIES = ("drop_newest", "drop_oldest", "block", "raise", "spill")
 
+#: The priority of the lock-free keyed path (see _enqueue_keyed).
+_DEFAULT_PRIORITY = 0
 
 #: Stands for "every key" where None could be a key.
 ALL: Any = type("AllKeys", (), {"__repr__": lambda self: "ALL"})()
@@ -273,6 +273,43 @@ class _RateLimit:
         return held
 
 
+class _SafeClock:
+    """A user's *clock*, kept from killing the worker.
+
+    A reading that raises, or is not a finite real number, is replaced by
+    the last good one plus the real monotonic time since then (time goes
+    on from where the user's clock was), and logged once, outside the
+    engine lock, by the next thread that emits events.
+    """
+
+    __slots__ = ("clock", "engine", "failed", "last", "last_real")
+
+    def __init__(self, clock: Callable[[], float], engine: Engine[Any]) -> None:
+        self.clock = clock
+        self.engine = engine
+        self.failed = False
+        self.last = 0.0
+        self.last_real = monotonic()
+
+    def __call__(self) -> float:
+        try:
+            value = self.clock()
+            number = type(value) is float or (type(value) is int and -(2**53) < value < 2**53)
+            if number and value - value == 0:  # finite: inf - inf and nan - nan are nan
+                self.last, self.last_real = value, monotonic()
+                return value
+            problem = f"returned {type(value).__name__} {value!r:.40}"
+        except Exception as exc:  # noqa: BLE001 - the user's clock must not kill the worker
+            problem = f"raised {type(exc).__name__}: {exc}"
+        if not self.failed:
+            self.failed = True
+            self.engine._log_later(
+                logging.ERROR, "batchdispatch:%s: the clock %s; going on with the real monotonic"
+                " time from its last good reading (logged once)", self.engine.name, problem,
+            )
+        return self.last + (monotonic() - self.last_real)
+
+
 #: Returned by Engine._next_batch to have the worker emit events, then look again.
 _EMIT_FIRST = Batch(None, [], 0)
 #: Returned by Engine._next_batch to have the worker claim spooled items, then look again.
@@ -326,7 +363,7 @@ class Engine(Generic[T]):
         self.flush_on_exit = flush_on_exit
         #: Seconds the exit hook (and the ``with`` block) waits at most.
         self.exit_timeout = exit_timeout
-        self._clock = clock or monotonic
+        self._clock = monotonic if clock is None else _SafeClock(clock, self)
         self._events = Emitter()
         self._random = random.Random()
         #: The :class:`~batchdispatch.spool.SqliteSpool` given as ``spool=``, or None.
@@ -410,6 +447,7 @@ class Engine(Generic[T]):
         self._dropped: Dict[str, int] = {}
         self._last_error: Optional[BaseException] = None
         self._outbox: List[Tuple[str, Any]] = []  # events to emit outside the lock
+        self._logs: List[Tuple[Any, ...]] = []  # log lines to write outside the lock (with the events)
         self._posted = self._emitted = 0  # events queued and emitted, ever (flush waits for them)
         self._emitting = False  # a thread is emitting: the outbox is its to empty
         self._drop_log = _RateLimit(self.LOG_INTERVAL, monotonic)
@@ -469,14 +507,28 @@ class Engine(Generic[T]):
             if first and self._sleepers and not self._dispatching_here():
                 self._kick()
 
+    def _log_later(self, *line: Any) -> None:
+        """Queue a log line (``log.log``'s arguments), written by the next
+        thread that emits events, outside the lock. Lock held or not."""
+        self._logs.append(line)
+        if self._sleepers and not self._dispatching_here():
+            self._kick()  # an idle worker writes it now
+
     def _emit_posted(self, deadline: Optional[float] = None, wait: bool = False) -> None:
         """Emit queued events, in order, one thread at a time. Never called with the lock held.
 
         A thread that finds another one emitting leaves its events to it,
         rather than wait behind a slow listener: the emitting thread looks
         at the outbox again before it lets go. With *wait* (shutdown, exit)
-        it waits instead, until *deadline* at most.
+        it waits instead, until *deadline* at most. Log lines queued with
+        :meth:`_log_later` are written first.
         """
+        while self._logs:
+            try:
+                line = self._logs.pop(0)
+            except IndexError:
+                break  # another thread wrote it
+            log.log(*line)
         while self._outbox:
             if not wait:
                 got = self._emit_lock.acquire(False)
@@ -584,7 +636,10 @@ class Engine(Generic[T]):
             lane = self._lanes.get(key)
         except TypeError:
             raise _unhashable(key) from None
-        if lane is not None and priority == 0:
+        # "is": 0.0 and False equal 0 but are not ints, and are refused on
+        # the locked path (_check_priority) whether the lane exists or not;
+        # every int 0 is one object in CPython. (Also quicker than ==.)
+        if lane is not None and priority is _DEFAULT_PRIORITY:
             items = lane.items
             if len(items) < lane.room:
                 items.append(item)
@@ -1132,7 +1187,7 @@ class Engine(Generic[T]):
             ):
                 heapq.heappop(timers)  # stale: the lane was taken or rescheduled
             until = timers[0][0] if timers else INF
-            if self._outbox and not self._emitting:
+            if (self._outbox and not self._emitting) or self._logs:
                 return _EMIT_FIRST  # events posted by producers (drops): emit before sleeping
             # Queue up as a sleeper first, then publish the threshold (keyed:
             # that news is wanted), then look a last time: an append after
@@ -1977,7 +2032,7 @@ class Engine(Generic[T]):
 
     def _flush(self, key: Any, timeout: Optional[float]) -> bool:
         """Flush one lane (*key*), or every lane when *key* is ``ALL``."""
-        deadline = _deadline(timeout)
+        deadline = _deadline(_validate.optional_seconds("timeout", timeout))
         threadless = None
         with self._lock:
             if self._state == _NEW and self._backlog is not None and not _exiting:
@@ -2039,8 +2094,8 @@ class Engine(Generic[T]):
             from inside dispatch or on_error, it closes without waiting and
             returns False.
         """
+        deadline = _deadline(_validate.optional_seconds("timeout", timeout))  # checked before it closes
         self._close(by_exit=False)
-        deadline = _deadline(timeout)
         completed = self._join(deadline, reason="shutdown")
         with self._lock:
             if not completed and not self._dispatching_here():

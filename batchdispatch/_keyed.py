@@ -39,6 +39,7 @@ class KeyedDispatcher(Engine[T]):
                                 retry=RetryPolicy(max_attempts=5))
         hooks.enqueue("endpoint-1", {"event": "message.sent"})
         hooks.enqueue("endpoint-2", {"event": "alert"}, priority=10)
+        hooks.flush(5.0, key="endpoint-1")
         hooks.shutdown(timeout=5.0)
 
     :param deliver: called as ``deliver(key, batch)`` on a worker thread.
@@ -106,11 +107,17 @@ class KeyedDispatcher(Engine[T]):
         """Items of *key* (or of every key) not yet delivered or given up."""
         return self._pending_for(key)
 
-    def flush(self, key: Hashable = ALL, *, timeout: Optional[float] = 5.0) -> bool:
-        """Deliver *key*'s items now (every key's, without *key*).
+    def flush(self, timeout: Optional[float] = 5.0, *, key: Hashable = ALL) -> bool:
+        """Deliver every key's items now (only *key*'s, with *key*).
 
         Batches waiting for a retry are tried at once.
 
+        :param timeout: seconds to wait at most, as one deadline; None waits
+            as long as it takes. The first parameter, as on
+            :meth:`BackgroundDispatcher.flush
+            <batchdispatch.BackgroundDispatcher.flush>`: ``flush(5)`` waits
+            five seconds for every key.
+        :param key: flush only this key (keyword only).
         :returns: True once every item of that key (or of every key)
             enqueued before the call is delivered or given up; False if
             *timeout* seconds passed first.

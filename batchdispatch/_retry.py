@@ -34,8 +34,11 @@ class RetryPolicy:
     :param max_attempts: attempts in all, the first one included (>= 1).
     :param backoff: seconds before the first retry (> 0).
     :param multiplier: growth of the backoff per attempt (>= 1).
-    :param max_backoff: the cap on a single backoff, in seconds.
-    :param jitter: use full jitter.
+    :param max_backoff: the cap on a single backoff, in seconds (> 0). A
+        receiver's ``Retry-After`` (:attr:`DeliveryError.retry_after
+        <batchdispatch.exceptions.DeliveryError.retry_after>`) is capped by
+        it too.
+    :param jitter: use full jitter (a bool).
     """
 
     max_attempts: int = 3
@@ -53,17 +56,37 @@ class RetryPolicy:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-            if math.isnan(value) or math.isinf(value) or value < low or (value == 0 and name == "backoff"):
-                bound = "at least 1" if name == "multiplier" else "a positive finite number"
+            bound = "at least 1" if name == "multiplier" else "a positive finite number"
+            try:
+                number = float(value)  # an int too large for a float raises OverflowError
+            except OverflowError:
+                raise ValueError(
+                    f"{name} must be {bound}, got an int of {int(value).bit_length()} bits"
+                ) from None
+            if math.isnan(number) or math.isinf(number) or number < low or (number == 0 and low == 0):
                 raise ValueError(f"{name} must be {bound}, got {value!r}")
+        if not isinstance(self.jitter, bool):
+            raise TypeError(f"jitter must be a bool, got {type(self.jitter).__name__}")
 
     def new(self, **changes: Any) -> RetryPolicy:
         """Return a copy with *changes* applied (checked like the constructor)."""
         return dataclasses.replace(self, **changes)
 
     def backoff_for(self, failures: int, rng: Optional[random.Random] = None) -> float:
-        """Seconds to wait after the *failures*-th failed attempt."""
-        ceiling = min(self.max_backoff, self.backoff * self.multiplier ** (failures - 1))
+        """Seconds to wait after the *failures*-th failed attempt.
+
+        Any number of failures is fine: past the point where the backoff
+        reaches *max_backoff*, it stays there (the power is never computed
+        where it could overflow).
+        """
+        ceiling = float(self.max_backoff)
+        steps = max(0, failures - 1)
+        # backoff * multiplier ** steps < max_backoff, compared in logarithms.
+        if self.multiplier == 1 or steps * math.log(self.multiplier) < math.log(ceiling / self.backoff):
+            try:
+                ceiling = min(ceiling, self.backoff * self.multiplier ** steps)
+            except OverflowError:  # only where max_backoff / backoff overflowed itself
+                pass
         if not self.jitter:
             return ceiling
         return (rng or random).uniform(0.0, ceiling)

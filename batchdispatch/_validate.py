@@ -10,9 +10,12 @@ import math
 import os
 from typing import Any, Dict, Optional
 
-from ._engine import OVERFLOW_POLICIES
 from ._retry import RetryPolicy
 from .exceptions import SpoolError
+
+#: The overflow policies ``enqueue`` understands when the queue is full
+#: (``"spill"`` needs a spool).
+OVERFLOW_POLICIES = ("drop_newest", "drop_oldest", "block", "raise", "spill")
 
 
 def seconds(name: str, value: Any, *, allow_zero: bool = False) -> float:
@@ -20,9 +23,21 @@ def seconds(name: str, value: Any, *, allow_zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
     bound = "a non-negative" if allow_zero else "a positive"
-    if math.isnan(value) or math.isinf(value) or value < 0 or (value == 0 and not allow_zero):
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float
+        raise ValueError(f"{name} must be {bound} finite number of seconds, got an int of "
+                         f"{int(value).bit_length()} bits") from None
+    if math.isnan(number) or math.isinf(number) or number < 0 or (number == 0 and not allow_zero):
         raise ValueError(f"{name} must be {bound} finite number of seconds, got {value!r}")
-    return float(value)
+    return number
+
+
+def flag(name: str, value: Any) -> bool:
+    """Check an on/off option: a bool (``"no"`` would count as true)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
 
 
 def optional_seconds(name: str, value: Any) -> Optional[float]:
@@ -92,8 +107,7 @@ def spool_option(value: Any, overflow: str, spill_exhausted: Any) -> Any:
 
     if value is not None and not isinstance(value, SqliteSpool):
         raise TypeError(f"spool must be a SqliteSpool or None, got {type(value).__name__}")
-    if not isinstance(spill_exhausted, bool):
-        raise TypeError(f"spill_exhausted must be a bool, got {type(spill_exhausted).__name__}")
+    flag("spill_exhausted", spill_exhausted)
     if value is None and overflow == "spill":
         raise ValueError("overflow='spill' needs a spool: pass spool=SqliteSpool(path)")
     if value is None and spill_exhausted:
@@ -122,7 +136,7 @@ def common(
         "block_timeout": optional_seconds("block_timeout", block_timeout),
         "on_error": callable_or_none("on_error", on_error),
         "name": name or default_name(dispatch),
-        "flush_on_exit": bool(flush_on_exit),
+        "flush_on_exit": flag("flush_on_exit", flush_on_exit),
         "exit_timeout": seconds("exit_timeout", exit_timeout, allow_zero=True),
         "clock": callable_or_none("clock", clock),
         "retry": retry_policy(retry),

@@ -123,7 +123,7 @@ flushes = [0]
 def flusher():
     # Forks also land while a flush waits, with the parent's flush targets set.
     while not stop.is_set():
-        ok = bg.flush(timeout=10) and keyed.flush(KEYS[flushes[0] % 3], timeout=10)
+        ok = bg.flush(timeout=10) and keyed.flush(10, key=KEYS[flushes[0] % 3])
         flushes[0] += 1 if ok else 10**6
 
 

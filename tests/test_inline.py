@@ -203,7 +203,7 @@ def test_keyed_batches_go_per_key_when_due(make_keyed, clock: FakeClock) -> None
     assert calls.keyed()[-1] == ("c", [2, 1])
     d.enqueue("d", 1)
     d.enqueue("e", 1)
-    assert d.flush("d", timeout=5)  # that key only
+    assert d.flush(key="d", timeout=5)  # that key only
     assert calls.keyed()[-1] == ("d", [1])
     assert d.pending() == 1
     assert d.shutdown(timeout=5)

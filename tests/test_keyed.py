@@ -149,8 +149,8 @@ def test_a_slow_key_does_not_hold_the_others_back(make_keyed) -> None:
     assert gate.entered.wait(10)
     for i in range(20):
         d.enqueue(f"fast-{i % 4}", i)
-    assert d.flush("fast-0", timeout=10)
-    assert d.flush("fast-3", timeout=10)
+    assert d.flush(key="fast-0", timeout=10)
+    assert d.flush(key="fast-3", timeout=10)
     assert d.pending("slow") == 1
     gate.opened.set()
 
@@ -310,10 +310,10 @@ def test_a_failing_key_waits_behind_its_retry_while_others_go_on(make_keyed) -> 
                    retry=RetryPolicy(max_attempts=3, backoff=30.0, jitter=False))
     d.enqueue("down", 1)
     d.enqueue("up", 1)
-    assert d.flush("up", timeout=10)
+    assert d.flush(key="up", timeout=10)
     d.enqueue("down", 2)  # waits behind the retry of [1]
     d.enqueue("up", 2)
-    assert d.flush("up", timeout=10)
+    assert d.flush(key="up", timeout=10)
     assert rec.items("up") == [1, 2]
     assert d.pending("down") == 2
     assert d.stats().active_batches == 0  # [1] waits for its retry, not in flight
@@ -502,10 +502,24 @@ def test_flush_from_a_listener_does_not_wait_for_its_own_worker(make_keyed) -> N
     assert results == [False]  # it would otherwise wait for ever
 
 
-def test_flush_takes_its_timeout_by_keyword_only(make_keyed) -> None:
-    d = make_keyed(KeyedRecorder(), delay=0.001)
-    with pytest.raises(TypeError):
-        d.flush("k", 5.0)
+def test_flush_takes_its_timeout_first_and_the_key_by_keyword() -> None:
+    # flush(10) means ten seconds for every key, as on BackgroundDispatcher;
+    # it used to take 10 for a key with nothing pending and return at once.
+    rec = KeyedRecorder()
+    d = KeyedDispatcher(rec, delay=60.0)
+    try:
+        d.enqueue("a", 1)
+        d.enqueue(10, 2)
+        assert d.flush(10)
+        assert (rec.items("a"), rec.items(10)) == ([1], [2])
+        d.enqueue("a", 3)
+        d.enqueue(10, 4)
+        assert d.flush(10, key=10)
+        assert (rec.items("a"), rec.items(10)) == ([1], [2, 4])
+        with pytest.raises(TypeError, match="timeout must be a number"):
+            d.flush("a")  # the old order is refused, not taken as a timeout
+    finally:
+        d.shutdown(timeout=10)
 
 
 # -- retries keep their backoff; the queue and events stay prompt --------------------------
@@ -584,7 +598,7 @@ def test_items_behind_a_batch_count_their_delay_from_arrival(make_keyed, clock: 
     d.enqueue("a", 1)  # arrives at 1001, behind the batch
     clock.advance(5.5)  # 1006.5: past 1001 + 5
     gate.opened.set()
-    assert d.flush("a", timeout=10)
+    assert d.flush(key="a", timeout=10)
     poke(d, clock)
     assert gate.calls == [("a", [0]), ("a", [1])]
     assert clock.last >= 1006.0
@@ -789,7 +803,7 @@ def test_flush_wakes_an_idle_worker_while_another_runs_a_slow_listener(make_keye
     try:
         # flush itself waits for b's events too, which queue behind the slow
         # listener (events keep their order); the delivery must not.
-        d.flush("b", timeout=0)
+        d.flush(key="b", timeout=0)
         assert rec.wait_calls(4)
         assert rec.calls[3] == ("b", [0])
     finally:
@@ -849,7 +863,7 @@ def test_an_item_that_lands_in_a_forgotten_lane_joins_the_live_one(make_keyed, r
     d = make_keyed(rec, delay=3600.0)
     d.enqueue("k", 0)
     items, producer, result = _pause_producer(d, "k", 1, "append")  # past the room check
-    assert d.flush("k", timeout=10)  # delivers 0: the lane, empty, is forgotten under the producer
+    assert d.flush(key="k", timeout=10)  # delivers 0: the lane, empty, is forgotten under the producer
     assert "k" not in d._lanes
     if recreated:
         d.enqueue("k", 2)  # the key gets a new lane before the paused append lands
@@ -910,7 +924,7 @@ def test_an_append_between_forgetting_and_the_last_look_keeps_the_lane(make_keye
     with d._lock:
         lane = d._lanes["k"]
         lane.items = LandsLate(lane.items)
-    assert d.flush("k", timeout=10)
+    assert d.flush(key="k", timeout=10)
     assert d._lanes.get("k") is lane  # kept, and given a deadline
     assert lane.room > 0
     assert lane.due_at is not None
@@ -1086,7 +1100,7 @@ def test_flush_covers_what_was_enqueued_before_it_while_producers_go_on(make_key
         for round_no in range(40):
             key = "abcd"[round_no % 4] if round_no % 2 else None
             before = [item for items in returned for item in list(items) if key is None or item[0] == key]
-            assert d.flush(timeout=10) if key is None else d.flush(key, timeout=10)
+            assert d.flush(timeout=10) if key is None else d.flush(key=key, timeout=10)
             with lock:
                 missing = [item for item in before if item not in delivered]
             assert missing == []
@@ -1134,7 +1148,7 @@ def test_a_report_that_lands_on_a_forgotten_lane_restores_its_threshold(make_key
     d.enqueue("k", 0)
     with d._lock:
         lane = d._lanes["k"]
-    assert d.flush("k", timeout=10)  # delivered; the lane is forgotten
+    assert d.flush(key="k", timeout=10)  # delivered; the lane is forgotten
     assert lane.dead
     assert (lane.room, lane.wake_at) == (-1, -1)
     lane.wake_at = sys.maxsize  # what a late report's store leaves behind
@@ -1251,7 +1265,7 @@ def test_a_stale_never_on_a_forgotten_lane_does_not_hide_it_from_other_producers
 
     def producer_r() -> None:
         seen["r1"] = d.enqueue("k", "r1")
-        seen["flushed"] = d.flush("k", timeout=10)
+        seen["flushed"] = d.flush(key="k", timeout=10)
         seen["at_flush"] = list(delivered)
         seen["r2"] = d.enqueue("k", "r2")
 

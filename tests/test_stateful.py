@@ -278,7 +278,7 @@ class DispatchMachine(RuleBasedStateMachine):
         if key is None or not self.keyed:
             flushed = self.d.flush(timeout=WAIT)
         else:
-            flushed = self.d.flush(key, timeout=WAIT)
+            flushed = self.d.flush(key=key, timeout=WAIT)
         if self.closed:
             return  # nothing left to flush: its result says nothing more
         assert flushed, "flush timed out"
