@@ -14,7 +14,7 @@ import sys
 import textwrap
 from typing import Optional, Sequence, Tuple
 
-from . import __version__, _bench, _demo, _send
+from . import __version__, _bench, _console, _demo, _send
 
 __all__ = ["main"]
 
@@ -86,6 +86,9 @@ exit status:
   {_send.EXIT_BAD_INPUT}    a line was not valid JSON; the lines before it were delivered
   {_send.EXIT_INTERRUPTED}  interrupted (Ctrl-C): stops at once; what was not delivered yet
        counts as failed in the summary
+
+  Output that cannot be written (a closed pipe, a full disk) does not change
+  the status; a summary lost that way is reported in one line on stderr.
 
 examples:
   python -m batchdispatch send https://collector.example/ingest < events.jsonl
@@ -258,5 +261,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         )
         return _bench.run(bench_options, sys.stdout, sys.stderr)
     except KeyboardInterrupt:
-        sys.stderr.write("\ninterrupted\n")
+        _console.Output(sys.stderr, "stderr").write("\ninterrupted\n")
         return 130
+    finally:
+        # A stdout that failed (| head -0, > /dev/full) must not fail once more
+        # at interpreter shutdown and turn the command's status into 120.
+        _console.flush_before_exit(sys.stdout)
+        _console.flush_before_exit(sys.stderr)

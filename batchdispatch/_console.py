@@ -1,12 +1,92 @@
-"""Terminal output shared by the commands: a progress line, a summary, URLs fit to print."""
+"""Terminal output shared by the commands: a progress line, a summary, URLs fit to print.
+
+Also what keeps a failing stdout or stderr from deciding a command's exit status:
+:class:`Output` and :func:`flush_before_exit`.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
 import urllib.parse
-from typing import Callable, Sequence, TextIO, Tuple
+from typing import Callable, Optional, Protocol, Sequence, TextIO, Tuple
 
-__all__ = ["ProgressLine", "display_url", "write_summary"]
+__all__ = ["Output", "ProgressLine", "Writer", "display_url", "flush_before_exit", "write_summary"]
+
+
+class Writer(Protocol):
+    """What the helpers here write to: a text stream, or an :class:`Output`."""
+
+    def write(self, text: str, /) -> object: ...
+
+    def flush(self) -> None: ...
+
+
+class Output:
+    """Wraps stdout or stderr so that a failed write ends its output, not the command.
+
+    Output can fail under a command whose work went well: the reader stopped
+    reading (``| head -1``: EPIPE), the disk is full (``> /dev/full``:
+    ENOSPC), the terminal hung up (EIO). That says nothing about the work, so
+    it must not become a traceback or change the exit status. The first error
+    is kept in :attr:`error` for the command to report, and nothing more is
+    written: it would fail the same way, or land after a gap.
+    """
+
+    def __init__(self, stream: TextIO, name: str) -> None:
+        self._stream = stream
+        #: The stream's name in messages: "stdout" or "stderr".
+        self.name = name
+        #: The first write or flush error, or None.
+        self.error: Optional[OSError] = None
+
+    def write(self, text: str) -> None:
+        if self.error is None:
+            try:
+                self._stream.write(text)
+            except OSError as exc:
+                self.error = exc
+
+    def flush(self) -> None:
+        if self.error is None:
+            try:
+                self._stream.flush()
+            except OSError as exc:
+                self.error = exc
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    def failure(self) -> Optional[str]:
+        """One line saying why writing failed ("stdout: Broken pipe"), or None."""
+        if self.error is None:
+            return None
+        return f"{self.name}: {self.error.strerror or self.error}"
+
+
+def flush_before_exit(stream: Optional[TextIO]) -> None:
+    """Flush *stream*; if that fails, point its file descriptor at :data:`os.devnull`.
+
+    What a failed flush leaves in the buffer is flushed again at interpreter
+    shutdown, which would fail again, print "Exception ignored ...
+    BrokenPipeError" and exit with status 120 instead of the command's. Once
+    the descriptor is /dev/null that last flush succeeds, and what it drops
+    was lost anyway.
+    """
+    if stream is None:  # started with the descriptor closed
+        return
+    try:
+        stream.flush()
+    except OSError:
+        try:
+            fd = stream.fileno()
+        except (OSError, ValueError):  # not a file: nothing is flushed at shutdown either
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
 
 
 class ProgressLine:
@@ -26,7 +106,7 @@ class ProgressLine:
     #: Seconds between two refreshes.
     INTERVAL = 0.2
 
-    def __init__(self, render: Callable[[], str], stream: TextIO) -> None:
+    def __init__(self, render: Callable[[], str], stream: Writer) -> None:
         self._render_text = render
         self._stream = stream
         self._width = 0
@@ -80,7 +160,7 @@ def display_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")) + query
 
 
-def write_summary(out: TextIO, heading: str, rows: Sequence[Tuple[str, str]]) -> None:
+def write_summary(out: Writer, heading: str, rows: Sequence[Tuple[str, str]]) -> None:
     """Write *heading*, then one aligned ``label  value`` line per row."""
     out.write(heading)
     width = max(len(label) for label, _ in rows)

@@ -24,6 +24,10 @@ What it promises, and how:
 * **Every wait is bounded**: the final shutdown waits at most
   ``--shutdown-timeout`` seconds, and what is still undelivered then counts
   as failed.
+* **The exit status tells what was delivered, and nothing else.** A summary
+  that cannot be written (``| head -0``, ``> /dev/full``) is reported in one
+  line on stderr, not as a traceback, and does not change the status; an
+  unwritable stderr is not reported at all.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, BinaryIO, Dict, List, Mapping, Optional, TextIO, Tuple
 
-from ._console import ProgressLine, display_url, write_summary
+from ._console import Output, ProgressLine, display_url, write_summary
 from ._dispatcher import BackgroundDispatcher
 from ._retry import RetryPolicy
 
@@ -195,12 +199,20 @@ def run(
     """Deliver the JSON lines of *stdin*, print a summary on *out*, return the exit status.
 
     Errors go to *err*, and a progress line too when *err* is a terminal.
+    Failing to write *out* or *err* (a closed pipe, a full disk) changes
+    nothing but the output: a failure on *out* is reported on *err*.
 
     :returns: :data:`EXIT_OK`, :data:`EXIT_UNDELIVERED`, :data:`EXIT_USAGE`,
         :data:`EXIT_BAD_INPUT`, or :data:`EXIT_INTERRUPTED`: interrupted,
         it stops at once, prints the summary and counts what was not
         delivered yet as failed.
     """
+    return _run(options, stdin, Output(out, "stdout"), Output(err, "stderr"), environ)
+
+
+def _run(
+    options: SendOptions, stdin: BinaryIO, out: Output, err: Output, environ: Optional[Mapping[str, str]]
+) -> int:
     env = os.environ if environ is None else environ
     secret: Optional[str] = None
     if options.secret_env is not None:
@@ -228,7 +240,7 @@ def run(
         http.close()
 
 
-def _deliver(options: SendOptions, http: HttpSink, stdin: BinaryIO, out: TextIO, err: TextIO) -> int:
+def _deliver(options: SendOptions, http: HttpSink, stdin: BinaryIO, out: Output, err: Output) -> int:
     sink = _Counting(http)
     dispatcher: BackgroundDispatcher[Any] = BackgroundDispatcher(
         sink,
@@ -302,6 +314,9 @@ def _deliver(options: SendOptions, http: HttpSink, stdin: BinaryIO, out: TextIO,
         f" max batch size {options.max_batch_size:,}\n",
         rows,
     )
+    lost = out.failure()
+    if lost is not None:
+        err.write(f"error: the summary was not written: {lost}\n")
 
     status = EXIT_OK
     if reader.bad_line is not None:

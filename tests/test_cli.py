@@ -275,3 +275,25 @@ def test_bench_only_http_runs_that_section_alone() -> None:
     assert "(h) BackgroundDispatcher + HttpSink" in result.stdout
     assert "(a) deque.append" not in result.stdout
     assert "idle wake-ups" not in result.stdout
+
+
+class _ClosedPipe(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_output_keeps_the_first_error_and_stops_writing() -> None:
+    stream = _ClosedPipe()
+    out = _console.Output(stream, "stdout")
+    assert out.failure() is None
+    out.write("summary\n")
+    out.write("more\n")
+    out.flush()
+    assert stream.writes == 1  # once failed, it is not written to again
+    assert isinstance(out.error, BrokenPipeError)
+    assert out.failure() == "stdout: Broken pipe"

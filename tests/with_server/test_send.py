@@ -14,7 +14,7 @@ import re
 import signal
 import subprocess
 import sys
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
@@ -303,3 +303,109 @@ def test_the_analytics_example_ships_every_event() -> None:
     retried = "receiver: one request answered 503; its batch was sent 2 times under the same X-Webhook-Id"
     assert retried in lines
     assert "gave up" not in result.stdout
+
+
+# -- output that cannot be written: the status still follows delivery -------------------
+
+#: What each run sends and what its status and stderr must then be: (input
+#: lines, answers of the receiver, items it must hold, status, stderr lines
+#: after the one about the output).
+OUTCOMES = {
+    "all delivered": (jsonl([{"n": 1}, {"n": 2}]), [], [{"n": 1}, {"n": 2}], 0, []),
+    "a bad line": (
+        jsonl([{"n": 1}, {"n": 2}]) + b"oops\n" + jsonl([{"n": 4}]), [], [{"n": 1}, {"n": 2}], 3,
+        ["error: line 3: not valid JSON: Expecting value (column 1); stopped reading there,"
+         " nothing after it was sent"],
+    ),
+    "delivery failed": (
+        jsonl([{"n": 1}, {"n": 2}]), [400] * 10, [], 1,
+        ["error: 2 of 2 items were not delivered (2 given up); last error: DeliveryError: POST"],
+    ),
+}
+
+
+@pytest.fixture(params=["closed pipe", "/dev/full"])
+def unwritable(request: pytest.FixtureRequest) -> Iterator[Tuple[int, str]]:
+    """A file descriptor every write to fails, and the reason the command must give."""
+    if sys.platform == "win32":
+        pytest.skip("EPIPE and /dev/full are POSIX")
+    if request.param == "closed pipe":  # what `send ... | head -0` meets
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            yield write_end, "Broken pipe"
+        finally:
+            os.close(write_end)
+    else:
+        if not os.path.exists("/dev/full"):
+            pytest.skip("no /dev/full here")
+        fd = os.open("/dev/full", os.O_WRONLY)
+        try:
+            yield fd, "No space left on device"
+        finally:
+            os.close(fd)
+
+
+def send_to(
+    url: str, *args: str, stdin: bytes, stdout: Any, stderr: Any, buffered: bool
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``send`` with its output on the given descriptors (or subprocess.PIPE)."""
+    environ = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="error::ResourceWarning")
+    environ.pop(SECRET_ENV, None)
+    # Buffered, a failed write shows first at a flush, and again at the
+    # interpreter's own flush at exit; unbuffered, at the write itself.
+    environ.pop("PYTHONUNBUFFERED", None)
+    if not buffered:
+        environ["PYTHONUNBUFFERED"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "batchdispatch", "send", url, "--retries", "0", *args],
+        input=stdin, stdout=stdout, stderr=stderr, timeout=TIMEOUT, env=environ, cwd=ROOT, check=False,
+    )
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize("outcome", list(OUTCOMES))
+def test_an_unwritable_stdout_does_not_change_the_status(
+    receiver: Any, unwritable: Tuple[int, str], outcome: str, buffered: bool
+) -> None:
+    lines, answers, delivered, status, errors = OUTCOMES[outcome]
+    receiver.respond(*answers)
+    fd, reason = unwritable
+    result = send_to(receiver.url, stdin=lines, stdout=fd, stderr=subprocess.PIPE, buffered=buffered)
+    stderr = result.stderr.decode("utf-8")
+    assert "Traceback" not in stderr
+    assert "Exception ignored" not in stderr
+    assert result.returncode == status, stderr
+    assert receiver.items == delivered
+    # One line about the output, then what the run says about delivery.
+    first, *rest = stderr.splitlines()
+    assert first == f"error: the summary was not written: stdout: {reason}"
+    assert len(rest) == len(errors), stderr
+    for line, expected in zip(rest, errors):
+        assert line.startswith(expected), stderr
+
+
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+@pytest.mark.parametrize("outcome", ["a bad line", "delivery failed"])  # all delivered: no stderr
+def test_an_unwritable_stderr_does_not_change_the_status(
+    receiver: Any, unwritable: Tuple[int, str], outcome: str, buffered: bool
+) -> None:
+    lines, answers, delivered, status, _ = OUTCOMES[outcome]
+    receiver.respond(*answers)
+    fd, _ = unwritable
+    # No traceback can be seen here, but a crash would change the status.
+    result = send_to(receiver.url, stdin=lines, stdout=subprocess.PIPE, stderr=fd, buffered=buffered)
+    assert result.returncode == status
+    assert receiver.items == delivered
+    fields = summary(result.stdout.decode("utf-8"))  # the summary is whole all the same
+    assert fields["delivered"] == str(len(delivered))
+
+
+def test_unwritable_stdout_and_stderr_do_not_change_the_status(receiver: Any) -> None:
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    lines, _, delivered, status, _ = OUTCOMES["a bad line"]
+    with open("/dev/full", "wb") as full:
+        result = send_to(receiver.url, stdin=lines, stdout=full, stderr=full, buffered=True)
+    assert result.returncode == status
+    assert receiver.items == delivered
