@@ -15,6 +15,7 @@ import logging
 from ._dispatcher import BackgroundDispatcher
 from ._engine import DispatcherStats, KeyedStats, current_batch_id, current_deadline
 from ._keyed import KeyedDispatcher
+from ._log import _LastResort
 from ._retry import RetryPolicy
 from ._types import DispatchFunc, ErrorHandler
 from ._unit import flush_after
@@ -40,4 +41,4 @@ __all__ = [
     "flush_after",
 ]
 
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+logging.getLogger(__name__).addHandler(_LastResort())

@@ -530,17 +530,10 @@ class Engine(Generic[T]):
                 break  # another thread wrote it
             log.log(*line)
         while self._outbox:
-            if not wait:
-                got = self._emit_lock.acquire(False)
-            elif deadline is None:
-                got = self._emit_lock.acquire()
-            else:
-                remaining = min(max(0.0, deadline - monotonic()), threading.TIMEOUT_MAX)
-                got = self._emit_lock.acquire(True, remaining)
-            if not got:
+            if not _acquire(self._emit_lock, deadline, block=wait):
                 return
             try:
-                self._emit_batches()
+                self._emit_batches(deadline)
             finally:
                 with self._lock:
                     self._emitting = False
@@ -548,8 +541,11 @@ class Engine(Generic[T]):
             # Events posted while this thread released the emit lock, by a
             # thread that found it taken, are this thread's to emit: loop.
 
-    def _emit_batches(self) -> None:
-        """Emit the outbox until it is empty. The emit lock is held."""
+    def _emit_batches(self, deadline: Optional[float] = None) -> None:
+        """Emit the outbox until it is empty. The emit lock is held.
+
+        Past *deadline*, events are not emitted but counted and logged.
+        """
         stack = _dispatching()
         while True:
             with self._lock:
@@ -561,13 +557,57 @@ class Engine(Generic[T]):
             # very events it is part of: it counts as dispatch code.
             stack.append(self)
             try:
-                for event, payload in posted:
+                for index, (event, payload) in enumerate(posted):
+                    if deadline is not None and monotonic() >= deadline:
+                        log.warning(
+                            "batchdispatch:%s: %d events not emitted: the shutdown or exit deadline"
+                            " passed (stats() counts their items)", self.name, len(posted) - index,
+                        )
+                        break
                     self._events.emit(event, payload)
             finally:
                 stack.pop()
                 with self._lock:
                     self._emitted += len(posted)
                     self._notify_progress()
+
+    def _emit_within(self, deadline: Optional[float]) -> None:
+        """Emit the posted events, returning by *deadline* (shutdown, exit). Lock not held.
+
+        Listeners run on another thread, and this one waits for them until
+        the deadline at most, so that a slow listener cannot hold shutdown
+        or exit past it: a live worker (which emits before it stops), or a
+        thread started for them. Where neither can run them (Python 3.12
+        and later refuse new threads in an exit hook; a process without
+        threads) they run here, each only while the deadline has not
+        passed: the allowance is the one listener call running when it does.
+        """
+        if deadline is None or self._dispatching_here():
+            self._emit_posted(deadline, wait=True)
+            return
+        with self._lock:
+            target = self._posted
+            if self._emitted >= target and not self._logs:
+                return
+            here = threading.current_thread()
+            if not self._caller_delivers and any(w.is_alive() and w is not here for w in self._workers):
+                self._kick_all()
+                self._wait_locked(lambda: self._emitted >= target, deadline)
+                return
+        if not self._caller_delivers:
+            helper = threading.Thread(
+                target=self._emit_posted, kwargs={"wait": True},
+                name=f"batchdispatch:{self.name}-events", daemon=True,
+            )
+            try:
+                helper.start()
+            except RuntimeError:
+                pass  # no new threads here: emit on this one
+            else:
+                with self._lock:
+                    self._wait_locked(lambda: self._emitted >= target, deadline)
+                return
+        self._emit_posted(deadline, wait=True)
 
     # -- the hot path (one lane, no lock) ---------------------------------------
 
@@ -609,8 +649,7 @@ class Engine(Generic[T]):
                 self._drop(None, late, "closed")
                 report = self._drop_report()
         if self._exit_closed:
-            self._dispatch_here(inline)
-            return True
+            return self._dispatch_here(inline)
         if self._spool_todo:
             self._spool_io()  # the rows of dropped durable items
         self._emit_posted()  # closed: no worker will emit them
@@ -715,8 +754,7 @@ class Engine(Generic[T]):
                 self._drop(lane.key, late, "closed")
                 report = self._drop_report()
         if inline is not None:
-            self._dispatch_here(inline)
-            return True
+            return self._dispatch_here(inline)
         if self._spool_todo:
             self._spool_io()  # the rows of dropped durable items
         self._emit_posted()  # closed: no worker will emit them
@@ -800,6 +838,8 @@ class Engine(Generic[T]):
         report = None
         inline: Optional[Batch] = None
         threadless = None
+        accepted: Optional[bool]
+        spill = "queue_full"  # why, when the item goes to the spool (accepted is None)
         if self._pid != os.getpid():
             _after_fork_in_child()  # forked where os.register_at_fork did not run (uWSGI)
         with self._lock:
@@ -826,15 +866,21 @@ class Engine(Generic[T]):
                     self._state = _CLOSED
                     self._exit_closed = True
                     self._room = self._wake_at = -1
-                inline = Batch(None, [item], NEVER, key, seq_first=self._seq)
-                self._advance_position(1)
-                accepted = True
+                if self._past_exit_budget():
+                    # Exit's budget is spent: no more delivery on this thread.
+                    if self.spool is not None:
+                        accepted, spill = None, "exit"
+                    else:
+                        self._drop(key, [item], "exit")
+                        accepted, report = False, self._drop_report()
+                else:
+                    inline = Batch(None, [item], NEVER, key, seq_first=self._seq)
+                    self._advance_position(1)
+                    accepted = True
             elif self._exit_closed and self.spool is not None:
                 # Stuck past the exit budget, with a spool: into it, for the
                 # next start (written below, after the lock).
-                self._spill(key, [item], "exit")
-                self._overflowed += 1
-                accepted = True
+                accepted, spill = None, "exit"
             else:
                 # Shut down by the user, or stuck past the exit budget (a
                 # second, overlapping dispatch call could hang exit again).
@@ -843,11 +889,12 @@ class Engine(Generic[T]):
         del trash
         if threadless == "uwsgi":
             _warn_threadless()
+        if accepted is None:
+            accepted = self._spill_item(key, item, spill)
         if self._spool_todo:
             self._spool_io()  # a spill (overflow="spill"), or the row of a dropped durable item
         if inline is not None:
-            self._dispatch_here(inline)
-            return True
+            return self._dispatch_here(inline)
         if self._caller_delivers:
             self._serve_here()  # delivers what is due, emits the events
         elif self._state == _CLOSED:
@@ -991,8 +1038,9 @@ class Engine(Generic[T]):
 
     def _overflow_locked(
         self, key: Hashable, item: T, priority: int, trash: List[Any]
-    ) -> Tuple[bool, Optional[Tuple[object, ...]]]:
+    ) -> Tuple[Optional[bool], Optional[Tuple[object, ...]]]:
         """Apply the overflow policy; return (accepted, log line or None).
+        *accepted* is None for ``"spill"``: the caller spills the item.
 
         Called with the lock held; "block" releases it while it waits.
         Evicted items go to *trash*, for the caller to release unlocked.
@@ -1007,9 +1055,7 @@ class Engine(Generic[T]):
             if not self._kick():
                 self._more_workers()
         if policy == "spill":
-            self._spill(key, [item], "queue_full")  # written by the caller, after the lock
-            self._overflowed += 1
-            return True, None
+            return None, None  # the caller writes it to the spool, after the lock
         if policy == "drop_oldest":
             while self._queued_count() >= self._queue_limit:
                 lane = self._oldest_lane()
@@ -1419,15 +1465,19 @@ class Engine(Generic[T]):
             self._reclaimable = True
         return popped
 
-    def _attempt(self, batch: Batch) -> Optional[BaseException]:
-        """Call the user's code for one attempt. Never called with the lock held."""
+    def _attempt(self, batch: Batch, deadline: Optional[float] = None) -> Optional[BaseException]:
+        """Call the user's code for one attempt. Never called with the lock held.
+
+        *deadline*, or the dispatcher's ``_deliver_by`` (the sooner), is
+        what :func:`current_deadline` answers during the call.
+        """
         stack = _dispatching()
         stack.append(self)
         outer, _local.batch = getattr(_local, "batch", None), batch
         outer_deadline = getattr(_local, "deadline", None)
-        deadline = self._deliver_by
-        if outer_deadline is not None and (deadline is None or outer_deadline < deadline):
-            deadline = outer_deadline
+        for other in (self._deliver_by, outer_deadline):
+            if other is not None and (deadline is None or other < deadline):
+                deadline = other
         _local.deadline = deadline
         try:
             try:
@@ -1545,6 +1595,11 @@ class Engine(Generic[T]):
             self._post("items_exhausted", lambda: ItemsExhausted(key, tuple(items), attempts, error))
             return True
         wait = policy.backoff_for(batch.attempt, self._random)
+        asked = _retry_after(error)
+        if asked is not None:
+            # The receiver said when (Retry-After): this key waits that
+            # long, within the policy's cap, and the worker is free meanwhile.
+            wait = min(asked, policy.max_backoff)
         now = self._clock()
         batch.not_before = now + wait
         if self._state != _RUNNING or self._flushes(batch, lane):
@@ -1593,22 +1648,64 @@ class Engine(Generic[T]):
         self._retired += lane.taken
         lane.due_at = None
 
-    def _dispatch_here(self, batch: Batch) -> None:
-        """Deliver on the calling thread, once, for items no worker will take."""
-        with self._inline_lock:
+    def _dispatch_here(self, batch: Batch) -> bool:
+        """Deliver on the calling thread, once, for items no worker will take.
+
+        Once the exit hook has started, only within its budget (the hook's
+        start plus *exit_timeout*): the dispatch call learns that deadline
+        (:func:`current_deadline`), and items that would wait past it for
+        another caller's delivery go to the spool, or count as ``"exit"``
+        drops. Returns False if the items were dropped.
+        """
+        deadline = self._exit_budget_end()
+        got = _acquire(self._inline_lock, deadline)
+        if not got or self._past_exit_budget():
+            if got:
+                self._inline_lock.release()
+            return self._give_up_late(batch)
+        try:
             with self._lock:
                 if self._wrapped:
                     self._unwrap(batch)
                 self._inline.add(batch)
             batch.attempt = 1
-            error = self._attempt(batch)
+            error = self._attempt(batch, deadline)
             with self._lock:
                 self._inline.discard(batch)
                 old_error = self._settle(batch, error)
             del old_error
+        finally:
+            self._inline_lock.release()
         if self._spool_todo:
-            self._spool_io()
+            self._spool_io(wait=deadline is not None, deadline=deadline)
         self._emit_posted()
+        return True
+
+    def _give_up_late(self, batch: Batch) -> bool:
+        """Items that came after exit's budget was spent: to the spool, or
+        dropped as ``"exit"``. True if they went to the spool. Lock not held."""
+        with self._lock:
+            report = None
+            if self.spool is not None:
+                self._spill(batch.key, batch.items, "exit")
+            else:
+                self._drop(batch.key, batch.items, "exit")
+                report = self._drop_report()
+        if self._spool_todo:
+            self._spool_io(wait=True, deadline=monotonic())
+        self._emit_posted()
+        if report:
+            log.warning(*report)
+        return self.spool is not None
+
+    def _exit_budget_end(self) -> Optional[float]:
+        """When exit's budget for this dispatcher ends, once the exit hook has started; else None."""
+        started = _exit_started
+        return None if started is None else started + min(self.exit_timeout, threading.TIMEOUT_MAX)
+
+    def _past_exit_budget(self) -> bool:
+        end = self._exit_budget_end()
+        return end is not None and monotonic() >= end
 
     # -- delivery on the callers' threads (no worker threads) ------------------
 
@@ -1721,6 +1818,41 @@ class Engine(Generic[T]):
             return item
         return Spooled(row, item)
 
+    def _spill_item(self, key: Hashable, item: Any, reason: str) -> bool:
+        """Write one item turned away from the queue to the spool, now; True
+        if it is there. One that cannot be written is dropped for *reason*,
+        so that ``enqueue`` never says True for an item it has lost. Lock not held."""
+        (raw,), (logged,) = _split([item])
+        try:
+            self.spool.put([(key, raw)])
+        except Exception as exc:  # noqa: BLE001 - counted below; enqueue must not fail
+            self._spool_fault(exc, "spilling an item")
+            if logged:
+                # Durable: its record stays in this process's log, and the
+                # next start delivers it; that is where it waits.
+                stored = True
+            else:
+                with self._lock:
+                    self._drop(key, [raw], reason)
+                    report = self._drop_report()
+                self._emit_posted()
+                if report:
+                    log.warning(*report)
+                return False
+        else:
+            stored = True
+            if logged:
+                self._spool_later("ack", key, [logged], "")
+        with self._lock:
+            self._spilled += 1
+            self._overflowed += 1
+            if stored and reason == "queue_full":
+                self._spills += 1  # claimed back once the queue has room
+                if self._backlog is None and self._state == _RUNNING:
+                    self._backlog = "room"
+                    self._kick()
+        return True
+
     def _unwrap(self, batch: Batch) -> None:
         """Put the items of a new batch in place of their wrappers, noting their rows. Lock held."""
         items = batch.items
@@ -1804,7 +1936,7 @@ class Engine(Generic[T]):
             self._spool_todo.append((op, key, payload, reason, logged or []))
             self._spool_busy += 1
 
-    def _spool_io(self, wait: bool = False) -> None:
+    def _spool_io(self, wait: bool = False, deadline: Optional[float] = None) -> None:
         """Make the spool operations queued so far. Lock not held.
 
         One thread at a time. A caller that finds another at work leaves its
@@ -1812,57 +1944,88 @@ class Engine(Generic[T]):
         go), so a thread never waits here for the lock while it may hold the
         engine lock further up its stack (a finalizer or a signal handler
         that enqueues). *wait*: shutdown and the exit hook, which must see
-        their writes made before they return.
+        their writes made before they return, until *deadline* at most:
+        each operation then waits for the file's locks only as long as is
+        left (a spool locked by another process fails as ``"locked"``).
         """
+        if deadline is None:
+            deadline = self._deliver_by  # closing with a deadline: no write waits past it
         # With wait, also for the operations another thread is making (it
         # took them off the queue, and counts them busy until they are made).
         while self._spool_todo or (wait and self._spool_busy):
-            if not self._spool_io_lock.acquire(wait):
+            if not _acquire(self._spool_io_lock, deadline, block=wait):
                 return
             try:
-                reports = self._spool_io_locked()
+                reports = self._spool_io_locked(deadline)
             finally:
                 self._spool_io_lock.release()
             # Logged once no lock is held: a handler may enqueue here again.
             for report in reports:
                 log.log(*report)
+            if deadline is not None and monotonic() >= deadline:
+                return
 
-    def _spool_io_locked(self) -> List[Tuple[Any, ...]]:
-        """_spool_io's work, with its lock held; returns the log lines to write after it."""
+    def _spool_io_locked(self, deadline: Optional[float] = None) -> List[Tuple[Any, ...]]:
+        """_spool_io's work, with its lock held; returns the log lines to write after it.
+
+        Interrupt-safe: a KeyboardInterrupt or SystemExit raised in the
+        middle (Ctrl-C at exit) puts the operations not yet made back on
+        the queue, so that the exit hook can still make them.
+        """
         spool = self.spool
         reports: List[Tuple[Any, ...]] = []
         with self._lock:
             todo, self._spool_todo = self._spool_todo, []
         if not todo:
             return reports
+        made: Set[int] = set()  # indices in todo of the operations made (or failed and counted)
+
+        def limit() -> Dict[str, float]:
+            return {} if deadline is None else {"timeout": max(0.0, deadline - monotonic())}
+
         lost: List[Tuple[Hashable, List[Any], str]] = []
         freed = False  # free rows written or released for overflow: claim them back
-        acks = [row for op, _, payload, _, _ in todo if op == "ack" for row in payload]
-        for op, key, payload, reason, logged in todo:
-            try:
-                if op == "put":
-                    spool.put([(key, item) for item in payload])
-                elif op == "park":
-                    spool.put([(key, item) for item in payload], claim=True)
-                elif op == "release":
-                    spool.release(payload)
-                else:
+        acks: List[int] = []
+        try:
+            for index, (op, key, payload, reason, logged) in enumerate(todo):
+                if op == "ack":
                     continue
-            except Exception as exc:  # noqa: BLE001 - never fail the caller
-                reports += self._spool_fault(exc, f"spilling {len(payload)} items", log_now=False)
-                if op != "release":
-                    # Lost, but for durable items: their appends stay in the log.
-                    gone = [item for item, row in zip(payload, logged or [0] * len(payload)) if not row]
-                    if gone:
-                        lost.append((key, gone, reason))
-                continue
-            acks += [row for row in logged if row]
-            freed = freed or reason == "queue_full"
-        if acks:
-            try:
-                spool.ack(acks)
-            except Exception as exc:  # noqa: BLE001 - acked later never: delivered again
-                reports += self._spool_fault(exc, f"removing {len(acks)} delivered items", log_now=False)
+                try:
+                    if op == "release":
+                        spool.release(payload, **limit())
+                    else:
+                        spool.put([(key, item) for item in payload], claim=op == "park", **limit())
+                except Exception as exc:  # noqa: BLE001 - never fail the caller
+                    written = self._partly_written(exc, op, payload)
+                    reports += self._spool_fault(exc, f"spilling {len(payload)} items", log_now=False)
+                    if op != "release":
+                        # Lost, but for those written after all, and durable
+                        # items: their appends stay in the log.
+                        logged = logged or [0] * len(payload)
+                        gone = [item for n, (item, row) in enumerate(zip(payload, logged))
+                                if not row and n not in written]
+                        acks += [row for n, row in enumerate(logged) if row and n in written]
+                        if gone:
+                            lost.append((key, gone, reason))
+                        freed = freed or (bool(written) and reason == "queue_full")
+                    made.add(index)
+                    continue
+                made.add(index)
+                acks += [row for row in logged if row]
+                freed = freed or reason == "queue_full"
+            acks += [row for op, _, payload, _, _ in todo if op == "ack" for row in payload]
+            if acks:
+                try:
+                    spool.ack(acks, **limit())
+                except Exception as exc:  # noqa: BLE001 - acked later never: delivered again
+                    reports += self._spool_fault(exc, f"removing {len(acks)} delivered items", log_now=False)
+            made.update(index for index, entry in enumerate(todo) if entry[0] == "ack")
+        except BaseException:
+            # Interrupted: what was not made goes back, ahead of what came since.
+            with self._lock:
+                self._spool_todo[:0] = [entry for index, entry in enumerate(todo) if index not in made]
+                self._spool_busy -= len(made)
+            raise
         with self._lock:
             for key, items, reason in lost:
                 self._spilled -= len(items)
@@ -1881,6 +2044,16 @@ class Engine(Generic[T]):
             self._spool_busy -= len(todo)
             self._notify_progress()
         return reports
+
+    @staticmethod
+    def _partly_written(exc: BaseException, op: str, payload: List[Any]) -> Set[int]:
+        """Indices of *payload* that a failed put wrote after all: a put that
+        refused only items it could not encode wrote the others
+        (``SpoolError.refused``)."""
+        refused = getattr(exc, "refused", None)
+        if op == "release" or not isinstance(refused, list):
+            return set()
+        return set(range(len(payload))) - set(refused)
 
     def _spool_fault(self, exc: BaseException, what: str, log_now: bool = True) -> List[Tuple[Any, ...]]:
         """Count a failed spool operation and log it (or, without *log_now*,
@@ -2095,7 +2268,7 @@ class Engine(Generic[T]):
             returns False.
         """
         deadline = _deadline(_validate.optional_seconds("timeout", timeout))  # checked before it closes
-        self._close(by_exit=False)
+        self._close(by_exit=False, deadline=deadline)
         completed = self._join(deadline, reason="shutdown")
         with self._lock:
             if not completed and not self._dispatching_here():
@@ -2105,14 +2278,18 @@ class Engine(Generic[T]):
             undelivered = self._pending_count()
             self._post("shutdown", lambda: ShutdownEvent(completed, undelivered))
         if self.spool is not None:
-            self._spool_io(wait=True)  # retries given up at the deadline go to the spool
-        self._emit_posted(deadline, wait=True)
+            self._spool_io(wait=True, deadline=deadline)  # retries given up at the deadline go to the spool
+        self._emit_within(deadline)
         return completed
 
-    def _close(self, by_exit: bool) -> None:
+    def _close(self, by_exit: bool, deadline: Optional[float] = None) -> None:
+        """Stop taking items and drain; dispatch calls from now on learn
+        *deadline* (:func:`current_deadline`). Idempotent."""
         # The dispatcher stays in the registry: if the user's shutdown timed
         # out, the exit hook still waits for the draining workers.
         with self._lock:
+            if deadline is not None and (self._deliver_by is None or deadline < self._deliver_by):
+                self._deliver_by = deadline
             if self._state in (_NEW, _RUNNING):
                 self._exit_closed = by_exit
                 self._state = _CLOSED if self._state == _NEW else _CLOSING
@@ -2250,11 +2427,16 @@ class Engine(Generic[T]):
             self._state = _CLOSED
             self._room = self._wake_at = -1
 
-    def _exit(self, deadline: float) -> None:
-        """Called by the exit hook: deliver within the budget, count (or spill) the rest."""
-        if self.flush_on_exit and self._join(deadline, reason="exit flush"):
+    def _exit(self, deadline: float, interrupted: bool = False) -> None:
+        """Called by the exit hook: deliver within the budget, count (or spill) the rest.
+
+        *interrupted*: a KeyboardInterrupt or SystemExit cut the exit hook's
+        wait short (it may have been this dispatcher's, half done): give up
+        at once. Every step here is safe to run again.
+        """
+        if not interrupted and self.flush_on_exit and self._join(deadline, reason="exit flush"):
             if self.spool is not None:
-                self._spool_io(wait=True)
+                self._spool_io(wait=True, deadline=deadline)
             return
         left: List[Any] = []
         with self._lock:
@@ -2280,16 +2462,19 @@ class Engine(Generic[T]):
                     batch = self._replay.popleft()
                     self._to_spool(batch.key, batch.items, batch.rows, park=False, reason="exit")
                 for batch in itertools.chain(self._inflight, self._inline):
-                    self._to_spool(batch.key, batch.items, batch.rows, park=False, reason="exit")
-                    self._exit_spilled.add(batch)
-        self._close(by_exit=False)
+                    if batch not in self._exit_spilled:
+                        self._to_spool(batch.key, batch.items, batch.rows, park=False, reason="exit")
+                        self._exit_spilled.add(batch)
+        self._close(by_exit=False, deadline=deadline)
         if self.spool is not None:
-            self._spool_io(wait=True)  # the process ends next: the writes must be made now
-        self._emit_posted(deadline, wait=True)
-        if left and not self.flush_on_exit:
+            # The process ends next: the writes must be made now, within the
+            # budget (a spool locked by another process fails as "locked").
+            self._spool_io(wait=True, deadline=deadline)
+        self._emit_within(deadline)
+        if left and (interrupted or not self.flush_on_exit):  # else _join said it
             log.warning(
-                "batchdispatch:%s: %d items discarded at exit (flush_on_exit=False)",
-                self.name, len(left),
+                "batchdispatch:%s: %d items discarded at exit (%s)",
+                self.name, len(left), "interrupted" if interrupted else "flush_on_exit=False",
             )
 
 
@@ -2305,6 +2490,21 @@ def _split(items: List[Any]) -> Tuple[List[Any], List[int]]:
             raw.append(item)
             rows.append(0)
     return raw, rows
+
+
+def _retry_after(error: BaseException) -> Optional[float]:
+    """The wait a failed attempt's error asks for (``retry_after``, or its
+    cause's for a PartialFailure), if it is a finite number of seconds."""
+    asked = getattr(error, "retry_after", None)
+    if asked is None and isinstance(error, PartialFailure):
+        asked = getattr(error.cause, "retry_after", None)
+    if isinstance(asked, bool) or not isinstance(asked, (int, float)):
+        return None
+    try:
+        seconds = float(asked)
+    except OverflowError:
+        return None
+    return max(0.0, seconds) if seconds - seconds == 0 else None
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -2323,6 +2523,15 @@ def _unhashable(key: object) -> TypeError:
     return TypeError(f"key must be hashable, got {type(key).__name__}")
 
 
+def _acquire(lock: Any, deadline: Optional[float], block: bool = True) -> bool:
+    """Take *lock*: at once or not at all (not *block*), or waiting until *deadline* (None: for ever)."""
+    if not block:
+        return bool(lock.acquire(False))
+    if deadline is None:
+        return bool(lock.acquire())
+    return bool(lock.acquire(True, min(max(0.0, deadline - monotonic()), threading.TIMEOUT_MAX)))
+
+
 def _deadline(timeout: Optional[float]) -> Optional[float]:
     if timeout is None:
         return None
@@ -2338,6 +2547,7 @@ def _deadline(timeout: Optional[float]) -> Optional[float]:
 _registry: weakref.WeakSet[Engine[Any]] = weakref.WeakSet()
 _registry_lock = threading.Lock()
 _exiting = False  # the exit hook has started
+_exit_started: Optional[float] = None  # when (monotonic): each dispatcher's exit budget counts from then
 _local = threading.local()
 
 
@@ -2484,19 +2694,46 @@ def _warn_threadless() -> None:
 
 
 def _exit_hook() -> None:
-    global _exiting
+    """Deliver what every dispatcher holds, each within its *exit_timeout*.
+
+    A KeyboardInterrupt or SystemExit raised meanwhile (Ctrl-C, or a
+    SIGTERM handler that calls ``sys.exit``, sent again) ends the waiting:
+    what is still queued then goes to the spool, or is counted as
+    ``"exit"`` drops and logged, and the hook returns at once. An
+    interrupt is not raised again: the interpreter is on its way out.
+    """
+    global _exiting, _exit_started
     _exiting = True
+    _exit_started = monotonic()
     with _registry_lock:
         engines = list(_registry)
-    start = monotonic()
+    interrupted: Optional[BaseException] = None
     for engine in engines:  # ask every worker to drain at once ...
         if engine.flush_on_exit:
-            engine._close(by_exit=True)
+            try:
+                engine._close(by_exit=True, deadline=engine._exit_budget_end())
+            except (KeyboardInterrupt, SystemExit) as exc:
+                interrupted = exc
     for engine in engines:  # ... then wait for each within its own budget
-        try:
-            engine._exit(start + min(engine.exit_timeout, threading.TIMEOUT_MAX))
-        except Exception:
-            log.exception("batchdispatch:%s: exit flush failed", engine.name)
+        # An interrupt during one step of an engine's exit runs it again,
+        # without waiting; another one during that gives up on that engine.
+        for _ in range(3):
+            try:
+                deadline = engine._exit_budget_end()
+                assert deadline is not None
+                engine._exit(monotonic() if interrupted else deadline, interrupted is not None)
+                break
+            except (KeyboardInterrupt, SystemExit) as exc:
+                interrupted = exc
+            except Exception:
+                log.exception("batchdispatch:%s: exit flush failed", engine.name)
+                break
+    if interrupted is not None:
+        log.warning(
+            "batchdispatch: the exit flush was interrupted (%s); what was still queued went to the"
+            " spool, or was counted as \"exit\" drops",
+            type(interrupted).__name__,
+        )
 
 
 _resets: Dict[int, object] = {os.getpid(): None}  # processes whose dispatchers are their own
