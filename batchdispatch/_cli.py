@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import math
 import re
 import sys
@@ -238,6 +239,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ``send`` read a line that is not JSON, 130 when interrupted.
     """
     args = build_parser().parse_args(argv)
+    # The commands report in their own words (a summary, an exit status):
+    # the library's log lines would say the same again on stderr.
+    logging.getLogger("batchdispatch").addHandler(logging.NullHandler())
     try:
         if args.command == "demo":
             options = _demo.DemoOptions(
