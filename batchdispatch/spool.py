@@ -112,8 +112,19 @@ _OS_KINDS = {
     errno.EDQUOT: "full",
 }
 
+#: How many refused items an encode error of put names; the rest are counted.
+_REFUSALS_SHOWN = 3
+
 Pair = Tuple[Hashable, Any]
 Row = Tuple[int, Hashable, Any]
+
+
+class _Unencodable(Exception):
+    """An item or key that cannot be encoded; *reason* names its place and a type, never its value."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class _Segment:
@@ -246,15 +257,47 @@ class SqliteSpool:
         is how a dispatcher spills what it cannot deliver. With *claim*,
         they are held by this spool instead, as if claimed: no one replays
         them while this process lives and the spool is open (a dispatcher
-        parks items given up after their retries this way). All or
-        nothing: on an error no row is written.
+        parks items given up after their retries this way).
+
+        An item (or key) that cannot be encoded does not sink the others:
+        every other item is written, in order, in the one transaction, and
+        then :class:`SpoolError` ``kind="encode"`` is raised, naming the
+        refused items by index and type (never by value). Its ``refused``
+        lists their indices, and its ``rows`` the row id of every input
+        item (0 for a refused one). Any other error writes nothing, and its
+        ``refused`` and ``rows`` are None.
         """
-        rows = [self._encode(key, item, index) for index, (key, item) in enumerate(pairs)]
-        if not rows:
-            return []
-        proc = self._process()
-        with proc.lock:
-            return self._insert(proc, rows, owner=self._owner(proc) if claim else None)
+        rows: List[Optional[Tuple[str, Data]]] = []
+        refused: List[Tuple[int, _Unencodable]] = []
+        for index, (key, item) in enumerate(pairs):
+            try:
+                rows.append(self._encode(key, item, f"item {index}"))
+            except _Unencodable as exc:
+                rows.append(None)
+                refused.append((index, exc))
+        written = [row for row in rows if row is not None]
+        ids: List[int] = []
+        if written:
+            proc = self._process()
+            with proc.lock:
+                ids = self._insert(proc, written, owner=self._owner(proc) if claim else None)
+        if not refused:
+            return ids
+        new_ids = iter(ids)
+        aligned = [0 if row is None else next(new_ids) for row in rows]
+        raise self._refusal(refused, aligned) from refused[0][1].__cause__
+
+    def _refusal(self, refused: List[Tuple[int, _Unencodable]], rows: List[int]) -> SpoolError:
+        shown = "; ".join(exc.reason for _, exc in refused[:_REFUSALS_SHOWN])
+        more = len(refused) - _REFUSALS_SHOWN
+        if more > 0:
+            shown += f"; and {more} more"
+        written = len(rows) - len(refused)
+        outcome = f"the other {written} were written" if written else "nothing was written"
+        return SpoolError(
+            f"spool {self.path}: {len(refused)} of {len(rows)} items refused ({outcome}): {shown}",
+            path=self.path, kind="encode", refused=[index for index, _ in refused], rows=rows,
+        )
 
     def append(self, key: Hashable, item: Any) -> int:
         """Write one pair to this process's write-ahead log; return its id once it is there.
@@ -272,7 +315,11 @@ class SqliteSpool:
 
         The id is negative: it names a log record, not a row.
         """
-        encoded_key, data = self._encode(key, item, None)
+        try:
+            encoded_key, data = self._encode(key, item, "the item")
+        except _Unencodable as exc:
+            message = f"spool {self.path}: {exc.reason}"
+            raise SpoolError(message, path=self.path, kind="encode") from exc.__cause__
         proc = self._process()
         segment = proc.segment
         while True:
@@ -422,35 +469,23 @@ class SqliteSpool:
 
     # -- encoding --------------------------------------------------------------
 
-    def _encode(self, key: Hashable, item: Any, index: Optional[int]) -> Tuple[str, Data]:
-        where = "the item" if index is None else f"item {index}"
+    def _encode(self, key: Hashable, item: Any, where: str) -> Tuple[str, Data]:
+        """*key* and *item* as stored; raises _Unencodable naming *where* and a type, never a value."""
         try:
             encoded_key = _json.dumps(key)
         except (TypeError, ValueError) as exc:
-            raise SpoolError(
-                f"spool {self.path}: the key of {where} is not JSON serializable: {_json.what(exc)}",
-                path=self.path, kind="encode",
-            ) from exc
+            raise _Unencodable(f"the key of {where} is not JSON serializable: {_json.what(exc)}") from exc
         if self._dumps is None:
             try:
                 return encoded_key, _json.dumps(item)
             except (TypeError, ValueError) as exc:
-                raise SpoolError(
-                    f"spool {self.path}: {where} is not JSON serializable: {_json.what(exc)}",
-                    path=self.path, kind="encode",
-                ) from exc
+                raise _Unencodable(f"{where} is not JSON serializable: {_json.what(exc)}") from exc
         try:
             data = self._dumps(item)
         except Exception as exc:
-            raise SpoolError(
-                f"spool {self.path}: dumps failed on {where}: {type(exc).__name__}",
-                path=self.path, kind="encode",
-            ) from exc
+            raise _Unencodable(f"dumps failed on {where}: {type(exc).__name__}") from exc
         if not isinstance(data, (bytes, str)):
-            raise SpoolError(
-                f"spool {self.path}: dumps must return bytes or str, got {type(data).__name__}",
-                path=self.path, kind="encode",
-            )
+            raise _Unencodable(f"dumps must return bytes or str, got {type(data).__name__}")
         return encoded_key, data
 
     def _decode(self, data: Data) -> Any:
