@@ -140,7 +140,7 @@ def test_path_must_name_a_file_in_an_existing_directory(tmp_path: Any) -> None:
         SqliteSpool(b"/tmp/x.db")  # type: ignore[arg-type]
 
 
-def test_an_item_json_cannot_represent_is_refused_by_type_and_the_others_are_written(spool: SqliteSpool) -> None:
+def test_an_item_json_cannot_represent_is_refused_by_type_and_others_are_written(spool: SqliteSpool) -> None:
     import datetime
 
     with pytest.raises(SpoolError, match=r"item 1 is not JSON serializable: datetime") as info:
@@ -150,7 +150,8 @@ def test_an_item_json_cannot_represent_is_refused_by_type_and_the_others_are_wri
     assert isinstance(info.value.__cause__, TypeError)
     assert "2024" not in str(info.value)
     assert info.value.refused == [1]
-    assert info.value.rows is not None and info.value.rows[1] == 0
+    assert info.value.rows is not None
+    assert info.value.rows[1] == 0
     with pytest.raises(SpoolError, match="not JSON serializable: Out of range float"):
         spool.append(None, float("nan"))
     with pytest.raises(SpoolError, match="the key of the item is not JSON serializable: frozenset"):

@@ -8,17 +8,12 @@ import datetime
 import json
 import os
 import sqlite3
-import textwrap
-import threading
 from typing import Any, Iterator, List
 
 import pytest
 
-from batchdispatch._engine import monotonic
 from batchdispatch.exceptions import SpoolError
 from batchdispatch.spool import SqliteSpool
-
-from .conftest import run_python
 
 
 @pytest.fixture
@@ -52,7 +47,8 @@ def test_a_spill_with_one_unencodable_item_writes_the_100_good_ones(spool: Sqlit
     exc = info.value
     assert exc.kind == "encode"
     assert exc.refused == [57]
-    assert exc.rows is not None and len(exc.rows) == 101
+    assert exc.rows is not None
+    assert len(exc.rows) == 101
     assert exc.rows[57] == 0
     assert all(row > 0 for index, row in enumerate(exc.rows) if index != 57)
     assert exc.rows[:57] + exc.rows[58:] == sorted(exc.rows[:57] + exc.rows[58:])
@@ -68,7 +64,7 @@ def test_the_rows_of_a_partial_put_are_the_ones_claimed(spool: SqliteSpool) -> N
         spool.put([(None, "a"), (None, {1, 2}), (("t", 1), "b")])
     rows = info.value.rows
     assert rows is not None
-    assert [(row, key, item) for row, key, item in spool.claim(10)] == [(rows[0], None, "a"), (rows[2], ("t", 1), "b")]
+    assert spool.claim(10) == [(rows[0], None, "a"), (rows[2], ("t", 1), "b")]
 
 
 def test_a_refusal_names_the_first_three_by_index_and_type_and_counts_the_rest(spool: SqliteSpool) -> None:
@@ -126,5 +122,6 @@ def test_other_errors_carry_no_refused_or_rows(path: str) -> None:
         finally:
             other.close()
         assert info.value.kind == "locked"
-        assert info.value.refused is None and info.value.rows is None
+        assert info.value.refused is None
+        assert info.value.rows is None
         assert spool.count() == 1
