@@ -23,6 +23,7 @@ module is POSIX only, like the rest of batchdispatch.
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import fcntl
 import itertools
@@ -32,12 +33,26 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 import weakref
 import zlib
-from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Hashable,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+)
 
 from . import _json
-from ._validate import seconds, spool_path
+from ._validate import optional_seconds, seconds, spool_path
 from .exceptions import SpoolError
 
 __all__ = ["Data", "SqliteSpool"]
@@ -170,7 +185,11 @@ class _Process:
         # liveness is the owner lock.
         self.token = f"{self.pid}-{secrets.token_hex(8)}"
         self.lock = threading.Lock()  # the connection: one statement or transaction at a time
+        # Set while self.lock is held (see SqliteSpool._connection):
+        self.holder = 0  # the thread that holds it, to refuse a signal handler of that thread
+        self.deadline: Optional[float] = None  # the operation's deadline (time.monotonic), or None
         self.conn: Optional[sqlite3.Connection] = None
+        self.busy_ms = -1  # the connection's SQLite busy timeout
         self.owner_fd = -1  # the owner file, locked while this process lives
         self.log_lock = threading.Lock()  # opening, rotating, acking and closing the log
         self.segment: Optional[_Segment] = None  # where appends go
@@ -250,7 +269,9 @@ class SqliteSpool:
 
     # -- public operations ---------------------------------------------------
 
-    def put(self, pairs: Iterable[Pair], *, claim: bool = False) -> List[int]:
+    def put(
+        self, pairs: Iterable[Pair], *, claim: bool = False, timeout: Optional[float] = None,
+    ) -> List[int]:
         """Write *pairs* ``(key, item)`` in one transaction; return their row ids, in order.
 
         The rows are free: any process's :meth:`claim` may take them. This
@@ -266,7 +287,15 @@ class SqliteSpool:
         lists their indices, and its ``rows`` the row id of every input
         item (0 for a refused one). Any other error writes nothing, and its
         ``refused`` and ``rows`` are None.
+
+        *timeout*, here and in every operation that may wait: the most
+        seconds it waits, in all, for a lock of another process or of
+        another thread of this one, before it raises :class:`SpoolError`
+        ``kind="locked"`` having changed nothing. None: the spool's own
+        timeout for another process's lock, and as long as it takes for
+        this process's threads.
         """
+        deadline = _deadline(timeout)
         rows: List[Optional[Tuple[str, Data]]] = []
         refused: List[Tuple[int, _Unencodable]] = []
         for index, (key, item) in enumerate(pairs):
@@ -279,7 +308,7 @@ class SqliteSpool:
         ids: List[int] = []
         if written:
             proc = self._process()
-            with proc.lock:
+            with self._connection(proc, deadline):
                 ids = self._insert(proc, written, owner=self._owner(proc) if claim else None)
         if not refused:
             return ids
@@ -343,7 +372,7 @@ class SqliteSpool:
             self._log_segment(proc, rotate=segment)
         return -((segment.number << 32) | seq) - 1
 
-    def claim(self, limit: int) -> List[Row]:
+    def claim(self, limit: int, *, timeout: Optional[float] = None) -> List[Row]:
         """Take up to *limit* of the oldest free rows for this process: ``[(row_id, key, item), ...]``.
 
         The rows stay in the file, owned by this spool, until :meth:`ack`
@@ -351,12 +380,13 @@ class SqliteSpool:
         other spool on the same file) gets them meanwhile. Rows owned by a
         process that has died are freed first, so they are handed out
         again. A row whose data cannot be decoded is left in the file,
-        never handed out, and logged.
+        never handed out, and logged. *timeout*: as for :meth:`put`.
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be an int of at least 1, got {limit!r}")
+        deadline = _deadline(timeout)
         proc = self._process()
-        with proc.lock:
+        with self._connection(proc, deadline):
             owner = self._owner(proc)
 
             copied: List[Tuple[str, int]] = []  # the logs this claim copied into the table
@@ -391,70 +421,98 @@ class SqliteSpool:
                 )
                 bad.append(row_id)
         if bad:
-            self._set_owner(bad, QUARANTINED)
+            try:
+                self._set_owner(bad, QUARANTINED, deadline)
+            except SpoolError as exc:  # claimed by this spool meanwhile: never handed out by it
+                log.warning("spool %s: could not mark undecodable rows: %s", self.path, exc)
         return rows
 
-    def ack(self, row_ids: Iterable[int]) -> int:
-        """Delete rows this spool claimed, or appended (they were delivered); return how many."""
+    def ack(self, row_ids: Iterable[int], *, timeout: Optional[float] = None) -> int:
+        """Delete rows this spool claimed, or appended (they were delivered); return how many.
+
+        *timeout*: as for :meth:`put`. The appended ids are acked first; a
+        timeout after that leaves only the rows for a later ack.
+        """
+        deadline = _deadline(timeout)
         ids = [int(row_id) for row_id in row_ids]
         logged = [row_id for row_id in ids if row_id < 0]
         rows = [row_id for row_id in ids if row_id > 0]
-        done = self._ack_logged(logged) if logged else 0
-        return done + self._change(rows, "DELETE FROM spool WHERE id = ? AND owner = ?")
+        done = self._ack_logged(logged, deadline) if logged else 0
+        return done + self._change(rows, "DELETE FROM spool WHERE id = ? AND owner = ?", deadline)
 
-    def release(self, row_ids: Iterable[int]) -> int:
+    def release(self, row_ids: Iterable[int], *, timeout: Optional[float] = None) -> int:
         """Free rows this spool claimed, for a later :meth:`claim`; return how many were freed.
 
         Ids from :meth:`append` are not rows: to give up such an item, put
-        it (:meth:`put`) and ack its id.
+        it (:meth:`put`) and ack its id. *timeout*: as for :meth:`put`.
         """
+        deadline = _deadline(timeout)
         rows = [int(row_id) for row_id in row_ids]
         if any(row_id < 0 for row_id in rows):
             raise ValueError("release takes row ids from claim; an id from append is acked instead")
-        return self._change(rows, "UPDATE spool SET owner = NULL WHERE id = ? AND owner = ?")
+        return self._change(rows, "UPDATE spool SET owner = NULL WHERE id = ? AND owner = ?", deadline)
 
-    def count(self) -> int:
+    def count(self, *, timeout: Optional[float] = None) -> int:
         """Rows in the file (free, claimed by anyone, or undecodable), plus this
-        process's appended pairs not yet acked."""
+        process's appended pairs not yet acked. *timeout*: as for :meth:`put`."""
+        deadline = _deadline(timeout)
         proc = self._process()
-        with proc.lock:
+        with self._connection(proc, deadline):
             rows = int(self._run(proc, lambda conn: conn.execute("SELECT count(*) FROM spool").fetchone()[0]))
-        with proc.log_lock:
-            logged = sum(s.handed_out() - len(s.acked) for s in proc.segments.values())
+        with self._holding(proc.log_lock, deadline, "the log"):
+            logged = sum(s.handed_out() - len(s.acked) for s in list(proc.segments.values()))
         return rows + logged
 
-    def close(self) -> None:
+    def close(self, *, timeout: Optional[float] = None) -> None:
         """Free the rows this spool still holds and close the file. Idempotent.
 
         Freed rows are handed out again by the next :meth:`claim`, here or
         in another process. Appended pairs not yet acked are copied into
         the table as free rows, and the log deleted.
+
+        The spool is closed when this returns or raises. What it could not
+        do (a lock held too long, a full disk) is left for later, never
+        lost: the log files stay, and the rows stay claimed, until the first
+        claim after this process ended copies and frees them. Without
+        *timeout* that is logged; with it, close waits at most that long
+        for locks in all and then raises the :class:`SpoolError`
+        (``"locked"`` for a timeout), for the caller to count.
         """
         if self._closed:
             return
+        deadline = _deadline(timeout)
         proc = self._proc
+        failure: Optional[SpoolError] = None
         if proc.pid == os.getpid():
             # Before closing: the copy may have to open the file. From here
             # an append raises "closed" (one already writing may land in a
             # file being deleted: its caller still holds the item).
-            self._import_own_log(proc)
+            failure = self._import_own_log(proc, deadline)
         self._closed = True
         with _spools_lock:
             _spools.discard(self)
         if proc.pid != os.getpid():
             return
-        failure = None
-        with proc.lock:
-            if proc.owner_fd != -1 and proc.conn is not None:
-                try:
-                    proc.conn.execute("UPDATE spool SET owner = NULL WHERE owner = ?", (proc.token,))
-                except sqlite3.Error as exc:
-                    # Not lost: a later claim frees the rows of an owner whose lock is gone.
-                    failure = exc
-            self._disconnect(proc)
-            self._drop_owner(proc)
-        if failure is not None:
-            log.warning("spool %s: could not free claimed rows at close: %s", self.path, failure)
+        try:
+            # Leaving the block disconnects and drops the owner lock (see
+            # _connection); if another thread holds the connection past the
+            # deadline, that thread does it when it lets go.
+            with self._connection(proc, deadline):
+                if proc.owner_fd != -1 and proc.conn is not None:
+                    self._run(proc, lambda conn: conn.execute(
+                        "UPDATE spool SET owner = NULL WHERE owner = ?", (proc.token,),
+                    ))
+        except SpoolError as exc:
+            # Not lost: a later claim frees the rows of an owner whose lock is gone.
+            failure = failure or SpoolError(
+                f"spool {self.path}: could not free claimed rows at close, a claim frees them once "
+                f"this process has ended: {exc}", path=self.path, kind=exc.kind,
+            )
+        if failure is None:
+            return
+        if timeout is not None:
+            raise failure
+        log.warning("%s", failure)
 
     def __enter__(self) -> SqliteSpool:
         return self
@@ -495,6 +553,62 @@ class SqliteSpool:
 
     # -- the connection ----------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _connection(self, proc: _Process, deadline: Optional[float]) -> Iterator[None]:
+        """Hold the connection (proc.lock) for one operation that ends by *deadline*.
+
+        The thread that holds it is noted, so that a signal handler (or a
+        finalizer) that interrupts it and calls the spool again gets a
+        "locked" error instead of waiting for itself forever. On leaving,
+        a spool closed meanwhile by another thread is disconnected here.
+        """
+        me = threading.get_ident()
+        if proc.holder == me:
+            raise SpoolError(
+                f"spool {self.path}: called again by the thread that is using it (from a signal "
+                "handler or a finalizer)", path=self.path, kind="locked",
+            )
+        if not self._acquire(proc.lock, deadline):
+            raise SpoolError(
+                f"spool {self.path}: another thread of this process held the spool past the timeout",
+                path=self.path, kind="locked",
+            )
+        proc.holder = me
+        proc.deadline = deadline
+        try:
+            yield
+        finally:
+            proc.deadline = None
+            if self._closed and proc.pid == os.getpid():
+                self._disconnect(proc)
+                self._drop_owner(proc)
+            proc.holder = 0
+            proc.lock.release()
+
+    @contextlib.contextmanager
+    def _holding(self, lock: Any, deadline: Optional[float], what: str) -> Iterator[None]:
+        """Hold *lock* (one of proc's), waiting no later than *deadline*, or raise "locked"."""
+        if not self._acquire(lock, deadline):
+            raise SpoolError(
+                f"spool {self.path}: {what} was busy past the timeout", path=self.path, kind="locked",
+            )
+        try:
+            yield
+        finally:
+            lock.release()
+
+    @staticmethod
+    def _acquire(lock: Any, deadline: Optional[float]) -> bool:
+        if deadline is None:
+            return bool(lock.acquire())
+        return bool(lock.acquire(timeout=max(0.0, deadline - time.monotonic())))
+
+    def _busy_ms(self, proc: _Process) -> int:
+        """How long SQLite may wait for another connection's lock now: the operation's time left."""
+        if proc.deadline is None:
+            return int(self.timeout * 1000)
+        return max(0, int((proc.deadline - time.monotonic()) * 1000))
+
     def _process(self) -> _Process:
         if self._closed:
             raise SpoolError(f"spool {self.path}: the spool is closed", path=self.path, kind="closed")
@@ -510,7 +624,10 @@ class SqliteSpool:
         if self._closed:  # closed while this caller waited for the lock
             raise SpoolError(f"spool {self.path}: the spool is closed", path=self.path, kind="closed")
         self._create_file()
-        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+        busy_ms = self._busy_ms(proc)
+        conn = sqlite3.connect(
+            self.path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False,
+        )
         try:
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
@@ -546,6 +663,7 @@ class SqliteSpool:
             conn.close()
             raise
         proc.conn = conn
+        proc.busy_ms = busy_ms
         return conn
 
     def _create_file(self) -> None:
@@ -560,6 +678,7 @@ class SqliteSpool:
 
     def _disconnect(self, proc: _Process) -> None:
         conn, proc.conn = proc.conn, None
+        proc.busy_ms = -1
         if conn is not None:
             try:
                 conn.close()
@@ -569,7 +688,12 @@ class SqliteSpool:
     def _run(self, proc: _Process, work: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run *work* on the connection, turning any failure into SpoolError; call with proc.lock."""
         try:
-            return work(self._connect(proc))
+            conn = self._connect(proc)
+            busy_ms = self._busy_ms(proc)
+            if busy_ms != proc.busy_ms:  # an operation with its own deadline, or the one after it
+                conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                proc.busy_ms = busy_ms
+            return work(conn)
         except SpoolError:
             self._disconnect(proc)
             raise
@@ -605,12 +729,12 @@ class SqliteSpool:
         result: List[int] = self._transaction(proc, insert)
         return result
 
-    def _change(self, row_ids: Iterable[int], statement: str) -> int:
+    def _change(self, row_ids: Iterable[int], statement: str, deadline: Optional[float]) -> int:
         ids = [int(row_id) for row_id in row_ids]
         if not ids:
             return 0
         proc = self._process()
-        with proc.lock:
+        with self._connection(proc, deadline):
             if proc.owner_fd == -1:
                 return 0  # this process never claimed anything
             token = proc.token
@@ -621,9 +745,9 @@ class SqliteSpool:
             changed: int = self._transaction(proc, change)
             return changed
 
-    def _set_owner(self, row_ids: List[int], owner: str) -> None:
+    def _set_owner(self, row_ids: List[int], owner: str, deadline: Optional[float]) -> None:
         proc = self._process()
-        with proc.lock:
+        with self._connection(proc, deadline):
             self._transaction(
                 proc, lambda conn: conn.executemany(
                     "UPDATE spool SET owner = ? WHERE id = ?", [(owner, row_id) for row_id in row_ids],
@@ -713,14 +837,14 @@ class SqliteSpool:
             )
         return written
 
-    def _ack_logged(self, ids: List[int]) -> int:
+    def _ack_logged(self, ids: List[int], deadline: Optional[float]) -> int:
         by_segment: Dict[int, List[int]] = {}
         for row_id in ids:
             n = -row_id - 1
             by_segment.setdefault(n >> 32, []).append(n & 0xFFFFFFFF)
         proc = self._process()
         done = 0
-        with proc.log_lock:
+        with self._holding(proc.log_lock, deadline, "the log"):
             for number, seqs in by_segment.items():
                 segment = proc.segments.get(number)
                 if segment is None:
@@ -757,34 +881,44 @@ class SqliteSpool:
             except OSError:
                 pass  # copied by a later claim: every record in it is acked, so nothing comes back
 
-    def _import_own_log(self, proc: _Process) -> None:
-        """At close: copy this process's unacked appends into the table as free rows, delete the log."""
+    def _import_own_log(self, proc: _Process, deadline: Optional[float]) -> Optional[SpoolError]:
+        """At close: copy this process's unacked appends into the table as free rows, delete the log.
+
+        Returns what failed, or None. Not lost then: the files stay, and the
+        first claim after this spool's owner lock is gone copies them.
+        """
+        proc.closing = True  # no new segment from here on, even if the lock is not had in time
         failure: Optional[BaseException] = None
-        with proc.log_lock:
-            proc.closing = True  # no new segment from here on
-            segments = sorted(proc.segments.values(), key=lambda segment: segment.number)
-            for segment in segments:
-                segment.dead = True  # an append that takes a number now gives up
-            try:
-                pairs = [pair for segment in segments for pair in _read_log(segment.path)]
-                if pairs:
-                    with proc.lock:
-                        self._insert(proc, pairs, owner=None)
-            except (SpoolError, OSError) as exc:
-                # Not lost: the files stay, and the first claim after this
-                # spool's owner lock is gone copies them.
-                failure = exc
-            for segment in segments:
-                os.close(segment.fd)
-                if failure is None:
-                    try:
-                        os.unlink(segment.path)
-                    except OSError:
-                        pass
-            proc.segments.clear()
-            proc.segment = None
-        if failure is not None:  # logged outside the locks: a handler may write to this spool
-            log.warning("spool %s: could not copy the log into the table at close: %s", self.path, failure)
+        try:
+            with self._holding(proc.log_lock, deadline, "the log"):
+                segments = sorted(proc.segments.values(), key=lambda segment: segment.number)
+                for segment in segments:
+                    segment.dead = True  # an append that takes a number now gives up
+                try:
+                    pairs = [pair for segment in segments for pair in _read_log(segment.path)]
+                    if pairs:
+                        with self._connection(proc, deadline):
+                            self._insert(proc, pairs, owner=None)
+                except (SpoolError, OSError) as exc:
+                    failure = exc
+                for segment in segments:
+                    os.close(segment.fd)
+                    if failure is None:
+                        try:
+                            os.unlink(segment.path)
+                        except OSError:
+                            pass
+                proc.segments.clear()
+                proc.segment = None
+        except SpoolError as exc:
+            failure = exc
+        if failure is None:
+            return None
+        return SpoolError(
+            f"spool {self.path}: could not copy the log into the table at close, its files stay for "
+            f"a claim once this process has ended: {_cause(failure)}",
+            path=self.path, kind=failure.kind if isinstance(failure, SpoolError) else self._kind(failure),
+        )
 
     def _dead_logs(self, proc: _Process) -> Dict[str, List[str]]:
         """The log files of owners that no longer live, by token, oldest segment first."""
@@ -955,6 +1089,12 @@ class SqliteSpool:
         for segment in old.segments.values():
             os.close(segment.fd)  # the parent's log: appended to and acked by the parent only
         return proc
+
+
+def _deadline(timeout: Optional[float]) -> Optional[float]:
+    """The time.monotonic() by which an operation given *timeout* must stop waiting, or None."""
+    checked = optional_seconds("timeout", timeout)
+    return None if checked is None else time.monotonic() + checked
 
 
 def _record(payload: bytes) -> bytes:

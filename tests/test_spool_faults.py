@@ -8,12 +8,20 @@ import datetime
 import json
 import os
 import sqlite3
-from typing import Any, Iterator, List
+import subprocess
+import sys
+import textwrap
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, List
 
 import pytest
 
+from batchdispatch._engine import monotonic
 from batchdispatch.exceptions import SpoolError
 from batchdispatch.spool import SqliteSpool
+
+from .conftest import ROOT
 
 
 @pytest.fixture
@@ -125,3 +133,104 @@ def test_other_errors_carry_no_refused_or_rows(path: str) -> None:
         assert info.value.refused is None
         assert info.value.rows is None
         assert spool.count() == 1
+
+
+# -- 9. every operation that may wait takes a timeout ----------------------------------
+
+
+@contextmanager
+def locked_by_another_process(path: str) -> Iterator[None]:
+    """Hold *path* in an exclusive transaction in a second process until the block ends."""
+    code = f"""
+        import sqlite3, sys
+        conn = sqlite3.connect({path!r}, isolation_level=None)
+        conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("INSERT INTO spool (key, item) VALUES ('null', '\\"other\\"')")
+        print("locked", flush=True)
+        sys.stdin.read()
+        conn.execute("COMMIT")
+        print("done", flush=True)
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, env=dict(os.environ, PYTHONPATH=ROOT),
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "locked\n"
+        yield
+    finally:
+        out, _ = proc.communicate("", timeout=30)
+        assert proc.returncode == 0
+        assert out == "done\n"
+
+
+def gives_up(operation: Callable[[], Any]) -> SpoolError:
+    """Run *operation*: it must raise SpoolError "locked", well within a generous bound."""
+    started = monotonic()
+    with pytest.raises(SpoolError) as info:
+        operation()
+    assert monotonic() - started < 3
+    assert info.value.kind == "locked", info.value
+    return info.value
+
+
+def test_each_operation_gives_up_at_its_own_timeout_on_another_process_lock(path: str) -> None:
+    spool = SqliteSpool(path, timeout=60)  # the spool's own timeout would wait a minute
+    spool.put([(None, n) for n in range(4)])
+    claimed = [row for row, _, _ in spool.claim(2)]
+    with locked_by_another_process(path):
+        gives_up(lambda: spool.put([(None, "late")], timeout=0.5))
+        gives_up(lambda: spool.claim(5, timeout=0.5))
+        gives_up(lambda: spool.ack(claimed[:1], timeout=0.5))
+        gives_up(lambda: spool.release(claimed[1:], timeout=0.5))
+        gives_up(lambda: spool.put([(None, "later")], claim=True, timeout=0))
+        error = gives_up(lambda: spool.close(timeout=0.5))
+        assert "could not free claimed rows at close" in str(error)
+    with pytest.raises(SpoolError, match="closed"):
+        spool.count()
+    # Nothing was changed by the operations that gave up; the claims of the
+    # closed spool are freed by the next claim (its owner lock is gone).
+    with SqliteSpool(path) as other:
+        assert sorted((item for _, _, item in other.claim(10)), key=str) == [0, 1, 2, 3, "other"]
+
+
+def test_an_operation_gives_up_at_its_timeout_when_another_thread_holds_the_spool(path: str) -> None:
+    spool = SqliteSpool(path, timeout=60)
+    spool.put([(None, 0)])
+    outcome: List[Any] = []
+    with locked_by_another_process(path):
+        writer = threading.Thread(target=lambda: outcome.append(spool.put([(None, 1)])))
+        writer.start()
+        deadline = monotonic() + 30
+        while not spool._proc.lock.locked():  # the writer waits inside the spool, for the other process
+            assert monotonic() < deadline
+            writer.join(0.001)
+        gives_up(lambda: spool.count(timeout=0.5))
+        gives_up(lambda: spool.claim(1, timeout=0.5))
+        error = gives_up(lambda: spool.close(timeout=0.5))
+        assert "another thread of this process held the spool" in str(error)
+        assert writer.is_alive()
+    writer.join(30)
+    assert not writer.is_alive()
+    assert len(outcome) == 1  # the put made it once the other process let go
+    # The writer, leaving last, closed the connection that close could not.
+    assert spool._proc.conn is None
+    assert spool._proc.owner_fd == -1
+    with SqliteSpool(path) as other:
+        assert sorted((item for _, _, item in other.claim(10)), key=str) == [0, 1, "other"]
+
+
+def test_without_a_timeout_an_operation_waits_for_the_spools_timeout(path: str) -> None:
+    with SqliteSpool(path, timeout=0.2) as spool:
+        spool.put([(None, 0)])
+        with locked_by_another_process(path):
+            gives_up(lambda: spool.put([(None, 1)]))
+            assert spool.count() == 1  # WAL: reading does not wait for the writer
+        assert spool.put([(None, 2)])
+
+
+@pytest.mark.parametrize("timeout", [-1, float("nan"), "1"])
+def test_a_bad_timeout_names_the_parameter(spool: SqliteSpool, timeout: Any) -> None:
+    with pytest.raises((TypeError, ValueError), match="timeout must be"):
+        spool.put([(None, 1)], timeout=timeout)
