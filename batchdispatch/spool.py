@@ -191,7 +191,12 @@ class _Process:
         self.conn: Optional[sqlite3.Connection] = None
         self.busy_ms = -1  # the connection's SQLite busy timeout
         self.owner_fd = -1  # the owner file, locked while this process lives
-        self.log_lock = threading.Lock()  # opening, rotating, acking and closing the log
+        # Opening, rotating, acking and closing the log. Reentrant: append
+        # opens or rotates a segment with it held, and a signal handler that
+        # lands there and appends must not wait for its own thread (see
+        # _log_segment, written to be entered again at any point).
+        self.log_lock = threading.RLock()
+        self.numbers = itertools.count()  # segment numbers: one each, even for a reentrant open
         self.segment: Optional[_Segment] = None  # where appends go
         self.segments: Dict[int, _Segment] = {}  # every open segment, by number
         self.closing = False  # close has copied the log: no new segment
@@ -796,16 +801,23 @@ class SqliteSpool:
     # deleted; the imported table makes sure that happens once.
 
     def _log_segment(self, proc: _Process, rotate: Optional[_Segment] = None) -> _Segment:
-        """The segment appends go to: opened on first use, or a new one after *rotate*."""
+        """The segment appends go to: opened on first use, or a new one after *rotate*.
+
+        A signal handler that appends may come in here while its own thread
+        is in here (or elsewhere under log_lock, acking, say): the lock is
+        reentrant, a segment's number comes from an atomic counter, and the
+        state is put right at the end, whatever ran in between: the newest
+        segment is the current one, every other is retired.
+        """
         with proc.log_lock:
             if proc.closing:
                 raise SpoolError(f"spool {self.path}: the spool is closed", path=self.path, kind="closed")
             current = proc.segment
             if current is not None and not current.retired and not current.dead and current is not rotate:
                 return current  # another thread opened or rotated it meanwhile
-            with proc.lock:
-                self._owner(proc)  # locked before any log exists: a log never looks dead while we live
-            number = 0 if current is None else current.number + 1
+            if proc.owner_fd == -1:
+                self._own_for_log(proc)  # locked before any log exists: a log never looks dead while we live
+            number = next(proc.numbers)
             path = f"{self.path}-log-{proc.token}-{number}"
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
@@ -814,11 +826,34 @@ class SqliteSpool:
                     f"spool {self.path}: cannot create the log {path}: {_cause(exc)}",
                     path=self.path, kind=self._kind(exc),
                 ) from exc
-            segment = proc.segments[number] = proc.segment = _Segment(number, path, fd)
-            if current is not None:
-                current.retired = True
-                self._drop_segment_if_done(proc, current)
+            segment = proc.segments[number] = _Segment(number, path, fd)
+            # A handler may come in between any two lines below and open a
+            # newer segment (and retire this one): each line reads the state
+            # afresh, and the worst outcome is one rotation too many.
+            newest: Optional[_Segment] = None
+            while newest is None:  # None: dropped by a handler between max and get
+                newest = proc.segments.get(max(proc.segments))
+            proc.segment = newest
+            for other in list(proc.segments.values()):
+                if other is not proc.segment and not other.retired:
+                    other.retired = True
+                    self._drop_segment_if_done(proc, other)
             return segment
+
+    def _own_for_log(self, proc: _Process) -> None:
+        """Create the owner lock for the first segment; call with proc.log_lock.
+
+        Never waits for this thread itself: a signal handler whose thread
+        is inside the spool's connection gets "locked" (its caller keeps
+        the item), and any wait is bounded by the spool's timeout.
+        """
+        if proc.holder == threading.get_ident():
+            raise SpoolError(
+                f"spool {self.path}: the first append came from a signal handler (or finalizer) of the "
+                "thread that is using the spool", path=self.path, kind="locked",
+            )
+        with self._connection(proc, time.monotonic() + self.timeout):
+            self._owner(proc)
 
     def _write_record(self, segment: _Segment, payload: bytes) -> int:
         """Append one record to *segment* with one write; return its size."""
@@ -873,8 +908,7 @@ class SqliteSpool:
         if len(segment.acked) < segment.handed_out():
             segment.dead = False  # an appender got in: its record is on the way
             return
-        if segment.number in proc.segments:
-            del proc.segments[segment.number]
+        if proc.segments.pop(segment.number, None) is segment:  # once, even if entered again
             os.close(segment.fd)
             try:
                 os.unlink(segment.path)

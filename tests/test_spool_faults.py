@@ -21,7 +21,7 @@ from batchdispatch._engine import monotonic
 from batchdispatch.exceptions import SpoolError
 from batchdispatch.spool import SqliteSpool
 
-from .conftest import ROOT
+from .conftest import ROOT, run_python
 
 
 @pytest.fixture
@@ -234,3 +234,55 @@ def test_without_a_timeout_an_operation_waits_for_the_spools_timeout(path: str) 
 def test_a_bad_timeout_names_the_parameter(spool: SqliteSpool, timeout: Any) -> None:
     with pytest.raises((TypeError, ValueError), match="timeout must be"):
         spool.put([(None, 1)], timeout=timeout)
+
+
+# -- 7. a signal handler that appends never waits for its own thread ----------------------
+
+
+def test_a_signal_handler_appending_while_its_thread_rotates_the_log_completes(path: str) -> None:
+    """SIGALRM every 2 ms appends a 100 kB item while the main thread appends and acks 100 kB
+    items; segments rotate every few items, so the handler lands in a rotation or an ack (with
+    the log lock held) again and again. Every item not acked is in the file after close."""
+    code = f"""
+        import signal, sys, time
+        import batchdispatch.spool as spool_module
+        from batchdispatch.spool import SqliteSpool
+
+        spool_module.LOG_SEGMENT_BYTES = 512 * 1024  # a rotation every five items
+        PAD = "x" * 100_000
+        spool = SqliteSpool({path!r}, durable=True)
+        appended = []  # (id, n): list.append is atomic, the handler uses it too
+        counter = iter(range(10**9))
+        handled = [0]
+
+        def on_alarm(signum, frame):
+            n = next(counter)
+            appended.append((spool.append("h", {{"n": n, "pad": PAD}}), n))
+            handled[0] += 1
+
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
+        kept = set()
+        done = 0
+        end = time.monotonic() + 4
+        while time.monotonic() < end or handled[0] < 200:
+            n = next(counter)
+            appended.append((spool.append("m", {{"n": n, "pad": PAD}}), n))
+            # Ack all but every tenth item, main's and the handler's alike.
+            batch, done = appended[done:], len(appended)
+            spool.ack([row for row, n in batch if n % 10])
+            kept.update(n for _, n in batch if n % 10 == 0)
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        kept.update(n for _, n in appended[done:])
+        spool.close()
+        with SqliteSpool({path!r}) as again:
+            found = [item["n"] for _, _, item in again.claim(10**6)]
+        assert len(found) == len(set(found)), "an item came back twice"
+        assert set(found) == kept, sorted(set(found) ^ kept)[:10]
+        print(handled[0], len(appended), len(kept))
+    """
+    result = run_python(code, timeout=90)  # the deadline catches the old deadlock
+    assert result.returncode == 0, result.stderr[-3000:]
+    handled, appended, kept = map(int, result.stdout.split())
+    assert handled >= 200
+    assert kept >= appended // 10
