@@ -92,6 +92,8 @@ _SCHEMA = (
 _INSERT = "INSERT INTO spool (key, item, owner) VALUES (?, ?, ?)"
 #: A write-ahead log segment is closed for new records past this size.
 LOG_SEGMENT_BYTES = 4 * 1024 * 1024
+#: How a log segment is made: read back through its descriptor if it is removed while open.
+_SEGMENT_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
 #: Starts every log record. JSON text never holds it raw (it escapes control
 #: characters), and whatever else a record holds is base64.
 _RS = b"\x1e"
@@ -152,12 +154,13 @@ class _Segment:
     number, as a negative int, so it never meets a row id.
     """
 
-    __slots__ = ("acked", "counter", "dead", "fd", "number", "path", "retired", "size")
+    __slots__ = ("acked", "counter", "dead", "fd", "ident", "number", "path", "retired", "size")
 
     def __init__(self, number: int, path: str, fd: int) -> None:
         self.number = number
         self.path = path
-        self.fd = fd
+        self.fd = fd  # read and written (O_APPEND): a segment removed while open is read back through it
+        self.ident = _ident(os.fstat(fd))  # the file fd is open on, to notice it removed from path
         self.counter = itertools.count()
         self.size = 0  # bytes written, about (threads add without a lock): for rotation only
         self.acked: Set[int] = set()
@@ -190,6 +193,10 @@ class _Process:
         self.deadline: Optional[float] = None  # the operation's deadline (time.monotonic), or None
         self.conn: Optional[sqlite3.Connection] = None
         self.busy_ms = -1  # the connection's SQLite busy timeout
+        self.file_id: Optional[Tuple[int, int]] = None  # (device, inode) of the file conn has open
+        self.owner_id: Optional[Tuple[int, int]] = None  # the same for owner_fd
+        self.replaced = False  # the file was removed under conn: make a fresh one, without its old companions
+        self.notes: List[str] = []  # warnings to log once proc.lock is let go
         self.owner_fd = -1  # the owner file, locked while this process lives
         # Opening, rotating, acking and closing the log. Reentrant: append
         # opens or rotates a segment with it held, and a signal handler that
@@ -197,6 +204,7 @@ class _Process:
         # _log_segment, written to be entered again at any point).
         self.log_lock = threading.RLock()
         self.numbers = itertools.count()  # segment numbers: one each, even for a reentrant open
+        self.log_depth = 0  # how deep log_lock is held by the thread holding it (2: a signal handler came in)
         self.segment: Optional[_Segment] = None  # where appends go
         self.segments: Dict[int, _Segment] = {}  # every open segment, by number
         self.closing = False  # close has copied the log: no new segment
@@ -588,7 +596,10 @@ class SqliteSpool:
                 self._disconnect(proc)
                 self._drop_owner(proc)
             proc.holder = 0
+            notes, proc.notes = proc.notes, []
             proc.lock.release()
+            for note in notes:  # logged outside the lock: a handler may write to this very spool
+                log.warning("%s", note)
 
     @contextlib.contextmanager
     def _holding(self, lock: Any, deadline: Optional[float], what: str) -> Iterator[None]:
@@ -601,6 +612,18 @@ class SqliteSpool:
             yield
         finally:
             lock.release()
+
+    @contextlib.contextmanager
+    def _log_held(self, proc: _Process, deadline: Optional[float]) -> Iterator[None]:
+        """Hold proc.log_lock (see _holding), counting how deep: a check of the
+        files that may rewrite a segment runs only at depth 1, never in a
+        signal handler that came in halfway through another."""
+        with self._holding(proc.log_lock, deadline, "the log"):
+            proc.log_depth += 1
+            try:
+                yield
+            finally:
+                proc.log_depth -= 1
 
     @staticmethod
     def _acquire(lock: Any, deadline: Optional[float]) -> bool:
@@ -628,7 +651,7 @@ class SqliteSpool:
             return proc.conn
         if self._closed:  # closed while this caller waited for the lock
             raise SpoolError(f"spool {self.path}: the spool is closed", path=self.path, kind="closed")
-        self._create_file()
+        self._create_file(proc)
         busy_ms = self._busy_ms(proc)
         conn = sqlite3.connect(
             self.path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False,
@@ -669,17 +692,81 @@ class SqliteSpool:
             raise
         proc.conn = conn
         proc.busy_ms = busy_ms
+        try:
+            proc.file_id = _ident(os.stat(self.path))
+        except OSError:
+            proc.file_id = None  # checked again, and reopened, by the next operation
         return conn
 
-    def _create_file(self) -> None:
+    def _create_file(self, proc: _Process) -> None:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except FileExistsError:
             return
+        except FileNotFoundError as exc:
+            raise SpoolError(
+                f"spool {self.path}: the directory {os.path.dirname(self.path)} is gone (removed "
+                "after the spool was made)", path=self.path, kind="removed",
+            ) from exc
         try:
             os.fchmod(fd, 0o600)  # whatever the umask
         finally:
             os.close(fd)
+        if proc.replaced:
+            # The -wal and -shm of the file that was removed, if another
+            # process still has it open: SQLite would read them as this file's.
+            for suffix in ("-wal", "-shm"):
+                try:
+                    os.unlink(self.path + suffix)
+                except OSError:
+                    pass
+        proc.replaced = False
+
+    def _check_file(self, proc: _Process) -> None:
+        """Notice the file, or this spool's owner file, removed or replaced
+        under the open connection; call with proc.lock, before a statement.
+
+        SQLite would go on writing to the removed file, where no one ever
+        reads: instead the connection is dropped, and the next statement
+        opens (and makes) the file at the path again. What was only in the
+        removed file is gone. A stat per transaction, as log shippers check
+        the files they follow; a transaction costs far more.
+        """
+        try:
+            replaced = _ident(os.stat(self.path)) != proc.file_id
+        except FileNotFoundError:
+            replaced = True
+        except OSError:
+            replaced = False  # cannot tell: the statement reports what is wrong
+        if replaced:
+            self._disconnect(proc)
+            proc.replaced = True
+            proc.notes.append(
+                f"spool {self.path}: the file was removed or replaced while in use; the spool goes on in the "
+                "file at the path (made afresh if need be), and the items only the removed file held are lost"
+            )
+        if proc.owner_fd == -1:
+            return
+        try:
+            same = _ident(os.stat(self._owner_path(proc.token))) == proc.owner_id
+        except OSError:
+            same = False
+        if not same:
+            # Others take this spool for dead while the file is gone: their
+            # claims free its rows. Locked again at once, to end that.
+            old_fd, proc.owner_fd = proc.owner_fd, -1
+            try:
+                os.unlink(self._owner_path(proc.token))  # not ours, whatever it is
+            except OSError:
+                pass
+            try:
+                self._owner(proc)
+            finally:
+                os.close(old_fd)  # its lock was on the removed file only
+            proc.notes.append(
+                f"spool {self.path}: the owner file of this process was removed while in use and is made "
+                "again; until then other processes could take its claimed rows and deliver them again"
+            )
 
     def _disconnect(self, proc: _Process) -> None:
         conn, proc.conn = proc.conn, None
@@ -693,6 +780,8 @@ class SqliteSpool:
     def _run(self, proc: _Process, work: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run *work* on the connection, turning any failure into SpoolError; call with proc.lock."""
         try:
+            if proc.conn is not None:
+                self._check_file(proc)
             conn = self._connect(proc)
             busy_ms = self._busy_ms(proc)
             if busy_ms != proc.busy_ms:  # an operation with its own deadline, or the one after it
@@ -759,8 +848,12 @@ class SqliteSpool:
                 ),
             )
 
-    def _kind(self, exc: BaseException) -> str:
+    def _kind(self, exc: BaseException, removed: bool = False) -> str:
+        """The SpoolError kind of *exc*. *removed*: a file was being made next to the
+        spool's, so ENOENT means its directory is gone."""
         if isinstance(exc, OSError):
+            if removed and exc.errno == errno.ENOENT:
+                return "removed"
             return _OS_KINDS.get(exc.errno or 0, "io")
         code = getattr(exc, "sqlite_errorcode", None)
         kind = "io"
@@ -809,7 +902,7 @@ class SqliteSpool:
         state is put right at the end, whatever ran in between: the newest
         segment is the current one, every other is retired.
         """
-        with proc.log_lock:
+        with self._log_held(proc, None):
             if proc.closing:
                 raise SpoolError(f"spool {self.path}: the spool is closed", path=self.path, kind="closed")
             current = proc.segment
@@ -817,14 +910,16 @@ class SqliteSpool:
                 return current  # another thread opened or rotated it meanwhile
             if proc.owner_fd == -1:
                 self._own_for_log(proc)  # locked before any log exists: a log never looks dead while we live
+            elif proc.log_depth == 1:
+                self._check_log(proc)  # a segment removed: copied back; a directory removed: the open fails
             number = next(proc.numbers)
             path = f"{self.path}-log-{proc.token}-{number}"
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+                fd = os.open(path, _SEGMENT_FLAGS, 0o600)
             except OSError as exc:
                 raise SpoolError(
                     f"spool {self.path}: cannot create the log {path}: {_cause(exc)}",
-                    path=self.path, kind=self._kind(exc),
+                    path=self.path, kind=self._kind(exc, removed=True),
                 ) from exc
             segment = proc.segments[number] = _Segment(number, path, fd)
             # A handler may come in between any two lines below and open a
@@ -879,7 +974,7 @@ class SqliteSpool:
             by_segment.setdefault(n >> 32, []).append(n & 0xFFFFFFFF)
         proc = self._process()
         done = 0
-        with self._holding(proc.log_lock, deadline, "the log"):
+        with self._log_held(proc, deadline):
             for number, seqs in by_segment.items():
                 segment = proc.segments.get(number)
                 if segment is None:
@@ -891,7 +986,55 @@ class SqliteSpool:
                 segment.acked.update(fresh)
                 done += len(fresh)
                 self._drop_segment_if_done(proc, segment)
+            # Once per ack call (a delivered batch), not per append: a stat per segment.
+            if proc.log_depth == 1:
+                self._check_log(proc)
         return done
+
+    def _check_log(self, proc: _Process) -> None:
+        """Notice segments removed from their path while open, and copy each back; call with proc.log_lock.
+
+        A removed segment is still open here, so nothing is lost: its
+        content is read through the descriptor into a new file at the path,
+        which then takes the descriptor's place (dup2), so that appenders,
+        who hold no lock, write there from then on. A record written to
+        the removed file in the moment of the switch is copied by a second
+        read after it. Raises SpoolError "removed" when the directory is
+        gone; the segments stay open and are read back at close, or later.
+        """
+        for segment in list(proc.segments.values()):
+            try:
+                if _ident(os.stat(segment.path)) == segment.ident:
+                    continue
+            except FileNotFoundError:
+                pass
+            except OSError:
+                continue  # cannot tell
+            try:
+                fd = os.open(segment.path, _SEGMENT_FLAGS, 0o600)
+            except OSError as exc:
+                raise SpoolError(
+                    f"spool {self.path}: the log {segment.path} was removed while in use and cannot be "
+                    f"made again ({_cause(exc)}); its records are kept in memory until close",
+                    path=self.path, kind=self._kind(exc, removed=True),
+                ) from exc
+            if proc.segments.get(segment.number) is not segment:  # dropped meanwhile, by a signal handler
+                os.close(fd)
+                os.unlink(segment.path)
+                continue
+            old = os.dup(segment.fd)
+            try:
+                copied = _copy_records(old, fd, 0)
+                os.dup2(fd, segment.fd)  # from here every write goes to the new file
+                _copy_records(old, fd, copied)
+                segment.ident = _ident(os.fstat(fd))
+            finally:
+                os.close(old)
+                os.close(fd)
+            log.warning(
+                "spool %s: the log %s was removed while in use; its records were copied to a new file there",
+                self.path, segment.path,
+            )
 
     def _drop_segment_if_done(self, proc: _Process, segment: _Segment) -> None:
         """Delete a retired segment whose records are all acked; call with proc.log_lock.
@@ -909,7 +1052,8 @@ class SqliteSpool:
             segment.dead = False  # an appender got in: its record is on the way
             return
         if proc.segments.pop(segment.number, None) is segment:  # once, even if entered again
-            os.close(segment.fd)
+            fd, segment.fd = segment.fd, -1
+            os.close(fd)
             try:
                 os.unlink(segment.path)
             except OSError:
@@ -924,11 +1068,13 @@ class SqliteSpool:
         proc.closing = True  # no new segment from here on, even if the lock is not had in time
         failure: Optional[BaseException] = None
         try:
-            with self._holding(proc.log_lock, deadline, "the log"):
+            with self._log_held(proc, deadline):
                 segments = sorted(proc.segments.values(), key=lambda segment: segment.number)
                 for segment in segments:
                     segment.dead = True  # an append that takes a number now gives up
                 try:
+                    if proc.log_depth == 1:
+                        self._check_log(proc)  # a segment removed: back at its path, to be read there
                     pairs = [pair for segment in segments for pair in _read_log(segment.path)]
                     if pairs:
                         with self._connection(proc, deadline):
@@ -1031,8 +1177,9 @@ class SqliteSpool:
             except OSError as exc:
                 raise SpoolError(
                     f"spool {self.path}: cannot create the owner file {path}: {_cause(exc)}",
-                    path=self.path, kind=self._kind(exc),
+                    path=self.path, kind=self._kind(exc, removed=True),
                 ) from exc
+            proc.owner_id = _ident(os.fstat(fd))
             proc.owner_fd = fd
             with _spools_lock:
                 _live_tokens[proc.token] = proc.pid
@@ -1129,6 +1276,32 @@ def _deadline(timeout: Optional[float]) -> Optional[float]:
     """The time.monotonic() by which an operation given *timeout* must stop waiting, or None."""
     checked = optional_seconds("timeout", timeout)
     return None if checked is None else time.monotonic() + checked
+
+
+def _ident(st: os.stat_result) -> Tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+def _copy_records(source: int, target: int, offset: int) -> int:
+    """Append the whole records of file *source* from *offset* on to *target*; return the offset after them.
+
+    A record ends with the only newline it holds (JSON escapes its own, the
+    rest is base64), so a record still being written is left out.
+    """
+    chunks: List[bytes] = []
+    position = offset
+    while True:
+        chunk = os.pread(source, 1 << 20, position)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        position += len(chunk)
+    content = b"".join(chunks)
+    whole = content[:content.rfind(b"\n") + 1]
+    view = memoryview(whole)
+    while view:
+        view = view[os.write(target, view):]
+    return offset + len(whole)
 
 
 def _record(payload: bytes) -> bytes:

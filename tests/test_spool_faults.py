@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -286,3 +288,117 @@ def test_a_signal_handler_appending_while_its_thread_rotates_the_log_completes(p
     handled, appended, kept = map(int, result.stdout.split())
     assert handled >= 200
     assert kept >= appended // 10
+
+
+# -- 5. a file or directory removed while in use --------------------------------------------
+
+
+def test_a_spool_file_removed_while_in_use_is_made_again_and_later_spills_reach_it(
+    path: str, caplog: Any,
+) -> None:
+    spool = SqliteSpool(path)
+    spool.put([(None, "before") for _ in range(10)])
+    os.unlink(path)  # as `rm events.db` would: the -wal and -shm stay
+    with caplog.at_level("WARNING", logger="batchdispatch.spool"):
+        spool.put([(None, n) for n in range(51)])
+    assert "removed or replaced while in use" in caplog.text
+    assert "lost" in caplog.text
+    spool.close()
+    with SqliteSpool(path) as again:  # the next start replays all 51
+        assert [item for _, _, item in again.claim(100)] == list(range(51))
+
+
+def test_a_spool_file_replaced_while_in_use_is_followed_to_the_new_file(path: str) -> None:
+    spool = SqliteSpool(path)
+    spool.put([(None, "old")])
+    for suffix in ("", "-wal", "-shm"):
+        os.rename(path + suffix, path + suffix + ".moved")
+    with SqliteSpool(path) as other:  # a fresh spool file at the path, by another spool
+        other.put([(None, "new")])
+    spool.put([(None, "mine")])
+    assert [item for _, _, item in spool.claim(10)] == ["new", "mine"]
+    spool.close()
+
+
+def test_a_spool_directory_removed_while_in_use_is_a_removed_fault(tmp_path: Any) -> None:
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    path = str(directory / "events.db")
+    spool = SqliteSpool(path)
+    spool.put([(None, "before")])
+    spool.claim(1)
+    shutil.rmtree(directory)
+    for operation in (lambda: spool.put([(None, "after")]), lambda: spool.count(), lambda: spool.claim(1)):
+        with pytest.raises(SpoolError, match=r"is gone|No such file") as info:
+            operation()
+        assert info.value.kind == "removed", info.value
+    directory.mkdir()  # put back: the spool goes on in a fresh file
+    spool.put([(None, "back")])
+    assert [item for _, _, item in spool.claim(10)] == ["back"]
+    spool.close()
+
+
+def test_the_owner_file_removed_while_in_use_is_made_again(path: str) -> None:
+    spool = SqliteSpool(path)
+    spool.put([(None, n) for n in range(3)])
+    assert len(spool.claim(3)) == 3
+    owners = [name for name in os.listdir(os.path.dirname(path)) if "-owner-" in name]
+    assert len(owners) == 1
+    os.unlink(os.path.join(os.path.dirname(path), owners[0]))
+    assert spool.count() == 3  # a transaction: notices, and locks a new owner file
+    result = run_python(f"""
+        from batchdispatch.spool import SqliteSpool
+        with SqliteSpool({path!r}) as other:
+            print(len(other.claim(10)))
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "0\n"  # still this process's: not handed out twice
+    spool.close()
+
+
+def test_a_log_segment_removed_while_in_use_is_copied_back_and_survives_a_kill(path: str) -> None:
+    code = f"""
+        import glob, os, signal
+        from batchdispatch.spool import SqliteSpool
+        spool = SqliteSpool({path!r}, durable=True)
+        ids = [spool.append("k", n) for n in range(20)]
+        [segment] = glob.glob({path!r} + "-log-*")
+        os.unlink(segment)
+        spool.ack(ids[:5])  # notices the segment gone, and copies it back
+        assert os.path.exists(segment)
+        ids += [spool.append("k", n) for n in range(20, 25)]
+        os.kill(os.getpid(), signal.SIGKILL)
+    """
+    result = run_python(code)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    with SqliteSpool(path) as spool:
+        assert sorted(item for _, _, item in spool.claim(100)) == list(range(5, 25))
+
+
+def test_a_log_segment_removed_while_in_use_is_copied_back_at_close(path: str) -> None:
+    spool = SqliteSpool(path, durable=True)
+    for n in range(10):
+        spool.append(None, n)
+    for name in os.listdir(os.path.dirname(path)):
+        if "-log-" in name:
+            os.unlink(os.path.join(os.path.dirname(path), name))
+    spool.close()
+    with SqliteSpool(path) as again:
+        assert [item for _, _, item in again.claim(100)] == list(range(10))
+
+
+def test_the_log_directory_removed_while_in_use_is_a_removed_fault(tmp_path: Any) -> None:
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    spool = SqliteSpool(str(directory / "events.db"), durable=True)
+    ids = [spool.append(None, n) for n in range(3)]
+    shutil.rmtree(directory)
+    with pytest.raises(SpoolError, match="removed while in use") as info:
+        spool.ack(ids[:1])
+    assert info.value.kind == "removed"
+    with pytest.raises(SpoolError) as info:  # a rotation needs a new file: none can be made
+        spool._log_segment(spool._proc, rotate=spool._proc.segment)
+    assert info.value.kind == "removed"
+    with pytest.raises(SpoolError) as info:
+        spool.close(timeout=5)
+    assert info.value.kind == "removed"
