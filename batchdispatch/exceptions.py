@@ -6,7 +6,7 @@ clause catches anything this library raises on purpose.
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Iterable, Optional
+from typing import Any, Hashable, Iterable, List, Optional
 
 __all__ = [
     "BatchDispatchError",
@@ -157,15 +157,39 @@ class SpoolError(BatchDispatchError):
         spool file, or a damaged one), ``"full"`` (no space left),
         ``"read_only"`` (the file or its directory cannot be written),
         ``"locked"`` (another connection held the file past the spool's
-        timeout), ``"io"`` (any other error of the file system or SQLite),
-        ``"encode"`` (an item or key the spool cannot serialize; the
-        spool itself is fine) and ``"closed"`` (the spool was closed).
+        timeout or the operation's, or this thread is already inside the
+        spool: a signal handler called it), ``"removed"`` (the spool's
+        directory, or a file of its write-ahead log, was removed while in
+        use and could not be made again), ``"io"`` (any other error of the
+        file system or SQLite), ``"encode"`` (an item or key the spool
+        cannot serialize; the spool itself is fine) and ``"closed"`` (the
+        spool was closed).
+    :ivar refused: for an ``"encode"`` error from ``put``: the indices, in
+        the input, of the items that could not be encoded, ascending. Every
+        other item was written. None for every other error, which means
+        nothing was written.
+    :ivar rows: for an ``"encode"`` error from ``put``: the row id written
+        for each input item, aligned with the input, 0 for a refused one.
+        None otherwise.
+
+    .. versionchanged:: 0.2.0
+        ``refused``, ``rows`` and the kind ``"removed"``.
     """
 
     #: Every value :attr:`kind` takes.
-    KINDS = ("corrupt", "full", "read_only", "locked", "io", "encode", "closed")
+    KINDS = ("corrupt", "full", "read_only", "locked", "removed", "io", "encode", "closed")
 
-    def __init__(self, message: str, *, path: str, kind: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        kind: str,
+        refused: Optional[List[int]] = None,
+        rows: Optional[List[int]] = None,
+    ) -> None:
         super().__init__(message)
         self.path = path
         self.kind = kind
+        self.refused = refused
+        self.rows = rows

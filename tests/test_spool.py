@@ -140,7 +140,7 @@ def test_path_must_name_a_file_in_an_existing_directory(tmp_path: Any) -> None:
         SqliteSpool(b"/tmp/x.db")  # type: ignore[arg-type]
 
 
-def test_an_item_json_cannot_represent_is_refused_by_type_and_nothing_is_written(spool: SqliteSpool) -> None:
+def test_an_item_json_cannot_represent_is_refused_by_type_and_others_are_written(spool: SqliteSpool) -> None:
     import datetime
 
     with pytest.raises(SpoolError, match=r"item 1 is not JSON serializable: datetime") as info:
@@ -149,11 +149,14 @@ def test_an_item_json_cannot_represent_is_refused_by_type_and_nothing_is_written
     assert isinstance(info.value, BatchDispatchError)
     assert isinstance(info.value.__cause__, TypeError)
     assert "2024" not in str(info.value)
+    assert info.value.refused == [1]
+    assert info.value.rows is not None
+    assert info.value.rows[1] == 0
     with pytest.raises(SpoolError, match="not JSON serializable: Out of range float"):
         spool.append(None, float("nan"))
     with pytest.raises(SpoolError, match="the key of the item is not JSON serializable: frozenset"):
         spool.append(frozenset(), 1)
-    assert spool.count() == 0
+    assert [item for _, _, item in spool.claim(10)] == [1, 3]
 
 
 def test_a_failing_or_wrong_dumps_is_an_encode_error(path: str) -> None:

@@ -1,0 +1,404 @@
+"""SqliteSpool under the faults of issue 12: items that cannot be encoded,
+files removed while in use, signal handlers that append, locks held by
+another process. Real files, real processes, real signals."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, List
+
+import pytest
+
+from batchdispatch._engine import monotonic
+from batchdispatch.exceptions import SpoolError
+from batchdispatch.spool import SqliteSpool
+
+from .conftest import ROOT, run_python
+
+
+@pytest.fixture
+def path(tmp_path: Any) -> str:
+    return str(tmp_path / "events.db")
+
+
+@pytest.fixture
+def spool(path: str) -> Iterator[SqliteSpool]:
+    with SqliteSpool(path) as s:
+        yield s
+
+
+def stored(path: str) -> List[Any]:
+    """Every item in the file, in row order, read with a plain sqlite3 connection."""
+    conn = sqlite3.connect(path)
+    try:
+        return [json.loads(item) for (item,) in conn.execute("SELECT item FROM spool ORDER BY id")]
+    finally:
+        conn.close()
+
+
+# -- 2. one item that cannot be encoded does not sink the others --------------------
+
+
+def test_a_spill_with_one_unencodable_item_writes_the_100_good_ones(spool: SqliteSpool, path: str) -> None:
+    pairs = [("k", {"n": n}) for n in range(100)]
+    pairs.insert(57, ("k", {"at": datetime.datetime(2024, 5, 6, 7, 8, 9)}))
+    with pytest.raises(SpoolError) as info:
+        spool.put(pairs)
+    exc = info.value
+    assert exc.kind == "encode"
+    assert exc.refused == [57]
+    assert exc.rows is not None
+    assert len(exc.rows) == 101
+    assert exc.rows[57] == 0
+    assert all(row > 0 for index, row in enumerate(exc.rows) if index != 57)
+    assert exc.rows[:57] + exc.rows[58:] == sorted(exc.rows[:57] + exc.rows[58:])
+    assert "item 57 is not JSON serializable: datetime" in str(exc)
+    assert "1 of 101 items refused" in str(exc)
+    assert "2024" not in str(exc)
+    spool.close()
+    assert stored(path) == [{"n": n} for n in range(100)]
+
+
+def test_the_rows_of_a_partial_put_are_the_ones_claimed(spool: SqliteSpool) -> None:
+    with pytest.raises(SpoolError) as info:
+        spool.put([(None, "a"), (None, {1, 2}), (("t", 1), "b")])
+    rows = info.value.rows
+    assert rows is not None
+    assert spool.claim(10) == [(rows[0], None, "a"), (rows[2], ("t", 1), "b")]
+
+
+def test_a_refusal_names_the_first_three_by_index_and_type_and_counts_the_rest(spool: SqliteSpool) -> None:
+    secret = "hunter2"
+    pairs: List[Any] = [(None, n) for n in range(10)]
+    for index in (1, 3, 4, 8, 9):
+        pairs[index] = (None, {secret: {secret}})
+    pairs[4] = (frozenset([secret]), 4)  # a key that cannot be encoded
+    with pytest.raises(SpoolError) as info:
+        spool.put(pairs)
+    exc = info.value
+    assert exc.refused == [1, 3, 4, 8, 9]
+    text = str(exc)
+    assert "5 of 10 items refused (the other 5 were written)" in text
+    assert "item 1 is not JSON serializable: set; item 3 is not JSON serializable: set;" in text
+    assert "the key of item 4 is not JSON serializable: frozenset; and 2 more" in text
+    assert "item 8" not in text
+    assert secret not in text
+    assert spool.count() == 5
+
+
+def test_a_put_of_only_unencodable_items_writes_nothing_and_says_so(spool: SqliteSpool, path: str) -> None:
+    with pytest.raises(SpoolError, match="nothing was written") as info:
+        spool.put([(None, object()), (None, float("inf"))])
+    assert info.value.refused == [0, 1]
+    assert info.value.rows == [0, 0]
+    assert not os.path.exists(path)  # not even opened
+    assert spool.count() == 0
+
+
+def test_a_failing_dumps_refuses_only_its_items(path: str) -> None:
+    def dumps(item: Any) -> str:
+        if item == "bad":
+            raise RuntimeError("secret detail")
+        return json.dumps(item)
+
+    with SqliteSpool(path, dumps=dumps, loads=json.loads) as spool:
+        with pytest.raises(SpoolError, match="dumps failed on item 1: RuntimeError") as info:
+            spool.put([(None, "good"), (None, "bad"), (None, "fine")], claim=True)
+        assert "secret" not in str(info.value)
+        assert isinstance(info.value.__cause__, RuntimeError)
+        assert info.value.refused == [1]
+        assert spool.count() == 2
+    assert stored(path) == ["good", "fine"]  # claimed, then freed at close
+
+
+def test_other_errors_carry_no_refused_or_rows(path: str) -> None:
+    with SqliteSpool(path, timeout=0.1) as spool:
+        spool.put([(None, 1)])
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN EXCLUSIVE")
+            with pytest.raises(SpoolError) as info:
+                spool.put([(None, 2), (None, object())])
+        finally:
+            other.close()
+        assert info.value.kind == "locked"
+        assert info.value.refused is None
+        assert info.value.rows is None
+        assert spool.count() == 1
+
+
+# -- 9. every operation that may wait takes a timeout ----------------------------------
+
+
+@contextmanager
+def locked_by_another_process(path: str) -> Iterator[None]:
+    """Hold *path* in an exclusive transaction in a second process until the block ends."""
+    code = f"""
+        import sqlite3, sys
+        conn = sqlite3.connect({path!r}, isolation_level=None)
+        conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("INSERT INTO spool (key, item) VALUES ('null', '\\"other\\"')")
+        print("locked", flush=True)
+        sys.stdin.read()
+        conn.execute("COMMIT")
+        print("done", flush=True)
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True, env=dict(os.environ, PYTHONPATH=ROOT),
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "locked\n"
+        yield
+    finally:
+        out, _ = proc.communicate("", timeout=30)
+        assert proc.returncode == 0
+        assert out == "done\n"
+
+
+def gives_up(operation: Callable[[], Any]) -> SpoolError:
+    """Run *operation*: it must raise SpoolError "locked", well within a generous bound."""
+    started = monotonic()
+    with pytest.raises(SpoolError) as info:
+        operation()
+    assert monotonic() - started < 3
+    assert info.value.kind == "locked", info.value
+    return info.value
+
+
+def test_each_operation_gives_up_at_its_own_timeout_on_another_process_lock(path: str) -> None:
+    spool = SqliteSpool(path, timeout=60)  # the spool's own timeout would wait a minute
+    spool.put([(None, n) for n in range(4)])
+    claimed = [row for row, _, _ in spool.claim(2)]
+    with locked_by_another_process(path):
+        gives_up(lambda: spool.put([(None, "late")], timeout=0.5))
+        gives_up(lambda: spool.claim(5, timeout=0.5))
+        gives_up(lambda: spool.ack(claimed[:1], timeout=0.5))
+        gives_up(lambda: spool.release(claimed[1:], timeout=0.5))
+        gives_up(lambda: spool.put([(None, "later")], claim=True, timeout=0))
+        error = gives_up(lambda: spool.close(timeout=0.5))
+        assert "could not free claimed rows at close" in str(error)
+    with pytest.raises(SpoolError, match="closed"):
+        spool.count()
+    # Nothing was changed by the operations that gave up; the claims of the
+    # closed spool are freed by the next claim (its owner lock is gone).
+    with SqliteSpool(path) as other:
+        assert sorted((item for _, _, item in other.claim(10)), key=str) == [0, 1, 2, 3, "other"]
+
+
+def test_an_operation_gives_up_at_its_timeout_when_another_thread_holds_the_spool(path: str) -> None:
+    spool = SqliteSpool(path, timeout=60)
+    spool.put([(None, 0)])
+    outcome: List[Any] = []
+    with locked_by_another_process(path):
+        writer = threading.Thread(target=lambda: outcome.append(spool.put([(None, 1)])))
+        writer.start()
+        deadline = monotonic() + 30
+        while not spool._proc.lock.locked():  # the writer waits inside the spool, for the other process
+            assert monotonic() < deadline
+            writer.join(0.001)
+        gives_up(lambda: spool.count(timeout=0.5))
+        gives_up(lambda: spool.claim(1, timeout=0.5))
+        error = gives_up(lambda: spool.close(timeout=0.5))
+        assert "another thread of this process held the spool" in str(error)
+        assert writer.is_alive()
+    writer.join(30)
+    assert not writer.is_alive()
+    assert len(outcome) == 1  # the put made it once the other process let go
+    # The writer, leaving last, closed the connection that close could not.
+    assert spool._proc.conn is None
+    assert spool._proc.owner_fd == -1
+    with SqliteSpool(path) as other:
+        assert sorted((item for _, _, item in other.claim(10)), key=str) == [0, 1, "other"]
+
+
+def test_without_a_timeout_an_operation_waits_for_the_spools_timeout(path: str) -> None:
+    with SqliteSpool(path, timeout=0.2) as spool:
+        spool.put([(None, 0)])
+        with locked_by_another_process(path):
+            gives_up(lambda: spool.put([(None, 1)]))
+            assert spool.count() == 1  # WAL: reading does not wait for the writer
+        assert spool.put([(None, 2)])
+
+
+@pytest.mark.parametrize("timeout", [-1, float("nan"), "1"])
+def test_a_bad_timeout_names_the_parameter(spool: SqliteSpool, timeout: Any) -> None:
+    with pytest.raises((TypeError, ValueError), match="timeout must be"):
+        spool.put([(None, 1)], timeout=timeout)
+
+
+# -- 7. a signal handler that appends never waits for its own thread ----------------------
+
+
+def test_a_signal_handler_appending_while_its_thread_rotates_the_log_completes(path: str) -> None:
+    """SIGALRM every 2 ms appends a 100 kB item while the main thread appends and acks 100 kB
+    items; segments rotate every few items, so the handler lands in a rotation or an ack (with
+    the log lock held) again and again. Every item not acked is in the file after close."""
+    code = f"""
+        import signal, sys, time
+        import batchdispatch.spool as spool_module
+        from batchdispatch.spool import SqliteSpool
+
+        spool_module.LOG_SEGMENT_BYTES = 512 * 1024  # a rotation every five items
+        PAD = "x" * 100_000
+        spool = SqliteSpool({path!r}, durable=True)
+        appended = []  # (id, n): list.append is atomic, the handler uses it too
+        counter = iter(range(10**9))
+        handled = [0]
+
+        def on_alarm(signum, frame):
+            n = next(counter)
+            appended.append((spool.append("h", {{"n": n, "pad": PAD}}), n))
+            handled[0] += 1
+
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
+        kept = set()
+        done = 0
+        end = time.monotonic() + 4
+        while time.monotonic() < end or handled[0] < 200:
+            n = next(counter)
+            appended.append((spool.append("m", {{"n": n, "pad": PAD}}), n))
+            # Ack all but every tenth item, main's and the handler's alike.
+            batch, done = appended[done:], len(appended)
+            spool.ack([row for row, n in batch if n % 10])
+            kept.update(n for _, n in batch if n % 10 == 0)
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        kept.update(n for _, n in appended[done:])
+        spool.close()
+        with SqliteSpool({path!r}) as again:
+            found = [item["n"] for _, _, item in again.claim(10**6)]
+        assert len(found) == len(set(found)), "an item came back twice"
+        assert set(found) == kept, sorted(set(found) ^ kept)[:10]
+        print(handled[0], len(appended), len(kept))
+    """
+    result = run_python(code, timeout=90)  # the deadline catches the old deadlock
+    assert result.returncode == 0, result.stderr[-3000:]
+    handled, appended, kept = map(int, result.stdout.split())
+    assert handled >= 200
+    assert kept >= appended // 10
+
+
+# -- 5. a file or directory removed while in use --------------------------------------------
+
+
+def test_a_spool_file_removed_while_in_use_is_made_again_and_later_spills_reach_it(
+    path: str, caplog: Any,
+) -> None:
+    spool = SqliteSpool(path)
+    spool.put([(None, "before") for _ in range(10)])
+    os.unlink(path)  # as `rm events.db` would: the -wal and -shm stay
+    with caplog.at_level("WARNING", logger="batchdispatch.spool"):
+        spool.put([(None, n) for n in range(51)])
+    assert "removed or replaced while in use" in caplog.text
+    assert "lost" in caplog.text
+    spool.close()
+    with SqliteSpool(path) as again:  # the next start replays all 51
+        assert [item for _, _, item in again.claim(100)] == list(range(51))
+
+
+def test_a_spool_file_replaced_while_in_use_is_followed_to_the_new_file(path: str) -> None:
+    spool = SqliteSpool(path)
+    spool.put([(None, "old")])
+    for suffix in ("", "-wal", "-shm"):
+        os.rename(path + suffix, path + suffix + ".moved")
+    with SqliteSpool(path) as other:  # a fresh spool file at the path, by another spool
+        other.put([(None, "new")])
+    spool.put([(None, "mine")])
+    assert [item for _, _, item in spool.claim(10)] == ["new", "mine"]
+    spool.close()
+
+
+def test_a_spool_directory_removed_while_in_use_is_a_removed_fault(tmp_path: Any) -> None:
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    path = str(directory / "events.db")
+    spool = SqliteSpool(path)
+    spool.put([(None, "before")])
+    spool.claim(1)
+    shutil.rmtree(directory)
+    for operation in (lambda: spool.put([(None, "after")]), lambda: spool.count(), lambda: spool.claim(1)):
+        with pytest.raises(SpoolError, match=r"is gone|No such file") as info:
+            operation()
+        assert info.value.kind == "removed", info.value
+    directory.mkdir()  # put back: the spool goes on in a fresh file
+    spool.put([(None, "back")])
+    assert [item for _, _, item in spool.claim(10)] == ["back"]
+    spool.close()
+
+
+def test_the_owner_file_removed_while_in_use_is_made_again(path: str) -> None:
+    spool = SqliteSpool(path)
+    spool.put([(None, n) for n in range(3)])
+    assert len(spool.claim(3)) == 3
+    owners = [name for name in os.listdir(os.path.dirname(path)) if "-owner-" in name]
+    assert len(owners) == 1
+    os.unlink(os.path.join(os.path.dirname(path), owners[0]))
+    assert spool.count() == 3  # a transaction: notices, and locks a new owner file
+    result = run_python(f"""
+        from batchdispatch.spool import SqliteSpool
+        with SqliteSpool({path!r}) as other:
+            print(len(other.claim(10)))
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "0\n"  # still this process's: not handed out twice
+    spool.close()
+
+
+def test_a_log_segment_removed_while_in_use_is_copied_back_and_survives_a_kill(path: str) -> None:
+    code = f"""
+        import glob, os, signal
+        from batchdispatch.spool import SqliteSpool
+        spool = SqliteSpool({path!r}, durable=True)
+        ids = [spool.append("k", n) for n in range(20)]
+        [segment] = glob.glob({path!r} + "-log-*")
+        os.unlink(segment)
+        spool.ack(ids[:5])  # notices the segment gone, and copies it back
+        assert os.path.exists(segment)
+        ids += [spool.append("k", n) for n in range(20, 25)]
+        os.kill(os.getpid(), signal.SIGKILL)
+    """
+    result = run_python(code)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    with SqliteSpool(path) as spool:
+        assert sorted(item for _, _, item in spool.claim(100)) == list(range(5, 25))
+
+
+def test_a_log_segment_removed_while_in_use_is_copied_back_at_close(path: str) -> None:
+    spool = SqliteSpool(path, durable=True)
+    for n in range(10):
+        spool.append(None, n)
+    for name in os.listdir(os.path.dirname(path)):
+        if "-log-" in name:
+            os.unlink(os.path.join(os.path.dirname(path), name))
+    spool.close()
+    with SqliteSpool(path) as again:
+        assert [item for _, _, item in again.claim(100)] == list(range(10))
+
+
+def test_the_log_directory_removed_while_in_use_is_a_removed_fault(tmp_path: Any) -> None:
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    spool = SqliteSpool(str(directory / "events.db"), durable=True)
+    ids = [spool.append(None, n) for n in range(3)]
+    shutil.rmtree(directory)
+    with pytest.raises(SpoolError, match="removed while in use") as info:
+        spool.ack(ids[:1])
+    assert info.value.kind == "removed"
+    with pytest.raises(SpoolError) as info:  # a rotation needs a new file: none can be made
+        spool._log_segment(spool._proc, rotate=spool._proc.segment)
+    assert info.value.kind == "removed"
+    with pytest.raises(SpoolError) as info:
+        spool.close(timeout=5)
+    assert info.value.kind == "removed"
