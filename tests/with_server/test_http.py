@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import gzip
+import hmac
 import json
 import logging
 import os
@@ -278,6 +279,30 @@ def test_verify_signature_returns_false_on_malformed_input(signature: Any, times
         signature = sign(body, SECRET, 1714564800)
     assert verify_signature(body, signature, SECRET, timestamp) is False
     assert verify_signature(body, sign(body, SECRET, 1714564800), SECRET, 1714564800) is True
+
+
+@pytest.mark.parametrize("secret", ["", b""])
+def test_an_empty_secret_is_an_error_on_both_sides(secret: Any) -> None:
+    # A secret from an unset environment variable must not make signatures anyone can compute.
+    body, now = b"[]", int(time.time())
+    with pytest.raises(ValueError, match="secret"):
+        sign(body, secret, now)
+    forged = "sha256=" + hmac.new(b"", f"{now}.[]".encode(), "sha256").hexdigest()
+    with pytest.raises(ValueError, match="secret"):
+        verify_signature(body, forged, secret, now)
+    with pytest.raises(TypeError, match="secret"):
+        verify_signature(body, forged, None, now)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("tolerance", [float("nan"), float("inf"), -1])
+def test_a_tolerance_that_turns_replay_protection_off_is_an_error(tolerance: float) -> None:
+    body = b"[]"
+    old = int(time.time()) - 10 * 365 * 86400
+    with pytest.raises(ValueError, match="tolerance"):
+        verify_signature(body, sign(body, SECRET, old), SECRET, old, tolerance=tolerance)
+    with pytest.raises(TypeError, match="tolerance"):
+        verify_signature(body, sign(body, SECRET, old), SECRET, old, tolerance="300")  # type: ignore[arg-type]
+    assert verify_signature(body, sign(body, SECRET, old), SECRET, old, tolerance=0) is False
 
 
 def test_signed_requests_verify_at_the_receiver_and_carry_the_headers(
