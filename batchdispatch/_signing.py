@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
 from typing import Union
 
@@ -25,7 +26,22 @@ _SIGNATURE_PREFIX = "sha256="
 
 
 def _key(secret: Union[str, bytes]) -> bytes:
+    """The HMAC key; an empty or missing secret is a configuration error, never a key."""
+    if isinstance(secret, bool) or not isinstance(secret, (str, bytes, bytearray)):
+        raise TypeError(f"secret must be a str or bytes, got {type(secret).__name__}")
+    if not secret:
+        # An unset environment variable must not make a signature anyone can compute.
+        raise ValueError("secret must not be empty")
     return secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+
+
+def _check_tolerance(tolerance: object) -> float:
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)):
+        raise TypeError(f"tolerance must be a number of seconds, got {type(tolerance).__name__}")
+    if math.isnan(tolerance) or math.isinf(tolerance) or tolerance < 0:
+        # nan and inf would accept any timestamp: no replay protection at all.
+        raise ValueError(f"tolerance must be a finite number of seconds >= 0, got {tolerance!r}")
+    return float(tolerance)
 
 
 def sign(body: bytes, secret: Union[str, bytes], timestamp: Union[int, str]) -> str:
@@ -37,6 +53,9 @@ def sign(body: bytes, secret: Union[str, bytes], timestamp: Union[int, str]) -> 
     .. code-block:: python
 
         sign(b'[{"n":1}]', "s3cret", 1700000000)   # 'sha256=…'
+
+    :raises ValueError: if *secret* is empty.
+    :raises TypeError: if *secret* is not a str or bytes.
     """
     message = f"{timestamp}.".encode("ascii") + bytes(body)
     return _SIGNATURE_PREFIX + hmac.new(_key(secret), message, hashlib.sha256).hexdigest()
@@ -56,7 +75,10 @@ def verify_signature(
     either direction, is rejected, so that a captured request cannot be
     replayed later. Malformed input (a missing or non-numeric timestamp, a
     signature without the ``sha256=`` prefix, a value of the wrong type)
-    returns False rather than raising.
+    returns False rather than raising. A wrong configuration raises: an
+    empty *secret* (an unset environment variable, say) would accept
+    signatures anyone can compute, and a *tolerance* of ``nan`` or ``inf``
+    would accept any timestamp.
 
     .. code-block:: python
 
@@ -67,8 +89,12 @@ def verify_signature(
     :param signature: the ``X-Webhook-Signature`` header value.
     :param secret: the secret shared with the sender.
     :param timestamp: the ``X-Webhook-Timestamp`` header value.
-    :param tolerance: seconds of clock difference accepted (>= 0).
+    :param tolerance: seconds of clock difference accepted: finite, >= 0.
+    :raises ValueError: if *secret* is empty or *tolerance* is negative, ``nan`` or infinite.
+    :raises TypeError: if *secret* is not a str or bytes, or *tolerance* not a number.
     """
+    key = _key(secret)
+    tolerance = _check_tolerance(tolerance)
     try:
         if not isinstance(signature, str) or not signature.startswith(_SIGNATURE_PREFIX):
             return False
@@ -80,7 +106,7 @@ def verify_signature(
             return False
         if abs(time.time() - int(stamp)) > tolerance:
             return False
-        expected = sign(body, secret, stamp)
+        expected = sign(body, key, stamp)
         return hmac.compare_digest(expected.encode("ascii"), signature.encode("utf-8", "replace"))
     except Exception:  # noqa: BLE001 - documented: never raises on malformed input
         return False

@@ -13,7 +13,8 @@
 Every request is a POST of the whole batch as one JSON array, with these headers:
 
 * ``Content-Type: application/json`` and ``User-Agent: batchdispatch/<version>``
-  (both can be overridden through *headers*);
+  (both can be overridden through *headers*), and ``Accept-Encoding: identity``
+  (only the start of an answer's body is ever read);
 * ``X-Webhook-Id``: one id per batch, the same on every retry of it, by urllib3
   or by the dispatcher's :class:`~batchdispatch.RetryPolicy`, so a receiver can
   deduplicate;
@@ -29,22 +30,28 @@ Importing this module imports requests; ``import batchdispatch`` alone does not.
 from __future__ import annotations
 
 import dataclasses
+import email.utils
 import gzip as _gzip
+import http.client
 import logging
 import os
+import re
 import threading
 import time
 import urllib.parse
 import uuid
+import zlib
 from types import MappingProxyType
-from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Tuple, Type, TypeVar, Union
 
 import requests
 import requests.adapters
+import urllib3.exceptions
 from urllib3.util import Retry
+from urllib3.util import Timeout as _Urllib3Timeout
 
 from . import __version__, _json
-from ._engine import current_batch_id
+from ._engine import current_batch_id, current_deadline
 from ._signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify_signature
 from .exceptions import DeliveryError, SerializationError, UnknownEndpointError
 
@@ -70,6 +77,11 @@ _T = TypeVar("_T", bound="_Transport")
 RETRY_STATUSES = (408, 429, 500, 502, 503, 504)
 #: Characters of the response body kept in a DeliveryError.
 BODY_EXCERPT = 200
+#: Bytes of a response body the sink reads at most; the rest is never read
+#: (the connection is closed instead of drained).
+BODY_READ_LIMIT = 64 * 1024
+#: The largest *timeout* accepted, in seconds (one day).
+MAX_TIMEOUT = 86400.0
 #: The User-Agent sent unless *headers* says otherwise.
 USER_AGENT = f"batchdispatch/{__version__}"
 
@@ -87,9 +99,15 @@ def default_retry() -> Retry:
 
     Five retries in all, exponential backoff (0, 1, 2, 4, 8 seconds on urllib3
     2.x), on connection errors, read errors and the statuses 408, 429, 500,
-    502, 503 and 504, for every method including POST, honouring
-    ``Retry-After``. After the last one, the last answer is returned rather
-    than raised, so the sink can report its status and body.
+    502, 503 and 504, for every method including POST. After the last one,
+    the last answer is returned rather than raised, so the sink can report
+    its status and body.
+
+    The sink keeps any Retry it is given to its own rules: an answer with a
+    valid ``Retry-After`` is not retried by urllib3 but reported at once
+    (``DeliveryError.retry_after``, for the dispatcher's backoff), a
+    ``Retry-After`` that cannot be parsed is ignored, and no retry or backoff
+    sleep reaches past the call's deadline (see :class:`HttpSink`).
 
     .. code-block:: python
 
@@ -175,8 +193,8 @@ def _check_timeout(timeout: object, name: str = "timeout") -> Timeout:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{name} must be a number or a (connect, read) pair of numbers, "
                             f"got {type(value).__name__}")
-        if not 0 < value < float("inf"):
-            raise ValueError(f"{name} must be positive and finite, got {value!r}")
+        if not 0 < value <= MAX_TIMEOUT:
+            raise ValueError(f"{name} must be more than 0 and at most {MAX_TIMEOUT:g} seconds, got {value!r}")
     return timeout  # type: ignore[return-value]
 
 
@@ -190,6 +208,29 @@ def _check_secret(secret: object, name: str = "secret") -> Union[str, bytes, Non
     return secret
 
 
+# RFC 9110 token characters: what a header name may be made of.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Control characters other than tab: CR and LF would end the header early.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _header_problem(key: str, value: str) -> Optional[str]:
+    """What is wrong with one header, naming its key and never showing its value; None if nothing."""
+    if not _HEADER_NAME.fullmatch(key):
+        return f"{key!r} is not a valid header name"
+    if "\r" in value or "\n" in value:
+        return f"the value of header {key!r} contains a line break (CR or LF); strip it (a trailing newline?)"
+    if _CONTROL.search(value):
+        return f"the value of header {key!r} contains a control character"
+    if value[:1] in (" ", "\t"):
+        return f"the value of header {key!r} starts with whitespace"
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return f"the value of header {key!r} has characters outside latin-1; encode it (base64, say)"
+    return None
+
+
 def _check_headers(headers: object, name: str = "headers") -> Mapping[str, str]:
     if headers is None:
         return MappingProxyType({})
@@ -198,6 +239,9 @@ def _check_headers(headers: object, name: str = "headers") -> Mapping[str, str]:
     for key, value in headers.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError(f"{name} must map str to str; the header {key!r} does not")
+        problem = _header_problem(key, value)
+        if problem is not None:
+            raise ValueError(f"{name}: {problem}")
     return MappingProxyType(dict(headers))
 
 
@@ -214,6 +258,155 @@ def _cause_text(exc: BaseException) -> str:
         reason = getattr(current, "reason", None)
         todo += [c for c in (reason, current.__cause__, current.__context__) if isinstance(c, BaseException)]
     return ""
+
+
+def _chain_has(exc: BaseException, kinds: Tuple[Type[BaseException], ...],
+               unless: Tuple[Type[BaseException], ...] = ()) -> bool:
+    """Whether *exc* or what it wraps (args, ``reason``, causes) is one of *kinds*."""
+    todo: List[BaseException] = [exc]
+    seen = 0
+    while todo and seen < 20:
+        current = todo.pop(0)
+        seen += 1
+        if isinstance(current, kinds) and not isinstance(current, unless):
+            return True
+        todo += [a for a in current.args if isinstance(a, BaseException)]
+        reason = getattr(current, "reason", None)
+        todo += [c for c in (reason, current.__cause__, current.__context__) if isinstance(c, BaseException)]
+    return False
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    """Seconds asked for by a ``Retry-After`` value (delay-seconds or HTTP-date); None if unparsable.
+
+    Unlike urllib3, which raises on a malformed value, a value that cannot be
+    parsed (``soon-ish``, ``-5``) is ignored: the answer is still retried.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit() and value.isascii():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None or when.tzinfo is None:  # an HTTP-date is always GMT
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+# -- one deadline for the whole call ------------------------------------------
+#
+# requests offers a timeout per attempt only, and urllib3 retries (and sleeps
+# between them) inside session.post. The sink bounds the whole call by a
+# deadline that two urllib3 hooks read: the Timeout of every attempt (shortened
+# to the time left) and the Retry (which stops retrying rather than sleep past
+# the deadline or for a Retry-After). The Retry is shared by every thread that
+# uses the session, so the deadline of the call running on this thread is kept
+# in a thread-local.
+
+_call = threading.local()
+#: The shortest wait handed to a socket: 0 would make it non-blocking.
+_MIN_WAIT = 0.001
+
+
+def _time_left(limit: Optional[float]) -> Optional[float]:
+    deadline: Optional[float] = getattr(_call, "deadline", None)
+    if deadline is None:
+        return limit
+    left = max(_MIN_WAIT, deadline - time.monotonic())
+    return left if limit is None else min(limit, left)
+
+
+class _DeadlineTimeout(_Urllib3Timeout):
+    """A urllib3 Timeout whose connect and read timeouts never reach past *deadline*."""
+
+    def __init__(self, connect: float, read: float, deadline: float) -> None:
+        super().__init__(connect=connect, read=read)
+        self._deadline = deadline
+
+    def clone(self) -> _DeadlineTimeout:  # urllib3 clones it for every attempt
+        return _DeadlineTimeout(self._connect, self._read, self._deadline)  # type: ignore[arg-type]
+
+    def _bounded(self, value: float) -> float:
+        return min(value, max(_MIN_WAIT, self._deadline - time.monotonic()))
+
+    @property
+    def connect_timeout(self) -> float:
+        return self._bounded(self._connect)  # type: ignore[arg-type]
+
+    @property
+    def read_timeout(self) -> float:
+        return self._bounded(self._read)  # type: ignore[arg-type]
+
+
+class _DeadlineRetry(Retry):
+    """A urllib3 Retry that never sleeps for a ``Retry-After`` nor past the call's deadline.
+
+    * an answer with a valid ``Retry-After`` ends the retries at once: the
+      sink reports it (``DeliveryError.retry_after``) and the dispatcher
+      waits, with the worker free;
+    * a ``Retry-After`` that cannot be parsed is ignored (urllib3 would raise
+      ``InvalidHeader`` and lose the answer);
+    * a retry whose backoff would end past the deadline is not made;
+    * the answer being retried is closed, not drained (its body may be huge
+      or slow).
+    """
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        # Only the status decides; a Retry-After alone never makes a retry.
+        return bool(super().is_retry(method, status_code, False))
+
+    def increment(  # type: ignore[override]
+        self,
+        method: Optional[str] = None,
+        url: Optional[str] = None,
+        response: Any = None,
+        error: Optional[Exception] = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> Retry:
+        if response is not None and self.respect_retry_after_header and \
+                _retry_after(response.headers.get("Retry-After")):
+            raise urllib3.exceptions.MaxRetryError(
+                _pool, url or "", error or urllib3.exceptions.ResponseError("the answer has a Retry-After"),
+            )
+        new = super().increment(method, url, response, error, _pool, _stacktrace)
+        deadline: Optional[float] = getattr(_call, "deadline", None)
+        if deadline is not None and time.monotonic() + new.get_backoff_time() >= deadline:
+            raise urllib3.exceptions.MaxRetryError(
+                _pool, url or "", error or urllib3.exceptions.ResponseError("no time left for a retry"),
+            )
+        if response is not None:
+            response.close()  # urllib3 would read the whole body to keep the connection
+        return new
+
+    def sleep(self, response: Any = None) -> None:
+        wait = _time_left(self.get_backoff_time())
+        if wait is not None and wait > _MIN_WAIT:
+            time.sleep(wait)
+
+
+_retry_classes: Dict[Type[Retry], Type[Retry]] = {}
+_retry_classes_lock = threading.Lock()
+
+
+def _bounded_retry(retry: Retry) -> Retry:
+    """A copy of *retry*, of a subclass of its class, that behaves as :class:`_DeadlineRetry`."""
+    base = type(retry)
+    with _retry_classes_lock:
+        cls = _retry_classes.get(base)
+        if cls is None:
+            cls = _DeadlineRetry
+            if base is not Retry:  # keep what a subclass of Retry changed
+                cls = type(f"_Deadline{base.__name__}", (_DeadlineRetry, base), {})
+            _retry_classes[base] = cls
+    bounded: Retry = cls.__new__(cls)
+    bounded.__dict__.update(retry.__dict__)
+    # The last answer is always returned, so the sink can report its status and body.
+    bounded.raise_on_status = False
+    return bounded
 
 
 class _Transport:
@@ -260,7 +453,7 @@ class _Transport:
     def _new_session(self) -> requests.Session:
         session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(
-            pool_connections=self._pools, pool_maxsize=10, max_retries=self._retries,
+            pool_connections=self._pools, pool_maxsize=10, max_retries=_bounded_retry(self._retries),
         )
         session.mount("https://", adapter)
         session.mount("http://", adapter)
@@ -313,8 +506,19 @@ class _Transport:
             raise SerializationError(
                 f"the serializer must return bytes, got {type(body).__name__}", url=safe,
             )
+        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        now = time.monotonic()
+        deadline = now + connect + read
+        outer = current_deadline()
+        if outer is not None and outer < deadline:
+            deadline = outer
+        if deadline - now < _MIN_WAIT:
+            raise DeliveryError(f"POST {safe}: not sent, the dispatcher's deadline has passed", url=safe)
         timestamp = str(int(time.time()))
-        sent: Dict[str, str] = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+        # identity: only a short excerpt of an answer is ever read, so it is not worth compressing.
+        sent: Dict[str, str] = {
+            "Content-Type": "application/json", "User-Agent": USER_AGENT, "Accept-Encoding": "identity",
+        }
         sent.update(self._headers)
         sent.update(headers)
         sent[ID_HEADER] = current_batch_id() or uuid.uuid4().hex
@@ -326,40 +530,173 @@ class _Transport:
             data = _gzip.compress(data, compresslevel=5, mtime=0)
             sent["Content-Encoding"] = "gzip"
         session = self._current_session()
-        started = time.monotonic()
+        response: Optional[requests.Response] = None
+        failure: Optional[Tuple[DeliveryError, Optional[BaseException]]] = None
+        outer_call, _call.deadline = getattr(_call, "deadline", None), deadline
         try:
             response = session.post(
-                url, data=data, headers=sent, timeout=timeout, verify=self._verify,
+                url, data=data, headers=sent, verify=self._verify, stream=True,
+                timeout=_DeadlineTimeout(connect, read, deadline),  # type: ignore[arg-type]
                 allow_redirects=False,  # a redirected POST may turn into a GET and lose the batch
             )
-        except requests.exceptions.Timeout as exc:
-            kind = "connect timed out" if isinstance(exc, requests.exceptions.ConnectTimeout) else "timed out"
-            raise DeliveryError(f"POST {safe} {kind} after {timeout} s", url=safe) from exc
-        except requests.exceptions.SSLError as exc:
-            raise DeliveryError(
-                f"POST {safe}: TLS error{_cause_text(exc)}", url=safe, retryable=False,
-            ) from exc
-        except requests.exceptions.ConnectionError as exc:
-            raise DeliveryError(f"POST {safe}: connection failed{_cause_text(exc)}", url=safe) from exc
-        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader,
-                requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema) as exc:
-            raise DeliveryError(f"POST {safe}: {type(exc).__name__}", url=safe, retryable=False) from exc
-        except requests.exceptions.RequestException as exc:
-            raise DeliveryError(f"POST {safe}: {type(exc).__name__}{_cause_text(exc)}", url=safe) from exc
-        with response:
-            status = response.status_code
-            excerpt = response.content[:BODY_EXCERPT].decode("utf-8", "replace")
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, ValueError) as exc:
+            failure = self._failure(exc, safe, timeout, session)
+        finally:
+            _call.deadline = outer_call
+        if failure is not None:
+            # Raised here, outside the except clause, so that the original
+            # exception (whose text may show the query string or a header
+            # value) is neither __cause__ nor __context__.
+            error, cause = failure
+            raise error from cause
+        assert response is not None
+        self._answer(response, safe, len(batch), deadline, now)
+
+    def _answer(self, response: requests.Response, safe: str, size: int, deadline: float,
+                started: float) -> None:
+        status = response.status_code
+        try:
+            prefix, complete = _read_prefix(response, deadline)
+            if complete:  # the connection goes back to the pool, ready for the next request
+                response.raw.release_conn()
+        finally:
+            response.close()  # closes the connection unless it was released above
         elapsed = time.monotonic() - started
         if 200 <= status < 300:
-            log.debug("POST %s: %d items, HTTP %d in %.3f s", safe, len(batch), status, elapsed)
+            log.debug("POST %s: %d items, HTTP %d in %.3f s", safe, size, status, elapsed)
             return
-        retryable = status in RETRY_STATUSES or status >= 500
+        excerpt = _excerpt(prefix, response.headers.get("Content-Encoding"))
+        # A single item too large (413) can never go through; a batch of several may, smaller.
+        retryable = size > 1 if status == 413 else status in RETRY_STATUSES or status >= 500
+        retry_after: Optional[float] = None
+        if retryable and self._retries.respect_retry_after_header:
+            retry_after = _retry_after(response.headers.get("Retry-After"))
         reason = f" {response.reason}" if response.reason else ""
         detail = f": {excerpt}" if excerpt else ""
+        wait = f" (Retry-After: {retry_after:g} s)" if retry_after else ""
         raise DeliveryError(
-            f"POST {safe} answered {status}{reason}{detail}",
-            url=safe, status=status, body=excerpt, retryable=retryable,
+            f"POST {safe} answered {status}{reason}{wait}{detail}",
+            url=safe, status=status, body=excerpt, retryable=retryable, retry_after=retry_after,
         )
+
+    @staticmethod
+    def _failure(
+        exc: BaseException, safe: str, timeout: Timeout, session: requests.Session,
+    ) -> Tuple[DeliveryError, Optional[BaseException]]:
+        """The DeliveryError for a request that got no answer, and a cause whose text is safe.
+
+        The exceptions of requests and urllib3 may quote the URL with its
+        query string, or a header value; neither may reach a message or a
+        log, so the cause is a new exception of the same type with a safe
+        text (the OS error, such as ``Connection refused``).
+        """
+        os_error = _cause_text(exc)
+        retryable = True
+        if isinstance(exc, requests.exceptions.SSLError):
+            text, retryable = f"TLS error{os_error}", False
+        elif isinstance(exc, requests.exceptions.Timeout) or _chain_has(
+            exc, (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ConnectTimeoutError),
+            unless=(urllib3.exceptions.NewConnectionError,),
+        ):
+            connect = isinstance(exc, requests.exceptions.ConnectTimeout) or _chain_has(
+                exc, (urllib3.exceptions.ConnectTimeoutError,),
+                unless=(urllib3.exceptions.NewConnectionError,),
+            )
+            text = f"{'connect timed out' if connect else 'timed out'} (timeout {timeout} s)"
+        elif isinstance(exc, requests.exceptions.ConnectionError):
+            text = f"connection failed{os_error}"
+        elif _chain_has(exc, (urllib3.exceptions.InvalidHeader,)):
+            # urllib3 raises it for an answer's header it cannot parse (Retry-After)
+            text = "the answer has a header that cannot be parsed"
+        elif isinstance(exc, requests.exceptions.InvalidHeader) or (
+            isinstance(exc, ValueError) and _session_header_problem(session)
+        ):
+            # Our own headers were checked when the sink was built: the session's are wrong.
+            problem = _session_header_problem(session)
+            text, retryable = "a request header is not valid" + (f": {problem}" if problem else ""), False
+        elif isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                              requests.exceptions.InvalidSchema, requests.exceptions.URLRequired,
+                              urllib3.exceptions.LocationValueError)):
+            text, retryable = f"the URL cannot be used ({type(exc).__name__})", False
+        elif isinstance(exc, UnicodeError):
+            text, retryable = "a header or the URL cannot be encoded (not latin-1 or not ASCII)", False
+        elif isinstance(exc, requests.exceptions.RetryError):
+            text = "urllib3 gave up retrying"
+        elif isinstance(exc, (requests.exceptions.RequestException, urllib3.exceptions.HTTPError)):
+            text = f"{type(exc).__name__}{os_error}"
+        else:  # a ValueError while building the request: trying again cannot help
+            text, retryable = f"the request cannot be built ({type(exc).__name__})", False
+        cause: Optional[BaseException] = None
+        if isinstance(exc, requests.exceptions.RequestException):
+            try:
+                cause = type(exc)(text)
+            except Exception:  # noqa: BLE001 - a subclass with another signature: no cause then
+                cause = None
+        return DeliveryError(f"POST {safe}: {text}", url=safe, retryable=retryable), cause
+
+
+def _session_header_problem(session: requests.Session) -> str:
+    """What is wrong with the session's own headers, naming the header; "" if nothing is found."""
+    for key, value in session.headers.items():
+        if isinstance(key, str) and isinstance(value, str):
+            problem = _header_problem(key, value)
+            if problem is not None:
+                return problem
+    return ""
+
+
+def _read_prefix(response: requests.Response, deadline: float) -> Tuple[bytes, bool]:
+    """Up to BODY_READ_LIMIT bytes of the body, read by *deadline*; and whether that was all of it.
+
+    Reads go to the http.client response under urllib3's, one receive at a
+    time (``read1``), with the socket's timeout set to the time left: a
+    server that drips its body a byte at a time cannot hold the call past
+    its deadline, nor a huge body fill the memory.
+    """
+    raw = response.raw
+    fp = getattr(raw, "_fp", None)
+    if not isinstance(fp, http.client.HTTPResponse):  # not what urllib3 1.26 to 2.x build: read nothing
+        return b"", False
+    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    # Restored after: urllib3 sends the next request on a reused socket with the timeout it has.
+    sock_timeout = sock.gettimeout() if sock is not None else None
+    chunks: List[bytes] = []
+    size = 0
+    try:
+        while size < BODY_READ_LIMIT and not fp.isclosed():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if sock is not None:
+                sock.settimeout(left)
+            chunk = fp.read1(BODY_READ_LIMIT - size)
+            if not chunk:
+                if fp.length == 0 and not fp.isclosed():
+                    fp.read()  # an empty body: this marks the response complete
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except (OSError, http.client.HTTPException, ValueError):
+        return b"".join(chunks), False
+    finally:
+        if sock is not None:
+            try:
+                sock.settimeout(sock_timeout)
+            except OSError:
+                pass
+    return b"".join(chunks), fp.isclosed()
+
+
+def _excerpt(prefix: bytes, encoding: Optional[str]) -> str:
+    """The first BODY_EXCERPT characters of a body, decoded from gzip or deflate if need be."""
+    encoding = (encoding or "").strip().lower()
+    if prefix and encoding in ("gzip", "x-gzip", "deflate"):
+        try:
+            # 47: a gzip or zlib header, detected; a stream cut short is fine.
+            prefix = zlib.decompressobj(47).decompress(prefix, BODY_EXCERPT * 4)
+        except zlib.error:
+            return ""
+    return prefix[:BODY_EXCERPT * 4].decode("utf-8", "replace")[:BODY_EXCERPT]
 
 
 class HttpSink(_Transport):
@@ -378,14 +715,43 @@ class HttpSink(_Transport):
     :class:`~batchdispatch.exceptions.DeliveryError` once urllib3's *retries*
     are spent, with the status and the start of the answer's body, so the
     dispatcher's ``on_error``, events and :class:`~batchdispatch.RetryPolicy`
-    see it. Connection errors and timeouts are retryable; a 4xx other than
-    408 and 429, a redirect, a TLS error or a serialization error is not,
-    so a RetryPolicy gives the items up at once.
+    see it. Connection errors, timeouts, 408, 429 and 5xx are retryable
+    (whatever their ``Retry-After`` says). A 413 is final for a batch of one
+    item, which can never fit; for a batch of several it is retryable, and
+    the dispatcher tries the batch again per its RetryPolicy. Any other 4xx,
+    a redirect, a TLS error, a header or URL that cannot be sent, or a
+    serialization error is not retryable, so a RetryPolicy (or a spool)
+    gives the items up at once instead of replaying them for ever.
+
+    **Retry-After.** The sink never sleeps for a server's ``Retry-After``:
+    an answer carrying a valid one (seconds or an HTTP date) ends the call
+    with ``DeliveryError(retryable=True, retry_after=seconds)``, and the
+    dispatcher waits that long for this key (capped by the policy's
+    ``max_backoff``), with the worker free for other keys. A value that
+    cannot be parsed is ignored.
+
+    **Deadline.** The whole call, urllib3's retries and their backoff sleeps
+    included, is over within ``connect + read`` seconds of *timeout* (twice
+    a single-number *timeout*), or by
+    :func:`~batchdispatch.current_deadline` when the dispatcher sets an
+    earlier one (at exit and shutdown): each attempt's timeouts shrink to
+    the time left, and a retry that would end past it is not made. Only the
+    first 64 KiB of an answer's body are read (the rest is never
+    downloaded: the connection is closed instead), and a 2xx is a success
+    even if its body is still arriving at the deadline. One limit remains:
+    a server that sends its status line and headers a byte at a time is
+    bounded per byte by the read timeout, not as a whole.
 
     Secrets and header values never appear in reprs, messages or this
-    library's logs; URLs are shown without user info and query string (but
-    urllib3's own debug log shows the query string: keep credentials out of
-    the URL and pass them in *headers*).
+    library's logs: header names and values are checked when the sink is
+    built (no CR, LF or other control character, no leading whitespace,
+    latin-1 only; a ValueError names the header, never its value), and an
+    error raised by requests or urllib3, whose text may quote the URL's
+    query string or a header value, is replaced by one of the same type
+    whose text is safe before it becomes the ``__cause__`` of the
+    DeliveryError. URLs are shown without user info and query string (but
+    urllib3's own logs show the query string, its retry WARNING included:
+    keep credentials out of the URL and pass them in *headers*).
 
     Safe to call from several threads at once (a
     :class:`~batchdispatch.KeyedDispatcher` with several workers).
@@ -396,11 +762,15 @@ class HttpSink(_Transport):
         mounted for ``http://`` and ``https://``, and closes it in
         :meth:`close`. Your own session is used exactly as it is: the sink
         mounts nothing on it and never closes it, so its adapters decide
-        urllib3 retries, and passing *retries* as well is an error.
+        urllib3 retries, and passing *retries* as well is an error. Those
+        retries are urllib3's own: they may sleep for a ``Retry-After``,
+        which the deadline does not cover; mount a Retry with
+        ``respect_retry_after_header=False`` to avoid it.
     :param headers: extra headers for every request (API keys, say). They
         may override ``Content-Type`` and ``User-Agent``, not the
         ``X-Webhook-*`` headers.
-    :param timeout: seconds, or a ``(connect, read)`` pair, per attempt.
+    :param timeout: seconds, or a ``(connect, read)`` pair, per attempt;
+        each at most :data:`MAX_TIMEOUT`. Their sum bounds the whole call.
     :param retries: a urllib3 ``Retry``, an int (:func:`default_retry` with
         that *total*) or None (no urllib3 retries). Default:
         :func:`default_retry`.

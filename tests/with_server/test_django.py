@@ -233,6 +233,18 @@ def test_system_checks_report_each_bad_setting(setting: Any, ids: List[str]) -> 
         assert not dispatchers._built
 
 
+def test_a_header_value_with_crlf_fails_the_check_by_key_not_value() -> None:
+    headers = {"X-Api-Key": "sk_live_Jx40-secret\r\n"}
+    with override_settings(BATCHDISPATCH={"default": {"URL": URL, "HEADERS": headers}}):
+        (error,) = checks.run_checks(tags=["batchdispatch"])
+        assert not dispatchers._built
+    assert error.id == "batchdispatch.E006"
+    assert error.msg.startswith(
+        "BATCHDISPATCH['default']['HEADERS']: HEADERS: the value of header 'X-Api-Key'",
+    )
+    assert "sk_live_Jx40" not in error.msg
+
+
 def test_checks_name_the_alias_and_key_and_hint_at_typos() -> None:
     with override_settings(BATCHDISPATCH={"audit": {"URL": URL, "OVERFLOW": "drop", "DELEY": 1}}):
         warning, error = sorted(checks.run_checks(tags=["batchdispatch"]), key=lambda m: m.id, reverse=True)

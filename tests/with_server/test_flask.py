@@ -218,6 +218,17 @@ def test_a_bad_config_raises_at_init_app_naming_the_key(
     assert "batchdispatch" not in app.extensions
 
 
+def test_a_header_value_with_crlf_is_refused_at_init_app_by_key_not_value(receiver: Receiver) -> None:
+    app = flask.Flask("crlf")
+    app.config.update(BATCHDISPATCH_URL=receiver.url,
+                      BATCHDISPATCH_HEADERS={"X-Api-Key": "sk_live_Jx40-secret\r\n"})
+    with pytest.raises(ValueError, match="BATCHDISPATCH_HEADERS") as caught:
+        BatchDispatch().init_app(app)
+    assert "'X-Api-Key'" in str(caught.value)
+    assert "sk_live_Jx40" not in str(caught.value)
+    assert "batchdispatch" not in app.extensions
+
+
 def test_a_durable_spool_holds_each_item_until_the_receiver_has_it(
     make_app: AppFactory, receiver: Receiver, tmp_path: Any,
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import gzip
+import hmac
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import pytest
 import requests
 import requests.adapters
 from freezegun import freeze_time
+from urllib3.util import Retry
 
 import batchdispatch
 from batchdispatch import RetryPolicy
@@ -116,13 +118,20 @@ def test_separate_calls_outside_a_dispatcher_get_fresh_ids(
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
 
 
-def test_429_with_retry_after_is_honoured(receiver: Receiver, http_sink: Callable[..., HttpSink]) -> None:
+def test_429_with_retry_after_is_reported_for_the_dispatcher_to_wait(
+    receiver: Receiver, http_sink: Callable[..., HttpSink], make: Any,
+) -> None:
+    # The sink does not sleep for a Retry-After (that would pin a worker):
+    # it reports it, and the dispatcher's RetryPolicy tries again later.
     receiver.respond(Response(429, headers={"Retry-After": "1"}))
-    http_sink(receiver.url)([{"n": 1}])
+    dispatcher = make(http_sink(receiver.url), delay=0.01, retry=QUICK)
+    events = Events(dispatcher, "batch_failed")
+    dispatcher.enqueue({"n": 1})
+    assert dispatcher.flush(10)
     first, second = receiver.requests
     assert (first.status, second.status) == (429, 200)
-    # backoff_factor is 0, so only Retry-After can explain the wait.
-    assert second.received_at - first.received_at >= 0.9
+    (failed,) = events.of(BatchFailed)
+    assert (failed.error.status, failed.error.retryable, failed.error.retry_after) == (429, True, 1.0)
     assert receiver.items == [{"n": 1}]
 
 
@@ -278,6 +287,30 @@ def test_verify_signature_returns_false_on_malformed_input(signature: Any, times
         signature = sign(body, SECRET, 1714564800)
     assert verify_signature(body, signature, SECRET, timestamp) is False
     assert verify_signature(body, sign(body, SECRET, 1714564800), SECRET, 1714564800) is True
+
+
+@pytest.mark.parametrize("secret", ["", b""])
+def test_an_empty_secret_is_an_error_on_both_sides(secret: Any) -> None:
+    # A secret from an unset environment variable must not make signatures anyone can compute.
+    body, now = b"[]", int(time.time())
+    with pytest.raises(ValueError, match="secret"):
+        sign(body, secret, now)
+    forged = "sha256=" + hmac.new(b"", f"{now}.[]".encode(), "sha256").hexdigest()
+    with pytest.raises(ValueError, match="secret"):
+        verify_signature(body, forged, secret, now)
+    with pytest.raises(TypeError, match="secret"):
+        verify_signature(body, forged, None, now)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("tolerance", [float("nan"), float("inf"), -1])
+def test_a_tolerance_that_turns_replay_protection_off_is_an_error(tolerance: float) -> None:
+    body = b"[]"
+    old = int(time.time()) - 10 * 365 * 86400
+    with pytest.raises(ValueError, match="tolerance"):
+        verify_signature(body, sign(body, SECRET, old), SECRET, old, tolerance=tolerance)
+    with pytest.raises(TypeError, match="tolerance"):
+        verify_signature(body, sign(body, SECRET, old), SECRET, old, tolerance="300")  # type: ignore[arg-type]
+    assert verify_signature(body, sign(body, SECRET, old), SECRET, old, tolerance=0) is False
 
 
 def test_signed_requests_verify_at_the_receiver_and_carry_the_headers(
@@ -470,7 +503,10 @@ def test_the_own_session_mounts_the_retries_and_is_closed(receiver: Receiver) ->
     for prefix in ("http://", "https://"):
         adapter = session.get_adapter(prefix + "example.com")
         assert isinstance(adapter, requests.adapters.HTTPAdapter)
-        assert adapter.max_retries is retry
+        # A copy of it that keeps to the call's deadline and leaves Retry-After to the dispatcher.
+        assert isinstance(adapter.max_retries, Retry)
+        assert (adapter.max_retries.total, adapter.max_retries.backoff_factor) == (2, 0)
+        assert adapter.max_retries.status_forcelist == retry.status_forcelist
     sink([1])
     sink.close()
     sink.close()  # idempotent
