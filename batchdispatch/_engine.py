@@ -2316,8 +2316,7 @@ class Engine(Generic[T]):
         if done:
             for worker in list(self._workers):
                 if worker is not threading.current_thread():
-                    remaining = None if deadline is None else max(0.0, deadline - monotonic())
-                    worker.join(None if remaining is None else min(remaining, threading.TIMEOUT_MAX))
+                    _join_thread(worker, deadline)
                     if worker.is_alive():
                         # Still running a listener: not stopped yet.
                         log.warning(
@@ -2332,14 +2331,22 @@ class Engine(Generic[T]):
         return False
 
     def _wait_locked(self, done: Callable[[], bool], deadline: Optional[float]) -> bool:
-        """Wait on ``_progress`` until *done()* or the deadline. Lock held."""
+        """Wait on ``_progress`` until *done()* or the deadline. Lock held.
+
+        The main thread waits in slices (``MAIN_THREAD_WAIT_SLICE``): a
+        signal that the kernel hands to another thread does not wake it,
+        and Ctrl-C must end a flush or the exit hook's wait promptly.
+        """
+        main = threading.current_thread() is threading.main_thread()
         while not done():
             if deadline is None:
-                timeout = None
+                timeout = MAIN_THREAD_WAIT_SLICE if main else None
             else:
                 timeout = min(deadline - monotonic(), threading.TIMEOUT_MAX)
                 if timeout <= 0:
                     return False
+                if main:
+                    timeout = min(timeout, MAIN_THREAD_WAIT_SLICE)
             self._watchers += 1
             try:
                 self._progress.wait(timeout)
@@ -2532,6 +2539,20 @@ def _acquire(lock: Any, deadline: Optional[float], block: bool = True) -> bool:
     return bool(lock.acquire(True, min(max(0.0, deadline - monotonic()), threading.TIMEOUT_MAX)))
 
 
+def _join_thread(thread: threading.Thread, deadline: Optional[float]) -> None:
+    """``thread.join`` until *deadline* (None: for ever), in slices on the main thread (see _wait_locked)."""
+    main = threading.current_thread() is threading.main_thread()
+    while thread.is_alive():
+        if deadline is None:
+            timeout = MAIN_THREAD_WAIT_SLICE if main else None
+        else:
+            timeout = deadline - monotonic()
+            if timeout <= 0:
+                return
+            timeout = min(timeout, MAIN_THREAD_WAIT_SLICE if main else threading.TIMEOUT_MAX)
+        thread.join(timeout)
+
+
 def _deadline(timeout: Optional[float]) -> Optional[float]:
     if timeout is None:
         return None
@@ -2547,6 +2568,13 @@ def _deadline(timeout: Optional[float]) -> Optional[float]:
 _registry: weakref.WeakSet[Engine[Any]] = weakref.WeakSet()
 _registry_lock = threading.Lock()
 _exiting = False  # the exit hook has started
+#: Longest single wait of the main thread in flush, shutdown and exit: a
+#: signal handled by another thread does not wake a waiting one, and
+#: Ctrl-C must not wait for the end of a long timeout.
+MAIN_THREAD_WAIT_SLICE = 0.25
+#: Seconds an interrupted exit hook still gives each dispatcher to write
+#: what it gives up to its spool, and to run listeners, after it stopped waiting.
+INTERRUPTED_EXIT_ALLOWANCE = 1.0
 _exit_started: Optional[float] = None  # when (monotonic): each dispatcher's exit budget counts from then
 _local = threading.local()
 
@@ -2698,9 +2726,10 @@ def _exit_hook() -> None:
 
     A KeyboardInterrupt or SystemExit raised meanwhile (Ctrl-C, or a
     SIGTERM handler that calls ``sys.exit``, sent again) ends the waiting:
-    what is still queued then goes to the spool, or is counted as
-    ``"exit"`` drops and logged, and the hook returns at once. An
-    interrupt is not raised again: the interpreter is on its way out.
+    what is still queued then goes to the spool (within
+    ``INTERRUPTED_EXIT_ALLOWANCE`` seconds per dispatcher), or is counted
+    as ``"exit"`` drops and logged, and the hook returns. An interrupt is
+    not raised again: the interpreter is on its way out.
     """
     global _exiting, _exit_started
     _exiting = True
@@ -2721,7 +2750,9 @@ def _exit_hook() -> None:
             try:
                 deadline = engine._exit_budget_end()
                 assert deadline is not None
-                engine._exit(monotonic() if interrupted else deadline, interrupted is not None)
+                if interrupted is not None:
+                    deadline = monotonic() + INTERRUPTED_EXIT_ALLOWANCE
+                engine._exit(deadline, interrupted is not None)
                 break
             except (KeyboardInterrupt, SystemExit) as exc:
                 interrupted = exc

@@ -191,21 +191,24 @@ def test_an_overflow_spill_that_fails_returns_false(make: Any, tmp_path: Any) ->
 # -- 3: an interrupt at exit ----------------------------------------------------------------
 
 INTERRUPTED_EXIT = """
-import atexit, os, signal, sys, threading, time
+import atexit, faulthandler, os, signal, sys, threading, time
+faulthandler.dump_traceback_later(30, exit=True)  # a hang shows where
 from batchdispatch import BackgroundDispatcher, _engine
 from batchdispatch.spool import SqliteSpool
 
 mode, path = sys.argv[1], sys.argv[2]
 spool = SqliteSpool(path) if path != "-" else None
-stuck = threading.Event()
+stuck, entered = threading.Event(), threading.Event()
 
 def dispatch(batch):
+    entered.set()
     stuck.wait()  # a hung endpoint: only the exit deadline would end the wait
 
 # Ten items go out as a batch and hang; the ninety behind them wait.
 d = BackgroundDispatcher(dispatch, delay=60, max_batch_size=10, exit_timeout=60, spool=spool)
 for n in range(100):
     d.enqueue(n)
+entered.wait()
 
 exiting = threading.Event()
 
@@ -235,7 +238,7 @@ def test_an_interrupt_at_exit_spills_what_is_queued(tmp_path: Any, mode: str) ->
     elapsed = time.monotonic() - started
     assert "started" in result.stdout, result.stderr
     assert elapsed < 40  # exit_timeout is 60: the interrupt ended the wait
-    assert "exit flush was interrupted" in result.stderr  # no logging configured: still on stderr
+    assert "exit flush was interrupted" in result.stderr, result.stderr  # no logging configured: on stderr
     spool = SqliteSpool(path)
     try:
         rows = spool.claim(1000)
@@ -251,7 +254,7 @@ def test_an_interrupt_at_exit_without_a_spool_counts_and_reports_the_items(tmp_p
     result = run_python(f"import runpy, sys; sys.argv = ['app', 'sigint', '-']; "
                         f"runpy.run_path({str(script)!r}, run_name='__main__')", timeout=50)
     assert "started" in result.stdout, result.stderr
-    assert "exit flush was interrupted" in result.stderr
+    assert "exit flush was interrupted" in result.stderr, result.stderr
     assert "90 items discarded at exit (interrupted)" in result.stderr
 
 
