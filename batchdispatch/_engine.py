@@ -575,12 +575,14 @@ class Engine(Generic[T]):
         """Emit the posted events, returning by *deadline* (shutdown, exit). Lock not held.
 
         Listeners run on another thread, and this one waits for them until
-        the deadline at most, so that a slow listener cannot hold shutdown
-        or exit past it: a live worker (which emits before it stops), or a
-        thread started for them. Where neither can run them (Python 3.12
-        and later refuse new threads in an exit hook; a process without
-        threads) they run here, each only while the deadline has not
-        passed: the allowance is the one listener call running when it does.
+        the deadline, or ``EVENTS_ALLOWANCE`` seconds from now if that is
+        later, so that a slow listener cannot hold shutdown or exit past
+        it: a thread started for them or, where none can start (Python 3.12
+        and later refuse new threads in an exit hook), a live worker, which
+        emits before it stops. Where neither can run them (a process
+        without threads) they run here, each only while the deadline has
+        not passed: the allowance is then the one listener call running
+        when it does.
         """
         if deadline is None or self._dispatching_here():
             self._emit_posted(deadline, wait=True)
@@ -589,11 +591,7 @@ class Engine(Generic[T]):
             target = self._posted
             if self._emitted >= target and not self._logs:
                 return
-            here = threading.current_thread()
-            if not self._caller_delivers and any(w.is_alive() and w is not here for w in self._workers):
-                self._kick_all()
-                self._wait_locked(lambda: self._emitted >= target, deadline)
-                return
+        until = max(deadline, monotonic() + EVENTS_ALLOWANCE)
         if not self._caller_delivers:
             helper = threading.Thread(
                 target=self._emit_posted, kwargs={"wait": True},
@@ -601,12 +599,16 @@ class Engine(Generic[T]):
             )
             try:
                 helper.start()
+                started = True
             except RuntimeError:
-                pass  # no new threads here: emit on this one
-            else:
-                with self._lock:
-                    self._wait_locked(lambda: self._emitted >= target, deadline)
-                return
+                started = False  # no new threads here: a worker may do it
+            here = threading.current_thread()
+            with self._lock:
+                if started or any(w.is_alive() and w is not here for w in self._workers):
+                    if not started:
+                        self._kick_all()
+                    self._wait_locked(lambda: self._emitted >= target, until)
+                    return
         self._emit_posted(deadline, wait=True)
 
     # -- the hot path (one lane, no lock) ---------------------------------------
@@ -2572,6 +2574,9 @@ _exiting = False  # the exit hook has started
 #: signal handled by another thread does not wake a waiting one, and
 #: Ctrl-C must not wait for the end of a long timeout.
 MAIN_THREAD_WAIT_SLICE = 0.25
+#: Seconds shutdown and exit wait for listeners past their deadline at
+#: most (the listeners run on another thread, see Engine._emit_within).
+EVENTS_ALLOWANCE = 0.25
 #: Seconds an interrupted exit hook still gives each dispatcher to write
 #: what it gives up to its spool, and to run listeners, after it stopped waiting.
 INTERRUPTED_EXIT_ALLOWANCE = 1.0

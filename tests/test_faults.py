@@ -781,7 +781,7 @@ attempts = [0]
 
 
 def produce():
-    n = late = 0
+    n = late = refused = 0
     while not stop.is_set():
         after = hook_done.is_set()
         if bg.enqueue(n):
@@ -789,6 +789,10 @@ def produce():
             late += after
             if late == 100:
                 went_on.set()  # accepted 100 items after the hook
+        elif after:
+            refused += 1
+            if refused == 100:
+                went_on.set()  # or refused 100: the exit budget is spent
         if keyed.enqueue("k", n):
             accepted["keyed"].append(n)
         n += 1
@@ -831,10 +835,9 @@ def test_a_daemon_thread_enqueueing_through_exit_has_every_item_delivered() -> N
 
 def test_a_daemon_thread_outrunning_a_slow_sink_at_exit_loses_nothing_as_closed() -> None:
     """A tight loop that keeps the drain busy for the whole exit budget: what
-    the hook gives up (or refuses while the last dispatch call that outlived
-    the budget runs) is counted as "exit", each item once, and none is
-    refused as "closed"; once the worker has stopped, late items are
-    delivered on the producing thread."""
+    the hook gives up, and what comes once the budget is spent (when a late
+    item would make exit outlast it), is counted as "exit", each item once,
+    and none is refused as "closed"."""
     report = _daemon_at_exit(pace=0, slow_sink=0.001)
     for name in ("bg", "keyed"):
         stats = report[name]
@@ -848,4 +851,6 @@ def test_a_daemon_thread_outrunning_a_slow_sink_at_exit_loses_nothing_as_closed(
         assert refused + given_up == sum(stats["dropped"].values())
         assert stats["enqueued"] == len(accepted)
         assert stats["pending"] == 0
-    assert report["late_places"] == ["daemon-producer"]
+    # Delivered after the hook: within its budget on the producing thread, or the batch in
+    # dispatch at the deadline, finishing on the worker.
+    assert set(report["late_places"]) <= {"daemon-producer", "worker"}
