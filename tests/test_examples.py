@@ -94,6 +94,6 @@ def test_cron_job_exits_1_without_hanging_when_the_collector_does_not_answer() -
     assert result.stdout == "enqueued 5, delivered 0, failed 0, pending 5\n"
     # The library's own report reaches stderr although the job configured no logging.
     assert "batchdispatch:cron: exit flush timed out with 5 items undelivered" in result.stderr
-    assert result.stderr.endswith("cron_job: 5 events were not delivered\n")
+    assert "cron_job: 5 events were not delivered\n" in result.stderr
     # 0.5 s of flush, 1 s of grace at shutdown and 1 s at exit, plus start-up.
     assert took < 10
