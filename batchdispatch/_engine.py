@@ -243,7 +243,17 @@ class DispatcherStats:
 
 @dataclasses.dataclass(frozen=True)
 class KeyedStats(DispatcherStats):
-    """``DispatcherStats`` plus the per-key view of a KeyedDispatcher."""
+    """``DispatcherStats`` plus the per-key view of a KeyedDispatcher.
+
+    Every figure, the per-key ones included, comes from one look under the
+    dispatcher's lock, so they agree with each other. That look reads each
+    key that has items pending, in one pass: an item of the default
+    priority is appended without the lock and counted nowhere but in its
+    key's queue, so ``pending`` (and ``enqueued``) cannot be kept as running
+    totals without a cost on every ``enqueue``. With many keys pending,
+    ``stats()`` holds the lock for a few milliseconds per 100,000 keys,
+    while the enqueues of new keys and the workers wait for it.
+    """
 
     #: Pending items per key, for keys that have any.
     pending_by_key: Mapping[Hashable, int]
