@@ -17,6 +17,7 @@ caller's thread) draw an engine-wide sequence number instead.
 from __future__ import annotations
 
 import collections
+import heapq
 import itertools
 import math
 import sys
@@ -70,7 +71,7 @@ class Lane:
 
     __slots__ = (
         "batch", "dead", "due_at", "first_at", "flush_seq", "flush_upto", "grant", "items", "key",
-        "last_take", "prioritised", "ready", "room", "spilling", "taken", "wake_at",
+        "last_take", "listed", "prioritised", "ready", "room", "spilling", "taken", "wake_at",
     )
 
     def __init__(self, key: Hashable, room: int = 0) -> None:
@@ -93,6 +94,7 @@ class Lane:
         self.room = room
         self.wake_at = 0
         self.grant = 0  # this lane's share of a bounded queue (room, while running)
+        self.listed = False  # on the engine's list of lanes whose grant may hold spare room
         self.dead = False  # being forgotten: set before room and wake_at become -1
         # A batch of it went to the spool while closing: what follows goes
         # there too, behind it, rather than out ahead of it.
@@ -162,74 +164,124 @@ class PriorityLane(Lane):
 
     The default priority, 0, lives in ``items`` (appended to without the
     lock); the others in ``levels``, filled by the engine under its lock.
+
+    Two heaps keep every operation O(log P) in the number P of priorities
+    present, however many there are: ``order`` holds the negated
+    priorities (highest first) and ``heads`` each level's first item as
+    (sequence number, priority). Both are pruned lazily: an entry whose
+    level is gone (or whose item left) is dropped when it reaches the top,
+    and a heap grown past twice the levels (plus a few) is rebuilt, so
+    stale entries cost O(1) each, amortized.
+
+    Within a lane, items pushed later have a higher sequence number and a
+    lane position no lower, so the level head with the lowest sequence
+    number is also the oldest by position: ``heads`` serves both flush
+    (``min_seq``) and ``"drop_oldest"`` (``pop_oldest``).
     """
 
-    __slots__ = ("levels", "order")
+    __slots__ = ("heads", "levels", "order")
 
     def __init__(self, key: Hashable, room: int = 0) -> None:
         super().__init__(key, room)
         self.levels: Dict[int, Level] = {}  # priorities other than 0
-        self.order: List[int] = [0]  # priorities present (0 always), highest first
+        self.order: List[int] = []  # heap of -priority for the levels (lazy)
+        self.heads: List[Tuple[int, int]] = []  # heap of (sequence number, priority) of level heads (lazy)
 
     def push(self, priority: int, seq: int, item: Any) -> None:
         """Add an item of a priority other than 0. Lock held."""
         level = self.levels.get(priority)
+        new = level is None
         if level is None:
             level = self.levels[priority] = Level()
-            self.order.append(priority)
-            self.order.sort(reverse=True)
         level.items.append(item)
         level.stamps.append((seq, self.taken + len(self.items)))
         self.prioritised += 1
+        if new:  # after the append: a rebuild reads every level's head
+            _push_pruned(self.order, -priority, len(self.levels), self._order_entries)
+            _push_pruned(self.heads, (seq, priority), len(self.levels), self._head_entries)
 
     def size(self) -> int:
         return len(self.items) + self.prioritised
 
     def min_seq(self) -> float:
-        return min((level.stamps[0][0] for level in self.levels.values()), default=INF)
+        head = self._oldest_head()
+        return INF if head is None else head[0]
 
     def pop(self, count: int) -> Tuple[List[Any], int, int]:
         if not self.levels:  # only the default priority: the usual case
             return super().pop(count)
         items: List[Any] = []
         first = seq_first = NEVER
-        for priority in list(self.order):
+        default_done = False  # the default priority is visited once (producers append meanwhile)
+        while len(items) < count:
             left = count - len(items)
-            if not left:
-                break
-            if priority == 0:
+            priority = self._top()
+            if (priority is None or priority < 0) and not default_done:
+                default_done = True
                 take = min(left, len(self.items))
                 if take:
                     taken, first, _ = super().pop(take)
                     items += taken
                 continue
-            level = self.levels[priority]
-            take = min(left, len(level.items))
-            taken, seq_first_here = level.take(take)
+            if priority is None:
+                break
+            taken, seq_first_here = self._take_level(priority, left)
             items += taken
             seq_first = min(seq_first, seq_first_here)
-            self.prioritised -= take
-            self._drop_if_empty(priority, level)
         return items, first, seq_first
 
     def pop_oldest(self) -> Any:
         # A level's head came before the default item at the lane position
         # it was stamped with (ties: the level's, pushed first).
-        oldest: Optional[int] = None
-        best: Tuple[float, int, float] = (self.taken, 1, 0) if self.items else (INF, 1, INF)
-        for priority, level in self.levels.items():
-            seq, position = level.stamps[0]
-            if (position, 0, seq) < best:
-                oldest, best = priority, (position, 0, seq)
-        if oldest is None:
+        head = self._oldest_head()
+        if head is None or (self.items and self.levels[head[1]].stamps[0][1] > self.taken):
             return super().pop_oldest()
-        level = self.levels[oldest]
-        (item,), _ = level.take(1)
-        self.prioritised -= 1
-        self._drop_if_empty(oldest, level)
+        (item,), _ = self._take_level(head[1], 1)
         return item
 
-    def _drop_if_empty(self, priority: int, level: Level) -> None:
-        if not level.items:
+    def _take_level(self, priority: int, count: int) -> Tuple[List[Any], int]:
+        """Take up to *count* items off a level; return them and the first one's sequence number."""
+        level = self.levels[priority]
+        taken, seq_first = level.take(min(count, len(level.items)))
+        self.prioritised -= len(taken)
+        if level.items:
+            _push_pruned(self.heads, (level.stamps[0][0], priority), len(self.levels), self._head_entries)
+        else:
             del self.levels[priority]
-            self.order.remove(priority)
+            if self.order and self.order[0] == -priority:
+                heapq.heappop(self.order)
+        return taken, seq_first
+
+    def _top(self) -> Optional[int]:
+        """The highest priority other than 0 present, or None."""
+        order = self.order
+        while order and -order[0] not in self.levels:
+            heapq.heappop(order)  # stale: emptied by pop_oldest
+        return -order[0] if order else None
+
+    def _oldest_head(self) -> Optional[Tuple[int, int]]:
+        """(sequence number, priority) of the earliest item outside ``items``, or None."""
+        heads, levels = self.heads, self.levels
+        while heads:
+            seq, priority = heads[0]
+            level = levels.get(priority)
+            if level is not None and level.stamps[0][0] == seq:
+                return heads[0]
+            heapq.heappop(heads)  # stale: that item left
+        return None
+
+    def _order_entries(self) -> List[int]:
+        return [-priority for priority in self.levels]
+
+    def _head_entries(self) -> List[Tuple[int, int]]:
+        return [(level.stamps[0][0], priority) for priority, level in self.levels.items()]
+
+
+def _push_pruned(heap: List[Any], entry: Any, live: int, rebuild: Any) -> None:
+    """Push onto a lazily pruned heap; rebuild it from *rebuild()* once stale entries outnumber *live*."""
+    if len(heap) > 2 * live + 8:
+        heap[:] = rebuild()
+        heapq.heapify(heap)
+        if entry in heap:
+            return
+    heapq.heappush(heap, entry)
