@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator, List
 import pytest
 
 from batchdispatch import BackgroundDispatcher, KeyedDispatcher, _engine
+from batchdispatch.spool import SqliteSpool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,6 +34,19 @@ def _no_leaks() -> Iterator[None]:
     alive = [t.name for t in extra if t.is_alive()]
     assert not leaked, f"dispatchers left running: {leaked}"
     assert not alive, f"threads leaked: {alive}"
+
+
+@pytest.fixture
+def path(tmp_path: Any) -> str:
+    """A spool file's path in the test's own directory."""
+    return str(tmp_path / "events.db")
+
+
+@pytest.fixture
+def spool(path: str) -> Iterator[SqliteSpool]:
+    """A SqliteSpool on *path*, closed after the test."""
+    with SqliteSpool(path) as s:
+        yield s
 
 
 @pytest.fixture

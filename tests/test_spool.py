@@ -25,17 +25,6 @@ from batchdispatch.spool import QUARANTINED, SqliteSpool
 from .conftest import ROOT, run_python
 
 
-@pytest.fixture
-def path(tmp_path: Any) -> str:
-    return str(tmp_path / "events.db")
-
-
-@pytest.fixture
-def spool(path: str) -> Iterator[SqliteSpool]:
-    with SqliteSpool(path) as s:
-        yield s
-
-
 def spawn(code: str) -> subprocess.Popen[str]:
     """Start *code* in a fresh interpreter, stdin and stdout piped, to talk to it line by line."""
     env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="error::ResourceWarning")

@@ -26,17 +26,6 @@ from batchdispatch.spool import SqliteSpool
 from .conftest import ROOT, run_python
 
 
-@pytest.fixture
-def path(tmp_path: Any) -> str:
-    return str(tmp_path / "events.db")
-
-
-@pytest.fixture
-def spool(path: str) -> Iterator[SqliteSpool]:
-    with SqliteSpool(path) as s:
-        yield s
-
-
 def stored(path: str) -> List[Any]:
     """Every item in the file, in row order, read with a plain sqlite3 connection."""
     conn = sqlite3.connect(path)

@@ -26,11 +26,6 @@ NO_JITTER = RetryPolicy(max_attempts=3, backoff=0.01, jitter=False)
 
 
 @pytest.fixture
-def path(tmp_path: Any) -> str:
-    return str(tmp_path / "events.db")
-
-
-@pytest.fixture
 def spools(path: str) -> Iterator[Callable[..., SqliteSpool]]:
     """Open spools on the test's file, closed after the test."""
     made: List[SqliteSpool] = []
