@@ -304,10 +304,11 @@ class _SafeClock:
     def __call__(self) -> float:
         try:
             value = self.clock()
-            number = type(value) is float or (type(value) is int and -(2**53) < value < 2**53)
-            if number and value - value == 0:  # finite: inf - inf and nan - nan are nan
-                self.last, self.last_real = value, monotonic()
-                return value
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                reading = float(value)  # numpy.float64 and other subclasses too
+                if reading - reading == 0:  # finite: inf - inf and nan - nan are nan
+                    self.last, self.last_real = reading, monotonic()
+                    return reading
             problem = f"returned {type(value).__name__} {value!r:.40}"
         except Exception as exc:  # noqa: BLE001 - the user's clock must not kill the worker
             problem = f"raised {type(exc).__name__}: {exc}"
@@ -870,7 +871,7 @@ class Engine(Generic[T]):
             if self._lock_free():
                 lane.room = lane.grant
 
-    def _queued_below(self, count: int) -> bool:
+    def _queued_below(self, count: int, reclaim: bool = True) -> bool:
         """Whether fewer than *count* items wait in lanes (not taken). Lock held.
 
         BackgroundDispatcher's one lane is measured. Keyed lanes are appended
@@ -883,7 +884,8 @@ class Engine(Generic[T]):
             return len(self._main.items) < count
         if self._queue_limit == NEVER:
             return True  # no bound, no grants: callers only ask about the bound or half of it
-        self._reclaim(self._queue_limit - count + 1)
+        if reclaim:
+            self._reclaim(self._queue_limit - count + 1)
         return self._granted + self._prioritised < count
 
     def _cover(self, lane: Lane) -> None:
@@ -954,7 +956,7 @@ class Engine(Generic[T]):
         if threadless == "uwsgi":
             _warn_threadless()
         if accepted is None:
-            accepted = self._spill_item(key, item, spill)
+            accepted = self._spill_now(key, [item], spill, counted=False)
         if self._spool_todo:
             self._spool_io()  # a spill (overflow="spill"), or the row of a dropped durable item
         if inline is not None:
@@ -1684,7 +1686,7 @@ class Engine(Generic[T]):
         policy = self._retry
         if not items:
             return True
-        if self.spool is not None and getattr(error, "retryable", True) is not False:
+        if self.spool is not None and _retryable(error):
             if lane is None or self._stopped or self._state != _RUNNING:
                 # Not lost: a batch that fails while the dispatcher closes (or
                 # on a caller's thread at exit) goes to the spool for the next
@@ -1794,20 +1796,18 @@ class Engine(Generic[T]):
 
     def _give_up_late(self, batch: Batch) -> bool:
         """Items that came after exit's budget was spent: to the spool, or
-        dropped as ``"exit"``. True if they went to the spool. Lock not held."""
+        dropped as ``"exit"``. True if all of them are in the spool. Lock not held."""
+        if self.spool is not None:
+            return self._spill_now(batch.key, batch.items, "exit", counted=True)
         with self._lock:
-            report = None
-            if self.spool is not None:
-                self._spill(batch.key, batch.items, "exit")
-            else:
-                self._drop(batch.key, batch.items, "exit")
-                report = self._drop_report()
+            self._drop(batch.key, batch.items, "exit")
+            report = self._drop_report()
         if self._spool_todo:
-            self._spool_io(wait=True, deadline=monotonic())
+            self._spool_io()  # the rows of dropped durable items
         self._emit_posted()
         if report:
             log.warning(*report)
-        return self.spool is not None
+        return False
 
     def _exit_budget_end(self) -> Optional[float]:
         """When exit's budget for this dispatcher ends, once the exit hook has started; else None."""
@@ -1929,40 +1929,47 @@ class Engine(Generic[T]):
             return item
         return Spooled(row, item)
 
-    def _spill_item(self, key: Hashable, item: Any, reason: str) -> bool:
-        """Write one item turned away from the queue to the spool, now; True
-        if it is there. One that cannot be written is dropped for *reason*,
-        so that ``enqueue`` never says True for an item it has lost. Lock not held."""
-        (raw,), (logged,) = _split([item])
+    def _spill_now(self, key: Hashable, items: List[Any], reason: str, *, counted: bool) -> bool:
+        """Write items turned away (wrapped or not) to the spool, now, on this
+        thread; True if every one of them is stored. One that cannot be
+        written is dropped for *reason*, so that ``enqueue`` never says True
+        for an item it has lost; a durable one stays in this process's log,
+        where the next start finds it. *counted*: the items were counted as
+        enqueued already. Past the exit budget the write does not wait for
+        the file's locks. Lock not held.
+        """
+        raw, logged = _split(items)
+        end = self._exit_budget_end()
+        limit = {} if end is None else {"timeout": max(0.0, end - monotonic())}
+        written = set(range(len(raw)))
         try:
-            self.spool.put([(key, raw)])
+            self.spool.put([(key, item) for item in raw], **limit)
         except Exception as exc:  # noqa: BLE001 - counted below; enqueue must not fail
-            self._spool_fault(exc, "spilling an item")
-            if logged:
-                # Durable: its record stays in this process's log, and the
-                # next start delivers it; that is where it waits.
-                stored = True
-            else:
-                with self._lock:
-                    self._drop(key, [raw], reason)
-                    report = self._drop_report()
-                self._emit_posted()
-                if report:
-                    log.warning(*report)
-                return False
-        else:
-            stored = True
-            if logged:
-                self._spool_later("ack", key, [logged], "")
+            self._spool_fault(exc, f"spilling {len(raw)} items")
+            written = self._partly_written(exc, "put", raw)
+        lost = [item for n, (item, row) in enumerate(zip(raw, logged)) if not row and n not in written]
+        report = None
         with self._lock:
-            self._spilled += 1
-            self._overflowed += 1
-            if stored and reason == "queue_full":
+            acks = [row for index, row in enumerate(logged) if row and index in written]
+            self._spool_later("ack", key, acks, "")
+            kept = len(raw) - len(lost)
+            self._spilled += kept
+            if not counted:
+                self._overflowed += kept
+            if lost:
+                self._drop(key, lost, reason)
+                report = self._drop_report()
+            if written and reason == "queue_full":
                 self._spills += 1  # claimed back once the queue has room
                 if self._backlog is None and self._state == _RUNNING:
                     self._backlog = "room"
                     self._kick()
-        return True
+        if self._spool_todo:
+            self._spool_io(wait=end is not None, deadline=end)
+        self._emit_posted()
+        if report:
+            log.warning(*report)
+        return not lost
 
     def _unwrap(self, batch: Batch) -> None:
         """Put the items of a new batch in place of their wrappers, noting their rows. Lock held."""
@@ -2059,8 +2066,6 @@ class Engine(Generic[T]):
         each operation then waits for the file's locks only as long as is
         left (a spool locked by another process fails as ``"locked"``).
         """
-        if deadline is None:
-            deadline = self._deliver_by  # closing with a deadline: no write waits past it
         # With wait, also for the operations another thread is making (it
         # took them off the queue, and counts them busy until they are made).
         while self._spool_todo or (wait and self._spool_busy):
@@ -2081,26 +2086,27 @@ class Engine(Generic[T]):
 
         Interrupt-safe: a KeyboardInterrupt or SystemExit raised in the
         middle (Ctrl-C at exit) puts the operations not yet made back on
-        the queue, so that the exit hook can still make them.
+        the queue, with the acks of the puts that were made, and accounts
+        for what those puts lost, so that the exit hook can go on.
         """
         spool = self.spool
         reports: List[Tuple[Any, ...]] = []
-        with self._lock:
-            todo, self._spool_todo = self._spool_todo, []
-        if not todo:
-            return reports
-        made: Set[int] = set()  # indices in todo of the operations made (or failed and counted)
+        todo: List[Tuple[str, Hashable, List[Any], str, List[int]]] = []
+        made: Set[int] = set()  # indices in todo of the operations made (or failed and accounted)
 
         def limit() -> Dict[str, float]:
             return {} if deadline is None else {"timeout": max(0.0, deadline - monotonic())}
 
         lost: List[Tuple[Hashable, List[Any], str]] = []
-        freed = False  # free rows written or released for overflow: claim them back
-        acks: List[int] = []
+        freed = [False]  # free rows written or released for overflow: claim them back
+        put_acks: List[int] = []  # log records of durable items now in the table
         try:
+            with self._lock:
+                todo, self._spool_todo = self._spool_todo, []
             for index, (op, key, payload, reason, logged) in enumerate(todo):
                 if op == "ack":
                     continue
+                written = set(range(len(payload)))
                 try:
                     if op == "release":
                         spool.release(payload, **limit())
@@ -2112,48 +2118,62 @@ class Engine(Generic[T]):
                     if op != "release":
                         # Lost, but for those written after all, and durable
                         # items: their appends stay in the log.
-                        logged = logged or [0] * len(payload)
-                        gone = [item for n, (item, row) in enumerate(zip(payload, logged))
+                        rows = logged or [0] * len(payload)
+                        gone = [item for n, (item, row) in enumerate(zip(payload, rows))
                                 if not row and n not in written]
-                        acks += [row for n, row in enumerate(logged) if row and n in written]
                         if gone:
                             lost.append((key, gone, reason))
-                        freed = freed or (bool(written) and reason == "queue_full")
-                    made.add(index)
-                    continue
+                put_acks += [row for n, row in enumerate(logged) if row and n in written]
+                freed[0] = freed[0] or (bool(written) and reason == "queue_full")
                 made.add(index)
-                acks += [row for row in logged if row]
-                freed = freed or reason == "queue_full"
-            acks += [row for op, _, payload, _, _ in todo if op == "ack" for row in payload]
+            acks = put_acks + [row for op, _, payload, _, _ in todo if op == "ack" for row in payload]
             if acks:
                 try:
                     spool.ack(acks, **limit())
                 except Exception as exc:  # noqa: BLE001 - acked later never: delivered again
                     reports += self._spool_fault(exc, f"removing {len(acks)} delivered items", log_now=False)
+            put_acks = []
             made.update(index for index, entry in enumerate(todo) if entry[0] == "ack")
         except BaseException:
-            # Interrupted: what was not made goes back, ahead of what came since.
+            # Interrupted: what was not made goes back, ahead of what came
+            # since, and the acks of the puts that were made with it.
             with self._lock:
-                self._spool_todo[:0] = [entry for index, entry in enumerate(todo) if index not in made]
+                back = [entry for index, entry in enumerate(todo) if index not in made]
+                if put_acks:
+                    back.append(("ack", None, put_acks, "", []))
+                    self._spool_busy += 1
+                self._spool_todo[:0] = back
                 self._spool_busy -= len(made)
+                reports += self._account_spool_io(lost, freed[0])
+            for report in reports:
+                self._log_later(*report)
             raise
         with self._lock:
-            for key, items, reason in lost:
-                self._spilled -= len(items)
-                if reason == "failed":
-                    self._failed += len(items)
-                else:
-                    self._drop(key, items, reason)
-                    report = self._drop_report()
-                    if report:
-                        reports.append((logging.WARNING, *report))
-            if freed:
-                self._spills += 1
-                if self._backlog is None and self._state == _RUNNING:
-                    self._backlog = "room"
-                    self._kick()
+            reports += self._account_spool_io(lost, freed[0])
             self._spool_busy -= len(todo)
             self._notify_progress()
+        return reports
+
+    def _account_spool_io(
+        self, lost: List[Tuple[Hashable, List[Any], str]], freed: bool
+    ) -> List[Tuple[Any, ...]]:
+        """Count what spool writes lost (drops or failures), and have freed
+        rows claimed back. Returns the log lines to write. Lock held."""
+        reports: List[Tuple[Any, ...]] = []
+        for key, items, reason in lost:
+            self._spilled -= len(items)
+            if reason == "failed":
+                self._failed += len(items)
+            else:
+                self._drop(key, items, reason)
+                report = self._drop_report()
+                if report:
+                    reports.append((logging.WARNING, *report))
+        if freed:
+            self._spills += 1
+            if self._backlog is None and self._state == _RUNNING:
+                self._backlog = "room"
+                self._kick()
         return reports
 
     @staticmethod
@@ -2190,7 +2210,9 @@ class Engine(Generic[T]):
         """Whether a worker should claim spooled items before its next batch. Lock held."""
         if self._backlog is None or self._state != _RUNNING or self._replay or self._replay_out:
             return False
-        return self._backlog == "start" or self._queued_below(max(1, self._queue_limit // 2))
+        # Without taking back the lanes' spare room (that would send their
+        # producers to the lock): the grants bound the queue from above.
+        return self._backlog == "start" or self._queued_below(max(1, self._queue_limit // 2), reclaim=False)
 
     def _claim_backlog(self) -> None:
         """Claim the oldest spooled items and queue them as batches for their lanes. Lock not held."""
@@ -2395,12 +2417,12 @@ class Engine(Generic[T]):
 
     def _close(self, by_exit: bool, deadline: Optional[float] = None) -> None:
         """Stop taking items and drain; dispatch calls from now on learn
-        *deadline* (:func:`current_deadline`). Idempotent."""
+        *deadline* (:func:`current_deadline`), the one of the latest call.
+        Idempotent."""
         # The dispatcher stays in the registry: if the user's shutdown timed
         # out, the exit hook still waits for the draining workers.
         with self._lock:
-            if deadline is not None and (self._deliver_by is None or deadline < self._deliver_by):
-                self._deliver_by = deadline
+            self._deliver_by = deadline  # the latest caller's: a shutdown(None) lifts an earlier one
             if self._state in (_NEW, _RUNNING):
                 self._exit_closed = by_exit
                 self._state = _CLOSED if self._state == _NEW else _CLOSING
@@ -2442,22 +2464,12 @@ class Engine(Generic[T]):
         return False
 
     def _wait_locked(self, done: Callable[[], bool], deadline: Optional[float]) -> bool:
-        """Wait on ``_progress`` until *done()* or the deadline. Lock held.
-
-        The main thread waits in slices (``MAIN_THREAD_WAIT_SLICE``): a
-        signal that the kernel hands to another thread does not wake it,
-        and Ctrl-C must end a flush or the exit hook's wait promptly.
-        """
-        main = threading.current_thread() is threading.main_thread()
+        """Wait on ``_progress`` until *done()* or the deadline, in slices
+        on the main thread (see _wait_slice). Lock held."""
         while not done():
-            if deadline is None:
-                timeout = MAIN_THREAD_WAIT_SLICE if main else None
-            else:
-                timeout = min(deadline - monotonic(), threading.TIMEOUT_MAX)
-                if timeout <= 0:
-                    return False
-                if main:
-                    timeout = min(timeout, MAIN_THREAD_WAIT_SLICE)
+            timeout = _wait_slice(deadline)
+            if timeout == 0:
+                return False
             self._watchers += 1
             try:
                 self._progress.wait(timeout)
@@ -2618,17 +2630,30 @@ def _split(items: List[Any]) -> Tuple[List[Any], List[int]]:
 
 def _retry_after(error: BaseException) -> Optional[float]:
     """The wait a failed attempt's error asks for (``retry_after``, or its
-    cause's for a PartialFailure), if it is a finite number of seconds."""
-    asked = getattr(error, "retry_after", None)
-    if asked is None and isinstance(error, PartialFailure):
-        asked = getattr(error.cause, "retry_after", None)
-    if isinstance(asked, bool) or not isinstance(asked, (int, float)):
-        return None
+    cause's for a PartialFailure), if it is a finite number of seconds.
+
+    Read defensively: a property that raises must not kill the worker.
+    """
     try:
+        asked = getattr(error, "retry_after", None)
+        if asked is None and isinstance(error, PartialFailure):
+            asked = getattr(error.cause, "retry_after", None)
+        if isinstance(asked, bool) or not isinstance(asked, (int, float)):
+            return None
         seconds = float(asked)
-    except OverflowError:
+    except Exception:  # noqa: BLE001 - the user's error class: treat as "no hint"
         return None
     return max(0.0, seconds) if seconds - seconds == 0 else None
+
+
+def _retryable(error: BaseException) -> bool:
+    """The error's ``retryable`` attribute (True unless it says False), read
+    so that a property that raises counts as retryable instead of killing
+    the worker."""
+    try:
+        return getattr(error, "retryable", True) is not False
+    except Exception:  # noqa: BLE001 - the user's error class
+        return True
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -2648,25 +2673,40 @@ def _unhashable(key: object) -> TypeError:
 
 
 def _acquire(lock: Any, deadline: Optional[float], block: bool = True) -> bool:
-    """Take *lock*: at once or not at all (not *block*), or waiting until *deadline* (None: for ever)."""
+    """Take *lock*: at once or not at all (not *block*), or waiting until
+    *deadline* (None: for ever), in slices on the main thread (see _wait_slice)."""
     if not block:
         return bool(lock.acquire(False))
+    while True:
+        timeout = _wait_slice(deadline)
+        if timeout is None:
+            return bool(lock.acquire())
+        if lock.acquire(True, timeout):
+            return True
+        if deadline is not None and monotonic() >= deadline:
+            return False
+
+
+def _wait_slice(deadline: Optional[float]) -> Optional[float]:
+    """How long one wait until *deadline* may last (None: for ever; 0: the deadline passed).
+
+    The main thread waits at most ``MAIN_THREAD_WAIT_SLICE`` at a time: a
+    signal that the kernel hands to another thread does not wake it, and
+    Ctrl-C must end a flush or the exit hook's wait promptly.
+    """
+    main = threading.current_thread() is threading.main_thread()
     if deadline is None:
-        return bool(lock.acquire())
-    return bool(lock.acquire(True, min(max(0.0, deadline - monotonic()), threading.TIMEOUT_MAX)))
+        return MAIN_THREAD_WAIT_SLICE if main else None
+    timeout = min(max(0.0, deadline - monotonic()), threading.TIMEOUT_MAX)
+    return min(timeout, MAIN_THREAD_WAIT_SLICE) if main else timeout
 
 
 def _join_thread(thread: threading.Thread, deadline: Optional[float]) -> None:
-    """``thread.join`` until *deadline* (None: for ever), in slices on the main thread (see _wait_locked)."""
-    main = threading.current_thread() is threading.main_thread()
+    """``thread.join`` until *deadline* (None: for ever), in slices on the main thread (see _wait_slice)."""
     while thread.is_alive():
-        if deadline is None:
-            timeout = MAIN_THREAD_WAIT_SLICE if main else None
-        else:
-            timeout = deadline - monotonic()
-            if timeout <= 0:
-                return
-            timeout = min(timeout, MAIN_THREAD_WAIT_SLICE if main else threading.TIMEOUT_MAX)
+        timeout = _wait_slice(deadline)
+        if timeout == 0:
+            return
         thread.join(timeout)
 
 
@@ -2865,7 +2905,7 @@ def _exit_hook() -> None:
                 interrupted = exc
     for engine in engines:  # ... then wait for each within its own budget
         # An interrupt during one step of an engine's exit runs it again,
-        # without waiting; another one during that gives up on that engine.
+        # without waiting (each step is safe to run again), up to three times.
         for _ in range(3):
             try:
                 deadline = engine._exit_budget_end()

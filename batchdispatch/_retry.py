@@ -93,4 +93,9 @@ class RetryPolicy:
 
     def gives_up(self, attempts: int, error: BaseException) -> bool:
         """Whether items that failed *attempts* times with *error* are given up."""
-        return attempts >= self.max_attempts or getattr(error, "retryable", True) is False
+        if attempts >= self.max_attempts:
+            return True
+        try:
+            return getattr(error, "retryable", True) is False
+        except Exception:  # noqa: BLE001 - a property that raises: try again, within max_attempts
+            return False

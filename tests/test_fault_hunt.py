@@ -364,3 +364,165 @@ def test_spool_writes_at_shutdown_fit_its_timeout(make: Any, tmp_path: Any) -> N
         other.close()
         spool.close()
     assert os.path.exists(path)
+
+
+# -- found by a review of the fixes above ----------------------------------------------------
+
+
+class _LazyError(Exception):
+    """An error whose attributes are properties that raise, as a lazily parsed header might."""
+
+    @property
+    def retry_after(self) -> float:
+        return float("Wed, 21 Oct 2015 07:28:00 GMT")
+
+    @property
+    def retryable(self) -> bool:
+        raise KeyError("no status")
+
+
+def test_an_error_whose_attributes_raise_does_not_kill_the_worker(make: Any) -> None:
+    attempts = [0]
+
+    def send(batch: List[Any]) -> None:
+        attempts[0] += 1
+        raise _LazyError("down")
+
+    d = make(send, delay=0.001, on_error=lambda exc, batch: None,
+             retry=RetryPolicy(max_attempts=3, backoff=0.001))
+    assert d.enqueue(1)
+    assert d.flush(timeout=10)
+    stats = d.stats()
+    assert (attempts[0], stats.failed, stats.dropped, stats.worker_alive) == (3, 1, 0, True)
+    assert d.enqueue(2)
+
+
+class _Seconds(float):
+    """A float subclass, as numpy.float64 is."""
+
+
+def test_a_clock_returning_a_float_subclass_is_a_good_clock(make: Any, caplog: Any) -> None:
+    now = [_Seconds(1000.0)]
+    recorder = Recorder()
+    d = make(recorder, delay=5.0, clock=lambda: now[0])
+    d.enqueue(1)
+    assert d.stats().pending == 1
+    assert d.flush(timeout=10)
+    assert recorder.items == [1]
+    assert "the clock" not in caplog.text
+
+
+def test_a_timed_out_shutdown_does_not_cut_later_spool_writes_short(make: Any, path: str) -> None:
+    import sqlite3
+
+    spool = SqliteSpool(path, timeout=30.0)
+    spool.count()
+    entered, gate = threading.Event(), threading.Event()
+
+    def send(batch: List[Any]) -> None:
+        entered.set()
+        gate.wait(30)
+        raise OSError("endpoint down")
+
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        d = make(send, delay=0.001, on_error=lambda exc, batch: None, spool=spool)
+        d.enqueue(1)
+        assert entered.wait(10)
+        other.execute("BEGIN EXCLUSIVE")
+        assert d.shutdown(timeout=0.2) is False  # the batch is stuck in dispatch
+        gate.set()  # it fails while closing: the worker spills it, and waits for the file's lock
+        deadline = time.monotonic() + 30
+        while not spool._proc.lock.locked() and not d.stats().spool_faults:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)  # polls a state, with a deadline
+        other.execute("COMMIT")
+        assert d.shutdown(timeout=30)
+        stats = d.stats()
+        # It waited the spool's own timeout, as it did before shutdown gave up (it failed at once).
+        assert (dict(stats.spool_faults), stats.spilled, stats.failed) == ({}, 1, 0)
+    finally:
+        gate.set()
+        other.close()
+        spool.close()
+
+
+INTERRUPTED_SPOOL_WRITE = """
+import json, sys, threading
+from batchdispatch import KeyedDispatcher, _engine
+from batchdispatch.spool import SqliteSpool
+
+fired = []
+
+def dumps(item):
+    if item == "bad":
+        raise TypeError("cannot encode")
+    if item == "ki" and not fired:
+        fired.append(1)
+        raise KeyboardInterrupt  # Ctrl-C arriving during this write
+    return json.dumps(item)
+
+spool = SqliteSpool(sys.argv[1], dumps=dumps, loads=json.loads)
+hang, entered = threading.Event(), threading.Event()
+d = KeyedDispatcher(lambda key, batch: (entered.set(), hang.wait()), delay=3600,
+                    max_concurrent_batches=1, spool=spool, exit_timeout=0.3)
+d.enqueue("h", "hung")
+d.flush(0, key="h")
+entered.wait(10)
+d.enqueue("a", "bad")
+d.enqueue("a", "ok1")
+d.enqueue("b", "ki")
+_engine._exit_hook()  # as atexit would, now
+s = d.stats()
+print(json.dumps({"enqueued": s.enqueued, "spilled": s.spilled, "dropped": dict(s.dropped_by_reason),
+                  "rows": spool.count(), "busy": d._spool_busy}))
+hang.set()
+"""
+
+
+def test_an_interrupted_spool_write_at_exit_still_counts_every_item(tmp_path: Any) -> None:
+    script = tmp_path / "app.py"
+    script.write_text(INTERRUPTED_SPOOL_WRITE)
+    path = str(tmp_path / "spool.db")
+    result = run_python(f"import runpy, sys; sys.argv = ['app', {path!r}]; "
+                        f"runpy.run_path({str(script)!r}, run_name='__main__')", timeout=60)
+    report = json.loads(result.stdout.splitlines()[-1])
+    # "hung", "ok1" and "ki" are in the file; "bad" cannot be, and is an "exit" drop.
+    expected = {"enqueued": 4, "spilled": 3, "dropped": {"exit": 1}, "rows": 3, "busy": 0}
+    assert report == expected, result.stderr
+
+
+LATE_SPILL_ON_A_LOCKED_SPOOL = """
+import atexit, json, sqlite3, sys, time
+
+path = sys.argv[1]
+
+def late():  # registered before batchdispatch's hook: runs after it, past its budget of 0 s
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another connection holds the file
+    started = time.monotonic()
+    accepted = d.enqueue("late")
+    took = time.monotonic() - started
+    other.execute("COMMIT")
+    print(json.dumps({"accepted": accepted, "took": took, "dropped": dict(d.stats().dropped_by_reason)}))
+
+atexit.register(late)
+from batchdispatch import BackgroundDispatcher
+from batchdispatch.spool import SqliteSpool
+
+spool = SqliteSpool(path, timeout=20)
+spool.count()
+d = BackgroundDispatcher(lambda batch: None, delay=60, spool=spool, exit_timeout=0)
+"""
+
+
+def test_a_late_item_past_the_exit_budget_does_not_wait_for_the_spool(tmp_path: Any) -> None:
+    script = tmp_path / "app.py"
+    script.write_text(LATE_SPILL_ON_A_LOCKED_SPOOL)
+    path = str(tmp_path / "spool.db")
+    result = run_python(f"import runpy, sys; sys.argv = ['app', {path!r}]; "
+                        f"runpy.run_path({str(script)!r}, run_name='__main__')", timeout=60)
+    report = json.loads(result.stdout.splitlines()[-1])
+    # It waited 20 s (the spool's timeout) for the lock, and then said True for a lost item.
+    assert report["took"] < 5, report
+    assert (report["accepted"], report["dropped"]) == (False, {"exit": 1}), result.stderr

@@ -104,13 +104,24 @@ def _never(gate: threading.Event) -> Any:
 
 
 def test_drop_oldest_evicts_the_oldest_key_across_thousands(make_keyed, clock: FakeClock) -> None:
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
     dropped: List[Any] = []
     keys = 3000
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        entered.set()
+        gate.wait(30)
+
     d = make_keyed(
-        _never(gate), delay=3600.0, max_queue_size=keys, overflow="drop_oldest", clock=clock,
+        deliver, delay=3600.0, max_queue_size=keys, overflow="drop_oldest", clock=clock,
+        max_concurrent_batches=1,
     )
     d.on("items_dropped", lambda event: dropped.extend(event.items))
+    # The one worker is held in dispatch, so that a full queue cannot send a key out
+    # (it would take the earliest one) while the producer evicts.
+    d.enqueue("blocker", "b")
+    d.flush(0, key="blocker")
+    assert entered.wait(10)
     # Keys stamped in an order unlike their creation order, one tick apart.
     order = [(k * 7) % keys for k in range(keys)]
     for k in order:
