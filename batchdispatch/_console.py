@@ -6,6 +6,7 @@ Also what keeps a failing stdout or stderr from deciding a command's exit status
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import urllib.parse
@@ -33,29 +34,36 @@ class Output:
     written: it would fail the same way, or land after a gap.
     """
 
-    def __init__(self, stream: TextIO, name: str) -> None:
+    def __init__(self, stream: Optional[TextIO], name: str) -> None:
         self._stream = stream
         #: The stream's name in messages: "stdout" or "stderr".
         self.name = name
-        #: The first write or flush error, or None.
+        #: The first write or flush error, or None. A stream that is None
+        #: (its descriptor was closed when Python started, ``>&-``) or
+        #: closed counts as failed from the start.
         self.error: Optional[OSError] = None
+        if stream is None or getattr(stream, "closed", False):
+            self.error = OSError(errno.EBADF, "closed")
 
     def write(self, text: str) -> None:
-        if self.error is None:
+        if self.error is None and self._stream is not None:
             try:
                 self._stream.write(text)
-            except OSError as exc:
-                self.error = exc
+            except (OSError, ValueError) as exc:  # ValueError: closed meanwhile
+                self.error = exc if isinstance(exc, OSError) else OSError(errno.EBADF, "closed")
 
     def flush(self) -> None:
-        if self.error is None:
+        if self.error is None and self._stream is not None:
             try:
                 self._stream.flush()
-            except OSError as exc:
-                self.error = exc
+            except (OSError, ValueError) as exc:
+                self.error = exc if isinstance(exc, OSError) else OSError(errno.EBADF, "closed")
 
     def isatty(self) -> bool:
-        return self._stream.isatty()
+        try:
+            return self._stream is not None and self._stream.isatty()
+        except (OSError, ValueError):
+            return False
 
     def failure(self) -> Optional[str]:
         """One line saying why writing failed ("stdout: Broken pipe"), or None."""

@@ -36,6 +36,7 @@ import http.client
 import logging
 import os
 import re
+import ssl
 import threading
 import time
 import urllib.parse
@@ -53,7 +54,7 @@ from urllib3.util import Timeout as _Urllib3Timeout
 from . import __version__, _json
 from ._engine import current_batch_id, current_deadline
 from ._signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify_signature
-from .exceptions import DeliveryError, SerializationError, UnknownEndpointError
+from .exceptions import DeliveryError, PartialFailure, SerializationError, UnknownEndpointError
 
 __all__ = [
     "Endpoint",
@@ -447,6 +448,8 @@ class _Transport:
         self._own_session = session is None
         self._lock = threading.Lock()
         self._closed = False
+        #: Batches split in two after a 413 (read by tests and operators; see issue 15 for more).
+        self._splits = 0
         self._pid = os.getpid()
         self._session: Optional[requests.Session] = session if session is not None else self._new_session()
 
@@ -492,6 +495,57 @@ class _Transport:
         headers: Mapping[str, str],
         timeout: Timeout,
     ) -> None:
+        """POST *batch*; on a 413, POST each half of it instead, and so on.
+
+        The halves share the call's deadline. Each body has an id of its
+        own (``<batch id>.<first>-<end>``, the same on every retry of that
+        body). What still fails is raised as a PartialFailure with the
+        error of its last failure: only a single item refused with 413 is
+        final on its own.
+        """
+        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        now = time.monotonic()
+        deadline = now + connect + read
+        outer = current_deadline()
+        if outer is not None and outer < deadline:
+            deadline = outer
+        self._post_parts(url, batch, 0, current_batch_id() or uuid.uuid4().hex, deadline, None,
+                         secret=secret, headers=headers, timeout=timeout)
+
+    def _post_parts(
+        self, url: str, batch: List[Any], first: int, batch_id: str, deadline: float, part: Optional[str],
+        **options: Any,
+    ) -> None:
+        try:
+            self._post_once(url, batch, options["secret"], options["headers"], options["timeout"],
+                            deadline, batch_id if part is None else f"{batch_id}.{part}")
+            return
+        except DeliveryError as exc:
+            if exc.status != 413 or len(batch) < 2:
+                raise
+            self._splits += 1
+        failed: List[Any] = []
+        errors: List[BaseException] = []
+        half = len(batch) // 2
+        for start, items in ((first, batch[:half]), (first + half, batch[half:])):
+            try:
+                self._post_parts(url, items, start, batch_id, deadline, f"{start}-{start + len(items)}",
+                                 **options)
+            except PartialFailure as exc:
+                failed += exc.failed_items
+                errors.append(exc.cause or exc)
+            except DeliveryError as exc:
+                failed += items
+                errors.append(exc)
+        if failed:
+            # Retryable if any part may go through later; else (413s of single items) final.
+            retryable = [error for error in errors if getattr(error, "retryable", True) is not False]
+            raise PartialFailure(failed, (retryable or errors)[-1])
+
+    def _post_once(
+        self, url: str, batch: List[Any], secret: Union[str, bytes, None], headers: Mapping[str, str],
+        timeout: Timeout, deadline: float, batch_id: str,
+    ) -> None:
         safe = _safe_url(url)
         try:
             body = self._serializer(batch)
@@ -508,10 +562,6 @@ class _Transport:
             )
         connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         now = time.monotonic()
-        deadline = now + connect + read
-        outer = current_deadline()
-        if outer is not None and outer < deadline:
-            deadline = outer
         if deadline - now < _MIN_WAIT:
             raise DeliveryError(f"POST {safe}: not sent, the dispatcher's deadline has passed", url=safe)
         timestamp = str(int(time.time()))
@@ -521,7 +571,7 @@ class _Transport:
         }
         sent.update(self._headers)
         sent.update(headers)
-        sent[ID_HEADER] = current_batch_id() or uuid.uuid4().hex
+        sent[ID_HEADER] = batch_id
         sent[TIMESTAMP_HEADER] = timestamp
         if secret is not None:
             sent[SIGNATURE_HEADER] = sign(body, secret, timestamp)
@@ -566,7 +616,8 @@ class _Transport:
             log.debug("POST %s: %d items, HTTP %d in %.3f s", safe, size, status, elapsed)
             return
         excerpt = _excerpt(prefix, response.headers.get("Content-Encoding"))
-        # A single item too large (413) can never go through; a batch of several may, smaller.
+        # A single item too large (413) can never go through; a batch of
+        # several is split by _post, and its halves may.
         retryable = size > 1 if status == 413 else status in RETRY_STATUSES or status >= 500
         retry_after: Optional[float] = None
         if retryable and self._retries.respect_retry_after_header:
@@ -593,7 +644,10 @@ class _Transport:
         os_error = _cause_text(exc)
         retryable = True
         if isinstance(exc, requests.exceptions.SSLError):
-            text, retryable = f"TLS error{os_error}", False
+            # A certificate that does not verify stays so; a handshake cut
+            # short (a server or load balancer restarting) may go through later.
+            text = f"TLS error{os_error}"
+            retryable = not _chain_has(exc, (ssl.SSLCertVerificationError,))
         elif isinstance(exc, requests.exceptions.Timeout) or _chain_has(
             exc, (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ConnectTimeoutError),
             unless=(urllib3.exceptions.NewConnectionError,),
@@ -651,7 +705,9 @@ def _read_prefix(response: requests.Response, deadline: float) -> Tuple[bytes, b
     Reads go to the http.client response under urllib3's, one receive at a
     time (``read1``), with the socket's timeout set to the time left: a
     server that drips its body a byte at a time cannot hold the call past
-    its deadline, nor a huge body fill the memory.
+    its deadline, nor a huge body fill the memory. (The size lines of a
+    chunked body are read by http.client a byte per receive, each within
+    the time left: a server dripping those is bounded per byte.)
     """
     raw = response.raw
     fp = getattr(raw, "_fp", None)
@@ -717,8 +773,9 @@ class HttpSink(_Transport):
     dispatcher's ``on_error``, events and :class:`~batchdispatch.RetryPolicy`
     see it. Connection errors, timeouts, 408, 429 and 5xx are retryable
     (whatever their ``Retry-After`` says). A 413 is final for a batch of one
-    item, which can never fit; for a batch of several it is retryable, and
-    the dispatcher tries the batch again per its RetryPolicy. Any other 4xx,
+    item, which can never fit; a batch of several is split, each half
+    POSTed on its own, within the same deadline, and what still fails is
+    raised as a :class:`~batchdispatch.PartialFailure`. Any other 4xx,
     a redirect, a TLS error, a header or URL that cannot be sent, or a
     serialization error is not retryable, so a RetryPolicy (or a spool)
     gives the items up at once instead of replaying them for ever.
@@ -738,9 +795,11 @@ class HttpSink(_Transport):
     the time left, and a retry that would end past it is not made. Only the
     first 64 KiB of an answer's body are read (the rest is never
     downloaded: the connection is closed instead), and a 2xx is a success
-    even if its body is still arriving at the deadline. One limit remains:
-    a server that sends its status line and headers a byte at a time is
-    bounded per byte by the read timeout, not as a whole.
+    even if its body is still arriving at the deadline. Limits remain: a
+    server that sends its status line, headers or chunk-size lines a byte at
+    a time is bounded per byte by the read timeout, not as a whole; DNS
+    resolution is not bounded; on urllib3 1.26 a reused connection sends
+    with the previous call's read timeout.
 
     Secrets and header values never appear in reprs, messages or this
     library's logs: header names and values are checked when the sink is

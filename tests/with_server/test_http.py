@@ -482,6 +482,35 @@ def test_tls_verification_is_on_by_default(tls_receiver: Receiver, http_sink: Ca
     assert tls_receiver.items == [2]
 
 
+def test_a_tls_handshake_cut_short_is_retryable(http_sink: Callable[..., HttpSink]) -> None:
+    # A server (or a load balancer) restarting closes the connection during the handshake;
+    # only a certificate that does not verify is final.
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def cut_short() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)  # the ClientHello
+            conn.shutdown(socket.SHUT_WR)
+            done.wait(10)
+
+    thread = threading.Thread(target=cut_short)
+    thread.start()
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            http_sink(f"https://127.0.0.1:{server.getsockname()[1]}/in", retries=0)([1])
+    finally:
+        done.set()
+        thread.join(10)
+        server.close()
+    assert "TLS error" in str(caught.value)
+    assert caught.value.retryable is True
+
+
 # -- sessions and configuration ---------------------------------------------
 
 

@@ -21,7 +21,7 @@ import requests
 
 from batchdispatch import RetryPolicy, _engine, http
 from batchdispatch._receiver import Receiver, Response
-from batchdispatch.exceptions import DeliveryError
+from batchdispatch.exceptions import DeliveryError, PartialFailure
 from batchdispatch.http import Endpoint, HttpSink, WebhookSink
 
 from ..conftest import run_python
@@ -262,18 +262,35 @@ def test_no_sink_call_sleeps_longer_than_its_timeout_with_urllib3_backoff(
 # -- 413 (item 6) -------------------------------------------------------------
 
 
-def test_413_is_final_for_one_item_and_retryable_for_several(
+def test_a_413_splits_the_batch_in_two_until_accepted(
     receiver: Receiver, http_sink: Callable[..., HttpSink],
 ) -> None:
-    receiver.respond(413, 413)
+    receiver.respond(413)  # then 200s
     sink = http_sink(receiver.url)
-    with pytest.raises(DeliveryError) as several:
-        sink([1, 2, 3])
+    sink([1, 2, 3])
+    assert [r.items for r in receiver.requests] == [[1, 2, 3], [1], [2, 3]]
+    first, *halves = [r.headers["x-webhook-id"] for r in receiver.requests]
+    # Each body has an id of its own, derived from the batch's.
+    assert [h.split(".")[0] for h in halves] == [first, first]
+    assert len({first, *halves}) == 3
+    assert sink._splits == 1
+
+
+def test_a_single_item_refused_with_413_is_final_and_the_rest_delivered(
+    receiver: Receiver, http_sink: Callable[..., HttpSink],
+) -> None:
+    receiver.respond(413, 413, 200)
+    sink = http_sink(receiver.url)
+    with pytest.raises(PartialFailure) as split:
+        sink([1, 2])
+    assert split.value.failed_items == [1]
+    assert split.value.retryable is False
+    assert [r.items for r in receiver.requests] == [[1, 2], [1], [2]]
+    receiver.respond(413)
     with pytest.raises(DeliveryError) as one:
         sink([1])
-    assert (several.value.status, several.value.retryable) == (413, True)
     assert (one.value.status, one.value.retryable) == (413, False)
-    assert receiver.request_count == 2  # urllib3 does not retry a 413 itself
+    assert receiver.request_count == 4  # urllib3 does not retry a 413 itself
 
 
 def test_a_multi_item_413_is_not_given_up_at_once_by_the_dispatcher(

@@ -409,3 +409,20 @@ def test_unwritable_stdout_and_stderr_do_not_change_the_status(receiver: Any) ->
         result = send_to(receiver.url, stdin=lines, stdout=full, stderr=full, buffered=True)
     assert result.returncode == status
     assert receiver.items == delivered
+
+
+@pytest.mark.parametrize("outcome", ["all delivered", "a bad line"])
+def test_a_closed_stdout_does_not_change_the_status(receiver: Any, outcome: str) -> None:
+    # `send ... >&-`: Python starts with sys.stdout None; writing to it raised AttributeError.
+    lines, _, delivered, status, _ = OUTCOMES[outcome]
+    environ = dict(os.environ, PYTHONPATH=ROOT)
+    environ.pop(SECRET_ENV, None)
+    result = subprocess.run(
+        [sys.executable, "-m", "batchdispatch", "send", receiver.url, "--retries", "0"],
+        input=lines, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=TIMEOUT, env=environ,
+        cwd=ROOT, check=False, preexec_fn=lambda: os.close(1),
+    )
+    assert result.returncode == status, result.stderr
+    assert receiver.items == delivered
+    assert b"Traceback" not in result.stderr
+    assert b"the summary was not written: stdout: closed" in result.stderr
