@@ -486,6 +486,9 @@ class Engine(Generic[T]):
         self._replay_out: Set[Batch] = set()  # claimed and on their lane, not settled
         self._spilled = 0
         self._overflowed = 0  # items accepted straight into the spool (overflow="spill", or past exit)
+        # Items appended (so counted by their lane) and then refused after
+        # all: late past the exit budget, enqueue said False for them.
+        self._uncounted = 0
         self._replayed = 0
         self._spool_faults: Dict[str, int] = {}
         self._spool_log = _RateLimit(self.LOG_INTERVAL, monotonic)
@@ -985,9 +988,9 @@ class Engine(Generic[T]):
     def _enqueued_count(self) -> int:
         """Items accepted since the dispatcher was created. Lock held."""
         if self._main is not None:
-            return self._overflowed + self._main.taken + len(self._main.items)
+            return self._overflowed + self._main.taken + len(self._main.items) - self._uncounted
         lanes = sum(lane.taken + len(lane.items) for lane in self._lanes.values())
-        return self._overflowed + self._seq + self._retired + lanes
+        return self._overflowed + self._seq + self._retired + lanes - self._uncounted
 
     def _advance_position(self, count: int) -> None:
         """Count *count* items accepted outside any lane (delivered on a caller's thread)."""
@@ -1801,6 +1804,7 @@ class Engine(Generic[T]):
             return self._spill_now(batch.key, batch.items, "exit", counted=True)
         with self._lock:
             self._drop(batch.key, batch.items, "exit")
+            self._uncounted += len(batch.items)  # enqueue says False: not accepted after all
             report = self._drop_report()
         if self._spool_todo:
             self._spool_io()  # the rows of dropped durable items
@@ -1958,6 +1962,8 @@ class Engine(Generic[T]):
                 self._overflowed += kept
             if lost:
                 self._drop(key, lost, reason)
+                if counted:
+                    self._uncounted += len(lost)  # enqueue says False: not accepted after all
                 report = self._drop_report()
             if written and reason == "queue_full":
                 self._spills += 1  # claimed back once the queue has room
