@@ -174,6 +174,41 @@ class _Segment:
         return int(repr(self.counter)[6:-1])  # "count(N)": peeked without taking one
 
 
+class _ConnectionLock:
+    """The lock of a process's connection: reentrant, with a count of the operations under it.
+
+    A signal handler (or a finalizer) runs between two lines of its thread,
+    which may be inside SqliteSpool._connection: with a plain lock, one that
+    lands after the acquire and calls the spool would wait for its own
+    thread forever. Here it takes the lock again at once, and *entries*
+    tells it whether its thread has started an operation under it (then it
+    gives up, "locked") or not yet, or no more (then it runs its own
+    operation whole before its thread goes on: harmless).
+    """
+
+    __slots__ = ("_lock", "entries")
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.entries = 0  # operations running under the lock: 0 or 1
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        """Whether an operation holds the connection."""
+        return self.entries > 0
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
 class _Process:
     """What one process holds for a spool: its connection, its owner token and lock, its log.
 
@@ -187,8 +222,8 @@ class _Process:
         # of its log files. The pid is only there for people reading them;
         # liveness is the owner lock.
         self.token = f"{self.pid}-{secrets.token_hex(8)}"
-        self.lock = threading.Lock()  # the connection: one statement or transaction at a time
-        # Set while self.lock is held (see SqliteSpool._connection):
+        self.lock = _ConnectionLock()  # the connection: one statement or transaction at a time
+        # Set while an operation holds self.lock (see SqliteSpool._connection):
         self.holder = 0  # the thread that holds it, to refuse a signal handler of that thread
         self.deadline: Optional[float] = None  # the operation's deadline (time.monotonic), or None
         self.conn: Optional[sqlite3.Connection] = None
@@ -570,23 +605,26 @@ class SqliteSpool:
     def _connection(self, proc: _Process, deadline: Optional[float]) -> Iterator[None]:
         """Hold the connection (proc.lock) for one operation that ends by *deadline*.
 
-        The thread that holds it is noted, so that a signal handler (or a
-        finalizer) that interrupts it and calls the spool again gets a
-        "locked" error instead of waiting for itself forever. On leaving,
-        a spool closed meanwhile by another thread is disconnected here.
+        A signal handler (or a finalizer) that interrupts an operation of
+        its thread and calls the spool again gets a "locked" error instead
+        of waiting for itself forever; one that lands before the operation
+        starts, or after it ended, runs its own (see _ConnectionLock). On
+        leaving, a spool closed meanwhile by another thread is disconnected here.
         """
-        me = threading.get_ident()
-        if proc.holder == me:
-            raise SpoolError(
-                f"spool {self.path}: called again by the thread that is using it (from a signal "
-                "handler or a finalizer)", path=self.path, kind="locked",
-            )
-        if not self._acquire(proc.lock, deadline):
+        lock = proc.lock
+        if not self._acquire(lock, deadline):
             raise SpoolError(
                 f"spool {self.path}: another thread of this process held the spool past the timeout",
                 path=self.path, kind="locked",
             )
-        proc.holder = me
+        if lock.entries:  # this thread holds it, in the operation this call interrupted
+            lock.release()
+            raise SpoolError(
+                f"spool {self.path}: called again by the thread that is using it (from a signal "
+                "handler or a finalizer)", path=self.path, kind="locked",
+            )
+        lock.entries = 1
+        proc.holder = threading.get_ident()
         proc.deadline = deadline
         try:
             yield
@@ -597,7 +635,8 @@ class SqliteSpool:
                 self._drop_owner(proc)
             proc.holder = 0
             notes, proc.notes = proc.notes, []
-            proc.lock.release()
+            lock.entries = 0  # from here a handler that lands runs its own operation
+            lock.release()
             for note in notes:  # logged outside the lock: a handler may write to this very spool
                 log.warning("%s", note)
 
@@ -1253,6 +1292,9 @@ class SqliteSpool:
         """
         proc = self._proc
         if self._closed or proc.pid != os.getpid() or not proc.lock.acquire(timeout=self.timeout):
+            return False
+        if proc.lock.entries:  # forked from inside an operation of this thread (a handler)
+            proc.lock.release()
             return False
         self._disconnect(proc)
         return True

@@ -281,6 +281,49 @@ def test_a_signal_handler_appending_while_its_thread_rotates_the_log_completes(p
     assert kept >= appended // 10
 
 
+def test_a_handler_that_calls_the_spool_anywhere_in_an_operation_of_its_thread_never_waits_for_it(
+    path: str,
+) -> None:
+    """A signal handler runs between any two lines of its thread. A trace function stands in for
+    one here: at every line of the outer count's connection block, it calls count again from the
+    same thread. Each nested call either runs (the outer has not started its statement, or is
+    done with it) or raises "locked" at once; none waits for the lock its own thread holds."""
+    spool = SqliteSpool(path)
+    spool.put([(None, 1)])
+    block = SqliteSpool._connection.__wrapped__.__code__  # type: ignore[attr-defined]
+    outcomes: List[Any] = []
+    nested = [False]
+
+    def on_line(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line" and not nested[0]:
+            nested[0] = True
+            started = monotonic()
+            try:
+                outcomes.append(("ran", spool.count(timeout=5), monotonic() - started))
+            except SpoolError as exc:
+                outcomes.append((exc.kind, str(exc), monotonic() - started))
+            finally:
+                nested[0] = False
+        return on_line
+
+    def on_call(frame: Any, event: str, arg: Any) -> Any:
+        return on_line if frame.f_code is block and not nested[0] else None
+
+    sys.settrace(on_call)
+    try:
+        total = spool.count()
+    finally:
+        sys.settrace(None)
+    spool.close()
+    assert total == 1
+    assert outcomes
+    for outcome in outcomes:
+        assert outcome[0] in ("ran", "locked"), outcome
+        assert "another thread" not in str(outcome[1]), outcome  # it waited for its own thread
+        assert outcome[2] < 2.5, outcome  # the nested call's timeout is 5 s
+    assert {outcome[0] for outcome in outcomes} == {"ran", "locked"}
+
+
 # -- 5. a file or directory removed while in use --------------------------------------------
 
 
