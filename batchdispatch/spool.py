@@ -92,6 +92,10 @@ _SCHEMA = (
 _INSERT = "INSERT INTO spool (key, item, owner) VALUES (?, ?, ?)"
 #: A write-ahead log segment is closed for new records past this size.
 LOG_SEGMENT_BYTES = 4 * 1024 * 1024
+#: The most seconds a copy of a removed segment waits for the appends still writing to it.
+_SETTLE_SECONDS = 1.0
+#: Ends the temporary name a removed segment is copied to before it is renamed to its path.
+_COPY_SUFFIX = ".copy"
 #: How a log segment is made: read back through its descriptor if it is removed while open.
 _SEGMENT_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
 #: Starts every log record. JSON text never holds it raw (it escapes control
@@ -127,6 +131,7 @@ _OS_KINDS = {
     errno.EPERM: "read_only",
     errno.ENOSPC: "full",
     errno.EDQUOT: "full",
+    errno.EFBIG: "full",  # past the file size limit (RLIMIT_FSIZE) or the file system's
 }
 
 #: How many refused items an encode error of put names; the rest are counted.
@@ -152,9 +157,15 @@ class _Segment:
     durable item gets a sequence number here (``next(counter)`` is atomic
     under the GIL); its id for the caller encodes the segment and the
     number, as a negative int, so it never meets a row id.
+
+    Each number handed out is settled once its record is written, or once
+    its appender gave it up (the segment was dead, or the write failed):
+    when every number is settled, no append is writing to the segment.
     """
 
-    __slots__ = ("acked", "counter", "dead", "fd", "ident", "number", "path", "retired", "size")
+    __slots__ = (
+        "acked", "counter", "dead", "fd", "given_up", "ident", "number", "path", "retired", "settled", "size",
+    )
 
     def __init__(self, number: int, path: str, fd: int) -> None:
         self.number = number
@@ -162,6 +173,8 @@ class _Segment:
         self.fd = fd  # read and written (O_APPEND): a segment removed while open is read back through it
         self.ident = _ident(os.fstat(fd))  # the file fd is open on, to notice it removed from path
         self.counter = itertools.count()
+        self.settled = itertools.count()  # numbers written or given up: one next() each
+        self.given_up = itertools.count()  # numbers whose record was not written: never acked
         self.size = 0  # bytes written, about (threads add without a lock): for rotation only
         self.acked: Set[int] = set()
         self.retired = False  # a newer segment takes the new records
@@ -170,8 +183,53 @@ class _Segment:
         self.dead = False
 
     def handed_out(self) -> int:
-        """Sequence numbers handed out so far: records written or being written."""
-        return int(repr(self.counter)[6:-1])  # "count(N)": peeked without taking one
+        """Sequence numbers handed out so far: records written, being written, or given up."""
+        return _peek(self.counter)
+
+    def unacked(self) -> int:
+        """Records written (or being written) and not acked; never too few, even while appends run."""
+        given_up = _peek(self.given_up)  # first: a number given up was handed out before
+        return self.handed_out() - given_up - len(self.acked)
+
+    def is_settled(self) -> bool:
+        """Whether no append is between taking a number here and writing its record."""
+        settled = _peek(self.settled)  # first: a number taken after this read is not settled in it
+        return settled >= self.handed_out()
+
+
+class _ConnectionLock:
+    """The lock of a process's connection: reentrant, with a count of the operations under it.
+
+    A signal handler (or a finalizer) runs between two lines of its thread,
+    which may be inside SqliteSpool._connection: with a plain lock, one that
+    lands after the acquire and calls the spool would wait for its own
+    thread forever. Here it takes the lock again at once, and *entries*
+    tells it whether its thread has started an operation under it (then it
+    gives up, "locked") or not yet, or no more (then it runs its own
+    operation whole before its thread goes on: harmless).
+    """
+
+    __slots__ = ("_lock", "entries")
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.entries = 0  # operations running under the lock: 0 or 1
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        """Whether an operation holds the connection."""
+        return self.entries > 0
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
 
 
 class _Process:
@@ -187,8 +245,8 @@ class _Process:
         # of its log files. The pid is only there for people reading them;
         # liveness is the owner lock.
         self.token = f"{self.pid}-{secrets.token_hex(8)}"
-        self.lock = threading.Lock()  # the connection: one statement or transaction at a time
-        # Set while self.lock is held (see SqliteSpool._connection):
+        self.lock = _ConnectionLock()  # the connection: one statement or transaction at a time
+        # Set while an operation holds self.lock (see SqliteSpool._connection):
         self.holder = 0  # the thread that holds it, to refuse a signal handler of that thread
         self.deadline: Optional[float] = None  # the operation's deadline (time.monotonic), or None
         self.conn: Optional[sqlite3.Connection] = None
@@ -362,24 +420,32 @@ class SqliteSpool:
         except _Unencodable as exc:
             message = f"spool {self.path}: {exc.reason}"
             raise SpoolError(message, path=self.path, kind="encode") from exc.__cause__
-        proc = self._process()
-        segment = proc.segment
-        while True:
-            if segment is None or segment.retired or segment.dead:
-                segment = self._log_segment(proc)
-            seq = next(segment.counter)
-            # Take a number, then look: a segment being deleted is marked
-            # dead before its numbers are counted a last time, so either that
-            # count sees this number (and keeps the segment) or this sees dead.
-            if not segment.dead:
-                break
         if isinstance(data, str) and self._dumps is None:
             body = b"j" + data.encode()  # JSON text: no raw tab, newline or record separator
         elif isinstance(data, str):
             body = b"s" + base64.b64encode(data.encode())
         else:
             body = b"b" + base64.b64encode(data)
-        written = self._write_record(segment, b"i\t%d\t%s\t%s" % (seq, encoded_key.encode(), body))
+        proc = self._process()
+        segment = proc.segment
+        while True:
+            if segment is None or segment.retired or segment.dead:
+                segment = self._log_segment(proc)
+            seq = next(segment.counter)
+            # Take a number, then look: a segment being deleted (or copied
+            # back) is marked dead before its numbers are counted, so either
+            # that count sees this number (and waits for it) or this sees dead.
+            if not segment.dead:
+                break
+            next(segment.given_up)
+            next(segment.settled)
+        try:
+            written = self._write_record(segment, b"i\t%d\t%s\t%s" % (seq, encoded_key.encode(), body))
+        except BaseException:
+            next(segment.given_up)  # its caller gets no id, so never acks it
+            raise
+        finally:
+            next(segment.settled)
         segment.size += written
         if segment.size > LOG_SEGMENT_BYTES:
             self._log_segment(proc, rotate=segment)
@@ -473,7 +539,7 @@ class SqliteSpool:
         with self._connection(proc, deadline):
             rows = int(self._run(proc, lambda conn: conn.execute("SELECT count(*) FROM spool").fetchone()[0]))
         with self._holding(proc.log_lock, deadline, "the log"):
-            logged = sum(s.handed_out() - len(s.acked) for s in list(proc.segments.values()))
+            logged = sum(s.unacked() for s in list(proc.segments.values()))
         return rows + logged
 
     def close(self, *, timeout: Optional[float] = None) -> None:
@@ -484,9 +550,11 @@ class SqliteSpool:
         the table as free rows, and the log deleted.
 
         The spool is closed when this returns or raises. What it could not
-        do (a lock held too long, a full disk) is left for later, never
-        lost: the log files stay, and the rows stay claimed, until the first
-        claim after this process ended copies and frees them. Without
+        do (a lock held too long, a full disk) is left for later: the log
+        files stay (one removed while in use is put back at its path), and
+        the rows stay claimed, until the first claim after this process
+        ended copies and frees them. Only a removed log file that cannot be
+        put back either loses records, and the error says how many. Without
         *timeout* that is logged; with it, close waits at most that long
         for locks in all and then raises the :class:`SpoolError`
         (``"locked"`` for a timeout), for the caller to count.
@@ -570,23 +638,26 @@ class SqliteSpool:
     def _connection(self, proc: _Process, deadline: Optional[float]) -> Iterator[None]:
         """Hold the connection (proc.lock) for one operation that ends by *deadline*.
 
-        The thread that holds it is noted, so that a signal handler (or a
-        finalizer) that interrupts it and calls the spool again gets a
-        "locked" error instead of waiting for itself forever. On leaving,
-        a spool closed meanwhile by another thread is disconnected here.
+        A signal handler (or a finalizer) that interrupts an operation of
+        its thread and calls the spool again gets a "locked" error instead
+        of waiting for itself forever; one that lands before the operation
+        starts, or after it ended, runs its own (see _ConnectionLock). On
+        leaving, a spool closed meanwhile by another thread is disconnected here.
         """
-        me = threading.get_ident()
-        if proc.holder == me:
-            raise SpoolError(
-                f"spool {self.path}: called again by the thread that is using it (from a signal "
-                "handler or a finalizer)", path=self.path, kind="locked",
-            )
-        if not self._acquire(proc.lock, deadline):
+        lock = proc.lock
+        if not self._acquire(lock, deadline):
             raise SpoolError(
                 f"spool {self.path}: another thread of this process held the spool past the timeout",
                 path=self.path, kind="locked",
             )
-        proc.holder = me
+        if lock.entries:  # this thread holds it, in the operation this call interrupted
+            lock.release()
+            raise SpoolError(
+                f"spool {self.path}: called again by the thread that is using it (from a signal "
+                "handler or a finalizer)", path=self.path, kind="locked",
+            )
+        lock.entries = 1
+        proc.holder = threading.get_ident()
         proc.deadline = deadline
         try:
             yield
@@ -597,7 +668,8 @@ class SqliteSpool:
                 self._drop_owner(proc)
             proc.holder = 0
             notes, proc.notes = proc.notes, []
-            proc.lock.release()
+            lock.entries = 0  # from here a handler that lands runs its own operation
+            lock.release()
             for note in notes:  # logged outside the lock: a handler may write to this very spool
                 log.warning("%s", note)
 
@@ -912,6 +984,9 @@ class SqliteSpool:
                 self._own_for_log(proc)  # locked before any log exists: a log never looks dead while we live
             elif proc.log_depth == 1:
                 self._check_log(proc)  # a segment removed: copied back; a directory removed: the open fails
+                current = proc.segment
+                if current is not None and not current.retired and not current.dead and current is not rotate:
+                    return current  # the check retired the segment appends went to, and opened this one
             number = next(proc.numbers)
             path = f"{self.path}-log-{proc.token}-{number}"
             try:
@@ -988,19 +1063,22 @@ class SqliteSpool:
                 self._drop_segment_if_done(proc, segment)
             # Once per ack call (a delivered batch), not per append: a stat per segment.
             if proc.log_depth == 1:
-                self._check_log(proc)
+                self._check_log(proc, deadline)
         return done
 
-    def _check_log(self, proc: _Process) -> None:
+    def _check_log(self, proc: _Process, deadline: Optional[float] = None) -> None:
         """Notice segments removed from their path while open, and copy each back; call with proc.log_lock.
 
-        A removed segment is still open here, so nothing is lost: its
-        content is read through the descriptor into a new file at the path,
-        which then takes the descriptor's place (dup2), so that appenders,
-        who hold no lock, write there from then on. A record written to
-        the removed file in the moment of the switch is copied by a second
-        read after it. Raises SpoolError "removed" when the directory is
-        gone; the segments stay open and are read back at close, or later.
+        A removed segment is still open here, so nothing is lost: appends
+        move on to a new segment (the removed one is retired, and marked
+        dead), the copy waits for the ones still writing to it, then its
+        content is read through the descriptor into a temporary file that
+        is renamed to the path, and the segment's descriptor is moved
+        there (only acks, taken under proc.log_lock, write to it from then
+        on). Raises SpoolError when a copy cannot be made ("removed": the
+        directory is gone); no partial copy is left, the segment stays open
+        and is read through its descriptor at close, and the next check
+        tries again. *deadline* bounds the wait for appends still writing.
         """
         for segment in list(proc.segments.values()):
             try:
@@ -1010,31 +1088,82 @@ class SqliteSpool:
                 pass
             except OSError:
                 continue  # cannot tell
+            self._restore_segment(proc, segment, deadline)
+
+    def _restore_segment(self, proc: _Process, segment: _Segment, deadline: Optional[float]) -> None:
+        """Copy *segment*, removed from its path, back there (see _check_log); call with proc.log_lock.
+
+        A signal handler of this thread may ack, and drop the segment, between
+        any two lines: the copy reads through a descriptor of its own, and a
+        segment found dropped is not put back.
+        """
+        if proc.segment is segment:
             try:
-                fd = os.open(segment.path, _SEGMENT_FLAGS, 0o600)
-            except OSError as exc:
+                self._log_segment(proc, rotate=segment)  # appends go to a new segment from here
+            except SpoolError as exc:
                 raise SpoolError(
-                    f"spool {self.path}: the log {segment.path} was removed while in use and cannot be "
-                    f"made again ({_cause(exc)}); its records are kept in memory until close",
-                    path=self.path, kind=self._kind(exc, removed=True),
+                    f"spool {self.path}: the log {segment.path} was removed while in use and cannot be made "
+                    f"again ({exc}); its records are kept through the open file until close",
+                    path=self.path, kind=exc.kind,
                 ) from exc
-            if proc.segments.get(segment.number) is not segment:  # dropped meanwhile, by a signal handler
-                os.close(fd)
-                os.unlink(segment.path)
-                continue
-            old = os.dup(segment.fd)
+        segment.dead = True  # for good: an appender that still takes a number here gives it up
+        if not self._settle(segment, deadline):
+            return  # an append is still writing to it: copied by a later check, or read at close
+        if proc.segments.get(segment.number) is not segment:
+            return  # every record acked, and the segment deleted meanwhile
+        source = -1
+        try:
+            source = os.dup(segment.fd)
+            content = _read_all(source)
+            mine = _write_copy(segment.path, content)
             try:
-                copied = _copy_records(old, fd, 0)
-                os.dup2(fd, segment.fd)  # from here every write goes to the new file
-                _copy_records(old, fd, copied)
-                segment.ident = _ident(os.fstat(fd))
-            finally:
+                shared = os.dup(mine)
+                old, segment.fd = segment.fd, shared
+                if old == -1:  # dropped by a signal handler meanwhile: gone for good
+                    segment.fd = -1
+                    os.close(shared)
+                    with contextlib.suppress(OSError):
+                        os.unlink(segment.path)
+                    return
                 os.close(old)
-                os.close(fd)
-            log.warning(
-                "spool %s: the log %s was removed while in use; its records were copied to a new file there",
-                self.path, segment.path,
-            )
+                # Acks a handler of this thread wrote to the old file after the read above.
+                _write_all(mine, _read_all(source, len(content)))
+                segment.ident = _ident(os.fstat(mine))
+            finally:
+                os.close(mine)
+        except OSError as exc:
+            raise SpoolError(
+                f"spool {self.path}: the log {segment.path} was removed while in use and cannot be copied "
+                f"back ({_cause(exc)}); its records are kept through the open file, for close or a later try",
+                path=self.path, kind=self._kind(exc, removed=True),
+            ) from exc
+        finally:
+            if source != -1:
+                os.close(source)
+        log.warning(
+            "spool %s: the log %s was removed while in use; its records were copied to a new file there",
+            self.path, segment.path,
+        )
+
+    @staticmethod
+    def _settle(segment: _Segment, deadline: Optional[float]) -> bool:
+        """Wait until no append is writing to *segment*, marked dead; False if one still is
+        after _SETTLE_SECONDS, or at *deadline*.
+
+        An append holds a number for the time of one os.write; it may be
+        held longer only by a signal handler that interrupted it, in which
+        case the wait ends at its bound and the caller tries again later.
+        """
+        end = time.monotonic() + _SETTLE_SECONDS
+        if deadline is not None:
+            end = min(end, deadline)
+        pause = 0.0001
+        while not segment.is_settled():
+            if time.monotonic() >= end:
+                return False
+            time.sleep(pause)  # lets the appender's thread finish its write
+            pause = min(pause * 2, 0.01)
+        return True
 
     def _drop_segment_if_done(self, proc: _Process, segment: _Segment) -> None:
         """Delete a retired segment whose records are all acked; call with proc.log_lock.
@@ -1045,11 +1174,12 @@ class SqliteSpool:
         seen by the count (the segment stays), one after it sees the mark
         (and goes to the current segment).
         """
-        if not segment.retired or len(segment.acked) < segment.handed_out():
+        if not segment.retired or segment.unacked() > 0:
             return
+        was_dead = segment.dead  # dead for good once copied back (see _restore_segment)
         segment.dead = True
-        if len(segment.acked) < segment.handed_out():
-            segment.dead = False  # an appender got in: its record is on the way
+        if segment.unacked() > 0:
+            segment.dead = was_dead  # an appender got in: its record is on the way
             return
         if proc.segments.pop(segment.number, None) is segment:  # once, even if entered again
             fd, segment.fd = segment.fd, -1
@@ -1062,43 +1192,88 @@ class SqliteSpool:
     def _import_own_log(self, proc: _Process, deadline: Optional[float]) -> Optional[SpoolError]:
         """At close: copy this process's unacked appends into the table as free rows, delete the log.
 
-        Returns what failed, or None. Not lost then: the files stay, and the
-        first claim after this spool's owner lock is gone copies them.
+        Each segment is read through its descriptor, which holds its records
+        even if the file was removed from its path. Returns what failed, or
+        None. Not lost then: the files stay (a removed one is copied back to
+        its path first), and the first claim after this spool's owner lock
+        is gone copies them; only a removed segment that cannot be copied
+        back either is lost, and the error says so.
         """
         proc.closing = True  # no new segment from here on, even if the lock is not had in time
         failure: Optional[BaseException] = None
+        lost: List[str] = []
         try:
             with self._log_held(proc, deadline):
                 segments = sorted(proc.segments.values(), key=lambda segment: segment.number)
                 for segment in segments:
                     segment.dead = True  # an append that takes a number now gives up
+                for segment in segments:
+                    # One still writing after the wait has not returned: its caller keeps the item.
+                    self._settle(segment, deadline)
                 try:
-                    if proc.log_depth == 1:
-                        self._check_log(proc)  # a segment removed: back at its path, to be read there
-                    pairs = [pair for segment in segments for pair in _read_log(segment.path)]
+                    pairs = [
+                        pair for segment in segments
+                        for pair in _parse_log(_read_all(segment.fd), segment.acked)
+                    ]
                     if pairs:
                         with self._connection(proc, deadline):
                             self._insert(proc, pairs, owner=None)
                 except (SpoolError, OSError) as exc:
                     failure = exc
                 for segment in segments:
+                    if failure is not None:
+                        problem = self._keep_for_claim(segment)
+                        if problem:
+                            lost.append(problem)
                     os.close(segment.fd)
                     if failure is None:
-                        try:
+                        with contextlib.suppress(OSError):
                             os.unlink(segment.path)
-                        except OSError:
-                            pass
                 proc.segments.clear()
                 proc.segment = None
         except SpoolError as exc:
             failure = exc
         if failure is None:
             return None
-        return SpoolError(
+        message = (
             f"spool {self.path}: could not copy the log into the table at close, its files stay for "
-            f"a claim once this process has ended: {_cause(failure)}",
-            path=self.path, kind=failure.kind if isinstance(failure, SpoolError) else self._kind(failure),
+            f"a claim once this process has ended: {_cause(failure)}"
         )
+        if lost:
+            message += "; but " + "; ".join(lost)
+        return SpoolError(
+            message, path=self.path,
+            kind=failure.kind if isinstance(failure, SpoolError) else self._kind(failure),
+        )
+
+    def _keep_for_claim(self, segment: _Segment) -> Optional[str]:
+        """Put *segment* back at its path if it was removed from there, for a later claim;
+        call at close with proc.log_lock. Returns what was lost, or None."""
+        with contextlib.suppress(OSError):
+            if _ident(os.stat(segment.path)) == segment.ident:
+                return None
+        try:
+            content = _read_all(segment.fd)
+        except OSError as exc:
+            return (
+                f"the log {segment.path} was removed while in use and cannot be read ({_cause(exc)}): "
+                f"its {segment.unacked()} unacked items are lost"
+            )
+        try:
+            os.close(_write_copy(segment.path, content, keep_partial=True))
+        except OSError as exc:
+            unacked = _unacked_items(content, segment.acked)
+            try:
+                with open(segment.path, "rb") as f:  # what a partial copy holds, in whole records
+                    kept = _unacked_items(f.read(), segment.acked)
+            except OSError:
+                kept = {}
+            lost = len(unacked.keys() - kept.keys())
+            return (
+                f"the log {segment.path} was removed while in use and cannot be put back whole "
+                f"({_cause(exc)}): {lost} of its {len(unacked)} unacked items are lost"
+            )
+        return None
 
     def _dead_logs(self, proc: _Process) -> Dict[str, List[str]]:
         """The log files of owners that no longer live, by token, oldest segment first."""
@@ -1109,9 +1284,12 @@ class SqliteSpool:
             if not name.startswith(prefix):
                 continue
             token, _, number = name[len(prefix):].rpartition("-")
-            if not number.isdigit() or not token:
+            leftover = _is_copy(number)  # a copy its owner did not finish: deleted with its log
+            if not token or not (number.isdigit() or leftover):
                 continue
-            found.setdefault(token, []).append((int(number), os.path.join(directory, name)))
+            files = found.setdefault(token, [])
+            if not leftover:
+                files.append((int(number), os.path.join(directory, name)))
         return {
             token: [path for _, path in sorted(files)]
             for token, files in found.items()
@@ -1142,7 +1320,7 @@ class SqliteSpool:
         prefix = f"{base}-log-{token}-"
         try:
             for name in os.listdir(directory):
-                if name.startswith(prefix) and name[len(prefix):].isdigit():
+                if name.startswith(prefix) and (name[len(prefix):].isdigit() or _is_copy(name[len(prefix):])):
                     os.unlink(os.path.join(directory, name))
         except OSError as exc:
             # The imported table keeps it from being copied a second time.
@@ -1254,6 +1432,9 @@ class SqliteSpool:
         proc = self._proc
         if self._closed or proc.pid != os.getpid() or not proc.lock.acquire(timeout=self.timeout):
             return False
+        if proc.lock.entries:  # forked from inside an operation of this thread (a handler)
+            proc.lock.release()
+            return False
         self._disconnect(proc)
         return True
 
@@ -1282,26 +1463,61 @@ def _ident(st: os.stat_result) -> Tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _copy_records(source: int, target: int, offset: int) -> int:
-    """Append the whole records of file *source* from *offset* on to *target*; return the offset after them.
+def _peek(counter: Iterator[int]) -> int:
+    """The next number of an itertools.count, without taking it."""
+    return int(repr(counter)[6:-1])  # "count(N)"
 
-    A record ends with the only newline it holds (JSON escapes its own, the
-    rest is base64), so a record still being written is left out.
-    """
+
+def _is_copy(number: str) -> bool:
+    """Whether the end of a log file's name, after its token, is that of a temporary copy."""
+    return number.endswith(_COPY_SUFFIX) and number[:-len(_COPY_SUFFIX)].isdigit()
+
+
+def _read_all(fd: int, offset: int = 0) -> bytes:
+    """The content of the file open on *fd* from *offset* on, read with os.pread."""
     chunks: List[bytes] = []
-    position = offset
     while True:
-        chunk = os.pread(source, 1 << 20, position)
+        chunk = os.pread(fd, 1 << 20, offset)
         if not chunk:
-            break
+            return b"".join(chunks)
         chunks.append(chunk)
-        position += len(chunk)
-    content = b"".join(chunks)
-    whole = content[:content.rfind(b"\n") + 1]
-    view = memoryview(whole)
+        offset += len(chunk)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
     while view:
-        view = view[os.write(target, view):]
-    return offset + len(whole)
+        view = view[os.write(fd, view):]
+
+
+def _write_copy(path: str, content: bytes, keep_partial: bool = False) -> int:
+    """Write *content* to a temporary file and rename it to *path*; return a descriptor open on it
+    as a log segment is (appended to), for the caller to close.
+
+    A copy that fails leaves nothing behind (the temporary file is
+    unlinked), unless *keep_partial*: the last resort of close, which
+    renames what was written, cut after its last whole record, and raises.
+    """
+    temporary = path + _COPY_SUFFIX
+    fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    written = 0
+    try:
+        view = memoryview(content)
+        while written < len(content):
+            written += os.write(fd, view[written:])
+        os.rename(temporary, path)
+    except BaseException:
+        whole = content.rfind(b"\n", 0, written) + 1
+        try:
+            if keep_partial and whole:
+                os.ftruncate(fd, whole)
+                os.rename(temporary, path)
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+        raise
+    return fd
 
 
 def _record(payload: bytes) -> bytes:
@@ -1309,15 +1525,25 @@ def _record(payload: bytes) -> bytes:
 
 
 def _read_log(path: str) -> List[Tuple[str, Data]]:
-    """The unacked items of one log segment, in the order they were appended: (key, data) pairs.
+    """The unacked items of the log segment at *path*: see _parse_log."""
+    with open(path, "rb") as f:
+        return _parse_log(f.read())
+
+
+def _parse_log(content: bytes, acked_before: Iterable[int] = ()) -> List[Tuple[str, Data]]:
+    """The unacked items of one log segment's *content*, in the order they were appended:
+    (key, data) pairs. *acked_before*: sequence numbers acked besides the segment's ack records."""
+    return list(_unacked_items(content, acked_before).values())
+
+
+def _unacked_items(content: bytes, acked_before: Iterable[int] = ()) -> Dict[int, Tuple[str, Data]]:
+    """The unacked items of one log segment's *content*, by sequence number, in order (see _parse_log).
 
     Records that a kill cut short, or that are damaged, fail their checksum
     and are skipped; so are records of a kind this version does not know.
     """
-    with open(path, "rb") as f:
-        content = f.read()
     items: Dict[int, Tuple[str, Data]] = {}
-    acked: Set[int] = set()
+    acked: Set[int] = set(acked_before)
     for chunk in content.split(_RS)[1:]:
         if not chunk.endswith(b"\n"):
             continue
@@ -1343,7 +1569,7 @@ def _read_log(path: str) -> List[Tuple[str, Data]]:
                 acked.update(int(seq) for seq in rest.split(b","))
         except ValueError:  # a checksum that matched by chance over garbage (binascii.Error is one)
             continue
-    return [items[seq] for seq in sorted(items) if seq not in acked]
+    return {seq: items[seq] for seq in sorted(items) if seq not in acked}
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -281,6 +281,49 @@ def test_a_signal_handler_appending_while_its_thread_rotates_the_log_completes(p
     assert kept >= appended // 10
 
 
+def test_a_handler_that_calls_the_spool_anywhere_in_an_operation_of_its_thread_never_waits_for_it(
+    path: str,
+) -> None:
+    """A signal handler runs between any two lines of its thread. A trace function stands in for
+    one here: at every line of the outer count's connection block, it calls count again from the
+    same thread. Each nested call either runs (the outer has not started its statement, or is
+    done with it) or raises "locked" at once; none waits for the lock its own thread holds."""
+    spool = SqliteSpool(path)
+    spool.put([(None, 1)])
+    block = SqliteSpool._connection.__wrapped__.__code__  # type: ignore[attr-defined]
+    outcomes: List[Any] = []
+    nested = [False]
+
+    def on_line(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line" and not nested[0]:
+            nested[0] = True
+            started = monotonic()
+            try:
+                outcomes.append(("ran", spool.count(timeout=5), monotonic() - started))
+            except SpoolError as exc:
+                outcomes.append((exc.kind, str(exc), monotonic() - started))
+            finally:
+                nested[0] = False
+        return on_line
+
+    def on_call(frame: Any, event: str, arg: Any) -> Any:
+        return on_line if frame.f_code is block and not nested[0] else None
+
+    sys.settrace(on_call)
+    try:
+        total = spool.count()
+    finally:
+        sys.settrace(None)
+    spool.close()
+    assert total == 1
+    assert outcomes
+    for outcome in outcomes:
+        assert outcome[0] in ("ran", "locked"), outcome
+        assert "another thread" not in str(outcome[1]), outcome  # it waited for its own thread
+        assert outcome[2] < 2.5, outcome  # the nested call's timeout is 5 s
+    assert {outcome[0] for outcome in outcomes} == {"ran", "locked"}
+
+
 # -- 5. a file or directory removed while in use --------------------------------------------
 
 
@@ -393,3 +436,132 @@ def test_the_log_directory_removed_while_in_use_is_a_removed_fault(tmp_path: Any
     with pytest.raises(SpoolError) as info:
         spool.close(timeout=5)
     assert info.value.kind == "removed"
+
+
+def test_an_append_still_being_written_when_its_segment_is_removed_is_in_the_copy(path: str) -> None:
+    """Appends write without a lock, and a reader may see a record half written. Here the one
+    os.write of a record is held halfway (its first half in the file) while the segment is
+    removed and an ack notices it: the record must be in the copy at the path once written, and
+    so survive a kill. The write is split in the test process, the rest is the real thing."""
+    code = f"""
+        import glob, os, signal, threading
+        from batchdispatch.spool import SqliteSpool
+        spool = SqliteSpool({path!r}, durable=True)
+        ids = [spool.append("k", n) for n in range(10)]
+        assert spool.ack(ids[:5]) == 5
+        half_written, finish = threading.Event(), threading.Event()
+        real_write = os.write
+
+        def held_write(fd, data):
+            if threading.current_thread() is not appender or not data.startswith(b"\\x1e"):
+                return real_write(fd, data)
+            half = len(data) // 2
+            assert real_write(fd, data[:half]) == half
+            half_written.set()
+            assert finish.wait(60)
+            return half + real_write(fd, data[half:])
+
+        os.write = held_write
+        appender = threading.Thread(target=spool.append, args=("k", "late"))
+        appender.start()
+        assert half_written.wait(60)
+        [segment] = glob.glob({path!r} + "-log-*")
+        os.unlink(segment)
+        assert spool.ack(ids[:5]) == 0  # writes nothing; notices the removal while "late" is half written
+        finish.set()
+        appender.join(60)
+        assert not appender.is_alive()
+        os.write = real_write
+        spool.ack(ids[5:6])  # a later check, with no append in flight
+        os.kill(os.getpid(), signal.SIGKILL)
+    """
+    result = run_python(code)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    with SqliteSpool(path) as spool:
+        assert sorted((item for _, _, item in spool.claim(100)), key=str) == [6, 7, 8, 9, "late"]
+
+
+# A file size limit stands in for a full disk: writes past it fail with EFBIG, for real.
+SIZE_LIMITED = """
+    import glob, json, os, resource, signal
+    import batchdispatch.spool as spool_module
+    from batchdispatch.exceptions import SpoolError
+    from batchdispatch.spool import SqliteSpool
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+
+    def limit(size):
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+
+    def files():
+        names = os.listdir(os.path.dirname({path!r}))
+        return sorted(name.rpartition("-")[2] for name in names if "-log-" in name)
+"""
+
+
+def test_a_copy_back_that_fails_leaves_no_partial_file_and_is_made_at_the_next_check(path: str) -> None:
+    """The copy of a removed segment fails part way (the disk full): the ack raises a SpoolError,
+    no partial file is left at the path, and the next ack (space is back) makes the copy, which
+    survives a kill."""
+    code = SIZE_LIMITED.format(path=path) + f"""
+    spool_module.LOG_SEGMENT_BYTES = 64 * 1024
+    spool = SqliteSpool({path!r}, durable=True)
+    ids = [spool.append("k", {{"n": n, "pad": "x" * 1000}}) for n in range(80)]
+    assert files() == ["0", "1"], files()  # 0: retired, about 65 kB; 1: the current one, smaller
+    os.unlink(glob.glob({path!r} + "-log-*-0")[0])
+    limit(48 * 1024)  # the current segment can take acks, a copy of segment 0 cannot be made
+    try:
+        spool.ack(ids[-1:])
+    except SpoolError as exc:
+        print(json.dumps(["raised", exc.kind, files()]))
+    else:
+        print(json.dumps(["returned", None, files()]))
+    limit(soft)
+    print(json.dumps([spool.ack(ids[-2:-1]), files()]))  # copies it back
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+    result = run_python(code)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    first, second = map(json.loads, result.stdout.splitlines())
+    assert first == ["raised", "full", ["1"]]  # a SpoolError; no copy, partial or temporary, is left
+    assert second == [1, ["0", "1"]]
+    with SqliteSpool(path) as spool:
+        assert sorted(item["n"] for _, _, item in spool.claim(100)) == list(range(78))
+
+
+def test_at_close_a_removed_segment_is_read_through_its_descriptor(path: str) -> None:
+    """At close, the records of a removed segment are read through the descriptor, not copied
+    back first: a copy the disk has no room for does not stand in the way of the table."""
+    code = SIZE_LIMITED.format(path=path) + f"""
+    spool = SqliteSpool({path!r}, durable=True)
+    ids = [spool.append("k", {{"n": n, "pad": "x" * 1000}}) for n in range(2000)]
+    spool.ack(ids[:1990])  # 10 left; the segment holds about 2 MB
+    os.unlink(glob.glob({path!r} + "-log-*")[0])
+    limit(256 * 1024)  # room for 10 rows in the table, not for a copy of the segment
+    spool.close(timeout=10)
+    limit(soft)
+    print(json.dumps(files()))
+    """
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout) == []
+    with SqliteSpool(path) as spool:
+        assert sorted(item["n"] for _, _, item in spool.claim(3000)) == list(range(1990, 2000))
+
+
+def test_when_close_cannot_write_the_table_a_removed_segment_is_put_back_for_a_claim(path: str) -> None:
+    spool = SqliteSpool(path, durable=True)
+    ids = [spool.append("k", n) for n in range(10)]
+    spool.ack(ids[:2])
+    assert spool.count() == 8  # (makes the file, for the other process to lock)
+    directory = os.path.dirname(path)
+    [segment] = [name for name in os.listdir(directory) if "-log-" in name]
+    os.unlink(os.path.join(directory, segment))
+    with locked_by_another_process(path):
+        with pytest.raises(SpoolError, match="its files stay for a claim") as info:
+            spool.close(timeout=0.5)
+        assert info.value.kind == "locked"
+        assert os.path.exists(os.path.join(directory, segment))  # put back at its path
+    with SqliteSpool(path) as again:  # this process's spool is closed: its owner lock is gone
+        assert sorted((item for _, _, item in again.claim(100)), key=str) == [2, 3, 4, 5, 6, 7, 8, 9, "other"]
+    assert not [name for name in os.listdir(directory) if "-log-" in name]
