@@ -33,9 +33,11 @@ import dataclasses
 import email.utils
 import gzip as _gzip
 import http.client
+import io
 import logging
 import os
 import re
+import socket
 import ssl
 import threading
 import time
@@ -699,32 +701,117 @@ def _session_header_problem(session: requests.Session) -> str:
     return ""
 
 
+class _DeadlineReader:
+    """The buffered reader of a socket (``sock.makefile("rb")``), but every read ends by *deadline*.
+
+    http.client reads the status line, the headers and a chunked body's
+    size lines with ``readline``, which receives until it sees a newline:
+    each receive may take the socket's whole timeout, and a line may be
+    64 KiB long, so a server sending a byte at a time holds it for hours.
+    Here every method receives at most once per step, with the socket's
+    timeout set to the time left, and raises :class:`socket.timeout` once
+    the deadline has passed. Bytes already buffered stay where they were.
+    """
+
+    def __init__(self, inner: io.BufferedReader, sock: socket.socket, deadline: float) -> None:
+        self.inner = inner
+        self._sock = sock
+        self._deadline = deadline
+
+    def _arm(self) -> None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("the call's deadline has passed")
+        self._sock.settimeout(left)
+
+    def peek(self, size: int = 0) -> bytes:
+        self._arm()
+        return self.inner.peek(size)
+
+    def read1(self, size: int = -1) -> bytes:
+        self._arm()
+        return self.inner.read1(size)
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        parts: List[bytes] = []
+        got = 0
+        while size is None or size < 0 or got < size:
+            part = self.read1(-1 if size is None or size < 0 else size - got)
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        got = 0
+        while got < len(view):
+            self._arm()
+            count = self.inner.readinto1(view[got:])
+            if not count:
+                break
+            got += count
+        return got
+
+    def readline(self, size: Optional[int] = -1) -> bytes:
+        parts: List[bytes] = []
+        got = 0
+        while size is None or size < 0 or got < size:
+            ahead = self.peek(1)  # what is buffered, or one receive
+            if not ahead:
+                break
+            take = len(ahead) if size is None or size < 0 else min(len(ahead), size - got)
+            end = ahead.find(b"\n", 0, take)
+            if end >= 0:
+                take = end + 1
+            parts.append(self.inner.read(take))  # buffered: no receive
+            got += take
+            if end >= 0:
+                break
+        return b"".join(parts)
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.inner.closed
+
+
 def _read_prefix(response: requests.Response, deadline: float) -> Tuple[bytes, bool]:
     """Up to BODY_READ_LIMIT bytes of the body, read by *deadline*; and whether that was all of it.
 
     Reads go to the http.client response under urllib3's, one receive at a
-    time (``read1``), with the socket's timeout set to the time left: a
-    server that drips its body a byte at a time cannot hold the call past
-    its deadline, nor a huge body fill the memory. (The size lines of a
-    chunked body are read by http.client a byte per receive, each within
-    the time left: a server dripping those is bounded per byte.)
+    time (``read1``), through a :class:`_DeadlineReader` put under it for
+    the while: a server that drips its body (or a chunked body's size
+    lines and trailers) a byte at a time cannot hold the call past its
+    deadline, nor a huge body fill the memory.
     """
     raw = response.raw
     fp = getattr(raw, "_fp", None)
     if not isinstance(fp, http.client.HTTPResponse):  # not what urllib3 1.26 to 2.x build: read nothing
         return b"", False
     sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    inner = fp.fp
+    if sock is None or inner is None:  # already closed: a body of 0 bytes, or none at all
+        return b"", fp.isclosed()
     # Restored after: urllib3 sends the next request on a reused socket with the timeout it has.
-    sock_timeout = sock.gettimeout() if sock is not None else None
+    sock_timeout = sock.gettimeout()
+    reader = _DeadlineReader(inner, sock, deadline)
+    fp.fp = reader  # type: ignore[assignment]  # what http.client reads from
     chunks: List[bytes] = []
     size = 0
     try:
         while size < BODY_READ_LIMIT and not fp.isclosed():
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if deadline <= time.monotonic():
                 break
-            if sock is not None:
-                sock.settimeout(left)
             chunk = fp.read1(BODY_READ_LIMIT - size)
             if not chunk:
                 if fp.length == 0 and not fp.isclosed():
@@ -735,11 +822,12 @@ def _read_prefix(response: requests.Response, deadline: float) -> Tuple[bytes, b
     except (OSError, http.client.HTTPException, ValueError):
         return b"".join(chunks), False
     finally:
-        if sock is not None:
-            try:
-                sock.settimeout(sock_timeout)
-            except OSError:
-                pass
+        if fp.fp is not None:  # else http.client closed it: the body is complete
+            fp.fp = inner
+        try:
+            sock.settimeout(sock_timeout)
+        except OSError:
+            pass
     return b"".join(chunks), fp.isclosed()
 
 
@@ -795,8 +883,9 @@ class HttpSink(_Transport):
     the time left, and a retry that would end past it is not made. Only the
     first 64 KiB of an answer's body are read (the rest is never
     downloaded: the connection is closed instead), and a 2xx is a success
-    even if its body is still arriving at the deadline. Limits remain: a
-    server that sends its status line, headers or chunk-size lines a byte at
+    even if its body is still arriving at the deadline, and the size lines
+    and trailers of a chunked body are read against the deadline too.
+    Limits remain: a server that sends its status line or headers a byte at
     a time is bounded per byte by the read timeout, not as a whole; DNS
     resolution is not bounded; on urllib3 1.26 a reused connection sends
     with the previous call's read timeout.
