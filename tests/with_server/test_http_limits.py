@@ -359,6 +359,47 @@ def test_a_chunked_body_whose_lines_drip_cannot_hold_the_call(
     assert took < 4  # generous: the deadline is 1 s
 
 
+@pytest.mark.parametrize(
+    ("head", "dripped"),
+    [(b"", b"HTTP/1.1 200 O"), (b"HTTP/1.1 200 OK\r\n", b"X-Slow: ")],
+    ids=["status-line", "header"],
+)
+def test_an_answers_head_that_drips_cannot_hold_the_call(
+    raw_server: Callable[..., RawServer], http_sink: Callable[..., HttpSink], head: bytes, dripped: bytes,
+) -> None:
+    # Read inside urllib3's getresponse, a receive per byte, each allowed the
+    # whole read timeout: it held the call for as long as the server went on.
+    server = raw_server(head, drip(30, first=dripped))
+    took, error = timed(lambda: http_sink(server.url, timeout=(0.5, 0.5))([1]))
+    assert isinstance(error, DeliveryError)
+    assert error.retryable
+    assert "timed out" in str(error)
+    assert took < 4  # generous: the deadline is 1 s
+    assert server.requests == 1  # no time is left for urllib3 to retry
+
+
+def test_a_reused_connection_sends_within_the_next_calls_deadline(
+    raw_server: Callable[..., RawServer], http_sink: Callable[..., HttpSink],
+) -> None:
+    # The first answer leaves its connection in the pool, with a socket
+    # timeout of about 30 s; the server then never reads the second request.
+    # urllib3 1.26 sent it with that timeout, past the second call's deadline.
+    server = raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                        lambda conn, stopping: stopping.wait(60))
+    sink = http_sink(server.url, timeout=(1, 30))
+    sink([1])
+    big = ["x" * 1000] * 50_000  # 50 MB: more than the socket buffers hold
+    _engine._local.deadline = time.monotonic() + 1.0
+    try:
+        took, error = timed(lambda: sink(big))
+    finally:
+        _engine._local.deadline = None
+    assert isinstance(error, DeliveryError)
+    assert error.retryable
+    assert took < 8  # generous: the deadline is 1 s
+    assert server.requests == 1
+
+
 def test_a_retried_answer_is_not_drained(
     raw_server: Callable[..., RawServer], http_sink: Callable[..., HttpSink],
 ) -> None:
