@@ -33,9 +33,11 @@ import dataclasses
 import email.utils
 import gzip as _gzip
 import http.client
+import io
 import logging
 import os
 import re
+import socket
 import ssl
 import threading
 import time
@@ -47,6 +49,7 @@ from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Tuple
 
 import requests
 import requests.adapters
+import urllib3.connection
 import urllib3.exceptions
 from urllib3.util import Retry
 from urllib3.util import Timeout as _Urllib3Timeout
@@ -455,7 +458,7 @@ class _Transport:
 
     def _new_session(self) -> requests.Session:
         session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(
+        adapter = _DeadlineAdapter(
             pool_connections=self._pools, pool_maxsize=10, max_retries=_bounded_retry(self._retries),
         )
         session.mount("https://", adapter)
@@ -699,32 +702,196 @@ def _session_header_problem(session: requests.Session) -> str:
     return ""
 
 
+class _DeadlineReader:
+    """The buffered reader of a socket (``sock.makefile("rb")``), but every read ends by *deadline*.
+
+    http.client reads the status line, the headers and a chunked body's
+    size lines with ``readline``, which receives until it sees a newline:
+    each receive may take the socket's whole timeout, and a line may be
+    64 KiB long, so a server sending a byte at a time holds it for hours.
+    Here every method receives at most once per step, with the socket's
+    timeout set to the time left, and raises :class:`socket.timeout` once
+    the deadline has passed. Bytes already buffered stay where they were.
+    """
+
+    def __init__(self, inner: io.BufferedReader, sock: socket.socket, deadline: float) -> None:
+        self.inner = inner
+        self._sock = sock
+        self._deadline = deadline
+
+    def _arm(self) -> None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("the call's deadline has passed")
+        self._sock.settimeout(left)
+
+    def peek(self, size: int = 0) -> bytes:
+        self._arm()
+        return self.inner.peek(size)
+
+    def read1(self, size: int = -1) -> bytes:
+        self._arm()
+        return self.inner.read1(size)
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        parts: List[bytes] = []
+        got = 0
+        while size is None or size < 0 or got < size:
+            part = self.read1(-1 if size is None or size < 0 else size - got)
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        got = 0
+        while got < len(view):
+            self._arm()
+            count = self.inner.readinto1(view[got:])
+            if not count:
+                break
+            got += count
+        return got
+
+    def readline(self, size: Optional[int] = -1) -> bytes:
+        parts: List[bytes] = []
+        got = 0
+        while size is None or size < 0 or got < size:
+            ahead = self.peek(1)  # what is buffered, or one receive
+            if not ahead:
+                break
+            take = len(ahead) if size is None or size < 0 else min(len(ahead), size - got)
+            end = ahead.find(b"\n", 0, take)
+            if end >= 0:
+                take = end + 1
+            parts.append(self.inner.read(take))  # buffered: no receive
+            got += take
+            if end >= 0:
+                break
+        return b"".join(parts)
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.inner.closed
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """An http.client response whose status line and headers are read by the call's deadline.
+
+    urllib3 reads them in ``getresponse``, before the sink sees the
+    answer; a :class:`_DeadlineReader` is put under the response for that
+    while, with the deadline of the call running on this thread.
+    """
+
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self._deadline_sock = sock
+
+    def begin(self) -> None:
+        deadline: Optional[float] = getattr(_call, "deadline", None)
+        inner = self.fp
+        if deadline is None or inner is None:
+            super().begin()
+            return
+        self.fp = _DeadlineReader(inner, self._deadline_sock, deadline)  # type: ignore[assignment]
+        try:
+            super().begin()
+        finally:
+            if self.fp is not None:
+                self.fp = inner
+
+
+class _DeadlineConnection(urllib3.connection.HTTPConnection):
+    """A urllib3 connection that reads answers with :class:`_DeadlineResponse`.
+
+    It also sets the socket's timeout before sending on a reused
+    connection, as urllib3 2.x does and 1.26 does not (1.26 would send with
+    whatever timeout the previous answer left).
+    """
+
+    response_class = _DeadlineResponse
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        if self.sock is not None:
+            self.sock.settimeout(self.timeout)
+        super().request(*args, **kwargs)
+
+
+_pool_classes: Dict[type, type] = {}
+_pool_classes_lock = threading.Lock()
+
+
+def _deadline_pool(base: Any) -> type:
+    """A subclass of the connection pool class *base* whose connections are :class:`_DeadlineConnection`."""
+    if issubclass(base.ConnectionCls, _DeadlineConnection):
+        return base  # type: ignore[no-any-return]
+    with _pool_classes_lock:
+        cls = _pool_classes.get(base)
+        if cls is None:
+            # A subclass of the pool's own connection class keeps what it does (TLS, SOCKS).
+            own = base.ConnectionCls
+            connection = type(f"_Deadline{own.__name__}", (_DeadlineConnection, own), {})
+            cls = type(f"_Deadline{base.__name__}", (base,), {"ConnectionCls": connection})
+            _pool_classes[base] = cls
+    return cls
+
+
+class _DeadlineAdapter(requests.adapters.HTTPAdapter):
+    """The HTTPAdapter of a session the sink creates: its pools' connections are _DeadlineConnections."""
+
+    @staticmethod
+    def _bound(manager: Any) -> Any:
+        classes = getattr(manager, "pool_classes_by_scheme", None)
+        if isinstance(classes, dict):
+            manager.pool_classes_by_scheme = {scheme: _deadline_pool(cls) for scheme, cls in classes.items()}
+        return manager
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self._bound(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        return self._bound(super().proxy_manager_for(proxy, **proxy_kwargs))
+
+
 def _read_prefix(response: requests.Response, deadline: float) -> Tuple[bytes, bool]:
     """Up to BODY_READ_LIMIT bytes of the body, read by *deadline*; and whether that was all of it.
 
     Reads go to the http.client response under urllib3's, one receive at a
-    time (``read1``), with the socket's timeout set to the time left: a
-    server that drips its body a byte at a time cannot hold the call past
-    its deadline, nor a huge body fill the memory. (The size lines of a
-    chunked body are read by http.client a byte per receive, each within
-    the time left: a server dripping those is bounded per byte.)
+    time (``read1``), through a :class:`_DeadlineReader` put under it for
+    the while: a server that drips its body (or a chunked body's size
+    lines and trailers) a byte at a time cannot hold the call past its
+    deadline, nor a huge body fill the memory.
     """
     raw = response.raw
     fp = getattr(raw, "_fp", None)
     if not isinstance(fp, http.client.HTTPResponse):  # not what urllib3 1.26 to 2.x build: read nothing
         return b"", False
     sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    inner = fp.fp
+    if sock is None or inner is None:  # already closed: a body of 0 bytes, or none at all
+        return b"", fp.isclosed()
     # Restored after: urllib3 sends the next request on a reused socket with the timeout it has.
-    sock_timeout = sock.gettimeout() if sock is not None else None
+    sock_timeout = sock.gettimeout()
+    reader = _DeadlineReader(inner, sock, deadline)
+    fp.fp = reader  # type: ignore[assignment]  # what http.client reads from
     chunks: List[bytes] = []
     size = 0
     try:
         while size < BODY_READ_LIMIT and not fp.isclosed():
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if deadline <= time.monotonic():
                 break
-            if sock is not None:
-                sock.settimeout(left)
             chunk = fp.read1(BODY_READ_LIMIT - size)
             if not chunk:
                 if fp.length == 0 and not fp.isclosed():
@@ -735,11 +902,12 @@ def _read_prefix(response: requests.Response, deadline: float) -> Tuple[bytes, b
     except (OSError, http.client.HTTPException, ValueError):
         return b"".join(chunks), False
     finally:
-        if sock is not None:
-            try:
-                sock.settimeout(sock_timeout)
-            except OSError:
-                pass
+        if fp.fp is not None:  # else http.client closed it: the body is complete
+            fp.fp = inner
+        try:
+            sock.settimeout(sock_timeout)
+        except OSError:
+            pass
     return b"".join(chunks), fp.isclosed()
 
 
@@ -795,11 +963,14 @@ class HttpSink(_Transport):
     the time left, and a retry that would end past it is not made. Only the
     first 64 KiB of an answer's body are read (the rest is never
     downloaded: the connection is closed instead), and a 2xx is a success
-    even if its body is still arriving at the deadline. Limits remain: a
-    server that sends its status line, headers or chunk-size lines a byte at
-    a time is bounded per byte by the read timeout, not as a whole; DNS
-    resolution is not bounded; on urllib3 1.26 a reused connection sends
-    with the previous call's read timeout.
+    even if its body is still arriving at the deadline. The status line,
+    the headers, and a chunked body's size lines and trailers are read
+    against the deadline too, however slowly they come, and a reused
+    connection sends within the call's own timeouts. Limits remain: DNS
+    resolution is not bounded; with a *session* of your own, the status
+    line and headers are bounded per byte by the read timeout, not as a
+    whole, and on urllib3 1.26 a reused connection sends with the previous
+    call's read timeout (the sink does not change your session's adapters).
 
     Secrets and header values never appear in reprs, messages or this
     library's logs: header names and values are checked when the sink is
@@ -818,10 +989,12 @@ class HttpSink(_Transport):
     :param url: an ``http://`` or ``https://`` URL.
     :param session: a ``requests.Session`` to send with. By default the sink
         creates one, pooled, with an ``HTTPAdapter(max_retries=retries)``
-        mounted for ``http://`` and ``https://``, and closes it in
-        :meth:`close`. Your own session is used exactly as it is: the sink
-        mounts nothing on it and never closes it, so its adapters decide
-        urllib3 retries, and passing *retries* as well is an error. Those
+        (of a subclass that reads an answer's status line and headers
+        against the deadline) mounted for ``http://`` and ``https://``, and
+        closes it in :meth:`close`. Your own session is used exactly as it
+        is: the sink mounts nothing on it and never closes it, so its
+        adapters decide urllib3 retries, and passing *retries* as well is
+        an error. Those
         retries are urllib3's own: they may sleep for a ``Retry-After``,
         which the deadline does not cover; mount a Retry with
         ``respect_retry_after_header=False`` to avoid it.

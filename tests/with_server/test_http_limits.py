@@ -108,10 +108,11 @@ def raw_server() -> Iterator[Callable[..., RawServer]]:
         server.close()
 
 
-def drip(seconds: float) -> Callable[[socket.socket, threading.Event], None]:
-    """A body of one byte every 0.2 s, for at most *seconds* (so a client that waits does end)."""
+def drip(seconds: float, first: bytes = b"") -> Callable[[socket.socket, threading.Event], None]:
+    """*first*, then one byte every 0.2 s, for at most *seconds* (so a client that waits does end)."""
 
     def body(conn: socket.socket, stopping: threading.Event) -> None:
+        conn.sendall(first)
         end = time.monotonic() + seconds
         while time.monotonic() < end and not stopping.wait(0.2):
             conn.sendall(b"x")
@@ -326,6 +327,77 @@ def test_a_2xx_whose_body_drips_is_a_success_within_the_deadline(
     took, error = timed(lambda: http_sink(server.url, timeout=(1, 1))([1]))
     assert error is None
     assert took < 10
+
+
+CHUNKED = "Transfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("head", "dripped"),
+    [
+        # a chunk-size line that never ends: a chunk extension, a byte at a time
+        (f"HTTP/1.1 200 OK\r\n{CHUNKED}", b"1;"),
+        (f"HTTP/1.1 500 Oops\r\n{CHUNKED}", b"1;"),
+        # the last chunk, then a trailer that never ends
+        (f"HTTP/1.1 500 Oops\r\n{CHUNKED}", b"1\r\na\r\n0\r\nX-Trailer: "),
+    ],
+    ids=["200-size-line", "500-size-line", "500-trailer"],
+)
+def test_a_chunked_body_whose_lines_drip_cannot_hold_the_call(
+    raw_server: Callable[..., RawServer], http_sink: Callable[..., HttpSink], head: str, dripped: bytes,
+) -> None:
+    # http.client reads those lines with readline: a receive per byte, each
+    # allowed the whole read timeout, for up to 64 KiB (a byte every 0.2 s
+    # held the call for as long as the server went on: 30 s here).
+    server = raw_server(head.encode(), drip(30, first=dripped))
+    took, error = timed(lambda: http_sink(server.url, timeout=(0.5, 0.5), retries=None)([1]))
+    if head.startswith("HTTP/1.1 200"):
+        assert error is None
+    else:
+        assert isinstance(error, DeliveryError)
+        assert error.status == 500
+    assert took < 4  # generous: the deadline is 1 s
+
+
+@pytest.mark.parametrize(
+    ("head", "dripped"),
+    [(b"", b"HTTP/1.1 200 O"), (b"HTTP/1.1 200 OK\r\n", b"X-Slow: ")],
+    ids=["status-line", "header"],
+)
+def test_an_answers_head_that_drips_cannot_hold_the_call(
+    raw_server: Callable[..., RawServer], http_sink: Callable[..., HttpSink], head: bytes, dripped: bytes,
+) -> None:
+    # Read inside urllib3's getresponse, a receive per byte, each allowed the
+    # whole read timeout: it held the call for as long as the server went on.
+    server = raw_server(head, drip(30, first=dripped))
+    took, error = timed(lambda: http_sink(server.url, timeout=(0.5, 0.5))([1]))
+    assert isinstance(error, DeliveryError)
+    assert error.retryable
+    assert "timed out" in str(error)
+    assert took < 4  # generous: the deadline is 1 s
+    assert server.requests == 1  # no time is left for urllib3 to retry
+
+
+def test_a_reused_connection_sends_within_the_next_calls_deadline(
+    raw_server: Callable[..., RawServer], http_sink: Callable[..., HttpSink],
+) -> None:
+    # The first answer leaves its connection in the pool, with a socket
+    # timeout of about 30 s; the server then never reads the second request.
+    # urllib3 1.26 sent it with that timeout, past the second call's deadline.
+    server = raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                        lambda conn, stopping: stopping.wait(60))
+    sink = http_sink(server.url, timeout=(1, 30))
+    sink([1])
+    big = ["x" * 1000] * 50_000  # 50 MB: more than the socket buffers hold
+    _engine._local.deadline = time.monotonic() + 1.0
+    try:
+        took, error = timed(lambda: sink(big))
+    finally:
+        _engine._local.deadline = None
+    assert isinstance(error, DeliveryError)
+    assert error.retryable
+    assert took < 8  # generous: the deadline is 1 s
+    assert server.requests == 1
 
 
 def test_a_retried_answer_is_not_drained(
