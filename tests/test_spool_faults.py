@@ -513,11 +513,11 @@ def test_a_copy_back_that_fails_leaves_no_partial_file_and_is_made_at_the_next_c
     try:
         spool.ack(ids[-1:])
     except SpoolError as exc:
-        print(json.dumps(["raised", exc.kind, files()]))
+        print(json.dumps(["raised", exc.kind, files()]), flush=True)  # flushed: SIGKILL follows
     else:
-        print(json.dumps(["returned", None, files()]))
+        print(json.dumps(["returned", None, files()]), flush=True)
     limit(soft)
-    print(json.dumps([spool.ack(ids[-2:-1]), files()]))  # copies it back
+    print(json.dumps([spool.ack(ids[-2:-1]), files()]), flush=True)  # copies it back
     os.kill(os.getpid(), signal.SIGKILL)
     """
     result = run_python(code)
