@@ -739,6 +739,9 @@ def after_hook():  # registered before batchdispatch is imported: runs after its
     producer.join(20)
     report = {"late_enough": late_enough, "stopped": not producer.is_alive(), "attempts": attempts[0]}
     for name, d, got in (("bg", bg, got_bg), ("keyed", keyed, got_keyed)):
+        # A sync point: a batch still in dispatch when the hook gave up settles first,
+        # so that what the sink got and what stats() counts agree.
+        d.shutdown(timeout=10)
         s = d.stats()
         report[name] = {
             "accepted": accepted[name], "delivered": got, "enqueued": s.enqueued,
