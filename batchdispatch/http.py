@@ -392,20 +392,28 @@ class _DeadlineRetry(Retry):
             time.sleep(wait)
 
 
-_retry_classes: Dict[Type[Retry], Type[Retry]] = {}
-_retry_classes_lock = threading.Lock()
+_retry_classes: Dict[type, type] = {}
+
+
+def _cached_class(cache: Dict[type, type], base: type, make: Callable[[], type]) -> type:
+    """The class *make* builds for *base*, built once. No lock: a fork must not find one held;
+    two threads that race may both build one, and ``setdefault`` keeps the first."""
+    cls = cache.get(base)
+    if cls is None:
+        cls = cache.setdefault(base, make())
+    return cls
 
 
 def _bounded_retry(retry: Retry) -> Retry:
     """A copy of *retry*, of a subclass of its class, that behaves as :class:`_DeadlineRetry`."""
     base = type(retry)
-    with _retry_classes_lock:
-        cls = _retry_classes.get(base)
-        if cls is None:
-            cls = _DeadlineRetry
-            if base is not Retry:  # keep what a subclass of Retry changed
-                cls = type(f"_Deadline{base.__name__}", (_DeadlineRetry, base), {})
-            _retry_classes[base] = cls
+
+    def make() -> type:
+        if base is Retry:
+            return _DeadlineRetry
+        return type(f"_Deadline{base.__name__}", (_DeadlineRetry, base), {})  # keeps the subclass's changes
+
+    cls: Type[Retry] = _cached_class(_retry_classes, base, make)
     bounded: Retry = cls.__new__(cls)
     bounded.__dict__.update(retry.__dict__)
     # The last answer is always returned, so the sink can report its status and body.
@@ -829,22 +837,20 @@ class _DeadlineConnection(urllib3.connection.HTTPConnection):
 
 
 _pool_classes: Dict[type, type] = {}
-_pool_classes_lock = threading.Lock()
 
 
 def _deadline_pool(base: Any) -> type:
     """A subclass of the connection pool class *base* whose connections are :class:`_DeadlineConnection`."""
     if issubclass(base.ConnectionCls, _DeadlineConnection):
         return base  # type: ignore[no-any-return]
-    with _pool_classes_lock:
-        cls = _pool_classes.get(base)
-        if cls is None:
-            # A subclass of the pool's own connection class keeps what it does (TLS, SOCKS).
-            own = base.ConnectionCls
-            connection = type(f"_Deadline{own.__name__}", (_DeadlineConnection, own), {})
-            cls = type(f"_Deadline{base.__name__}", (base,), {"ConnectionCls": connection})
-            _pool_classes[base] = cls
-    return cls
+
+    def make() -> type:
+        # A subclass of the pool's own connection class keeps what it does (TLS, SOCKS).
+        own = base.ConnectionCls
+        connection = type(f"_Deadline{own.__name__}", (_DeadlineConnection, own), {})
+        return type(f"_Deadline{base.__name__}", (base,), {"ConnectionCls": connection})
+
+    return _cached_class(_pool_classes, base, make)
 
 
 class _DeadlineAdapter(requests.adapters.HTTPAdapter):
