@@ -1149,14 +1149,24 @@ class Engine(Generic[T]):
         # Callers that deliver never wait for room: no worker would make it.
         if policy == "block" and not self._dispatching_here() and not self._caller_delivers:
             deadline = _deadline(self._block_timeout)
+            pushed: List[bool] = []
+
+            def pushed_or_closed() -> bool:
+                # The push is tried each time the queue looks to have room:
+                # the grants may still refuse it (a lane past its grant by the
+                # documented slack), and then the wait goes on.
+                if self._state != _RUNNING:
+                    return True
+                if self._queued_below(self._queue_limit) and self._push(key, item, priority):
+                    pushed.append(True)
+                return bool(pushed)
+
             self._blocked += 1
             try:
-                self._wait_locked(
-                    lambda: self._queued_below(self._queue_limit) or self._state != _RUNNING, deadline
-                )
+                self._wait_locked(pushed_or_closed, deadline)
             finally:
                 self._blocked -= 1
-            if self._state == _RUNNING and self._push(key, item, priority):
+            if pushed:
                 return True, None
         self._drop(key, [item], "queue_full" if self._state == _RUNNING else "closed")
         if policy == "raise":
