@@ -21,6 +21,15 @@ from batchdispatch.spool import SqliteSpool
 
 from .conftest import KeyedRecorder, Recorder, run_python
 
+
+def run_script(tmp_path: Any, code: str, *argv: str, timeout: float = 60) -> Any:
+    """Run *code* as a program's ``__main__`` (its atexit hooks run as they would), with *argv*."""
+    script = tmp_path / "app.py"
+    script.write_text(code)
+    return run_python(f"import runpy, sys; sys.argv = ['app', *{list(argv)!r}]; "
+                      f"runpy.run_path({str(script)!r}, run_name='__main__')", timeout=timeout)
+
+
 # -- 1. a long retry policy ------------------------------------------------------------
 
 
@@ -230,11 +239,8 @@ print("started", flush=True)
 @pytest.mark.parametrize("mode", ["sigint", "sigterm"])
 def test_an_interrupt_at_exit_spills_what_is_queued(tmp_path: Any, mode: str) -> None:
     path = str(tmp_path / "spool.db")
-    script = tmp_path / "app.py"
-    script.write_text(INTERRUPTED_EXIT)
     started = time.monotonic()
-    result = run_python(f"import runpy, sys; sys.argv = ['app', {mode!r}, {path!r}]; "
-                        f"runpy.run_path({str(script)!r}, run_name='__main__')", timeout=50)
+    result = run_script(tmp_path, INTERRUPTED_EXIT, mode, path, timeout=50)
     elapsed = time.monotonic() - started
     assert "started" in result.stdout, result.stderr
     assert elapsed < 40  # exit_timeout is 60: the interrupt ended the wait
@@ -249,10 +255,7 @@ def test_an_interrupt_at_exit_spills_what_is_queued(tmp_path: Any, mode: str) ->
 
 
 def test_an_interrupt_at_exit_without_a_spool_counts_and_reports_the_items(tmp_path: Any) -> None:
-    script = tmp_path / "app.py"
-    script.write_text(INTERRUPTED_EXIT)
-    result = run_python(f"import runpy, sys; sys.argv = ['app', 'sigint', '-']; "
-                        f"runpy.run_path({str(script)!r}, run_name='__main__')", timeout=50)
+    result = run_script(tmp_path, INTERRUPTED_EXIT, "sigint", "-", timeout=50)
     assert "started" in result.stdout, result.stderr
     assert "exit flush was interrupted" in result.stderr, result.stderr
     assert "90 items discarded at exit (interrupted)" in result.stderr
@@ -481,11 +484,7 @@ hang.set()
 
 
 def test_an_interrupted_spool_write_at_exit_still_counts_every_item(tmp_path: Any) -> None:
-    script = tmp_path / "app.py"
-    script.write_text(INTERRUPTED_SPOOL_WRITE)
-    path = str(tmp_path / "spool.db")
-    result = run_python(f"import runpy, sys; sys.argv = ['app', {path!r}]; "
-                        f"runpy.run_path({str(script)!r}, run_name='__main__')", timeout=60)
+    result = run_script(tmp_path, INTERRUPTED_SPOOL_WRITE, str(tmp_path / "spool.db"))
     report = json.loads(result.stdout.splitlines()[-1])
     # "hung", "ok1" and "ki" are in the file; "bad" cannot be, and is an "exit" drop.
     expected = {"enqueued": 4, "spilled": 3, "dropped": {"exit": 1}, "rows": 3, "busy": 0}
@@ -517,11 +516,7 @@ d = BackgroundDispatcher(lambda batch: None, delay=60, spool=spool, exit_timeout
 
 
 def test_a_late_item_past_the_exit_budget_does_not_wait_for_the_spool(tmp_path: Any) -> None:
-    script = tmp_path / "app.py"
-    script.write_text(LATE_SPILL_ON_A_LOCKED_SPOOL)
-    path = str(tmp_path / "spool.db")
-    result = run_python(f"import runpy, sys; sys.argv = ['app', {path!r}]; "
-                        f"runpy.run_path({str(script)!r}, run_name='__main__')", timeout=60)
+    result = run_script(tmp_path, LATE_SPILL_ON_A_LOCKED_SPOOL, str(tmp_path / "spool.db"))
     report = json.loads(result.stdout.splitlines()[-1])
     # It waited 20 s (the spool's timeout) for the lock, and then said True for a lost item.
     assert report["took"] < 5, report
