@@ -149,7 +149,7 @@ from typing import (
 from . import _validate
 from ._events import Emitter, Listener
 from ._lanes import INF, NEVER, Batch, Lane, PriorityLane, Spooled, popleft
-from ._retry import RetryPolicy
+from ._retry import RetryPolicy, retryable
 from .events import (
     BatchFailed,
     BatchRetryScheduled,
@@ -1700,7 +1700,7 @@ class Engine(Generic[T]):
         policy = self._retry
         if not items:
             return True
-        if self.spool is not None and _retryable(error):
+        if self.spool is not None and retryable(error):
             if lane is None or self._stopped or self._state != _RUNNING:
                 # Not lost: a batch that fails while the dispatcher closes (or
                 # on a caller's thread at exit) goes to the spool for the next
@@ -1963,29 +1963,20 @@ class Engine(Generic[T]):
             self._spool_fault(exc, f"spilling {len(raw)} items")
             written = self._partly_written(exc, "put", raw)
         lost = [item for n, (item, row) in enumerate(zip(raw, logged)) if not row and n not in written]
-        report = None
         with self._lock:
-            acks = [row for index, row in enumerate(logged) if row and index in written]
-            self._spool_later("ack", key, acks, "")
-            kept = len(raw) - len(lost)
-            self._spilled += kept
-            if not counted:
-                self._overflowed += kept
-            if lost:
-                self._drop(key, lost, reason)
-                if counted:
-                    self._uncounted += len(lost)  # enqueue says False: not accepted after all
-                report = self._drop_report()
-            if written and reason == "queue_full":
-                self._spills += 1  # claimed back once the queue has room
-                if self._backlog is None and self._state == _RUNNING:
-                    self._backlog = "room"
-                    self._kick()
+            self._spool_later("ack", key, [row for n, row in enumerate(logged) if row and n in written], "")
+            self._spilled += len(raw)  # _account_spool_io takes the lost ones back
+            if counted:
+                self._uncounted += len(lost)  # enqueue says False for them: not accepted after all
+            else:
+                self._overflowed += len(raw) - len(lost)
+            reports = self._account_spool_io([(key, lost, reason)] if lost else [],
+                                             bool(written) and reason == "queue_full")
         if self._spool_todo:
             self._spool_io(wait=end is not None, deadline=end)
         self._emit_posted()
-        if report:
-            log.warning(*report)
+        for report in reports:
+            log.log(*report)
         return not lost
 
     def _unwrap(self, batch: Batch) -> None:
@@ -2538,8 +2529,8 @@ class Engine(Generic[T]):
             fields = self._stats_fields()
             if not self._keyed:
                 return DispatcherStats(**fields)
-            # One pass over the lanes. It stays O(keys): items appended
-            # without the lock are counted nowhere but in their lane's deque.
+            # Like pending and enqueued above, a pass over the lanes, O(keys):
+            # items appended without the lock are counted nowhere but in their lane's deque.
             by_key = {}
             for lane in self._lanes.values():
                 pending = lane.pending()
@@ -2661,16 +2652,6 @@ def _retry_after(error: BaseException) -> Optional[float]:
     except Exception:  # noqa: BLE001 - the user's error class: treat as "no hint"
         return None
     return max(0.0, seconds) if seconds - seconds == 0 else None
-
-
-def _retryable(error: BaseException) -> bool:
-    """The error's ``retryable`` attribute (True unless it says False), read
-    so that a property that raises counts as retryable instead of killing
-    the worker."""
-    try:
-        return getattr(error, "retryable", True) is not False
-    except Exception:  # noqa: BLE001 - the user's error class
-        return True
 
 
 def _equal(a: Any, b: Any) -> bool:

@@ -93,9 +93,14 @@ class RetryPolicy:
 
     def gives_up(self, attempts: int, error: BaseException) -> bool:
         """Whether items that failed *attempts* times with *error* are given up."""
-        if attempts >= self.max_attempts:
-            return True
-        try:
-            return getattr(error, "retryable", True) is False
-        except Exception:  # noqa: BLE001 - a property that raises: try again, within max_attempts
-            return False
+        return attempts >= self.max_attempts or not retryable(error)
+
+
+def retryable(error: BaseException) -> bool:
+    """Whether trying again may help: *error*'s ``retryable`` attribute, True
+    unless it says False. A property that raises counts as retryable (within
+    max_attempts) rather than killing the worker that asks."""
+    try:
+        return getattr(error, "retryable", True) is not False
+    except Exception:  # noqa: BLE001 - the user's error class
+        return True
