@@ -126,7 +126,6 @@ import os
 import random
 import sys
 import threading
-import time
 import types
 import uuid
 import warnings
@@ -147,6 +146,7 @@ from typing import (
 )
 
 from . import _validate
+from ._deadlines import SafeClock, acquire, deadline_after, join_thread, monotonic, wait_slice
 from ._events import Emitter, Listener
 from ._lanes import INF, NEVER, Batch, Lane, PriorityLane, Spooled, popleft
 from ._retry import RetryPolicy, retryable
@@ -174,23 +174,6 @@ ALL: Any = type("AllKeys", (), {"__repr__": lambda self: "ALL"})()
 
 # Lifecycle states.
 _NEW, _RUNNING, _CLOSING, _CLOSED = "new", "running", "closing", "closed"
-
-
-def _real_monotonic() -> Callable[[], float]:
-    """Return a monotonic clock that freezegun cannot freeze.
-
-    freezegun replaces ``time.monotonic`` and every module attribute that is
-    the real function. ``clock_gettime`` is left alone, and a
-    ``functools.partial`` is not recognised by its module scan, so batching
-    keeps real time inside a user's ``freeze_time()`` block.
-    """
-    if hasattr(time, "clock_gettime") and hasattr(time, "CLOCK_MONOTONIC"):
-        return functools.partial(time.clock_gettime, time.CLOCK_MONOTONIC)
-    return functools.partial(time.monotonic)  # pragma: no cover - not POSIX
-
-
-#: The clock used for deadlines that must hold in real time.
-monotonic: Callable[[], float] = _real_monotonic()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,44 +267,6 @@ class _RateLimit:
         return held
 
 
-class _SafeClock:
-    """A user's *clock*, kept from killing the worker.
-
-    A reading that raises, or is not a finite real number, is replaced by
-    the last good one plus the real monotonic time since then (time goes
-    on from where the user's clock was), and logged once, outside the
-    engine lock, by the next thread that emits events.
-    """
-
-    __slots__ = ("clock", "engine", "failed", "last", "last_real")
-
-    def __init__(self, clock: Callable[[], float], engine: Engine[Any]) -> None:
-        self.clock = clock
-        self.engine = engine
-        self.failed = False
-        self.last = 0.0
-        self.last_real = monotonic()
-
-    def __call__(self) -> float:
-        try:
-            value = self.clock()
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                reading = float(value)  # numpy.float64 and other subclasses too
-                if reading - reading == 0:  # finite: inf - inf and nan - nan are nan
-                    self.last, self.last_real = reading, monotonic()
-                    return reading
-            problem = f"returned {type(value).__name__} {value!r:.40}"
-        except Exception as exc:  # noqa: BLE001 - the user's clock must not kill the worker
-            problem = f"raised {type(exc).__name__}: {exc}"
-        if not self.failed:
-            self.failed = True
-            self.engine._log_later(
-                logging.ERROR, "batchdispatch:%s: the clock %s; going on with the real monotonic"
-                " time from its last good reading (logged once)", self.engine.name, problem,
-            )
-        return self.last + (monotonic() - self.last_real)
-
-
 #: Returned by Engine._next_batch to have the worker emit events, then look again.
 _EMIT_FIRST = Batch(None, [], 0)
 #: Returned by Engine._next_batch to have the worker claim spooled items, then look again.
@@ -375,7 +320,7 @@ class Engine(Generic[T]):
         self.flush_on_exit = flush_on_exit
         #: Seconds the exit hook (and the ``with`` block) waits at most.
         self.exit_timeout = exit_timeout
-        self._clock = monotonic if clock is None else _SafeClock(clock, self)
+        self._clock = monotonic if clock is None else SafeClock(clock, self._clock_failed)
         self._events = Emitter()
         self._random = random.Random()
         #: The :class:`~batchdispatch.spool.SqliteSpool` given as ``spool=``, or None.
@@ -536,6 +481,13 @@ class Engine(Generic[T]):
         if self._sleepers and not self._dispatching_here():
             self._kick()  # an idle worker writes it now
 
+    def _clock_failed(self, problem: str) -> None:
+        """The user's clock failed (see SafeClock): logged once, outside the lock."""
+        self._log_later(
+            logging.ERROR, "batchdispatch:%s: the clock %s; going on with the real monotonic"
+            " time from its last good reading (logged once)", self.name, problem,
+        )
+
     def _emit_posted(self, deadline: Optional[float] = None, wait: bool = False) -> None:
         """Emit queued events, in order, one thread at a time. Never called with the lock held.
 
@@ -552,7 +504,7 @@ class Engine(Generic[T]):
                 break  # another thread wrote it
             log.log(*line)
         while self._outbox:
-            if not _acquire(self._emit_lock, deadline, block=wait):
+            if not acquire(self._emit_lock, deadline, block=wait):
                 return
             try:
                 self._emit_batches(deadline)
@@ -1148,7 +1100,7 @@ class Engine(Generic[T]):
                 lane = self._oldest_lane()
         # Callers that deliver never wait for room: no worker would make it.
         if policy == "block" and not self._dispatching_here() and not self._caller_delivers:
-            deadline = _deadline(self._block_timeout)
+            deadline = deadline_after(self._block_timeout)
             pushed: List[bool] = []
 
             def pushed_or_closed() -> bool:
@@ -1785,7 +1737,7 @@ class Engine(Generic[T]):
         drops. Returns False if the items were dropped.
         """
         deadline = self._exit_budget_end()
-        got = _acquire(self._inline_lock, deadline)
+        got = acquire(self._inline_lock, deadline)
         if not got or self._past_exit_budget():
             if got:
                 self._inline_lock.release()
@@ -2077,7 +2029,7 @@ class Engine(Generic[T]):
         # With wait, also for the operations another thread is making (it
         # took them off the queue, and counts them busy until they are made).
         while self._spool_todo or (wait and self._spool_busy):
-            if not _acquire(self._spool_io_lock, deadline, block=wait):
+            if not acquire(self._spool_io_lock, deadline, block=wait):
                 return
             try:
                 reports = self._spool_io_locked(deadline)
@@ -2346,7 +2298,7 @@ class Engine(Generic[T]):
 
     def _flush(self, key: Any, timeout: Optional[float]) -> bool:
         """Flush one lane (*key*), or every lane when *key* is ``ALL``."""
-        deadline = _deadline(_validate.optional_seconds("timeout", timeout))
+        deadline = deadline_after(_validate.optional_seconds("timeout", timeout))
         threadless = None
         with self._lock:
             if self._state == _NEW and self._backlog is not None and not _exiting:
@@ -2408,7 +2360,7 @@ class Engine(Generic[T]):
             from inside dispatch or on_error, it closes without waiting and
             returns False.
         """
-        deadline = _deadline(_validate.optional_seconds("timeout", timeout))  # checked before it closes
+        deadline = deadline_after(_validate.optional_seconds("timeout", timeout))  # checked before it closes
         self._close(by_exit=False, deadline=deadline)
         completed = self._join(deadline, reason="shutdown")
         with self._lock:
@@ -2457,7 +2409,7 @@ class Engine(Generic[T]):
         if done:
             for worker in list(self._workers):
                 if worker is not threading.current_thread():
-                    _join_thread(worker, deadline)
+                    join_thread(worker, deadline)
                     if worker.is_alive():
                         # Still running a listener: not stopped yet.
                         log.warning(
@@ -2473,9 +2425,9 @@ class Engine(Generic[T]):
 
     def _wait_locked(self, done: Callable[[], bool], deadline: Optional[float]) -> bool:
         """Wait on ``_progress`` until *done()* or the deadline, in slices
-        on the main thread (see _wait_slice). Lock held."""
+        on the main thread (see wait_slice). Lock held."""
         while not done():
-            timeout = _wait_slice(deadline)
+            timeout = wait_slice(deadline)
             if timeout == 0:
                 return False
             self._watchers += 1
@@ -2670,50 +2622,6 @@ def _unhashable(key: object) -> TypeError:
     return TypeError(f"key must be hashable, got {type(key).__name__}")
 
 
-def _acquire(lock: Any, deadline: Optional[float], block: bool = True) -> bool:
-    """Take *lock*: at once or not at all (not *block*), or waiting until
-    *deadline* (None: for ever), in slices on the main thread (see _wait_slice)."""
-    if not block:
-        return bool(lock.acquire(False))
-    while True:
-        timeout = _wait_slice(deadline)
-        if timeout is None:
-            return bool(lock.acquire())
-        if lock.acquire(True, timeout):
-            return True
-        if deadline is not None and monotonic() >= deadline:
-            return False
-
-
-def _wait_slice(deadline: Optional[float]) -> Optional[float]:
-    """How long one wait until *deadline* may last (None: for ever; 0: the deadline passed).
-
-    The main thread waits at most ``MAIN_THREAD_WAIT_SLICE`` at a time: a
-    signal that the kernel hands to another thread does not wake it, and
-    Ctrl-C must end a flush or the exit hook's wait promptly.
-    """
-    main = threading.current_thread() is threading.main_thread()
-    if deadline is None:
-        return MAIN_THREAD_WAIT_SLICE if main else None
-    timeout = min(max(0.0, deadline - monotonic()), threading.TIMEOUT_MAX)
-    return min(timeout, MAIN_THREAD_WAIT_SLICE) if main else timeout
-
-
-def _join_thread(thread: threading.Thread, deadline: Optional[float]) -> None:
-    """``thread.join`` until *deadline* (None: for ever), in slices on the main thread (see _wait_slice)."""
-    while thread.is_alive():
-        timeout = _wait_slice(deadline)
-        if timeout == 0:
-            return
-        thread.join(timeout)
-
-
-def _deadline(timeout: Optional[float]) -> Optional[float]:
-    if timeout is None:
-        return None
-    return monotonic() + max(0.0, timeout)
-
-
 # -- process-wide hooks -------------------------------------------------------
 #
 # One atexit hook and one fork hook serve every dispatcher, through a WeakSet:
@@ -2723,10 +2631,6 @@ def _deadline(timeout: Optional[float]) -> Optional[float]:
 _registry: weakref.WeakSet[Engine[Any]] = weakref.WeakSet()
 _registry_lock = threading.Lock()
 _exiting = False  # the exit hook has started
-#: Longest single wait of the main thread in flush, shutdown and exit: a
-#: signal handled by another thread does not wake a waiting one, and
-#: Ctrl-C must not wait for the end of a long timeout.
-MAIN_THREAD_WAIT_SLICE = 0.25
 #: Seconds shutdown and exit wait for listeners past their deadline at
 #: most (the listeners run on another thread, see Engine._emit_within).
 EVENTS_ALLOWANCE = 0.25

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator, List
 import pytest
 
 from batchdispatch import BackgroundDispatcher, KeyedDispatcher, _engine
+from batchdispatch._deadlines import monotonic
 from batchdispatch.spool import SqliteSpool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -163,9 +164,9 @@ def poke(dispatcher: Any, clock: FakeClock) -> None:
     reads = clock.reads
     with dispatcher._lock:
         dispatcher._kick_all()
-    deadline = _engine.monotonic() + 10
+    deadline = monotonic() + 10
     while clock.reads == reads:
-        assert _engine.monotonic() < deadline, "the worker did not wake up"
+        assert monotonic() < deadline, "the worker did not wake up"
         threading.Event().wait(0.001)
 
 
@@ -178,8 +179,8 @@ def worker_wait_timeout(dispatcher: BackgroundDispatcher[Any], timeout: float = 
     worker = dispatcher._workers[0] if dispatcher._workers else None
     assert worker is not None
     assert worker.ident is not None
-    deadline = _engine.monotonic() + timeout
-    while _engine.monotonic() < deadline:
+    deadline = monotonic() + timeout
+    while monotonic() < deadline:
         frame = sys._current_frames().get(worker.ident)
         while frame is not None:
             if frame.f_code.co_name == "_sleep" and frame.f_back is not None and (

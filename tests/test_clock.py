@@ -6,7 +6,7 @@ import threading
 
 import freezegun
 
-from batchdispatch._engine import monotonic
+from batchdispatch._deadlines import monotonic
 
 from .conftest import Recorder, run_python
 
@@ -38,11 +38,11 @@ def test_the_clock_survives_an_import_inside_freeze_time() -> None:
         import freezegun
         with freezegun.freeze_time("2020-01-01"):
             import batchdispatch
-            from batchdispatch import _engine
-            start = _engine.monotonic()
+            from batchdispatch import _deadlines
+            start = _deadlines.monotonic()
             d = batchdispatch.BackgroundDispatcher(lambda b: None, delay=0.05)
             d.enqueue(1)
-            print(d.flush(timeout=10), _engine.monotonic() > start)
+            print(d.flush(timeout=10), _deadlines.monotonic() > start)
         """
     )
     assert result.returncode == 0, result.stderr

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchdispatch import BackgroundDispatcher, BatchDispatchError, DispatcherStats, QueueFullError
-from batchdispatch._engine import monotonic
+from batchdispatch._deadlines import monotonic
 
 from .conftest import FakeClock, Recorder, poke, run_python, worker_wait_timeout
 

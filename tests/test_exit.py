@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from batchdispatch._engine import monotonic
+from batchdispatch._deadlines import monotonic
 
 from .conftest import run_python
 

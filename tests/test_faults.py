@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterator
 
 import pytest
 
-from batchdispatch._engine import monotonic
+from batchdispatch._deadlines import monotonic
 
 from .conftest import ROOT, run_python
 
@@ -608,7 +608,7 @@ monkey.patch_all()
 import json, logging, time
 import gevent
 from batchdispatch import BackgroundDispatcher, KeyedDispatcher
-from batchdispatch._engine import monotonic
+from batchdispatch._deadlines import monotonic
 
 logging.basicConfig()
 entered = gevent.event.Event()

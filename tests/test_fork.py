@@ -11,7 +11,7 @@ from typing import Any, Callable, List
 
 import pytest
 
-from batchdispatch._engine import monotonic
+from batchdispatch._deadlines import monotonic
 
 from .conftest import Recorder
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchdispatch import KeyedDispatcher, KeyedStats, PartialFailure, RetryPolicy
-from batchdispatch._engine import monotonic
+from batchdispatch._deadlines import monotonic
 from batchdispatch._lanes import PriorityLane
 
 from .conftest import FakeClock, KeyedRecorder, poke

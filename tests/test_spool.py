@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchdispatch._engine import monotonic
+from batchdispatch._deadlines import monotonic
 from batchdispatch.exceptions import BatchDispatchError, SpoolError
 from batchdispatch.spool import QUARANTINED, SqliteSpool
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, List
 
 import pytest
 
-from batchdispatch._engine import monotonic
+from batchdispatch._deadlines import monotonic
 from batchdispatch.exceptions import SpoolError
 from batchdispatch.spool import SqliteSpool
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, List
 import pytest
 
 from batchdispatch import BackgroundDispatcher, KeyedDispatcher
-from batchdispatch._engine import monotonic
+from batchdispatch._deadlines import monotonic
 from batchdispatch._unit import flush_after
 
 from .conftest import KeyedRecorder, Recorder, run_python

@@ -29,7 +29,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from batchdispatch._engine import INLINE_ENV, monotonic
+from batchdispatch._deadlines import monotonic
+from batchdispatch._engine import INLINE_ENV
 from batchdispatch._receiver import Receiver
 
 from ..conftest import ROOT

@@ -17,8 +17,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
 from django.core.signals import setting_changed  # type: ignore[import-untyped]
 
+from ..._deadlines import monotonic
 from ..._dispatcher import BackgroundDispatcher
-from ..._engine import monotonic
 from ...http import HttpSink
 from .. import _options
 from . import conf
