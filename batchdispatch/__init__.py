@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 
+from ._context import current_batch_id, current_deadline
 from ._dispatcher import BackgroundDispatcher
-from ._engine import DispatcherStats, KeyedStats, current_batch_id, current_deadline
+from ._engine import DispatcherStats, KeyedStats
 from ._keyed import KeyedDispatcher
 from ._log import _LastResort
 from ._retry import RetryPolicy

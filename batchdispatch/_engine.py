@@ -127,7 +127,6 @@ import random
 import sys
 import threading
 import types
-import uuid
 import warnings
 import weakref
 from typing import (
@@ -145,7 +144,7 @@ from typing import (
     TypeVar,
 )
 
-from . import _validate
+from . import _context, _validate
 from ._deadlines import SafeClock, acquire, deadline_after, join_thread, monotonic, wait_slice
 from ._events import Emitter, Listener
 from ._lanes import INF, NEVER, Batch, Lane, PriorityLane, Spooled, popleft
@@ -520,7 +519,7 @@ class Engine(Generic[T]):
 
         Past *deadline*, events are not emitted but counted and logged.
         """
-        stack = _dispatching()
+        stack = _context.dispatching()
         while True:
             with self._lock:
                 posted, self._outbox = self._outbox, []
@@ -1241,7 +1240,7 @@ class Engine(Generic[T]):
     def _work(self, generation: int) -> None:
         # A worker thread never waits for its own dispatcher: flush or
         # shutdown called from a listener it runs returns at once.
-        _dispatching().append(self)
+        _context.dispatching().append(self)
         batch: Optional[Batch] = None
         while True:
             if batch is None:
@@ -1550,14 +1549,9 @@ class Engine(Generic[T]):
         *deadline*, or the dispatcher's ``_deliver_by`` (the sooner), is
         what :func:`current_deadline` answers during the call.
         """
-        stack = _dispatching()
-        stack.append(self)
-        outer, _local.batch = getattr(_local, "batch", None), batch
-        outer_deadline = getattr(_local, "deadline", None)
-        for other in (self._deliver_by, outer_deadline):
-            if other is not None and (deadline is None or other < deadline):
-                deadline = other
-        _local.deadline = deadline
+        if self._deliver_by is not None and (deadline is None or self._deliver_by < deadline):
+            deadline = self._deliver_by
+        saved = _context.enter_call(self, batch, deadline)
         try:
             try:
                 self._call(batch.key, batch.items)
@@ -1566,9 +1560,7 @@ class Engine(Generic[T]):
                 return exc
             return None
         finally:
-            _local.batch = outer
-            _local.deadline = outer_deadline
-            stack.pop()
+            _context.leave_call(saved)
 
     def _failed_items(self, error: BaseException, items: List[T], report: bool = False) -> List[T]:
         """The items an attempt failed: all of them, or a PartialFailure's."""
@@ -1588,7 +1580,7 @@ class Engine(Generic[T]):
 
     def _dispatching_here(self) -> bool:
         """Whether this thread is inside this dispatcher's dispatch or on_error."""
-        return self in _dispatching()
+        return self in _context.dispatching()
 
     def _handle_error(self, exc: BaseException, batch: List[T]) -> None:
         if self._on_error is None:
@@ -2638,54 +2630,6 @@ EVENTS_ALLOWANCE = 0.25
 #: what it gives up to its spool, and to run listeners, after it stopped waiting.
 INTERRUPTED_EXIT_ALLOWANCE = 1.0
 _exit_started: Optional[float] = None  # when (monotonic): each dispatcher's exit budget counts from then
-_local = threading.local()
-
-
-def _dispatching() -> List[Engine[Any]]:
-    """The dispatchers whose dispatch or on_error runs on this thread."""
-    try:
-        stack: List[Engine[Any]] = _local.stack
-    except AttributeError:
-        stack = _local.stack = []
-    return stack
-
-
-def delivering() -> bool:
-    """Whether this thread is a dispatcher's worker, or runs its dispatch, on_error or listeners.
-
-    Code that feeds a dispatcher from a place its own delivery can reach
-    (a logging handler, say) checks this to avoid feeding back into itself.
-    """
-    return bool(getattr(_local, "stack", None))
-
-
-def current_batch_id() -> Optional[str]:
-    """A unique id for the batch whose dispatch runs on this thread, or None.
-
-    The id is the same for every attempt of one batch, retries included,
-    so a receiver can deduplicate (``X-Webhook-Id`` in
-    :mod:`batchdispatch.http`). Called outside dispatch, it returns None.
-    """
-    batch: Optional[Batch] = getattr(_local, "batch", None)
-    if batch is None:
-        return None
-    if batch.id is None:
-        batch.id = uuid.uuid4().hex
-    return batch.id
-
-
-def current_deadline() -> Optional[float]:
-    """When the dispatch call running on this thread must be over, or None for no limit.
-
-    A time on :func:`time.monotonic`'s clock. The dispatcher sets it when a
-    caller's deadline covers the call: a batch delivered on the enqueuing
-    thread after the exit hook, within the exit budget, or a batch taken
-    while :meth:`shutdown` or the exit hook waits with a timeout. A sink
-    bounds its work by it (:mod:`batchdispatch.http` shortens its timeouts
-    and gives up its retries), so that a dead endpoint cannot hold exit
-    past its budget. Outside dispatch it returns None.
-    """
-    return getattr(_local, "deadline", None)
 
 
 # -- processes without threads (uWSGI) ------------------------------------------

@@ -28,8 +28,8 @@ import threading
 from typing import Any, Dict, Mapping, Optional, Protocol, Tuple, Union
 
 from . import _validate
+from ._context import delivering
 from ._dispatcher import BackgroundDispatcher
-from ._engine import delivering
 from ._keyed import KeyedDispatcher
 
 __all__ = ["BatchHandler"]
@@ -95,7 +95,7 @@ class BatchHandler(logging.Handler):
     Feedback protection: a record is skipped, and counted in
     :attr:`skipped`, when its logger is ``batchdispatch`` or below it, or
     when it is logged on a dispatcher's worker thread or inside a dispatch,
-    ``on_error`` or event listener call (:func:`batchdispatch._engine.delivering`).
+    ``on_error`` or event listener call (:func:`batchdispatch._context.delivering`).
     So the debug logs of requests and urllib3 during a POST, or the
     library's own warning about a failed batch, never come back as new
     records, and a failing endpoint cannot cause a storm or a recursion.

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, List, Optional
 import pytest
 import requests
 
-from batchdispatch import RetryPolicy, _engine, http
+from batchdispatch import RetryPolicy, _context, http
 from batchdispatch._receiver import Receiver, Response
 from batchdispatch.exceptions import DeliveryError, PartialFailure
 from batchdispatch.http import Endpoint, HttpSink, WebhookSink
@@ -389,11 +389,11 @@ def test_a_reused_connection_sends_within_the_next_calls_deadline(
     sink = http_sink(server.url, timeout=(1, 30))
     sink([1])
     big = ["x" * 1000] * 50_000  # 50 MB: more than the socket buffers hold
-    _engine._local.deadline = time.monotonic() + 1.0
+    _context._local.deadline = time.monotonic() + 1.0
     try:
         took, error = timed(lambda: sink(big))
     finally:
-        _engine._local.deadline = None
+        _context._local.deadline = None
     assert isinstance(error, DeliveryError)
     assert error.retryable
     assert took < 8  # generous: the deadline is 1 s
@@ -437,11 +437,11 @@ def test_a_slow_server_is_bounded_by_the_dispatchers_deadline(
     # even with a read timeout of 60 s. Set as the engine sets it.
     receiver.respond(Response(delay=30))
     sink = http_sink(receiver.url, timeout=(5, 60))
-    _engine._local.deadline = time.monotonic() + 1.0
+    _context._local.deadline = time.monotonic() + 1.0
     try:
         took, error = timed(lambda: sink([1]))
     finally:
-        _engine._local.deadline = None
+        _context._local.deadline = None
     assert isinstance(error, DeliveryError)
     assert error.retryable
     assert "timed out" in str(error)
@@ -453,12 +453,12 @@ def test_a_deadline_already_passed_sends_nothing(
     receiver: Receiver, http_sink: Callable[..., HttpSink],
 ) -> None:
     sink = http_sink(receiver.url)
-    _engine._local.deadline = time.monotonic() - 1
+    _context._local.deadline = time.monotonic() - 1
     try:
         with pytest.raises(DeliveryError, match="deadline") as caught:
             sink([1])
     finally:
-        _engine._local.deadline = None
+        _context._local.deadline = None
     assert caught.value.retryable
     assert receiver.request_count == 0
 
