@@ -13,7 +13,7 @@ from typing import Any, List, Tuple
 
 import pytest
 
-from batchdispatch import RetryPolicy, _engine
+from batchdispatch import RetryPolicy, _threadless
 
 from .conftest import FakeClock, run_python
 
@@ -53,8 +53,8 @@ class NoThreads(threading.Thread):
 @pytest.fixture(autouse=True)
 def inline(monkeypatch: pytest.MonkeyPatch) -> None:
     """The switch on, and any thread start inside the engine a failure."""
-    monkeypatch.setenv(_engine.INLINE_ENV, "1")
-    monkeypatch.setattr(_engine.threading, "Thread", NoThreads)
+    monkeypatch.setenv(_threadless.INLINE_ENV, "1")
+    monkeypatch.setattr(threading, "Thread", NoThreads)
 
 
 # -- BackgroundDispatcher ---------------------------------------------------------
@@ -256,7 +256,7 @@ def test_the_exit_hook_delivers_on_the_main_thread() -> None:
         k.enqueue("y", 2)
         print("threads", threading.active_count())
         """,
-        env={_engine.INLINE_ENV: "1"},
+        env={_threadless.INLINE_ENV: "1"},
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # chosen explicitly: no warning
@@ -291,8 +291,8 @@ b.shutdown()
     [
         ("has_threads=0, opt={}", {}, "MainThread", True),
         ("has_threads=1, opt={}", {}, "batchdispatch", False),
-        ("has_threads=0, opt={}", {_engine.INLINE_ENV: "0"}, "batchdispatch", False),
-        ("has_threads=0, opt={}", {_engine.INLINE_ENV: "yes"}, "MainThread", False),
+        ("has_threads=0, opt={}", {_threadless.INLINE_ENV: "0"}, "batchdispatch", False),
+        ("has_threads=0, opt={}", {_threadless.INLINE_ENV: "yes"}, "MainThread", False),
         ("opt={'master': True}", {}, "MainThread", True),  # no has_threads: read the options
         ("opt={'enable-threads': True}", {}, "batchdispatch", False),
         ("opt={'threads': b'4'}", {}, "batchdispatch", False),
@@ -302,7 +302,7 @@ b.shutdown()
 def test_uwsgi_without_threads_is_detected_and_warned_once(
     attrs: str, env: Any, thread: str, warned: bool
 ) -> None:
-    result = run_python(FAKE_UWSGI.format(attrs=attrs), env={_engine.INLINE_ENV: "", **env})
+    result = run_python(FAKE_UWSGI.format(attrs=attrs), env={_threadless.INLINE_ENV: "", **env})
     assert result.returncode == 0, result.stderr
     threads = sorted(line.split()[0].split(":")[0] for line in result.stdout.splitlines())
     assert threads == [thread, thread]
@@ -320,7 +320,7 @@ def test_a_warnings_filter_that_raises_cannot_make_enqueue_raise() -> None:
             "from batchdispatch", "import logging; logging.basicConfig(); warnings.simplefilter('error')\n"
             "from batchdispatch", 1,
         ),
-        env={_engine.INLINE_ENV: ""},
+        env={_threadless.INLINE_ENV: ""},
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["MainThread", "1", "MainThread", "2"]
