@@ -115,7 +115,6 @@ process's dispatchers, as the fork hook would have.
 
 from __future__ import annotations
 
-import atexit
 import collections
 import dataclasses
 import functools
@@ -126,7 +125,6 @@ import os
 import random
 import threading
 import types
-import weakref
 from typing import (
     Any,
     Callable,
@@ -142,7 +140,7 @@ from typing import (
     TypeVar,
 )
 
-from . import _context, _threadless, _validate
+from . import _context, _process, _threadless, _validate
 from ._deadlines import SafeClock, acquire, deadline_after, join_thread, monotonic, wait_slice
 from ._events import Emitter, Listener
 from ._lanes import INF, NEVER, Batch, Lane, PriorityLane, Spooled, popleft
@@ -333,8 +331,7 @@ class Engine(Generic[T]):
             # instance attribute replaces the facade's plain enqueue, so a
             # dispatcher without a durable spool keeps its hot path as is.
             self.enqueue = self._enqueue_durable_keyed if self._keyed else self._enqueue_durable
-        with _registry_lock:
-            _registry.add(self)
+        _process.register(self)
 
     def _reset(self) -> None:
         """Set every piece of runtime state to that of a new dispatcher."""
@@ -860,9 +857,9 @@ class Engine(Generic[T]):
         accepted: Optional[bool]
         spill = "queue_full"  # why, when the item goes to the spool (accepted is None)
         if self._pid != os.getpid():
-            _after_fork_in_child()  # forked where os.register_at_fork did not run (uWSGI)
+            _process.after_fork_in_child()  # forked where os.register_at_fork did not run (uWSGI)
         with self._lock:
-            if self._state == _NEW and not _exiting:
+            if self._state == _NEW and not _process.exiting:
                 threadless = self._start()
             state = self._state
             if state == _RUNNING or (state == _CLOSING and self._exit_closed and not self._exit_expired):
@@ -881,7 +878,7 @@ class Engine(Generic[T]):
                 # thread could start (3.12 refuses them in atexit handlers;
                 # or the process is out of threads). Deliver on this thread;
                 # a later enqueue tries to start the worker again.
-                if state == _NEW and _exiting:
+                if state == _NEW and _process.exiting:
                     self._state = _CLOSED
                     self._exit_closed = True
                     self._room = self._wake_at = -1
@@ -1063,7 +1060,7 @@ class Engine(Generic[T]):
             and not self._sleepers
             and len(self._inflight) >= len(self._workers)
             and self._state == _RUNNING
-            and not _exiting
+            and not _process.exiting
         ):
             self._start_worker()
 
@@ -1768,7 +1765,7 @@ class Engine(Generic[T]):
 
     def _exit_budget_end(self) -> Optional[float]:
         """When exit's budget for this dispatcher ends, once the exit hook has started; else None."""
-        started = _exit_started
+        started = _process.exit_started
         return None if started is None else started + min(self.exit_timeout, threading.TIMEOUT_MAX)
 
     def _past_exit_budget(self) -> bool:
@@ -2291,7 +2288,7 @@ class Engine(Generic[T]):
         deadline = deadline_after(_validate.optional_seconds("timeout", timeout))
         threadless = None
         with self._lock:
-            if self._state == _NEW and self._backlog is not None and not _exiting:
+            if self._state == _NEW and self._backlog is not None and not _process.exiting:
                 threadless = self._start()  # flush delivers what the spool holds, too
             elif key is ALL and self.spool is not None and self._backlog is None and self._state == _RUNNING:
                 # Look at the file again: rows other processes released (or
@@ -2612,83 +2609,6 @@ def _unhashable(key: object) -> TypeError:
     return TypeError(f"key must be hashable, got {type(key).__name__}")
 
 
-# -- process-wide hooks -------------------------------------------------------
-#
-# One atexit hook and one fork hook serve every dispatcher, through a WeakSet:
-# a dispatcher that is shut down and unreferenced can be collected, and no
-# per-instance hooks pile up in os.register_at_fork, which cannot unregister.
-
-_registry: weakref.WeakSet[Engine[Any]] = weakref.WeakSet()
-_registry_lock = threading.Lock()
-_exiting = False  # the exit hook has started
 #: Seconds shutdown and exit wait for listeners past their deadline at
 #: most (the listeners run on another thread, see Engine._emit_within).
 EVENTS_ALLOWANCE = 0.25
-#: Seconds an interrupted exit hook still gives each dispatcher to write
-#: what it gives up to its spool, and to run listeners, after it stopped waiting.
-INTERRUPTED_EXIT_ALLOWANCE = 1.0
-_exit_started: Optional[float] = None  # when (monotonic): each dispatcher's exit budget counts from then
-
-
-def _exit_hook() -> None:
-    """Deliver what every dispatcher holds, each within its *exit_timeout*.
-
-    A KeyboardInterrupt or SystemExit raised meanwhile (Ctrl-C, or a
-    SIGTERM handler that calls ``sys.exit``, sent again) ends the waiting:
-    what is still queued then goes to the spool (within
-    ``INTERRUPTED_EXIT_ALLOWANCE`` seconds per dispatcher), or is counted
-    as ``"exit"`` drops and logged, and the hook returns. An interrupt is
-    not raised again: the interpreter is on its way out.
-    """
-    global _exiting, _exit_started
-    _exiting = True
-    _exit_started = monotonic()
-    with _registry_lock:
-        engines = list(_registry)
-    interrupted: Optional[BaseException] = None
-    for engine in engines:  # ask every worker to drain at once ...
-        if engine.flush_on_exit:
-            try:
-                engine._close(by_exit=True, deadline=engine._exit_budget_end())
-            except (KeyboardInterrupt, SystemExit) as exc:
-                interrupted = exc
-    for engine in engines:  # ... then wait for each within its own budget
-        # An interrupt during one step of an engine's exit runs it again,
-        # without waiting (each step is safe to run again), up to three times.
-        for _ in range(3):
-            try:
-                deadline = engine._exit_budget_end()
-                assert deadline is not None
-                if interrupted is not None:
-                    deadline = monotonic() + INTERRUPTED_EXIT_ALLOWANCE
-                engine._exit(deadline, interrupted is not None)
-                break
-            except (KeyboardInterrupt, SystemExit) as exc:
-                interrupted = exc
-            except Exception:
-                log.exception("batchdispatch:%s: exit flush failed", engine.name)
-                break
-    if interrupted is not None:
-        log.warning(
-            "batchdispatch: the exit flush was interrupted (%s); what was still queued went to the"
-            " spool, or was counted as \"exit\" drops",
-            type(interrupted).__name__,
-        )
-
-
-_resets: Dict[int, object] = {os.getpid(): None}  # processes whose dispatchers are their own
-
-
-def _after_fork_in_child() -> None:
-    global _registry_lock
-    token = object()
-    if _resets.setdefault(os.getpid(), token) is not token:
-        return  # this process was reset already (setdefault is atomic: one caller wins)
-    _registry_lock = threading.Lock()  # may have been held by another thread
-    for engine in list(_registry):
-        engine._after_fork_in_child()
-
-
-atexit.register(_exit_hook)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

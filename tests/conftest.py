@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator, List
 
 import pytest
 
-from batchdispatch import BackgroundDispatcher, KeyedDispatcher, _engine
+from batchdispatch import BackgroundDispatcher, KeyedDispatcher, _process
 from batchdispatch._deadlines import monotonic
 from batchdispatch.spool import SqliteSpool
 
@@ -22,10 +22,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _no_leaks() -> Iterator[None]:
     """Fail a test that leaves a dispatcher running or a thread behind."""
     threads_before = set(threading.enumerate())
-    engines_before = set(_engine._registry)
+    engines_before = set(_process.members())
     yield
     leaked = [
-        e for e in list(_engine._registry) if e not in engines_before and e._state in ("running", "closing")
+        e for e in _process.members() if e not in engines_before and e._state in ("running", "closing")
     ]
     for engine in leaked:
         engine.shutdown(timeout=5)

@@ -202,7 +202,7 @@ def test_an_overflow_spill_that_fails_returns_false(make: Any, tmp_path: Any) ->
 INTERRUPTED_EXIT = """
 import atexit, faulthandler, os, signal, sys, threading, time
 faulthandler.dump_traceback_later(30, exit=True)  # a hang shows where
-from batchdispatch import BackgroundDispatcher, _engine
+from batchdispatch import BackgroundDispatcher
 from batchdispatch.spool import SqliteSpool
 
 mode, path = sys.argv[1], sys.argv[2]
@@ -452,7 +452,7 @@ def test_a_timed_out_shutdown_does_not_cut_later_spool_writes_short(make: Any, p
 
 INTERRUPTED_SPOOL_WRITE = """
 import json, sys, threading
-from batchdispatch import KeyedDispatcher, _engine
+from batchdispatch import KeyedDispatcher, _process
 from batchdispatch.spool import SqliteSpool
 
 fired = []
@@ -475,7 +475,7 @@ entered.wait(10)
 d.enqueue("a", "bad")
 d.enqueue("a", "ok1")
 d.enqueue("b", "ki")
-_engine._exit_hook()  # as atexit would, now
+_process.exit_hook()  # as atexit would, now
 s = d.stats()
 print(json.dumps({"enqueued": s.enqueued, "spilled": s.spilled, "dropped": dict(s.dropped_by_reason),
                   "rows": spool.count(), "busy": d._spool_busy}))
