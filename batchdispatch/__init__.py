@@ -14,10 +14,10 @@ import logging
 
 from ._context import current_batch_id, current_deadline
 from ._dispatcher import BackgroundDispatcher
-from ._engine import DispatcherStats, KeyedStats
 from ._keyed import KeyedDispatcher
 from ._log import _LastResort
 from ._retry import RetryPolicy
+from ._stats import DispatcherStats, KeyedStats
 from ._types import DispatchFunc, ErrorHandler
 from ._unit import flush_after
 from .exceptions import BatchDispatchError, PartialFailure, QueueFullError, SpoolError

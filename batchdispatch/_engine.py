@@ -116,7 +116,6 @@ process's dispatchers, as the fork hook would have.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import functools
 import heapq
 import itertools
@@ -133,7 +132,6 @@ from typing import (
     Generic,
     Hashable,
     List,
-    Mapping,
     Optional,
     Set,
     Tuple,
@@ -145,6 +143,7 @@ from ._deadlines import SafeClock, acquire, deadline_after, join_thread, monoton
 from ._events import Emitter, Listener
 from ._lanes import INF, NEVER, Batch, Lane, PriorityLane, Spooled, popleft
 from ._retry import RetryPolicy, retryable
+from ._stats import DispatcherStats, KeyedStats, RateLimit
 from .events import (
     BatchFailed,
     BatchRetryScheduled,
@@ -169,97 +168,6 @@ ALL: Any = type("AllKeys", (), {"__repr__": lambda self: "ALL"})()
 
 # Lifecycle states.
 _NEW, _RUNNING, _CLOSING, _CLOSED = "new", "running", "closing", "closed"
-
-
-@dataclasses.dataclass(frozen=True)
-class DispatcherStats:
-    """A snapshot of a dispatcher's counters, from ``stats()``.
-
-    Once everything has drained, ``enqueued + replayed == dispatched +
-    failed + spilled`` plus the accepted items later discarded (evicted by
-    ``"drop_oldest"`` or given up at exit).
-    """
-
-    #: The dispatcher's name (worker threads are ``batchdispatch:<name>``).
-    name: str
-    #: Items accepted and not yet delivered or given up (queued, in flight,
-    #: or waiting to be retried).
-    pending: int
-    #: Items in batches being delivered right now.
-    in_flight: int
-    #: Items accepted by ``enqueue`` since the dispatcher was created.
-    enqueued: int
-    #: Items delivered (dispatch returned, or they were not among a
-    #: ``PartialFailure``'s failed items).
-    dispatched: int
-    #: Calls to dispatch, successful or not, retries included.
-    batches: int
-    #: Items given up after their last attempt failed.
-    failed: int
-    #: Items scheduled for another attempt (each retry counts its items).
-    retried: int
-    #: Items dropped, for any reason (the sum of ``dropped_by_reason``).
-    dropped: int
-    #: Drops by reason: ``"queue_full"``, ``"closed"``, ``"exit"``, ...
-    dropped_by_reason: Mapping[str, int]
-    #: The error of the last failed attempt, if any.
-    last_error: Optional[BaseException]
-    #: Whether a worker thread is running.
-    worker_alive: bool
-    #: Batches being delivered right now.
-    active_batches: int
-    #: Items written to the spool instead of being dropped or given up
-    #: (overflow, exit, shutdown deadline, exhausted retries). 0 without a spool.
-    spilled: int
-    #: Items taken back from the spool to be delivered again.
-    replayed: int
-    #: Spool operations that failed, by kind (``"full"``, ``"read_only"``,
-    #: ``"corrupt"``, ``"locked"``, ``"io"``, ``"encode"``, ``"closed"``).
-    #: The dispatcher went on in memory after each.
-    spool_faults: Mapping[str, int]
-
-
-@dataclasses.dataclass(frozen=True)
-class KeyedStats(DispatcherStats):
-    """``DispatcherStats`` plus the per-key view of a KeyedDispatcher.
-
-    Every figure, the per-key ones included, comes from one look under the
-    dispatcher's lock, so they agree with each other. That look reads each
-    key that has items pending, in one pass: an item of the default
-    priority is appended without the lock and counted nowhere but in its
-    key's queue, so ``pending`` (and ``enqueued``) cannot be kept as running
-    totals without a cost on every ``enqueue``. With many keys pending,
-    ``stats()`` holds the lock for about 30 ms per 100,000 keys on the test
-    machine (``python -m batchdispatch bench --only scale``), while the
-    enqueues of new keys and the workers wait for it.
-    """
-
-    #: Pending items per key, for keys that have any.
-    pending_by_key: Mapping[Hashable, int]
-    #: How many keys have pending items.
-    keys_with_pending: int
-    #: Mean pending items over the keys that have any (0 when none do).
-    average_queue_size: float
-
-
-class _RateLimit:
-    """Lets one event through per ``interval`` and counts the ones it holds back."""
-
-    def __init__(self, interval: float, clock: Callable[[], float]) -> None:
-        self.interval = interval
-        self.clock = clock
-        self.next_at = -INF
-        self.held = 0
-
-    def ready(self) -> Optional[int]:
-        """Return how many events were held back, or None to hold this one."""
-        now = self.clock()
-        if now < self.next_at:
-            self.held += 1
-            return None
-        self.next_at = now + self.interval
-        held, self.held = self.held, 0
-        return held
 
 
 #: Returned by Engine._next_batch to have the worker emit events, then look again.
@@ -408,8 +316,8 @@ class Engine(Generic[T]):
         self._logs: List[Tuple[Any, ...]] = []  # log lines to write outside the lock (with the events)
         self._posted = self._emitted = 0  # events queued and emitted, ever (flush waits for them)
         self._emitting = False  # a thread is emitting: the outbox is its to empty
-        self._drop_log = _RateLimit(self.LOG_INTERVAL, monotonic)
-        self._error_log = _RateLimit(self.LOG_INTERVAL, monotonic)
+        self._drop_log = RateLimit(self.LOG_INTERVAL, monotonic)
+        self._error_log = RateLimit(self.LOG_INTERVAL, monotonic)
         self._events.reset_after_fork()
         # The spool (see "the spool" below). Its writes are queued under
         # the lock and made after it, by whichever thread queued them.
@@ -431,7 +339,7 @@ class Engine(Generic[T]):
         self._uncounted = 0
         self._replayed = 0
         self._spool_faults: Dict[str, int] = {}
-        self._spool_log = _RateLimit(self.LOG_INTERVAL, monotonic)
+        self._spool_log = RateLimit(self.LOG_INTERVAL, monotonic)
         self._exit_spilled: Set[Batch] = set()  # in dispatch when exit spilled them: settled already
 
     # -- events ----------------------------------------------------------------

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Hashable, List, Optional, TypeVar, cast
 
 from . import _validate
-from ._engine import ALL, Engine, KeyedStats
+from ._engine import ALL, Engine
 from ._retry import RetryPolicy
+from ._stats import KeyedStats
 from ._types import ErrorHandler
 
 if TYPE_CHECKING:

@@ -36,7 +36,7 @@ from flask.cli import AppGroup
 
 from .. import _validate
 from .._dispatcher import BackgroundDispatcher
-from .._engine import DispatcherStats
+from .._stats import DispatcherStats
 from ..http import HttpSink, _check_headers, _check_secret, _check_url
 from . import _options
 
