@@ -140,7 +140,7 @@ from typing import (
 
 from . import _context, _process, _threadless, _validate
 from ._deadlines import SafeClock, acquire, deadline_after, join_thread, monotonic, wait_slice
-from ._events import Emitter, Listener
+from ._events import Listener, Outbox
 from ._lanes import INF, NEVER, Batch, Lane, PriorityLane, Spooled, popleft
 from ._retry import RetryPolicy, retryable
 from ._stats import DispatcherStats, KeyedStats, RateLimit
@@ -224,7 +224,7 @@ class Engine(Generic[T]):
         #: Seconds the exit hook (and the ``with`` block) waits at most.
         self.exit_timeout = exit_timeout
         self._clock = monotonic if clock is None else SafeClock(clock, self._clock_failed)
-        self._events = Emitter()
+        self._outbox = Outbox(self)  # events and log lines, emitted outside the lock
         self._random = random.Random()
         #: The :class:`~batchdispatch.spool.SqliteSpool` given as ``spool=``, or None.
         self.spool = spool
@@ -299,7 +299,6 @@ class Engine(Generic[T]):
         self._inline_lock = threading.RLock()
         # Held while listeners run: events reach them in the order they
         # happened, whichever worker emits them.
-        self._emit_lock = threading.RLock()
         self._flush_upto = 0  # take at once every lane holding a sequence number before this
         # Dispatch calls must be over by then (monotonic), or None: set by a
         # shutdown or exit that waits with a deadline (see current_deadline).
@@ -312,13 +311,9 @@ class Engine(Generic[T]):
         self._batches = 0
         self._dropped: Dict[str, int] = {}
         self._last_error: Optional[BaseException] = None
-        self._outbox: List[Tuple[str, Any]] = []  # events to emit outside the lock
-        self._logs: List[Tuple[Any, ...]] = []  # log lines to write outside the lock (with the events)
-        self._posted = self._emitted = 0  # events queued and emitted, ever (flush waits for them)
-        self._emitting = False  # a thread is emitting: the outbox is its to empty
         self._drop_log = RateLimit(self.LOG_INTERVAL, monotonic)
         self._error_log = RateLimit(self.LOG_INTERVAL, monotonic)
-        self._events.reset_after_fork()
+        self._outbox.reset()
         # The spool (see "the spool" below). Its writes are queued under
         # the lock and made after it, by whichever thread queued them.
         self._spool_todo: List[Tuple[str, Hashable, List[Any], str, List[int]]] = []
@@ -355,31 +350,27 @@ class Engine(Generic[T]):
 
         :raises ValueError: for an unknown event name.
         """
-        self._events.on(event, listener)
+        self._outbox.listeners.on(event, listener)
 
     def once(self, event: str, listener: Listener) -> None:
         """Like :meth:`on`, for the next occurrence only."""
-        self._events.on(event, listener, once=True)
+        self._outbox.listeners.on(event, listener, once=True)
 
     def off(self, event: str, listener: Optional[Listener] = None) -> None:
         """Remove *listener* from *event*, or every listener of it if None."""
-        self._events.off(event, listener)
+        self._outbox.listeners.off(event, listener)
 
     def _post(self, event: str, make: Callable[[], Any]) -> None:
         """Queue an event for emission after the lock is released. Lock held."""
-        if self._events.wants(event):
-            self._outbox.append((event, make()))
-            self._posted += 1
-            # Posted by a producer (a drop): an idle worker emits it now
-            # rather than after some unrelated batch.
-            first = len(self._outbox) == 1 and not self._emitting
-            if first and self._sleepers and not self._dispatching_here():
-                self._kick()
+        # Posted by a producer (a drop): an idle worker emits it now rather
+        # than after some unrelated batch.
+        if self._outbox.post(event, make) and self._sleepers and not self._dispatching_here():
+            self._kick()
 
     def _log_later(self, *line: Any) -> None:
         """Queue a log line (``log.log``'s arguments), written by the next
         thread that emits events, outside the lock. Lock held or not."""
-        self._logs.append(line)
+        self._outbox.log_later(*line)
         if self._sleepers and not self._dispatching_here():
             self._kick()  # an idle worker writes it now
 
@@ -389,63 +380,6 @@ class Engine(Generic[T]):
             logging.ERROR, "batchdispatch:%s: the clock %s; going on with the real monotonic"
             " time from its last good reading (logged once)", self.name, problem,
         )
-
-    def _emit_posted(self, deadline: Optional[float] = None, wait: bool = False) -> None:
-        """Emit queued events, in order, one thread at a time. Never called with the lock held.
-
-        A thread that finds another one emitting leaves its events to it,
-        rather than wait behind a slow listener: the emitting thread looks
-        at the outbox again before it lets go. With *wait* (shutdown, exit)
-        it waits instead, until *deadline* at most. Log lines queued with
-        :meth:`_log_later` are written first.
-        """
-        while self._logs:
-            try:
-                line = self._logs.pop(0)
-            except IndexError:
-                break  # another thread wrote it
-            log.log(*line)
-        while self._outbox:
-            if not acquire(self._emit_lock, deadline, block=wait):
-                return
-            try:
-                self._emit_batches(deadline)
-            finally:
-                with self._lock:
-                    self._emitting = False
-                self._emit_lock.release()
-            # Events posted while this thread released the emit lock, by a
-            # thread that found it taken, are this thread's to emit: loop.
-
-    def _emit_batches(self, deadline: Optional[float] = None) -> None:
-        """Emit the outbox until it is empty. The emit lock is held.
-
-        Past *deadline*, events are not emitted but counted and logged.
-        """
-        stack = _context.dispatching()
-        while True:
-            with self._lock:
-                posted, self._outbox = self._outbox, []
-                self._emitting = bool(posted)
-            if not posted:
-                return
-            # A listener that calls flush or shutdown must not wait for the
-            # very events it is part of: it counts as dispatch code.
-            stack.append(self)
-            try:
-                for index, (event, payload) in enumerate(posted):
-                    if deadline is not None and monotonic() >= deadline:
-                        log.warning(
-                            "batchdispatch:%s: %d events not emitted: the shutdown or exit deadline"
-                            " passed (stats() counts their items)", self.name, len(posted) - index,
-                        )
-                        break
-                    self._events.emit(event, payload)
-            finally:
-                stack.pop()
-                with self._lock:
-                    self._emitted += len(posted)
-                    self._notify_progress()
 
     def _emit_within(self, deadline: Optional[float]) -> None:
         """Emit the posted events, returning by *deadline* (shutdown, exit). Lock not held.
@@ -461,16 +395,16 @@ class Engine(Generic[T]):
         when it does.
         """
         if deadline is None or self._dispatching_here():
-            self._emit_posted(deadline, wait=True)
+            self._outbox.emit(deadline, wait=True)
             return
         with self._lock:
-            target = self._posted
-            if self._emitted >= target and not self._logs:
+            target = self._outbox.posted
+            if self._outbox.emitted >= target and not self._outbox.logs:
                 return
         until = max(deadline, monotonic() + EVENTS_ALLOWANCE)
         if not self._caller_delivers:
             helper = threading.Thread(
-                target=self._emit_posted, kwargs={"wait": True},
+                target=self._outbox.emit, kwargs={"wait": True},
                 name=f"batchdispatch:{self.name}-events", daemon=True,
             )
             try:
@@ -483,9 +417,9 @@ class Engine(Generic[T]):
                 if started or any(w.is_alive() and w is not here for w in self._workers):
                     if not started:
                         self._kick_all()
-                    self._wait_locked(lambda: self._emitted >= target, until)
+                    self._wait_locked(lambda: self._outbox.emitted >= target, until)
                     return
-        self._emit_posted(deadline, wait=True)
+        self._outbox.emit(deadline, wait=True)
 
     # -- the hot path (one lane, no lock) ---------------------------------------
 
@@ -530,7 +464,7 @@ class Engine(Generic[T]):
             return self._dispatch_here(inline)
         if self._spool_todo:
             self._spool_io()  # the rows of dropped durable items
-        self._emit_posted()  # closed: no worker will emit them
+        self._outbox.emit()  # closed: no worker will emit them
         if report:
             log.warning(*report)
         return False
@@ -635,7 +569,7 @@ class Engine(Generic[T]):
             return self._dispatch_here(inline)
         if self._spool_todo:
             self._spool_io()  # the rows of dropped durable items
-        self._emit_posted()  # closed: no worker will emit them
+        self._outbox.emit()  # closed: no worker will emit them
         if report:
             log.warning(*report)
         return False
@@ -822,7 +756,7 @@ class Engine(Generic[T]):
         if self._caller_delivers:
             self._serve_here()  # delivers what is due, emits the events
         elif self._state == _CLOSED:
-            self._emit_posted()  # no worker will: only then does enqueue run listeners
+            self._outbox.emit()  # no worker will: only then does enqueue run listeners
         if report:
             log.warning(*report)
         return accepted
@@ -1153,7 +1087,7 @@ class Engine(Generic[T]):
                     batch = self._next_batch()
                 if self._spool_todo:
                     self._spool_io()  # a lane spilled on the way (_spill_lane)
-                self._emit_posted()
+                self._outbox.emit()
                 if batch is None:
                     return
             if batch is _EMIT_FIRST:
@@ -1170,13 +1104,13 @@ class Engine(Generic[T]):
                 old_error = self._settle(batch, error)
                 # The next batch in the same critical section, when one is
                 # due and no event waits: one lock round trip per batch.
-                done, batch = batch, None if self._outbox else self._next_batch(wait=False)
+                done, batch = batch, None if self._outbox.events else self._next_batch(wait=False)
             # Release the settled batch outside the lock: an item's
             # finalizer may enqueue or log.
             del done, error, old_error
             if self._spool_todo:
                 self._spool_io()  # acks of delivered spooled items
-            self._emit_posted()
+            self._outbox.emit()
 
     def _next_batch(self, wait: bool = True) -> Optional[Batch]:
         """Wait until a lane is due and take its batch; None when this worker should stop.
@@ -1215,7 +1149,7 @@ class Engine(Generic[T]):
             ):
                 heapq.heappop(timers)  # stale: the lane was taken or rescheduled
             until = timers[0][0] if timers else INF
-            if (self._outbox and not self._emitting) or self._logs:
+            if self._outbox.waiting():
                 return _EMIT_FIRST  # events posted by producers (drops): emit before sleeping
             # Queue up as a sleeper first, then publish the threshold (keyed:
             # that news is wanted), then look a last time: an append after
@@ -1652,7 +1586,7 @@ class Engine(Generic[T]):
             self._inline_lock.release()
         if self._spool_todo:
             self._spool_io(wait=deadline is not None, deadline=deadline)
-        self._emit_posted()
+        self._outbox.emit()
         return True
 
     def _give_up_late(self, batch: Batch) -> bool:
@@ -1666,7 +1600,7 @@ class Engine(Generic[T]):
             report = self._drop_report()
         if self._spool_todo:
             self._spool_io()  # the rows of dropped durable items
-        self._emit_posted()
+        self._outbox.emit()
         if report:
             log.warning(*report)
         return False
@@ -1722,7 +1656,7 @@ class Engine(Generic[T]):
             del done, error, old_error  # outside the lock: an item's finalizer may enqueue
             if self._spool_todo:
                 self._spool_io()
-            self._emit_posted()
+            self._outbox.emit()
             if batch is None:
                 return
             if batch is _CLAIM_FIRST:
@@ -1821,7 +1755,7 @@ class Engine(Generic[T]):
                                              bool(written) and reason == "queue_full")
         if self._spool_todo:
             self._spool_io(wait=end is not None, deadline=end)
-        self._emit_posted()
+        self._outbox.emit()
         for report in reports:
             log.log(*report)
         return not lost
@@ -2234,8 +2168,8 @@ class Engine(Generic[T]):
                         return False
                     if not self._spool_settled(key is ALL):
                         return False
-                    events.append(self._posted)
-                return self._emitted >= events[0]
+                    events.append(self._outbox.posted)
+                return self._outbox.emitted >= events[0]
 
             return self._wait_locked(done, deadline)
 
