@@ -141,8 +141,10 @@ from typing import (
 from . import _context, _process, _threadless, _validate
 from ._deadlines import SafeClock, acquire, deadline_after, join_thread, monotonic, wait_slice
 from ._events import Listener, Outbox
-from ._lanes import INF, NEVER, Batch, Lane, PriorityLane, Spooled, popleft
+from ._lanes import INF, NEVER, Batch, Lane, PriorityLane, check_priority, popleft, unhashable
+from ._lifecycle import CLOSED, CLOSING, NEW, RUNNING
 from ._retry import RetryPolicy, retryable
+from ._spool_bridge import SpoolBridge
 from ._stats import DispatcherStats, KeyedStats, RateLimit
 from .events import (
     BatchFailed,
@@ -153,7 +155,7 @@ from .events import (
     ItemsExhausted,
     ShutdownEvent,
 )
-from .exceptions import PartialFailure, QueueFullError, SpoolError
+from .exceptions import PartialFailure, QueueFullError
 
 T = TypeVar("T")
 
@@ -166,8 +168,6 @@ _DEFAULT_PRIORITY = 0
 #: Stands for "every key" where None could be a key.
 ALL: Any = type("AllKeys", (), {"__repr__": lambda self: "ALL"})()
 
-# Lifecycle states.
-_NEW, _RUNNING, _CLOSING, _CLOSED = "new", "running", "closing", "closed"
 
 
 #: Returned by Engine._next_batch to have the worker emit events, then look again.
@@ -229,16 +229,14 @@ class Engine(Generic[T]):
         #: The :class:`~batchdispatch.spool.SqliteSpool` given as ``spool=``, or None.
         self.spool = spool
         self._spill_exhausted = spill_exhausted
-        # Durable: lanes may hold Spooled wrappers, unwrapped as batches are taken.
-        self._wrapped = spool is not None and spool.durable
-        # Spooled items come back a chunk at a time: about a batch per worker.
-        self._replay_chunk = min(self._batch_limit, 1000) * max_workers
+        # The spool's state and traffic (see _spool_bridge).
+        self._bridge = SpoolBridge(self, spool, replay_chunk=min(self._batch_limit, 1000) * max_workers)
         self._reset()
         if spool is not None and spool.durable:
             # Durable: every item goes to the spool before it is queued. The
             # instance attribute replaces the facade's plain enqueue, so a
             # dispatcher without a durable spool keeps its hot path as is.
-            self.enqueue = self._enqueue_durable_keyed if self._keyed else self._enqueue_durable
+            self.enqueue = self._bridge.enqueue_keyed if self._keyed else self._bridge.enqueue
         _process.register(self)
 
     def _reset(self) -> None:
@@ -263,7 +261,7 @@ class Engine(Generic[T]):
             self._items = self._main.items  # the hot path's deque
         self._room = 0  # BackgroundDispatcher's thresholds (keyed lanes have their own)
         self._wake_at = 0
-        self._state = _NEW
+        self._state = NEW
         self._workers: List[threading.Thread] = []
         # No worker threads: callers deliver due batches (see _serve_here).
         self._caller_delivers = False
@@ -314,28 +312,11 @@ class Engine(Generic[T]):
         self._drop_log = RateLimit(self.LOG_INTERVAL, monotonic)
         self._error_log = RateLimit(self.LOG_INTERVAL, monotonic)
         self._outbox.reset()
-        # The spool (see "the spool" below). Its writes are queued under
-        # the lock and made after it, by whichever thread queued them.
-        self._spool_todo: List[Tuple[str, Hashable, List[Any], str, List[int]]] = []
-        self._spool_busy = 0  # operations queued or running: flush waits for them
-        self._spool_io_lock = threading.Lock()
-        # Spooled items wait to be claimed: "start" (whatever an earlier
-        # process left, claimed before the first batch), "room" (this process
-        # spilled, or a flush asks to look again, since other processes free
-        # rows too: claimed once the queue has room) or None.
-        self._backlog: Optional[str] = "start" if self.spool is not None else None
-        self._spills = 0  # spills committed: a claim that found the spool empty may have missed one
-        self._replay: Deque[Batch] = collections.deque()  # claimed, waiting for their lane
-        self._replay_out: Set[Batch] = set()  # claimed and on their lane, not settled
-        self._spilled = 0
+        self._bridge.reset()
         self._overflowed = 0  # items accepted straight into the spool (overflow="spill", or past exit)
         # Items appended (so counted by their lane) and then refused after
         # all: late past the exit budget, enqueue said False for them.
         self._uncounted = 0
-        self._replayed = 0
-        self._spool_faults: Dict[str, int] = {}
-        self._spool_log = RateLimit(self.LOG_INTERVAL, monotonic)
-        self._exit_spilled: Set[Batch] = set()  # in dispatch when exit spilled them: settled already
 
     # -- events ----------------------------------------------------------------
 
@@ -446,8 +427,8 @@ class Engine(Generic[T]):
         with self._lock:
             lane = self._main
             assert lane is not None
-            if self._state != _CLOSED or not lane.items:
-                if self._state == _RUNNING:
+            if self._state != CLOSED or not lane.items:
+                if self._state == RUNNING:
                     self._wake_at = NEVER  # one notification is enough
                 self._kick()
                 return True
@@ -462,8 +443,8 @@ class Engine(Generic[T]):
                 report = self._drop_report()
         if self._exit_closed:
             return self._dispatch_here(inline)
-        if self._spool_todo:
-            self._spool_io()  # the rows of dropped durable items
+        if self._bridge.todo:
+            self._bridge.io()  # the rows of dropped durable items
         self._outbox.emit()  # closed: no worker will emit them
         if report:
             log.warning(*report)
@@ -486,7 +467,7 @@ class Engine(Generic[T]):
         try:
             lane = self._lanes.get(key)
         except TypeError:
-            raise _unhashable(key) from None
+            raise unhashable(key) from None
         # "is": 0.0 and False equal 0 but are not ints, and are refused on
         # the locked path (_check_priority) whether the lane exists or not;
         # every int 0 is one object in CPython. (Also quicker than ==.)
@@ -514,9 +495,9 @@ class Engine(Generic[T]):
         *after* it (each is stored before its -1), and either one sends
         the producer to the locked path, which restores the -1.
         """
-        if lane.wake_at >= 0 and self._state == _RUNNING:
+        if lane.wake_at >= 0 and self._state == RUNNING:
             lane.wake_at = NEVER
-            if not lane.dead and self._state == _RUNNING:
+            if not lane.dead and self._state == RUNNING:
                 self._news.append((lane, self._clock()))
                 if self._news_wanted:
                     self._news_wanted = False
@@ -535,8 +516,8 @@ class Engine(Generic[T]):
         with self._lock:
             state = self._state
             if self._lanes.get(lane.key) is lane:
-                if state != _CLOSED:
-                    if state != _RUNNING:
+                if state != CLOSED:
+                    if state != RUNNING:
                         lane.wake_at = -1  # closing: a stale "never" from _wake_lane must not stand
                     self._lane_event(lane, self._clock())
                     return True
@@ -549,7 +530,7 @@ class Engine(Generic[T]):
                 late = popleft(lane.items, len(lane.items))
                 if not late:
                     return True  # another producer moved it
-                if state != _CLOSED:
+                if state != CLOSED:
                     live = self._lanes.get(lane.key)
                     if live is None:
                         live = self._new_lane(lane.key)
@@ -567,8 +548,8 @@ class Engine(Generic[T]):
                 report = self._drop_report()
         if inline is not None:
             return self._dispatch_here(inline)
-        if self._spool_todo:
-            self._spool_io()  # the rows of dropped durable items
+        if self._bridge.todo:
+            self._bridge.io()  # the rows of dropped durable items
         self._outbox.emit()  # closed: no worker will emit them
         if report:
             log.warning(*report)
@@ -585,11 +566,11 @@ class Engine(Generic[T]):
     def _lock_free(self) -> bool:
         """Whether producers may append to keyed lanes without the lock: running,
         with worker threads. Callers that deliver take the lock for every item. Lock held."""
-        return self._state == _RUNNING and not self._caller_delivers
+        return self._state == RUNNING and not self._caller_delivers
 
     def _set_wake(self, lane: Lane, wake_at: int) -> None:
         """Publish a keyed lane's ``wake_at``; closing, every append keeps looking (-1). Lock held."""
-        if self._state == _RUNNING:
+        if self._state == RUNNING:
             lane.wake_at = wake_at
 
     def _reserve(self, lane: Optional[Lane]) -> bool:
@@ -701,27 +682,27 @@ class Engine(Generic[T]):
         if self._pid != os.getpid():
             _process.after_fork_in_child()  # forked where os.register_at_fork did not run (uWSGI)
         with self._lock:
-            if self._state == _NEW and not _process.exiting:
+            if self._state == NEW and not _process.exiting:
                 threadless = self._start()
             state = self._state
-            if state == _RUNNING or (state == _CLOSING and self._exit_closed and not self._exit_expired):
+            if state == RUNNING or (state == CLOSING and self._exit_closed and not self._exit_expired):
                 # While the exit hook drains, late items still join the queue.
                 if self._push(key, item, priority):
                     if not self._caller_delivers:
                         return True
                     accepted = True
-                elif state == _RUNNING:
+                elif state == RUNNING:
                     accepted, report = self._overflow_locked(key, item, priority, trash)
                 else:
                     self._drop(key, [item], "queue_full")
                     accepted, report = False, self._drop_report()
-            elif state == _NEW or (state == _CLOSED and self._exit_closed):
+            elif state == NEW or (state == CLOSED and self._exit_closed):
                 # No worker will take it: the interpreter is exiting, or no
                 # thread could start (3.12 refuses them in atexit handlers;
                 # or the process is out of threads). Deliver on this thread;
                 # a later enqueue tries to start the worker again.
-                if state == _NEW and _process.exiting:
-                    self._state = _CLOSED
+                if state == NEW and _process.exiting:
+                    self._state = CLOSED
                     self._exit_closed = True
                     self._room = self._wake_at = -1
                 if self._past_exit_budget():
@@ -748,14 +729,14 @@ class Engine(Generic[T]):
         if threadless == "uwsgi":
             _threadless.warn()
         if accepted is None:
-            accepted = self._spill_now(key, [item], spill, counted=False)
-        if self._spool_todo:
-            self._spool_io()  # a spill (overflow="spill"), or the row of a dropped durable item
+            accepted = self._bridge.spill_now(key, [item], spill, counted=False)
+        if self._bridge.todo:
+            self._bridge.io()  # a spill (overflow="spill"), or the row of a dropped durable item
         if inline is not None:
             return self._dispatch_here(inline)
         if self._caller_delivers:
             self._serve_here()  # delivers what is due, emits the events
-        elif self._state == _CLOSED:
+        elif self._state == CLOSED:
             self._outbox.emit()  # no worker will: only then does enqueue run listeners
         if report:
             log.warning(*report)
@@ -795,15 +776,15 @@ class Engine(Generic[T]):
                 return False
             self._main.items.append(item)
             if len(self._main.items) > self._wake_at:
-                if self._state == _RUNNING:
+                if self._state == RUNNING:
                     self._wake_at = NEVER
                 self._kick()
             return True
-        _check_priority(priority)
+        check_priority(priority)
         try:
             lane = self._lanes.get(key)
         except TypeError:
-            raise _unhashable(key) from None
+            raise unhashable(key) from None
         if priority == 0:
             if lane is not None and not self._reserve(lane):
                 return False
@@ -837,7 +818,7 @@ class Engine(Generic[T]):
             self._schedule(lane, now)
         elif not lane.ready:
             self._set_wake(lane, self._batch_limit - 1 - lane.prioritised)
-        if lane.batch is None and (lane.size() >= self._batch_limit or self._state != _RUNNING):
+        if lane.batch is None and (lane.size() >= self._batch_limit or self._state != RUNNING):
             self._make_ready(lane)
 
     def _schedule(self, lane: Lane, now: float) -> None:
@@ -901,7 +882,7 @@ class Engine(Generic[T]):
             len(self._workers) < self._max_workers
             and not self._sleepers
             and len(self._inflight) >= len(self._workers)
-            and self._state == _RUNNING
+            and self._state == RUNNING
             and not _process.exiting
         ):
             self._start_worker()
@@ -943,7 +924,7 @@ class Engine(Generic[T]):
                 # The push is tried each time the queue looks to have room:
                 # the grants may still refuse it (a lane past its grant by the
                 # documented slack), and then the wait goes on.
-                if self._state != _RUNNING:
+                if self._state != RUNNING:
                     return True
                 if self._queued_below(self._queue_limit) and self._push(key, item, priority):
                     pushed.append(True)
@@ -956,7 +937,7 @@ class Engine(Generic[T]):
                 self._blocked -= 1
             if pushed:
                 return True, None
-        self._drop(key, [item], "queue_full" if self._state == _RUNNING else "closed")
+        self._drop(key, [item], "queue_full" if self._state == RUNNING else "closed")
         if policy == "raise":
             raise QueueFullError(self._queue_limit)
         return False, self._drop_report()
@@ -1044,8 +1025,8 @@ class Engine(Generic[T]):
         except RuntimeError:
             return  # no worker: the caller delivers on its own thread
         self._workers.append(worker)
-        if self._state == _NEW:
-            self._state = _RUNNING
+        if self._state == NEW:
+            self._state = RUNNING
             self._room = self._queue_limit
             self._wake_at = 0
 
@@ -1056,7 +1037,7 @@ class Engine(Generic[T]):
             log.exception("batchdispatch:%s: a worker stopped on an internal error", self.name)
             with self._lock:
                 if self._generation == generation:
-                    self._state = _CLOSED
+                    self._state = CLOSED
                     self._room = self._wake_at = -1
                     self._count_drop("worker_died", sum(len(b.items) for b in self._open))
                     for lane in list(self._lanes.values()):
@@ -1067,9 +1048,9 @@ class Engine(Generic[T]):
                     self._open.clear()
                     self._inflight.clear()
                     # Claimed from the spool by this process: freed when it ends, replayed then.
-                    self._replay.clear()
-                    self._replay_out.clear()
-                    self._backlog = None
+                    self._bridge.replay.clear()
+                    self._bridge.replay_out.clear()
+                    self._bridge.backlog = None
                     self._notify_progress()
                     self._kick_all()  # the other workers see the state and stop
             raise
@@ -1085,8 +1066,8 @@ class Engine(Generic[T]):
                     if self._generation != generation:
                         return  # os.fork() was called from dispatch: this is the child
                     batch = self._next_batch()
-                if self._spool_todo:
-                    self._spool_io()  # a lane spilled on the way (_spill_lane)
+                if self._bridge.todo:
+                    self._bridge.io()  # a lane spilled on the way (_spill_lane)
                 self._outbox.emit()
                 if batch is None:
                     return
@@ -1095,7 +1076,7 @@ class Engine(Generic[T]):
                 continue
             if batch is _CLAIM_FIRST:
                 batch = None
-                self._claim_backlog()
+                self._bridge.claim_backlog()
                 continue
             error = self._attempt(batch)
             with self._lock:
@@ -1108,8 +1089,8 @@ class Engine(Generic[T]):
             # Release the settled batch outside the lock: an item's
             # finalizer may enqueue or log.
             del done, error, old_error
-            if self._spool_todo:
-                self._spool_io()  # acks of delivered spooled items
+            if self._bridge.todo:
+                self._bridge.io()  # acks of delivered spooled items
             self._outbox.emit()
 
     def _next_batch(self, wait: bool = True) -> Optional[Batch]:
@@ -1124,22 +1105,22 @@ class Engine(Generic[T]):
         while True:
             self._take_news()
             now = clock()
-            if self._backlog is not None or self._replay:
-                if self._wants_claim():
+            if self._bridge.backlog is not None or self._bridge.replay:
+                if self._bridge.wants_claim():
                     return _CLAIM_FIRST
-                self._inject_replays(now)
+                self._bridge.inject_replays(now)
             seen = self._discover(now)
             lane = self._pick(now)
             if lane is not None:
                 if lane.spilling and lane.batch is None:
-                    self._spill_lane(lane)
+                    self._bridge.spill_lane(lane)
                     continue
                 return self._take(lane, now)
             if not wait:
                 return None
-            if self._state != _RUNNING and not self._has_work():
+            if self._state != RUNNING and not self._has_work():
                 if not self._inflight:
-                    self._state = _CLOSED
+                    self._state = CLOSED
                     self._notify_progress()
                     self._kick_all()
                 return None
@@ -1174,7 +1155,7 @@ class Engine(Generic[T]):
         if self._keyed:
             self._news_wanted = True
         news = self._news
-        if not news or self._state == _CLOSED:
+        if not news or self._state == CLOSED:
             return
         lanes = self._lanes
         reported: List[Tuple[Lane, float]] = popleft(news, len(news))
@@ -1231,7 +1212,7 @@ class Engine(Generic[T]):
         if lane is None:
             return 0
         n = len(lane.items)
-        running = self._state == _RUNNING
+        running = self._state == RUNNING
         if lane.batch is not None:
             if running:
                 self._wake_at = NEVER  # later items wait behind the batch
@@ -1302,7 +1283,7 @@ class Engine(Generic[T]):
             return False  # out with a worker
         # Waiting for a retry: its backoff ends at not_before, or early for
         # a flush that covers it, or for shutdown.
-        return batch.not_before <= now or self._state != _RUNNING or self._flushes(batch, lane)
+        return batch.not_before <= now or self._state != RUNNING or self._flushes(batch, lane)
 
     def _flushes(self, batch: Batch, lane: Lane) -> bool:
         """Whether a flush waits for *batch*. Lock held."""
@@ -1320,7 +1301,7 @@ class Engine(Generic[T]):
         self._stopped = True
         for batch in [b for b in self._open if b.not_before is not None]:
             if self.spool is not None:
-                self._to_spool(batch.key, batch.items, batch.rows, park=False, reason="failed")
+                self._bridge.to_spool(batch.key, batch.items, batch.rows, park=False, reason="failed")
                 if batch.lane is not None:
                     batch.lane.spilling = True  # the items behind it follow it there
             else:
@@ -1329,7 +1310,7 @@ class Engine(Generic[T]):
                     ItemsExhausted, batch.key, tuple(batch.items), batch.attempt, self._last_error
                 ))
             self._open.discard(batch)
-            self._replay_out.discard(batch)
+            self._bridge.replay_out.discard(batch)
             lane = batch.lane
             if lane is not None and lane.batch is batch:
                 lane.batch = None
@@ -1337,7 +1318,9 @@ class Engine(Generic[T]):
         self._notify_progress()
 
     def _has_work(self) -> bool:
-        return bool(self._open) or bool(self._replay) or any(lane.size() for lane in self._lanes.values())
+        if self._open or self._bridge.replay:
+            return True
+        return any(lane.size() for lane in self._lanes.values())
 
     def _take(self, lane: Lane, now: float) -> Batch:
         """Hand the lane's next batch to this worker. Called with the lock held."""
@@ -1345,8 +1328,8 @@ class Engine(Generic[T]):
         if batch is None:
             items, first, seq_first = self._pop_lane(lane, min(lane.size(), self._batch_limit))
             batch = lane.batch = Batch(lane, items, first, seq_first=seq_first)
-            if self._wrapped:
-                self._unwrap(batch)
+            if self._bridge.wrapped:
+                self._bridge.unwrap(batch)
             self._open.add(batch)
             lane.last_take = now
             lane.first_at = None
@@ -1364,7 +1347,7 @@ class Engine(Generic[T]):
             self._stamp(lane, now)
             self._set_wake(lane, NEVER)
         self._inflight.add(batch)
-        if lane is self._main and self._state == _RUNNING:
+        if lane is self._main and self._state == RUNNING:
             self._wake_at = NEVER
         if self._ready or self._timers:
             self._more_workers()
@@ -1443,8 +1426,8 @@ class Engine(Generic[T]):
         lane, key = batch.lane, batch.key
         self._inflight.discard(batch)
         self._batches += 1
-        if batch in self._exit_spilled:
-            self._exit_spilled.discard(batch)  # in the spool already; the dispatcher is closed
+        if batch in self._bridge.exit_spilled:
+            self._bridge.exit_spilled.discard(batch)  # in the spool already; the dispatcher is closed
             self._open.discard(batch)
             self._notify_progress()
             return None
@@ -1452,7 +1435,7 @@ class Engine(Generic[T]):
         attempt = batch.attempt
         if error is None:
             self._dispatched += len(batch.items)
-            self._ack_rows(batch)
+            self._bridge.ack_rows(batch)
             done = True
             self._post("batch_succeeded", lambda: BatchSucceeded(key, tuple(batch.items), attempt))
         else:
@@ -1461,14 +1444,14 @@ class Engine(Generic[T]):
             if len(failed) != len(batch.items):
                 batch.id = None  # other items than the ones a receiver saw under the old id
                 if batch.rows is not None:
-                    self._keep_rows(batch, failed)
+                    self._bridge.keep_rows(batch, failed)
             self._dispatched += len(batch.items) - len(failed)
             batch.items = list(failed)
             self._post("batch_failed", lambda: BatchFailed(key, tuple(failed), attempt, error))
             done = self._retry_or_give_up(batch, error)
         if done:
             self._open.discard(batch)
-            self._replay_out.discard(batch)
+            self._bridge.replay_out.discard(batch)
             if lane is not None and lane.batch is batch:
                 lane.batch = None
                 self._after_batch(lane)
@@ -1482,23 +1465,23 @@ class Engine(Generic[T]):
         if not items:
             return True
         if self.spool is not None and retryable(error):
-            if lane is None or self._stopped or self._state != _RUNNING:
+            if lane is None or self._stopped or self._state != RUNNING:
                 # Not lost: a batch that fails while the dispatcher closes (or
                 # on a caller's thread at exit) goes to the spool for the next
                 # start, rather than through its retries at once; so does
                 # what its lane holds behind it, to keep their order.
-                self._to_spool(key, items, batch.rows, park=False, reason="failed")
+                self._bridge.to_spool(key, items, batch.rows, park=False, reason="failed")
                 if lane is not None:
                     lane.spilling = True
                 return True
             if self._spill_exhausted and (policy is None or policy.gives_up(batch.attempt, error)):
                 # Given up after its retries: parked in the spool, held by this
                 # process until it ends, then replayed by the next start.
-                self._to_spool(key, items, batch.rows, park=True, reason="failed")
+                self._bridge.to_spool(key, items, batch.rows, park=True, reason="failed")
                 return True
         if policy is None or lane is None or self._stopped or policy.gives_up(batch.attempt, error):
             self._failed += len(items)
-            self._ack_rows(batch)  # given up: not replayed either
+            self._bridge.ack_rows(batch)  # given up: not replayed either
             attempts = batch.attempt
             self._post("items_exhausted", lambda: ItemsExhausted(key, tuple(items), attempts, error))
             return True
@@ -1510,7 +1493,7 @@ class Engine(Generic[T]):
             wait = min(asked, policy.max_backoff)
         now = self._clock()
         batch.not_before = now + wait
-        if self._state != _RUNNING or self._flushes(batch, lane):
+        if self._state != RUNNING or self._flushes(batch, lane):
             self._mark_ready(lane)  # flush or shutdown: the backoff ends early
         else:
             lane.due_at = batch.not_before
@@ -1529,7 +1512,7 @@ class Engine(Generic[T]):
             self._forget_if_idle(lane)
             return
         self._schedule(lane, self._clock())
-        if lane.size() >= self._batch_limit or self._state != _RUNNING or self._flushing(lane):
+        if lane.size() >= self._batch_limit or self._state != RUNNING or self._flushing(lane):
             self._make_ready(lane)
 
     def _forget_if_idle(self, lane: Lane) -> None:
@@ -1573,8 +1556,8 @@ class Engine(Generic[T]):
             return self._give_up_late(batch)
         try:
             with self._lock:
-                if self._wrapped:
-                    self._unwrap(batch)
+                if self._bridge.wrapped:
+                    self._bridge.unwrap(batch)
                 self._inline.add(batch)
             batch.attempt = 1
             error = self._attempt(batch, deadline)
@@ -1584,8 +1567,8 @@ class Engine(Generic[T]):
             del old_error
         finally:
             self._inline_lock.release()
-        if self._spool_todo:
-            self._spool_io(wait=deadline is not None, deadline=deadline)
+        if self._bridge.todo:
+            self._bridge.io(wait=deadline is not None, deadline=deadline)
         self._outbox.emit()
         return True
 
@@ -1593,13 +1576,13 @@ class Engine(Generic[T]):
         """Items that came after exit's budget was spent: to the spool, or
         dropped as ``"exit"``. True if all of them are in the spool. Lock not held."""
         if self.spool is not None:
-            return self._spill_now(batch.key, batch.items, "exit", counted=True)
+            return self._bridge.spill_now(batch.key, batch.items, "exit", counted=True)
         with self._lock:
             self._drop(batch.key, batch.items, "exit")
             self._uncounted += len(batch.items)  # enqueue says False: not accepted after all
             report = self._drop_report()
-        if self._spool_todo:
-            self._spool_io()  # the rows of dropped durable items
+        if self._bridge.todo:
+            self._bridge.io()  # the rows of dropped durable items
         self._outbox.emit()
         if report:
             log.warning(*report)
@@ -1624,7 +1607,7 @@ class Engine(Generic[T]):
         (``_admit``) then delivers whatever is due on the enqueuing thread.
         """
         self._caller_delivers = True
-        self._state = _RUNNING
+        self._state = RUNNING
 
     def _serve_here(self, deadline: Optional[float] = None) -> None:
         """A worker's passes on the calling thread, without its waits.
@@ -1650,431 +1633,20 @@ class Engine(Generic[T]):
                 done, batch = batch, None
                 if deadline is None or monotonic() < deadline:
                     batch = self._next_batch(wait=False)
-                if batch is None and self._state == _CLOSING and not self._inflight and not self._has_work():
-                    self._state = _CLOSED
+                if batch is None and self._state == CLOSING and not self._inflight and not self._has_work():
+                    self._state = CLOSED
                     self._notify_progress()
             del done, error, old_error  # outside the lock: an item's finalizer may enqueue
-            if self._spool_todo:
-                self._spool_io()
+            if self._bridge.todo:
+                self._bridge.io()
             self._outbox.emit()
             if batch is None:
                 return
             if batch is _CLAIM_FIRST:
                 batch = None
-                self._claim_backlog()
+                self._bridge.claim_backlog()
                 continue
             error = self._attempt(batch)
-
-    # -- the spool -------------------------------------------------------------
-    #
-    # With spool=, what cannot be delivered from memory goes to an SQLite
-    # file instead of being lost, and is claimed back later:
-    #
-    # * durable: enqueue writes each item first (SqliteSpool.append, a record
-    #   in this process's log) and queues it wrapped as Spooled(id, item); the
-    #   id is acked once the item is delivered, so a crash loses nothing
-    #   accepted.
-    # * spills: items left at the exit deadline, batches that fail while
-    #   closing (and what their lane holds behind them), retries given up at
-    #   a shutdown deadline, items over the queue limit (overflow="spill") and
-    #   items given up after their retries (spill_exhausted, parked: held by
-    #   this process until it ends) become rows. A durable item is put and
-    #   its log record then acked; a claimed row is released, not written
-    #   again.
-    # * replay: a worker claims the oldest free rows (_CLAIM_FIRST) before
-    #   its first batch, and again (once the queue has room) after this
-    #   process spilled or at a flush. They go out as batches of their own on their key's lane
-    #   (_inject_replays), ahead of the items queued there, with retries
-    #   like any batch, and are acked once delivered.
-    #
-    # Nothing touches the file under the lock: operations are queued on
-    # _spool_todo and made by _spool_io, after the lock, by the thread that
-    # queued them. A failure is logged with the file's path and counted in
-    # spool_faults, and the dispatcher goes on in memory; a spill that could
-    # not be written is counted as a drop (or a failure) after all.
-
-    def _enqueue_durable(self, item: T) -> bool:
-        """``enqueue`` of a durable BackgroundDispatcher: to the spool, then to the queue."""
-        try:
-            return self._enqueue_one(self._write_ahead(None, item))
-        except QueueFullError:
-            self._spool_io()  # remove the refused item's record now, not at the next write
-            raise
-
-    def _enqueue_durable_keyed(self, key: Hashable, item: T, priority: int = 0) -> bool:
-        """``enqueue`` of a durable KeyedDispatcher: to the spool, then to the key's queue."""
-        # Checked before the write, so that a refused item leaves no record.
-        try:
-            hash(key)
-        except TypeError:
-            raise _unhashable(key) from None
-        _check_priority(priority)
-        try:
-            return self._enqueue_keyed(key, self._write_ahead(key, item), priority)
-        except QueueFullError:
-            self._spool_io()  # remove the refused item's record now, not at the next write
-            raise
-
-    def _write_ahead(self, key: Hashable, item: Any) -> Any:
-        """Write *item* to the spool; return what to queue: it wrapped with
-        its row, or the item alone if the write failed (kept in memory)."""
-        try:
-            row = self.spool.append(key, item)
-        except Exception as exc:  # noqa: BLE001 - a spool fault must not fail enqueue
-            self._spool_fault(exc, "writing an item")
-            return item
-        return Spooled(row, item)
-
-    def _spill_now(self, key: Hashable, items: List[Any], reason: str, *, counted: bool) -> bool:
-        """Write items turned away (wrapped or not) to the spool, now, on this
-        thread; True if every one of them is stored. One that cannot be
-        written is dropped for *reason*, so that ``enqueue`` never says True
-        for an item it has lost; a durable one stays in this process's log,
-        where the next start finds it. *counted*: the items were counted as
-        enqueued already. Past the exit budget the write does not wait for
-        the file's locks. Lock not held.
-        """
-        raw, logged = _split(items)
-        end = self._exit_budget_end()
-        limit = {} if end is None else {"timeout": max(0.0, end - monotonic())}
-        written = set(range(len(raw)))
-        try:
-            self.spool.put([(key, item) for item in raw], **limit)
-        except Exception as exc:  # noqa: BLE001 - counted below; enqueue must not fail
-            self._spool_fault(exc, f"spilling {len(raw)} items")
-            written = self._partly_written(exc, "put", raw)
-        lost = [item for n, (item, row) in enumerate(zip(raw, logged)) if not row and n not in written]
-        with self._lock:
-            self._spool_later("ack", key, [row for n, row in enumerate(logged) if row and n in written], "")
-            self._spilled += len(raw)  # _account_spool_io takes the lost ones back
-            if counted:
-                self._uncounted += len(lost)  # enqueue says False for them: not accepted after all
-            else:
-                self._overflowed += len(raw) - len(lost)
-            reports = self._account_spool_io([(key, lost, reason)] if lost else [],
-                                             bool(written) and reason == "queue_full")
-        if self._spool_todo:
-            self._spool_io(wait=end is not None, deadline=end)
-        self._outbox.emit()
-        for report in reports:
-            log.log(*report)
-        return not lost
-
-    def _unwrap(self, batch: Batch) -> None:
-        """Put the items of a new batch in place of their wrappers, noting their rows. Lock held."""
-        items = batch.items
-        rows: Optional[List[int]] = None
-        for index, item in enumerate(items):
-            if type(item) is Spooled:
-                if rows is None:
-                    rows = [0] * len(items)
-                rows[index] = item.row
-                items[index] = item.item
-        batch.rows = rows
-
-    def _ack_rows(self, batch: Batch) -> None:
-        """Remove a settled batch's items from the spool, those that are in it. Lock held."""
-        if batch.rows is not None:
-            self._spool_later("ack", batch.key, [row for row in batch.rows if row], "")
-
-    def _keep_rows(self, batch: Batch, failed: List[Any]) -> None:
-        """A PartialFailure: ack the rows of the delivered items, keep those of *failed*. Lock held.
-
-        Failed items are matched to the batch's by identity, then by equality.
-        """
-        rows = batch.rows
-        assert rows is not None
-        unused: Dict[int, List[int]] = {}
-        for index, item in enumerate(batch.items):
-            unused.setdefault(id(item), []).append(index)
-        kept: List[int] = []
-        taken: Set[int] = set()
-        for item in failed:
-            slots = unused.get(id(item))
-            while slots and slots[0] in taken:
-                slots.pop(0)
-            if slots:
-                index = slots.pop(0)
-            else:
-                index = next(
-                    (i for i, other in enumerate(batch.items) if i not in taken and _equal(other, item)), -1
-                )
-            if index >= 0:
-                taken.add(index)
-            kept.append(index)
-        delivered = [row for index, row in enumerate(rows) if row and index not in taken]
-        self._spool_later("ack", batch.key, delivered, "")
-        batch.rows = [rows[index] if index >= 0 else 0 for index in kept]
-
-    def _spill(self, key: Hashable, items: List[Any], reason: str) -> None:
-        """Send *items* (wrapped or not) to the spool as free rows. Lock held."""
-        self._to_spool(key, *_split(items), park=False, reason=reason)
-
-    def _to_spool(
-        self, key: Hashable, items: List[Any], rows: Optional[List[int]], *, park: bool, reason: str
-    ) -> None:
-        """Queue *items* for the spool: write those without a row, free (or,
-        with *park*, keep) those with one. *reason* is what they count as
-        if the write fails. Lock held."""
-        if not items:
-            return
-        self._spilled += len(items)
-        if rows is None:
-            rows = [0] * len(items)
-        # Written now: items without a row, and durable ones (their append is
-        # in this process's log, acked once the row is written). Claimed
-        # rows are only given back, or, parked, kept.
-        written = [(item, row) for item, row in zip(items, rows) if row <= 0]
-        claimed = [row for row in rows if row > 0]
-        if written:
-            self._spool_later(
-                "park" if park else "put", key, [item for item, _ in written], reason,
-                [row for _, row in written] if any(row for _, row in written) else None,
-            )
-        if claimed and not park:
-            self._spool_later("release", key, claimed, reason)
-
-    def _spool_later(
-        self, op: str, key: Hashable, payload: List[Any], reason: str, logged: Optional[List[int]] = None
-    ) -> None:
-        """Queue a spool operation for after the lock. *logged*: for a put, each
-        item's appended id (0 for none), acked once the put succeeded. Lock held."""
-        if payload:
-            self._spool_todo.append((op, key, payload, reason, logged or []))
-            self._spool_busy += 1
-
-    def _spool_io(self, wait: bool = False, deadline: Optional[float] = None) -> None:
-        """Make the spool operations queued so far. Lock not held.
-
-        One thread at a time. A caller that finds another at work leaves its
-        operations to it (that thread looks at the queue again after letting
-        go), so a thread never waits here for the lock while it may hold the
-        engine lock further up its stack (a finalizer or a signal handler
-        that enqueues). *wait*: shutdown and the exit hook, which must see
-        their writes made before they return, until *deadline* at most:
-        each operation then waits for the file's locks only as long as is
-        left (a spool locked by another process fails as ``"locked"``).
-        """
-        # With wait, also for the operations another thread is making (it
-        # took them off the queue, and counts them busy until they are made).
-        while self._spool_todo or (wait and self._spool_busy):
-            if not acquire(self._spool_io_lock, deadline, block=wait):
-                return
-            try:
-                reports = self._spool_io_locked(deadline)
-            finally:
-                self._spool_io_lock.release()
-            # Logged once no lock is held: a handler may enqueue here again.
-            for report in reports:
-                log.log(*report)
-            if deadline is not None and monotonic() >= deadline:
-                return
-
-    def _spool_io_locked(self, deadline: Optional[float] = None) -> List[Tuple[Any, ...]]:
-        """_spool_io's work, with its lock held; returns the log lines to write after it.
-
-        Interrupt-safe: a KeyboardInterrupt or SystemExit raised in the
-        middle (Ctrl-C at exit) puts the operations not yet made back on
-        the queue, with the acks of the puts that were made, and accounts
-        for what those puts lost, so that the exit hook can go on.
-        """
-        spool = self.spool
-        reports: List[Tuple[Any, ...]] = []
-        todo: List[Tuple[str, Hashable, List[Any], str, List[int]]] = []
-        made: Set[int] = set()  # indices in todo of the operations made (or failed and accounted)
-
-        def limit() -> Dict[str, float]:
-            return {} if deadline is None else {"timeout": max(0.0, deadline - monotonic())}
-
-        lost: List[Tuple[Hashable, List[Any], str]] = []
-        freed = [False]  # free rows written or released for overflow: claim them back
-        put_acks: List[int] = []  # log records of durable items now in the table
-        try:
-            with self._lock:
-                todo, self._spool_todo = self._spool_todo, []
-            for index, (op, key, payload, reason, logged) in enumerate(todo):
-                if op == "ack":
-                    continue
-                written = set(range(len(payload)))
-                try:
-                    if op == "release":
-                        spool.release(payload, **limit())
-                    else:
-                        spool.put([(key, item) for item in payload], claim=op == "park", **limit())
-                except Exception as exc:  # noqa: BLE001 - never fail the caller
-                    written = self._partly_written(exc, op, payload)
-                    reports += self._spool_fault(exc, f"spilling {len(payload)} items", log_now=False)
-                    if op != "release":
-                        # Lost, but for those written after all, and durable
-                        # items: their appends stay in the log.
-                        rows = logged or [0] * len(payload)
-                        gone = [item for n, (item, row) in enumerate(zip(payload, rows))
-                                if not row and n not in written]
-                        if gone:
-                            lost.append((key, gone, reason))
-                put_acks += [row for n, row in enumerate(logged) if row and n in written]
-                freed[0] = freed[0] or (bool(written) and reason == "queue_full")
-                made.add(index)
-            acks = put_acks + [row for op, _, payload, _, _ in todo if op == "ack" for row in payload]
-            if acks:
-                try:
-                    spool.ack(acks, **limit())
-                except Exception as exc:  # noqa: BLE001 - acked later never: delivered again
-                    reports += self._spool_fault(exc, f"removing {len(acks)} delivered items", log_now=False)
-            put_acks = []
-            made.update(index for index, entry in enumerate(todo) if entry[0] == "ack")
-        except BaseException:
-            # Interrupted: what was not made goes back, ahead of what came
-            # since, and the acks of the puts that were made with it.
-            with self._lock:
-                back = [entry for index, entry in enumerate(todo) if index not in made]
-                if put_acks:
-                    back.append(("ack", None, put_acks, "", []))
-                    self._spool_busy += 1
-                self._spool_todo[:0] = back
-                self._spool_busy -= len(made)
-                reports += self._account_spool_io(lost, freed[0])
-            for report in reports:
-                self._log_later(*report)
-            raise
-        with self._lock:
-            reports += self._account_spool_io(lost, freed[0])
-            self._spool_busy -= len(todo)
-            self._notify_progress()
-        return reports
-
-    def _account_spool_io(
-        self, lost: List[Tuple[Hashable, List[Any], str]], freed: bool
-    ) -> List[Tuple[Any, ...]]:
-        """Count what spool writes lost (drops or failures), and have freed
-        rows claimed back. Returns the log lines to write. Lock held."""
-        reports: List[Tuple[Any, ...]] = []
-        for key, items, reason in lost:
-            self._spilled -= len(items)
-            if reason == "failed":
-                self._failed += len(items)
-            else:
-                self._drop(key, items, reason)
-                report = self._drop_report()
-                if report:
-                    reports.append((logging.WARNING, *report))
-        if freed:
-            self._spills += 1
-            if self._backlog is None and self._state == _RUNNING:
-                self._backlog = "room"
-                self._kick()
-        return reports
-
-    @staticmethod
-    def _partly_written(exc: BaseException, op: str, payload: List[Any]) -> Set[int]:
-        """Indices of *payload* that a failed put wrote after all: a put that
-        refused only items it could not encode wrote the others
-        (``SpoolError.refused``)."""
-        refused = getattr(exc, "refused", None)
-        if op == "release" or not isinstance(refused, list):
-            return set()
-        return set(range(len(payload))) - set(refused)
-
-    def _spool_fault(self, exc: BaseException, what: str, log_now: bool = True) -> List[Tuple[Any, ...]]:
-        """Count a failed spool operation and log it (or, without *log_now*,
-        return the log line); the dispatcher goes on in memory. Lock not held."""
-        kind = getattr(exc, "kind", None) or "io"
-        with self._lock:
-            self._spool_faults[kind] = self._spool_faults.get(kind, 0) + 1
-            held = self._spool_log.ready()
-        if held is None:
-            return []
-        more = f" ({held} more spool faults since the last report)" if held else ""
-        cause = str(exc) if isinstance(exc, SpoolError) else f"spool {self.spool.path}: {exc!r}"
-        line: Tuple[Any, ...] = (
-            logging.ERROR, "batchdispatch:%s: %s failed, going on in memory: %s%s",
-            self.name, what, cause, more,
-        )
-        if not log_now:
-            return [line]
-        log.log(*line, exc_info=None if isinstance(exc, SpoolError) else exc)
-        return []
-
-    def _wants_claim(self) -> bool:
-        """Whether a worker should claim spooled items before its next batch. Lock held."""
-        if self._backlog is None or self._state != _RUNNING or self._replay or self._replay_out:
-            return False
-        # Without taking back the lanes' spare room (that would send their
-        # producers to the lock): the grants bound the queue from above.
-        return self._backlog == "start" or self._queued_below(max(1, self._queue_limit // 2), reclaim=False)
-
-    def _claim_backlog(self) -> None:
-        """Claim the oldest spooled items and queue them as batches for their lanes. Lock not held."""
-        with self._lock:
-            spills, limit = self._spills, self._replay_chunk
-        try:
-            rows = self.spool.claim(limit)
-        except Exception as exc:  # noqa: BLE001 - the dispatcher goes on without the backlog
-            self._spool_fault(exc, "claiming spooled items")
-            rows = []
-        with self._lock:
-            if len(rows) < limit and self._spills == spills:
-                self._backlog = None  # drained (or failing): until this process spills again
-            if not rows:
-                self._notify_progress()
-                return
-            if self._state != _RUNNING:  # closed meanwhile: leave them to the next claim
-                self._spool_later("release", None, [row for row, _, _ in rows], "")
-            else:
-                self._replayed += len(rows)
-                groups: Dict[Hashable, Tuple[List[Any], List[int]]] = {}
-                for row, key, item in rows:
-                    items, ids = groups.setdefault(key if self._keyed else None, ([], []))
-                    items.append(item)
-                    ids.append(row)
-                size = min(self._batch_limit, limit)
-                for key, (items, ids) in groups.items():
-                    for start in range(0, len(items), size):
-                        batch = Batch(None, items[start:start + size], NEVER, key)
-                        batch.rows = ids[start:start + size]
-                        self._replay.append(batch)
-                self._notify_progress()
-        if self._spool_todo:
-            self._spool_io()
-
-    def _inject_replays(self, now: float) -> None:
-        """Put claimed batches on their lanes, ahead of the items queued there,
-        as retries whose backoff is over; a lane with a batch out keeps its
-        replay waiting. Lock held."""
-        for _ in range(len(self._replay)):
-            batch = self._replay.popleft()
-            lane = self._lanes.get(batch.key)
-            if lane is None:
-                lane = self._new_lane(batch.key)
-            if lane.batch is not None:
-                self._replay.append(batch)
-                continue
-            batch.lane = lane
-            batch.not_before = now
-            lane.batch = batch
-            self._open.add(batch)
-            self._replay_out.add(batch)
-            self._mark_ready(lane)
-
-    def _spill_lane(self, lane: Lane) -> None:
-        """Send what a spilling lane holds to the spool, in order, instead of out. Lock held."""
-        items, _, _ = self._pop_lane(lane, lane.size())
-        lane.first_at = lane.due_at = None
-        self._spill(lane.key, items, "failed")
-        self._notify_progress()
-        self._forget_if_idle(lane)
-
-    def _spool_settled(self, everything: bool) -> bool:
-        """Whether a flush has nothing to wait for in the spool: no write
-        pending, and (for a flush of *everything*) no backlog. Lock held."""
-        if self.spool is None:
-            return True
-        if self._spool_busy:
-            return False
-        if not everything:
-            return True
-        claimable = self._backlog is not None and self._state == _RUNNING
-        return not (claimable or self._replay or self._replay_out)
 
     # -- drops ---------------------------------------------------------------
 
@@ -2083,10 +1655,7 @@ class Engine(Generic[T]):
             self._dropped[reason] = self._dropped.get(reason, 0) + count
 
     def _drop(self, key: Hashable, items: List[Any], reason: str) -> None:
-        if self._wrapped:
-            items, rows = _split(items)
-            # Counted as dropped: not replayed either.
-            self._spool_later("ack", key, [row for row in rows if row], "")
+        items = self._bridge.forget_rows(key, items)
         self._count_drop(reason, len(items))
         self._post("items_dropped", lambda: ItemsDropped(key, tuple(items), reason))
 
@@ -2130,19 +1699,20 @@ class Engine(Generic[T]):
         deadline = deadline_after(_validate.optional_seconds("timeout", timeout))
         threadless = None
         with self._lock:
-            if self._state == _NEW and self._backlog is not None and not _process.exiting:
+            if self._state == NEW and self._bridge.backlog is not None and not _process.exiting:
                 threadless = self._start()  # flush delivers what the spool holds, too
-            elif key is ALL and self.spool is not None and self._backlog is None and self._state == _RUNNING:
+            elif (key is ALL and self.spool is not None and self._bridge.backlog is None
+                  and self._state == RUNNING):
                 # Look at the file again: rows other processes released (or
                 # left, dying) since the last claim are delivered too.
-                self._backlog = "room"
+                self._bridge.backlog = "room"
             lane = None if key is ALL else self._lanes.get(key)
             forgotten = key is not ALL and lane is None  # nothing pending for that key
             lanes = list(self._lanes.values()) if lane is None else [lane]
             targets = {each: each.taken + len(each.items) for each in lanes if not forgotten}
             seq = self._seq
             settled = forgotten or self._settled_before(targets, seq, lane)
-            settled = settled and self._spool_settled(key is ALL)
+            settled = settled and self._bridge.settled(key is ALL)
             if not settled:
                 for each, target in targets.items():
                     each.flush_upto = max(each.flush_upto, target)
@@ -2166,7 +1736,7 @@ class Engine(Generic[T]):
                 if not events:
                     if not forgotten and not self._settled_before(targets, seq, lane):
                         return False
-                    if not self._spool_settled(key is ALL):
+                    if not self._bridge.settled(key is ALL):
                         return False
                     events.append(self._outbox.posted)
                 return self._outbox.emitted >= events[0]
@@ -2200,7 +1770,7 @@ class Engine(Generic[T]):
             undelivered = self._pending_count()
             self._post("shutdown", lambda: ShutdownEvent(completed, undelivered))
         if self.spool is not None:
-            self._spool_io(wait=True, deadline=deadline)  # retries given up at the deadline go to the spool
+            self._bridge.io(wait=True, deadline=deadline)  # retries given up at the deadline go to the spool
         self._emit_within(deadline)
         return completed
 
@@ -2212,9 +1782,9 @@ class Engine(Generic[T]):
         # out, the exit hook still waits for the draining workers.
         with self._lock:
             self._deliver_by = deadline  # the latest caller's: a shutdown(None) lifts an earlier one
-            if self._state in (_NEW, _RUNNING):
+            if self._state in (NEW, RUNNING):
                 self._exit_closed = by_exit
-                self._state = _CLOSED if self._state == _NEW else _CLOSING
+                self._state = CLOSED if self._state == NEW else CLOSING
             self._room = self._wake_at = -1
             # Every late append to a keyed lane now looks under the lock
             # (see _wake_lane); _rush then finds what came before.
@@ -2231,7 +1801,7 @@ class Engine(Generic[T]):
             if self._dispatching_here():
                 return False
             done = self._wait_locked(
-                lambda: self._state == _CLOSED and not self._inflight and not self._inline, deadline
+                lambda: self._state == CLOSED and not self._inflight and not self._inline, deadline
             )
             queued = sum(lane.size() for lane in self._lanes.values())
             out = sum(len(b.items) for b in itertools.chain(self._open, self._inline))
@@ -2279,7 +1849,7 @@ class Engine(Generic[T]):
 
     def _pending_count(self) -> int:
         return sum(lane.size() for lane in self._lanes.values()) + sum(
-            len(b.items) for b in itertools.chain(self._open, self._inline, self._replay)
+            len(b.items) for b in itertools.chain(self._open, self._inline, self._bridge.replay)
         )
 
     def _stats_fields(self) -> Dict[str, Any]:
@@ -2299,9 +1869,9 @@ class Engine(Generic[T]):
             "last_error": self._last_error,
             "worker_alive": any(worker.is_alive() for worker in self._workers),
             "active_batches": len(self._inflight) + len(self._inline),
-            "spilled": self._spilled,
-            "replayed": self._replayed,
-            "spool_faults": types.MappingProxyType(dict(self._spool_faults)),
+            "spilled": self._bridge.spilled,
+            "replayed": self._bridge.replayed,
+            "spool_faults": types.MappingProxyType(dict(self._bridge.faults)),
         }
 
     def stats(self) -> DispatcherStats:
@@ -2348,8 +1918,8 @@ class Engine(Generic[T]):
         """Give the child a fresh dispatcher; the parent keeps its items."""
         state = self._state
         self._reset()
-        if state in (_CLOSING, _CLOSED):
-            self._state = _CLOSED
+        if state in (CLOSING, CLOSED):
+            self._state = CLOSED
             self._room = self._wake_at = -1
 
     def _exit(self, deadline: float, interrupted: bool = False) -> None:
@@ -2361,7 +1931,7 @@ class Engine(Generic[T]):
         """
         if not interrupted and self.flush_on_exit and self._join(deadline, reason="exit flush"):
             if self.spool is not None:
-                self._spool_io(wait=True, deadline=deadline)
+                self._bridge.io(wait=True, deadline=deadline)
             return
         left: List[Any] = []
         with self._lock:
@@ -2374,7 +1944,7 @@ class Engine(Generic[T]):
             for lane in list(self._lanes.values()):
                 items, _, _ = lane.pop(lane.size())
                 if self.spool is not None:
-                    self._spill(lane.key, items, "exit")
+                    self._bridge.spill(lane.key, items, "exit")
                 else:
                     left.extend(items)
                     self._drop(lane.key, items, "exit")
@@ -2383,18 +1953,18 @@ class Engine(Generic[T]):
                 # Batches in dispatch may never finish (a hung endpoint), and
                 # claimed ones never started: into the spool. One that does
                 # finish is delivered twice, which at-least-once allows.
-                while self._replay:
-                    batch = self._replay.popleft()
-                    self._to_spool(batch.key, batch.items, batch.rows, park=False, reason="exit")
+                while self._bridge.replay:
+                    batch = self._bridge.replay.popleft()
+                    self._bridge.to_spool(batch.key, batch.items, batch.rows, park=False, reason="exit")
                 for batch in itertools.chain(self._inflight, self._inline):
-                    if batch not in self._exit_spilled:
-                        self._to_spool(batch.key, batch.items, batch.rows, park=False, reason="exit")
-                        self._exit_spilled.add(batch)
+                    if batch not in self._bridge.exit_spilled:
+                        self._bridge.to_spool(batch.key, batch.items, batch.rows, park=False, reason="exit")
+                        self._bridge.exit_spilled.add(batch)
         self._close(by_exit=False, deadline=deadline)
         if self.spool is not None:
             # The process ends next: the writes must be made now, within the
             # budget (a spool locked by another process fails as "locked").
-            self._spool_io(wait=True, deadline=deadline)
+            self._bridge.io(wait=True, deadline=deadline)
         self._emit_within(deadline)
         if left and (interrupted or not self.flush_on_exit):  # else _join said it
             log.warning(
@@ -2403,18 +1973,6 @@ class Engine(Generic[T]):
             )
 
 
-def _split(items: List[Any]) -> Tuple[List[Any], List[int]]:
-    """Unwrap spooled items: (the items, each one's row or 0)."""
-    raw: List[Any] = []
-    rows: List[int] = []
-    for item in items:
-        if type(item) is Spooled:
-            raw.append(item.item)
-            rows.append(item.row)
-        else:
-            raw.append(item)
-            rows.append(0)
-    return raw, rows
 
 
 def _retry_after(error: BaseException) -> Optional[float]:
@@ -2435,20 +1993,10 @@ def _retry_after(error: BaseException) -> Optional[float]:
     return max(0.0, seconds) if seconds - seconds == 0 else None
 
 
-def _equal(a: Any, b: Any) -> bool:
-    try:
-        return bool(a == b)
-    except Exception:  # noqa: BLE001 - an item's __eq__ may raise
-        return False
 
 
-def _check_priority(priority: object) -> None:
-    if not isinstance(priority, int) or isinstance(priority, bool):
-        raise TypeError(f"priority must be an int, got {type(priority).__name__}")
 
 
-def _unhashable(key: object) -> TypeError:
-    return TypeError(f"key must be hashable, got {type(key).__name__}")
 
 
 #: Seconds shutdown and exit wait for listeners past their deadline at

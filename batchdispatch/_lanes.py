@@ -285,3 +285,14 @@ def _push_pruned(heap: List[Any], entry: Any, live: int, rebuild: Any) -> None:
         if entry in heap:
             return
     heapq.heappush(heap, entry)
+
+
+def check_priority(priority: object) -> None:
+    """Refuse a priority that is not an int (bool included: True is not a priority)."""
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise TypeError(f"priority must be an int, got {type(priority).__name__}")
+
+
+def unhashable(key: object) -> TypeError:
+    """The error for a key that cannot key a lane."""
+    return TypeError(f"key must be hashable, got {type(key).__name__}")

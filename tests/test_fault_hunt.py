@@ -478,7 +478,7 @@ d.enqueue("b", "ki")
 _process.exit_hook()  # as atexit would, now
 s = d.stats()
 print(json.dumps({"enqueued": s.enqueued, "spilled": s.spilled, "dropped": dict(s.dropped_by_reason),
-                  "rows": spool.count(), "busy": d._spool_busy}))
+                  "rows": spool.count(), "busy": d._bridge.busy}))
 hang.set()
 """
 
