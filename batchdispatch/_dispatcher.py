@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 from . import _validate
-from ._engine import ALL, Engine
+from ._engine import ALL
 from ._retry import RetryPolicy
+from ._single_lane import SingleLaneEngine
 from ._types import DispatchFunc, ErrorHandler
 
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ T = TypeVar("T")
 __all__ = ["BackgroundDispatcher"]
 
 
-class BackgroundDispatcher(Engine[T]):
+class BackgroundDispatcher(SingleLaneEngine[T]):
     """Collect items from any thread and hand them to *dispatch* in batches.
 
     A daemon worker thread, started on the first :meth:`enqueue`, takes the
@@ -116,7 +117,7 @@ class BackgroundDispatcher(Engine[T]):
         super().__init__(lambda key, batch: dispatch(batch), max_workers=1, **options)
         self.dispatch = dispatch
 
-    enqueue = Engine._enqueue_one
+    enqueue = SingleLaneEngine._enqueue_one
 
     def flush(self, timeout: Optional[float] = 5.0) -> bool:
         """Deliver everything enqueued so far, without waiting for the delay.

@@ -115,6 +115,7 @@ process's dispatchers, as the fork hook would have.
 
 from __future__ import annotations
 
+import abc
 import collections
 import functools
 import heapq
@@ -141,11 +142,11 @@ from typing import (
 from . import _context, _process, _threadless, _validate
 from ._deadlines import SafeClock, acquire, deadline_after, join_thread, monotonic, wait_slice
 from ._events import Listener, Outbox
-from ._lanes import INF, NEVER, Batch, Lane, PriorityLane, check_priority, popleft, unhashable
+from ._lanes import INF, NEVER, Batch, Lane
 from ._lifecycle import CLOSED, CLOSING, NEW, RUNNING
 from ._retry import RetryPolicy, retryable
 from ._spool_bridge import SpoolBridge
-from ._stats import DispatcherStats, KeyedStats, RateLimit
+from ._stats import DispatcherStats, RateLimit
 from .events import (
     BatchFailed,
     BatchRetryScheduled,
@@ -162,9 +163,6 @@ T = TypeVar("T")
 log = logging.getLogger("batchdispatch")
 
 
-#: The priority of the lock-free keyed path (see _enqueue_keyed).
-_DEFAULT_PRIORITY = 0
-
 #: Stands for "every key" where None could be a key.
 ALL: Any = type("AllKeys", (), {"__repr__": lambda self: "ALL"})()
 
@@ -176,7 +174,7 @@ _EMIT_FIRST = Batch(None, [], 0)
 _CLAIM_FIRST = Batch(None, [], 0)
 
 
-class Engine(Generic[T]):
+class Engine(Generic[T], abc.ABC):
     """Lanes, worker threads and lifecycle shared by every dispatcher.
 
     Not meant to be instantiated directly: use
@@ -186,8 +184,6 @@ class Engine(Generic[T]):
 
     #: Seconds between two log lines about drops or failed dispatches.
     LOG_INTERVAL = 10.0
-
-    _keyed = False
 
     def __init__(
         self,
@@ -236,7 +232,7 @@ class Engine(Generic[T]):
             # Durable: every item goes to the spool before it is queued. The
             # instance attribute replaces the facade's plain enqueue, so a
             # dispatcher without a durable spool keeps its hot path as is.
-            self.enqueue = self._bridge.enqueue_keyed if self._keyed else self._bridge.enqueue
+            self.enqueue = self._durable_enqueue()
         _process.register(self)
 
     def _reset(self) -> None:
@@ -255,10 +251,6 @@ class Engine(Generic[T]):
         self._progress = threading.Condition(self._lock)
         self._watchers = 0  # threads waiting on _progress
         self._lanes: Dict[Hashable, Lane] = {}
-        self._main: Optional[Lane] = None
-        if not self._keyed:
-            self._main = self._lanes[None] = Lane(None)
-            self._items = self._main.items  # the hot path's deque
         self._room = 0  # BackgroundDispatcher's thresholds (keyed lanes have their own)
         self._wake_at = 0
         self._state = NEW
@@ -271,21 +263,8 @@ class Engine(Generic[T]):
         self._exit_expired = False  # the exit hook gave up waiting for this one
         self._stopped = False  # a shutdown deadline passed: no more retries
         self._seq = 0  # sequence number of the next item accepted under the lock (not into a lane's deque)
-        self._retired = 0  # keyed: items ever appended to lanes since forgotten
-        self._prioritised = 0  # keyed: items waiting in lanes' other-priority levels
-        self._granted = 0  # keyed, bounded: the lanes' grants added up
-        # keyed, bounded: lanes whose grant may hold room beyond their items,
-        # each listed once (Lane.listed), least recently listed first; _reclaim
-        # takes room back from the front, so a full queue costs O(1) amortized.
-        self._spare: Deque[Lane] = collections.deque()
-        # keyed, "drop_oldest" with a bound: a heap of (first_at, ticket, lane),
-        # pushed when a lane's first_at is set, pruned lazily (_oldest_lane).
-        bounded_drop = self._keyed and self._overflow == "drop_oldest" and self._queue_limit != NEVER
-        self._ages: Optional[List[Tuple[float, int, Lane]]] = [] if bounded_drop else None
-        # keyed: (lane, time) for lanes whose producer crossed wake_at, reported
-        # without the lock; a worker handles them under it (_take_news).
-        self._news: Deque[Tuple[Lane, float]] = collections.deque()
-        self._news_wanted = True  # a worker waits for news: the next reporter wakes one
+        # Keyed, "drop_oldest" with a bound: a heap of lane ages (see KeyedEngine).
+        self._ages: Optional[List[Tuple[float, int, Lane]]] = None
         self._timers: List[Tuple[float, int, Lane]] = []
         self._ticket = itertools.count()
         self._ready: Deque[Lane] = collections.deque()
@@ -295,8 +274,6 @@ class Engine(Generic[T]):
         # retried, and serialised, so a key never has two at once.
         self._inline: Set[Batch] = set()
         self._inline_lock = threading.RLock()
-        # Held while listeners run: events reach them in the order they
-        # happened, whichever worker emits them.
         self._flush_upto = 0  # take at once every lane holding a sequence number before this
         # Dispatch calls must be over by then (monotonic), or None: set by a
         # shutdown or exit that waits with a deadline (see current_deadline).
@@ -404,270 +381,85 @@ class Engine(Generic[T]):
 
     # -- the hot path (one lane, no lock) ---------------------------------------
 
-    def _enqueue_one(self, item: T) -> bool:
-        """Add *item* to the next batch without waiting for delivery.
-
-        :returns: True if the item was accepted, False if it was dropped
-            (queue full under ``"drop_newest"`` or ``"block"``, or the
-            dispatcher is shut down). Every drop is counted in
-            :meth:`stats` with its reason.
-        :raises QueueFullError: when the queue is full and
-            ``overflow="raise"``.
-        """
-        items = self._items
-        if len(items) < self._room:
-            items.append(item)
-            if len(items) > self._wake_at:
-                return self._wake()
-            return True
-        return self._admit(None, item, 0)
-
-    def _wake(self) -> bool:
-        """Slow half of an append: wake the worker, or deal with a late item."""
-        with self._lock:
-            lane = self._main
-            assert lane is not None
-            if self._state != CLOSED or not lane.items:
-                if self._state == RUNNING:
-                    self._wake_at = NEVER  # one notification is enough
-                self._kick()
-                return True
-            # Appended after the worker drained the queue and left. The
-            # exit hook's dispatchers still deliver, on this thread; one the
-            # user shut down drops it (and any other such late arrival).
-            late, first, _ = lane.pop(len(lane.items))
-            inline = Batch(None, late, first, seq_first=self._seq)
-            self._seq += len(late)
-            if not self._exit_closed:
-                self._drop(None, late, "closed")
-                report = self._drop_report()
-        if self._exit_closed:
-            return self._dispatch_here(inline)
-        if self._bridge.todo:
-            self._bridge.io()  # the rows of dropped durable items
-        self._outbox.emit()  # closed: no worker will emit them
-        if report:
-            log.warning(*report)
-        return False
-
-    def _enqueue_keyed(self, key: Hashable, item: T, priority: int = 0) -> bool:
-        """Add *item* to *key*'s next batch without waiting for delivery.
-
-        :param priority: higher goes first within the key; equal priorities
-            keep their order. Items with a priority other than 0 take a
-            short lock, and so does the first item of a key with nothing
-            pending; the others take none.
-        :returns: True if accepted, False if dropped (counted in
-            :meth:`stats` with its reason).
-        :raises QueueFullError: when the queue is full and ``overflow="raise"``.
-        :raises TypeError: for a key that is not hashable, or a priority
-            that is not an int.
-        """
-        # The scheme of _enqueue_one, per lane (see the module's notes).
-        try:
-            lane = self._lanes.get(key)
-        except TypeError:
-            raise unhashable(key) from None
-        # "is": 0.0 and False equal 0 but are not ints, and are refused on
-        # the locked path (_check_priority) whether the lane exists or not;
-        # every int 0 is one object in CPython. (Also quicker than ==.)
-        if lane is not None and priority is _DEFAULT_PRIORITY:
-            items = lane.items
-            if len(items) < lane.room:
-                items.append(item)
-                # room, which only the lock holder writes, is -1 once the
-                # lane is forgotten or the dispatcher closes: a stale
-                # "never" another producer stored in wake_at cannot hide it.
-                if len(items) > lane.wake_at or lane.room < 0:
-                    return self._wake_lane(lane)
-                return True
-        return self._admit(key, item, priority)
-
-    def _wake_lane(self, lane: Lane) -> bool:
-        """Slow half of a keyed append: the lane crossed its ``wake_at``.
-
-        While running, the lane is reported without the lock: it goes on
-        ``_news`` with the time, and an idle worker is woken if one waits
-        for news. ``wake_at`` becomes "never" first, so that one report is
-        enough until a worker looks (and publishes it again). That store
-        may land on a lane a worker is forgetting, or on a closing
-        dispatcher, and undo their -1: so ``dead`` and the state are read
-        *after* it (each is stored before its -1), and either one sends
-        the producer to the locked path, which restores the -1.
-        """
-        if lane.wake_at >= 0 and self._state == RUNNING:
-            lane.wake_at = NEVER
-            if not lane.dead and self._state == RUNNING:
-                self._news.append((lane, self._clock()))
-                if self._news_wanted:
-                    self._news_wanted = False
-                    if not self._kick() and len(self._workers) < self._max_workers:
-                        with self._lock:
-                            self._more_workers()
-                return True
-        return self._wake_lane_locked(lane)
-
-    def _wake_lane_locked(self, lane: Lane) -> bool:
-        """The slow half of a keyed append, under the lock: a forgotten lane
-        (what landed in it joins the live one), a closing dispatcher, or
-        items appended after the workers left."""
-        inline: Optional[Batch] = None
-        report = None
-        with self._lock:
-            state = self._state
-            if self._lanes.get(lane.key) is lane:
-                if state != CLOSED:
-                    if state != RUNNING:
-                        lane.wake_at = -1  # closing: a stale "never" from _wake_lane must not stand
-                    self._lane_event(lane, self._clock())
-                    return True
-                # Appended after the workers drained the lanes and left.
-                late = popleft(lane.items, len(lane.items))
-            else:
-                # Forgotten under this producer's feet: whatever landed in
-                # it (this item, maybe others) joins the key's live lane.
-                lane.room = lane.wake_at = -1  # undo a stale "never" from _wake_lane
-                late = popleft(lane.items, len(lane.items))
-                if not late:
-                    return True  # another producer moved it
-                if state != CLOSED:
-                    live = self._lanes.get(lane.key)
-                    if live is None:
-                        live = self._new_lane(lane.key)
-                    live.items.extend(late)
-                    self._cover(live)
-                    self._lane_event(live, self._clock())
-                    return True
-            if not late:
-                return True
-            if self._exit_closed:  # accepted: delivered on this thread
-                inline = Batch(None, late, NEVER, lane.key, seq_first=self._seq)
-                self._seq += len(late)
-            else:  # refused, like any enqueue after shutdown (and never counted as enqueued)
-                self._drop(lane.key, late, "closed")
-                report = self._drop_report()
-        if inline is not None:
-            return self._dispatch_here(inline)
-        if self._bridge.todo:
-            self._bridge.io()  # the rows of dropped durable items
-        self._outbox.emit()  # closed: no worker will emit them
-        if report:
-            log.warning(*report)
-        return False
-
-    def _new_lane(self, key: Hashable) -> PriorityLane:
-        """Create *key*'s lane, with no grant yet. Lock held."""
-        room = (NEVER if self._queue_limit == NEVER else 0) if self._lock_free() else -1
-        lane = self._lanes[key] = PriorityLane(key, room)
-        if room < 0:
-            lane.wake_at = -1
-        return lane
-
-    def _lock_free(self) -> bool:
-        """Whether producers may append to keyed lanes without the lock: running,
-        with worker threads. Callers that deliver take the lock for every item. Lock held."""
-        return self._state == RUNNING and not self._caller_delivers
-
     def _set_wake(self, lane: Lane, wake_at: int) -> None:
         """Publish a keyed lane's ``wake_at``; closing, every append keeps looking (-1). Lock held."""
         if self._state == RUNNING:
             lane.wake_at = wake_at
 
-    def _reserve(self, lane: Optional[Lane]) -> bool:
-        """Room for one more item of *lane*'s default priority (or, with None,
-        of another priority), within ``max_queue_size``. Lock held."""
-        limit = self._queue_limit
-        if limit == NEVER:
-            return True
-        need = 1 if lane is None else len(lane.items) + 1 - lane.grant
-        if need <= 0:
-            return True
-        free = limit - self._granted - self._prioritised
-        if free < need:
-            self._reclaim(need)
-            free = limit - self._granted - self._prioritised
-        if free < need:
-            return False
-        if lane is not None:
-            # About a batch at a time, so that the lane's producers come back
-            # for more about once per batch; less as the free room runs out.
-            more = max(need, min(self._batch_limit, free // 2))
-            lane.grant += more
-            self._granted += more
-            self._list_spare(lane)
-            if self._lock_free():
-                lane.room = lane.grant
-        return True
+    # -- what the single-lane and the keyed engines define ---------------------------
 
-    def _list_spare(self, lane: Lane) -> None:
-        """Note that a keyed lane's grant may now hold more than its items
-        (it was given room, or items left it). Lock held."""
-        if lane.listed or self._queue_limit == NEVER:
-            return
-        spare = self._spare
-        if len(spare) > 2 * len(self._lanes) + 64:
-            # Mostly forgotten lanes (grant 0), listed when nothing needed
-            # reclaiming: keep the ones with room to give, amortized O(1).
-            kept = collections.deque(each for each in spare if each.grant > len(each.items))
-            for each in spare:
-                each.listed = False
-            for each in kept:
-                each.listed = True
-            spare = self._spare = kept
-        lane.listed = True
-        spare.append(lane)
+    @abc.abstractmethod
+    def _durable_enqueue(self) -> Callable[..., bool]:
+        """The ``enqueue`` of a durable dispatcher (the spool bridge's)."""
 
-    def _reclaim(self, need: int) -> None:
-        """Take back the room lanes' grants hold beyond their items, least
-        recently listed lane first, until *need* items fit or none is left. Lock held.
+    @abc.abstractmethod
+    def _replay_key(self, key: Hashable) -> Hashable:
+        """The key under which an item spooled under *key* is delivered again."""
 
-        Room beyond a lane's items appears only when the lane is granted
-        some or items leave it, and both list it (``_list_spare``); each
-        lane looked at here leaves the list. So a full queue costs O(1)
-        per item, amortized, however many keys there are. A smaller room
-        is published first: a producer that read the old one may still
-        append, one item per thread (the documented slack).
-        """
-        spare = self._spare
-        limit = self._queue_limit
-        while spare and limit - self._granted - self._prioritised < need:
-            lane = spare.popleft()
-            lane.listed = False
-            self._give_back(lane)
+    @abc.abstractmethod
+    def _lane_for(self, key: Hashable) -> Lane:
+        """*key*'s lane, made if it has none. Lock held."""
 
-    def _give_back(self, lane: Lane) -> None:
-        """Shrink a lane's grant to its items. Lock held."""
-        spare = lane.grant - len(lane.items)
-        if spare > 0:
-            lane.grant -= spare
-            self._granted -= spare
-            if self._lock_free():
-                lane.room = lane.grant
+    @abc.abstractmethod
+    def _push(self, key: Hashable, item: T, priority: int) -> bool:
+        """Add an item to its lane and schedule the lane; False if the queue
+        has no room for it. Lock held."""
 
+    @abc.abstractmethod
+    def _enqueued_count(self) -> int:
+        """Items accepted since the dispatcher was created. Lock held."""
+
+    @abc.abstractmethod
     def _queued_below(self, count: int, reclaim: bool = True) -> bool:
-        """Whether fewer than *count* items wait in lanes (not taken). Lock held.
+        """Whether fewer than *count* items wait in lanes (not taken). Lock held."""
 
-        BackgroundDispatcher's one lane is measured. Keyed lanes are appended
-        to without the lock, so summing their lengths would cost O(keys):
-        the grants bound them instead (a lane's items stay within its grant
-        but for the documented slack), once the room they hold beyond their
-        items is taken back as far as needed (amortized O(1), see _reclaim).
-        """
-        if self._main is not None:
-            return len(self._main.items) < count
-        if self._queue_limit == NEVER:
-            return True  # no bound, no grants: callers only ask about the bound or half of it
-        if reclaim:
-            self._reclaim(self._queue_limit - count + 1)
-        return self._granted + self._prioritised < count
+    @abc.abstractmethod
+    def _oldest_lane(self) -> Optional[Lane]:
+        """The lane to evict from under ``"drop_oldest"``. Lock held."""
 
-    def _cover(self, lane: Lane) -> None:
-        """Grow a lane's grant to cover items it took in past its room (moved from a dead lane). Lock held."""
-        if self._queue_limit != NEVER and len(lane.items) > lane.grant:
-            self._granted += len(lane.items) - lane.grant
-            lane.grant = len(lane.items)
-            if self._lock_free():
-                lane.room = lane.grant
+    @abc.abstractmethod
+    def _ask_for_news(self, seen: int) -> bool:
+        """A worker is about to sleep, having seen *seen* items in the
+        lock-free lane: publish that it waits for appends, then look.
+        True if some came meanwhile (look again). Lock held."""
+
+    @abc.abstractmethod
+    def _after_batch(self, lane: Lane) -> None:
+        """A lane's batch is settled: schedule its next items, or forget it. Lock held."""
+
+    def _advance_position(self, count: int) -> None:
+        """Count *count* items accepted outside any lane (delivered on a caller's thread)."""
+        self._seq += count
+
+    def _take_news(self) -> None:
+        """Handle the lanes producers reported without the lock (keyed). Lock held."""
+
+    def _discover(self, now: float) -> int:
+        """Notice what producers appended to the lock-free lane (single lane); return its length."""
+        return 0
+
+    def _pick_when_full(self) -> Optional[Lane]:
+        """With the queue full, a lane to take before its deadline (keyed), or None. Lock held."""
+        return None
+
+    def _taken(self, lane: Lane) -> None:
+        """A batch was taken from *lane*. Lock held."""
+
+    def _pop_lane(self, lane: Lane, count: int) -> Tuple[List[Any], int, int]:
+        """Take *count* items off a lane (``Lane.pop``), keeping the counts right. Lock held."""
+        return lane.pop(count)
+
+    def _evict_oldest(self, lane: Lane, trash: List[Any]) -> None:
+        """Drop a lane's oldest item to make room (``"drop_oldest"``). Lock held."""
+        evicted = lane.pop_oldest()
+        trash.append(evicted)
+        self._drop(lane.key, [evicted], "queue_full")
+
+    def _forget_if_idle(self, lane: Lane) -> None:
+        """Drop an empty, settled lane (keyed), so memory does not grow with keys ever seen. Lock held."""
+
+    def _lanes_emptied(self) -> None:
+        """Every lane was emptied at once (exit, a worker's death). Lock held."""
 
     # -- admission under the lock -------------------------------------------------
 
@@ -755,72 +547,6 @@ class Engine(Generic[T]):
         # runs no atexit hooks).
         return threadless
 
-    def _enqueued_count(self) -> int:
-        """Items accepted since the dispatcher was created. Lock held."""
-        if self._main is not None:
-            return self._overflowed + self._main.taken + len(self._main.items) - self._uncounted
-        lanes = sum(lane.taken + len(lane.items) for lane in self._lanes.values())
-        return self._overflowed + self._seq + self._retired + lanes - self._uncounted
-
-    def _advance_position(self, count: int) -> None:
-        """Count *count* items accepted outside any lane (delivered on a caller's thread)."""
-        self._seq += count
-        if self._main is not None:
-            self._main.taken += count
-
-    def _push(self, key: Hashable, item: T, priority: int) -> bool:
-        """Add an item to its lane and schedule the lane; False if the queue
-        has no room for it. Called with the lock held."""
-        if self._main is not None:
-            if len(self._main.items) >= self._queue_limit:
-                return False
-            self._main.items.append(item)
-            if len(self._main.items) > self._wake_at:
-                if self._state == RUNNING:
-                    self._wake_at = NEVER
-                self._kick()
-            return True
-        check_priority(priority)
-        try:
-            lane = self._lanes.get(key)
-        except TypeError:
-            raise unhashable(key) from None
-        if priority == 0:
-            if lane is not None and not self._reserve(lane):
-                return False
-            if lane is None:
-                if not self._reserve(None):
-                    return False
-                lane = self._new_lane(key)
-                self._reserve(lane)  # cannot fail: the room for one item is there
-            lane.items.append(item)
-        else:
-            if not self._reserve(None):
-                return False
-            if lane is None:
-                lane = self._new_lane(key)
-            assert isinstance(lane, PriorityLane)
-            lane.push(priority, self._seq, item)
-            self._seq += 1
-            self._prioritised += 1
-        self._lane_event(lane, self._clock())
-        return True
-
-    def _lane_event(self, lane: Lane, now: float) -> None:
-        """New items in a keyed lane, seen under the lock: stamp their arrival,
-        give the lane a deadline, or send it when full. Lock held."""
-        # Behind a batch that is out, the delay counts from now, not from
-        # when that batch settles.
-        self._stamp(lane, now)
-        if lane.batch is not None:
-            self._set_wake(lane, NEVER)
-        elif lane.due_at is None:
-            self._schedule(lane, now)
-        elif not lane.ready:
-            self._set_wake(lane, self._batch_limit - 1 - lane.prioritised)
-        if lane.batch is None and (lane.size() >= self._batch_limit or self._state != RUNNING):
-            self._make_ready(lane)
-
     def _schedule(self, lane: Lane, now: float) -> None:
         """Give a lane with waiting items its deadline. Called with the lock held."""
         due = max(self._stamp(lane, now), lane.last_take) + self._delay
@@ -877,7 +603,7 @@ class Engine(Generic[T]):
             self._more_workers()
 
     def _more_workers(self) -> None:
-        """Start another worker if work waits and every worker is busy (keyed only)."""
+        """Start another worker if work waits and every worker is busy."""
         if (
             len(self._workers) < self._max_workers
             and not self._sleepers
@@ -942,62 +668,6 @@ class Engine(Generic[T]):
             raise QueueFullError(self._queue_limit)
         return False, self._drop_report()
 
-    def _oldest_lane(self) -> Optional[Lane]:
-        """The lane to evict from under ``"drop_oldest"``. Lock held.
-
-        Keys have no common order (their items are appended without a
-        lock), so the oldest key is the one whose waiting items were first
-        seen earliest: to within the time a producer takes to get the lock,
-        and counting items left behind by a batch from when it was taken.
-
-        Keyed, the top of ``_ages`` (O(log n), stale entries dropped on the
-        way). Every lane with waiting items has its first_at set, and an
-        entry for it, once a worker has seen it: a lane whose first item
-        was appended without the lock waits on ``_news`` until then, so
-        the news is taken here first. Past that, only a lane caught
-        between a producer's append and its look is unstamped; the scan
-        at the end covers it, so that a full queue always finds its item.
-        """
-        if self._main is not None:
-            return self._main if self._main.items else None
-        ages = self._ages
-        assert ages is not None  # keyed "drop_oldest" with a bound
-        for _ in range(2):
-            while ages:
-                if self._aged(ages[0]):
-                    lane = ages[0][2]
-                    if lane.size():
-                        return lane
-                    lane.first_at = None  # emptied: its age left with its items
-                heapq.heappop(ages)
-            if not self._news:
-                break
-            self._take_news()
-        lanes = [lane for lane in self._lanes.values() if lane.size()]
-        return min(lanes, key=lambda lane: INF if lane.first_at is None else lane.first_at, default=None)
-
-    def _evict_oldest(self, lane: Lane, trash: List[Any]) -> None:
-        """Drop a lane's oldest item to make room (``"drop_oldest"``). Lock held."""
-        held = lane.prioritised
-        evicted = lane.pop_oldest()
-        trash.append(evicted)
-        self._drop(lane.key, [evicted], "queue_full")
-        if lane is self._main:
-            return
-        self._prioritised -= held - lane.prioritised
-        self._give_back(lane)  # its room, for the item that takes its place
-        if lane.size():
-            return
-        # Emptied: its age left with its items, and the next item must be
-        # stamped afresh even behind a batch, so its append reports
-        # (publish, then look).
-        lane.first_at = None
-        self._set_wake(lane, 0)
-        if lane.size():
-            self._lane_event(lane, self._clock())
-        else:
-            self._forget_if_idle(lane)
-
     def _rush(self) -> None:
         """Make every lane with work due now (flush of everything, close)."""
         for lane in self._lanes.values():
@@ -1044,7 +714,7 @@ class Engine(Generic[T]):
                         lane.room = lane.wake_at = -1  # a late append is refused (see _wake_lane)
                         left, _, _ = lane.pop(lane.size())
                         self._count_drop("worker_died", len(left))
-                    self._prioritised = 0
+                    self._lanes_emptied()
                     self._open.clear()
                     self._inflight.clear()
                     # Claimed from the spool by this process: freed when it ends, replayed then.
@@ -1138,38 +808,10 @@ class Engine(Generic[T]):
             waiter = threading.Lock()
             waiter.acquire()
             self._sleepers.append(waiter)
-            if self._keyed:
-                self._news_wanted = True
-            if (self._main is not None and len(self._main.items) != seen) or self._news:
+            if self._ask_for_news(seen):
                 self._unsleep(waiter)  # appended meanwhile: look again
                 continue
             self._sleep(waiter, None if until == INF else min(max(until - now, 0.0), threading.TIMEOUT_MAX))
-
-    def _take_news(self) -> None:
-        """Handle the lanes producers reported without the lock. Lock held.
-
-        Called at the top of every pass, it also asks for the next report
-        (before it looks): a worker that a report woke may go on to deliver
-        for long, and a later report must then wake another.
-        """
-        if self._keyed:
-            self._news_wanted = True
-        news = self._news
-        if not news or self._state == CLOSED:
-            return
-        lanes = self._lanes
-        reported: List[Tuple[Lane, float]] = popleft(news, len(news))
-        for lane, when in reported:
-            if lanes.get(lane.key) is not lane:
-                continue  # forgotten: its producers come under the lock
-            if not lane.size():
-                # Reported, then taken: the next item must report again
-                # (publish, then look).
-                self._set_wake(lane, 0)
-                if not lane.size():
-                    continue
-            # A report may predate the last take: it stamps no earlier.
-            self._lane_event(lane, max(when, lane.last_take))
 
     def _sleep(self, waiter: Any, timeout: Optional[float]) -> None:
         """Wait, with the lock released, until woken or *timeout* seconds passed.
@@ -1206,31 +848,6 @@ class Engine(Generic[T]):
         while self._kick():
             pass
 
-    def _discover(self, now: float) -> int:
-        """Notice what producers appended to the lock-free lane; publish its threshold."""
-        lane = self._main
-        if lane is None:
-            return 0
-        n = len(lane.items)
-        running = self._state == RUNNING
-        if lane.batch is not None:
-            if running:
-                self._wake_at = NEVER  # later items wait behind the batch
-        elif n == 0:
-            lane.due_at = lane.first_at = None
-            if running:
-                self._wake_at = 0
-        else:
-            if lane.due_at is None:
-                self._schedule(lane, now)
-            full = n >= self._batch_limit or n >= self._queue_limit
-            flushing = lane.taken < lane.flush_upto
-            if full or flushing or self._blocked or not running:
-                self._mark_ready(lane)
-            elif running:
-                self._wake_at = min(self._batch_limit, self._queue_limit) - 1
-        return n
-
     def _pick(self, now: float) -> Optional[Lane]:
         """The next lane to take from: ready ones first, then expired
         deadlines, then (with the queue full) the earliest deadline."""
@@ -1245,32 +862,7 @@ class Engine(Generic[T]):
             due, _, lane = heapq.heappop(timers)
             if lane.due_at == due and self._takeable(lane, now):
                 return lane
-        if (
-            (self._overflowing or self._blocked)
-            and self._main is None
-            and not self._queued_below(self._queue_limit)
-        ):
-            return self._earliest_waiting()
-        return None
-
-    def _earliest_waiting(self) -> Optional[Lane]:
-        """The lane whose delay ends first, skipping retries still in backoff. Lock held."""
-        held = []
-        found = None
-        timers = self._timers
-        while timers:
-            entry = heapq.heappop(timers)
-            lane = entry[2]
-            if lane.due_at != entry[0]:
-                continue  # stale
-            if lane.batch is None and lane.size():
-                found = lane
-                break
-            if lane.awaits_take():
-                held.append(entry)
-        for entry in held:
-            heapq.heappush(timers, entry)
-        return found
+        return self._pick_when_full()
 
     def _takeable(self, lane: Lane, now: float) -> bool:
         """Whether a worker may take the lane now. Lock held."""
@@ -1347,21 +939,11 @@ class Engine(Generic[T]):
             self._stamp(lane, now)
             self._set_wake(lane, NEVER)
         self._inflight.add(batch)
-        if lane is self._main and self._state == RUNNING:
-            self._wake_at = NEVER
+        self._taken(lane)
         if self._ready or self._timers:
             self._more_workers()
         self._post("batch_started", lambda: BatchStarted(lane.key, tuple(batch.items), batch.attempt))
         return batch
-
-    def _pop_lane(self, lane: Lane, count: int) -> Tuple[List[Any], int, int]:
-        """Take *count* items off a lane (``Lane.pop``), keeping the keyed counts right. Lock held."""
-        held = lane.prioritised
-        popped = lane.pop(count)
-        if lane is not self._main:
-            self._prioritised -= held - lane.prioritised
-            self._list_spare(lane)
-        return popped
 
     def _attempt(self, batch: Batch, deadline: Optional[float] = None) -> Optional[BaseException]:
         """Call the user's code for one attempt. Never called with the lock held.
@@ -1502,42 +1084,6 @@ class Engine(Generic[T]):
         attempt = batch.attempt + 1
         self._post("batch_retry_scheduled", lambda: BatchRetryScheduled(key, tuple(items), attempt, wait))
         return False
-
-    def _after_batch(self, lane: Lane) -> None:
-        """A lane's batch is settled: schedule its next items, or forget it."""
-        if lane is self._main:
-            self._kick()  # the worker rediscovers the lane itself
-            return
-        if not lane.size():
-            self._forget_if_idle(lane)
-            return
-        self._schedule(lane, self._clock())
-        if lane.size() >= self._batch_limit or self._state != RUNNING or self._flushing(lane):
-            self._make_ready(lane)
-
-    def _forget_if_idle(self, lane: Lane) -> None:
-        """Drop an empty, settled lane, so memory does not grow with keys ever seen. Lock held."""
-        if lane is self._main or lane.size() or lane.batch is not None:
-            return
-        if self._lanes.get(lane.key) is not lane:
-            return  # forgotten already
-        # Publish "forgotten", then look a last time: a producer that
-        # appended before the look is seen here, one after it sees -1 and
-        # moves its item to a live lane (see _wake_lane).
-        lane.dead = True
-        lane.room = lane.wake_at = -1
-        if lane.items:
-            lane.dead = False
-            if self._lock_free():
-                lane.room = NEVER if self._queue_limit == NEVER else lane.grant
-                lane.wake_at = 0
-            self._lane_event(lane, self._clock())
-            return
-        del self._lanes[lane.key]
-        self._granted -= lane.grant
-        lane.grant = 0
-        self._retired += lane.taken
-        lane.due_at = None
 
     def _dispatch_here(self, batch: Batch) -> bool:
         """Deliver on the calling thread, once, for items no worker will take.
@@ -1878,28 +1424,7 @@ class Engine(Generic[T]):
         """Return a consistent snapshot of the counters."""
         with self._lock:
             fields = self._stats_fields()
-            if not self._keyed:
-                return DispatcherStats(**fields)
-            # Like pending and enqueued above, a pass over the lanes, O(keys):
-            # items appended without the lock are counted nowhere but in their lane's deque.
-            by_key = {}
-            for lane in self._lanes.values():
-                pending = lane.pending()
-                if pending:
-                    by_key[lane.key] = pending
-            return KeyedStats(
-                **fields,
-                pending_by_key=types.MappingProxyType(by_key),
-                keys_with_pending=len(by_key),
-                average_queue_size=sum(by_key.values()) / len(by_key) if by_key else 0.0,
-            )
-
-    def _pending_for(self, key: Any) -> int:
-        with self._lock:
-            if key is ALL:
-                return self._pending_count()
-            lane = self._lanes.get(key)
-            return lane.pending() if lane is not None else 0
+            return DispatcherStats(**fields)
 
     def __repr__(self) -> str:
         with self._lock:
@@ -1948,7 +1473,7 @@ class Engine(Generic[T]):
                 else:
                     left.extend(items)
                     self._drop(lane.key, items, "exit")
-            self._prioritised = 0
+            self._lanes_emptied()
             if self.spool is not None:
                 # Batches in dispatch may never finish (a hung endpoint), and
                 # claimed ones never started: into the spool. One that does

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Hashable, List, Optional, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, Hashable, List, Optional, TypeVar
 
 from . import _validate
-from ._engine import ALL, Engine
+from ._engine import ALL
+from ._keyed_engine import KeyedEngine
 from ._retry import RetryPolicy
 from ._stats import KeyedStats
 from ._types import ErrorHandler
@@ -18,7 +19,7 @@ T = TypeVar("T")
 __all__ = ["KeyedDispatcher"]
 
 
-class KeyedDispatcher(Engine[T]):
+class KeyedDispatcher(KeyedEngine[T]):
     """Batch items per key and deliver each key's batches on a small thread pool.
 
     Every key (a webhook endpoint, say) has its own batches: a key's batch
@@ -66,7 +67,6 @@ class KeyedDispatcher(Engine[T]):
     .. versionadded:: 0.2.0
     """
 
-    _keyed = True
 
     def __init__(
         self,
@@ -102,7 +102,7 @@ class KeyedDispatcher(Engine[T]):
 
     #: Add *item* to *key*'s next batch (the engine's method itself, so
     #: the hot path has no call layer).
-    enqueue = Engine._enqueue_keyed
+    enqueue = KeyedEngine._enqueue_keyed
 
     def pending(self, key: Hashable = ALL) -> int:
         """Items of *key* (or of every key) not yet delivered or given up."""
@@ -127,4 +127,4 @@ class KeyedDispatcher(Engine[T]):
 
     def stats(self) -> KeyedStats:
         """Return a consistent snapshot of the counters, with per-key figures."""
-        return cast(KeyedStats, super().stats())
+        return super().stats()

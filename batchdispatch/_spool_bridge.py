@@ -38,10 +38,10 @@ import threading
 from typing import TYPE_CHECKING, Any, Deque, Dict, Hashable, List, Optional, Set, Tuple
 
 from ._deadlines import acquire, monotonic
-from ._lanes import NEVER, Batch, Lane, Spooled, check_priority, unhashable
+from ._lanes import NEVER, Batch, Lane, Spooled
 from ._lifecycle import RUNNING
 from ._stats import RateLimit
-from .exceptions import QueueFullError, SpoolError
+from .exceptions import SpoolError
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -112,28 +112,6 @@ class SpoolBridge:
         items, rows = split_rows(items)
         self.later("ack", key, [row for row in rows if row], "")
         return items
-
-    def enqueue(self, item: Any) -> bool:
-        """``enqueue`` of a durable BackgroundDispatcher: to the spool, then to the queue."""
-        try:
-            return self.engine._enqueue_one(self.write_ahead(None, item))
-        except QueueFullError:
-            self.io()  # remove the refused item's record now, not at the next write
-            raise
-
-    def enqueue_keyed(self, key: Hashable, item: Any, priority: int = 0) -> bool:
-        """``enqueue`` of a durable KeyedDispatcher: to the spool, then to the key's queue."""
-        # Checked before the write, so that a refused item leaves no record.
-        try:
-            hash(key)
-        except TypeError:
-            raise unhashable(key) from None
-        check_priority(priority)
-        try:
-            return self.engine._enqueue_keyed(key, self.write_ahead(key, item), priority)
-        except QueueFullError:
-            self.io()  # remove the refused item's record now, not at the next write
-            raise
 
     def write_ahead(self, key: Hashable, item: Any) -> Any:
         """Write *item* to the spool; return what to queue: it wrapped with
@@ -445,7 +423,7 @@ class SpoolBridge:
                 self.replayed += len(rows)
                 groups: Dict[Hashable, Tuple[List[Any], List[int]]] = {}
                 for row, key, item in rows:
-                    items, ids = groups.setdefault(key if self.engine._keyed else None, ([], []))
+                    items, ids = groups.setdefault(self.engine._replay_key(key), ([], []))
                     items.append(item)
                     ids.append(row)
                 size = min(self.engine._batch_limit, limit)
@@ -464,9 +442,7 @@ class SpoolBridge:
         replay waiting. Lock held."""
         for _ in range(len(self.replay)):
             batch = self.replay.popleft()
-            lane = self.engine._lanes.get(batch.key)
-            if lane is None:
-                lane = self.engine._new_lane(batch.key)
+            lane = self.engine._lane_for(batch.key)
             if lane.batch is not None:
                 self.replay.append(batch)
                 continue

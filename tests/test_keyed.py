@@ -1050,7 +1050,7 @@ def test_the_bound_holds_for_all_keys_together_under_many_producers(
     def watch() -> None:
         while not done.is_set():
             with d._lock:
-                queued = d._prioritised + sum(len(lane.items) for lane in d._lanes.values())
+                queued = d._budget.prioritised + sum(len(lane.items) for lane in d._lanes.values())
                 peak[0] = max(peak[0], queued)
 
     watcher = threading.Thread(target=watch)
@@ -1210,7 +1210,7 @@ def test_a_stale_never_on_a_forgotten_lane_does_not_hide_it_from_other_producers
     # over the forget's -1; R appends into the dead lane. R must still take
     # the locked path, so its item joins the live lane before enqueue
     # returns: flush(key) covers it and its next item comes after it.
-    from batchdispatch import _engine, _lanes
+    from batchdispatch import _keyed_engine, _lanes
 
     slots = {name: _lanes.Lane.__dict__[name] for name in ("wake_at", "room", "dead")}
     reads: Dict[Any, int] = collections.Counter()
@@ -1240,7 +1240,7 @@ def test_a_stale_never_on_a_forgotten_lane_does_not_hide_it_from_other_producers
         room = hooked("room")
         dead = hooked("dead")
 
-    monkeypatch.setattr(_engine, "PriorityLane", HookedLane)
+    monkeypatch.setattr(_keyed_engine, "PriorityLane", HookedLane)
     delivered: List[str] = []
     first = threading.Event()
 

@@ -138,11 +138,11 @@ def test_drop_oldest_evicts_the_oldest_key_across_thousands(make_keyed, clock: F
 def _recount(d: KeyedDispatcher[Any]) -> None:
     """Check the engine's kept counts against a full recount (lock held)."""
     lanes = list(d._lanes.values())
-    assert d._prioritised == sum(lane.prioritised for lane in lanes)
+    assert d._budget.prioritised == sum(lane.prioritised for lane in lanes)
     if d._queue_limit < 10**9:
-        assert d._granted == sum(lane.grant for lane in lanes)
-        assert d._granted + d._prioritised <= d._queue_limit
-        listed = set(map(id, d._spare))
+        assert d._budget.granted == sum(lane.grant for lane in lanes)
+        assert d._budget.granted + d._budget.prioritised <= d._queue_limit
+        listed = set(map(id, d._budget.spare))
         for lane in lanes:
             assert lane.listed == (id(lane) in listed)
             if lane.grant > len(lane.items):
