@@ -35,7 +35,7 @@ waiting, and one enqueue of a new priority on a key holding that many
 distinct priorities. None should grow with the keys.
 
 The HTTP section measures what batching buys over the network: items per
-second delivered to a :class:`~batchdispatch._receiver.Receiver` on
+second delivered to a :class:`~batchdispatch.testing.Receiver` on
 127.0.0.1 by (f) one :func:`requests.post` per item, as an application
 without this library would write it, (g) one ``post`` per item on a shared
 :class:`requests.Session`, and (h) a BackgroundDispatcher over an
@@ -739,7 +739,7 @@ def _batched_posts(receiver: Any, items: int) -> _HttpRun:
 
 def measure_http(options: BenchOptions, err: TextIO) -> List[_HttpRun]:
     """Run (f), (g) and (h) once each against one embedded receiver."""
-    from ._receiver import Receiver
+    from .testing import Receiver
 
     runs = []
     with Receiver() as receiver:

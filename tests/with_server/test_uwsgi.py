@@ -30,7 +30,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 from batchdispatch._engine import INLINE_ENV, monotonic
-from batchdispatch._receiver import Receiver
+from batchdispatch.testing import Receiver
 
 from ..conftest import ROOT
 from .conftest import free_port
