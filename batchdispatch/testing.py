@@ -254,10 +254,15 @@ class Receiver:
 
     .. code-block:: python
 
+        import requests
+        from batchdispatch.testing import Receiver
+
         with Receiver() as receiver:
-            receiver.respond(503, 503)              # then 200
-            requests.post(receiver.url, json=[1, 2, 3])
-            receiver.wait_for_items(3)
+            receiver.respond(503)                            # the next answer; then 200
+            assert requests.post(receiver.url, json=[1]).status_code == 503
+            assert requests.post(receiver.url, json=[2, 3]).status_code == 200
+            assert receiver.wait_for_items(2, timeout=5)
+            assert receiver.items == [2, 3]                  # only 2xx answers count
 
     It is quiet (no log line per request), keeps connections alive, and
     :meth:`close` ends every thread it started, idle keep-alive connections
@@ -269,6 +274,9 @@ class Receiver:
     :param tolerance: seconds of timestamp difference accepted by the check.
     :param ssl_context: serve HTTPS with this server-side context (the URL
         then starts with ``https://``).
+
+    .. versionadded:: 0.2.0
+       Public, in :mod:`batchdispatch.testing`.
     """
 
     def __init__(
