@@ -5,7 +5,7 @@ event dicts and enqueues them on one shared
 :class:`~batchdispatch.BackgroundDispatcher`, whose worker hands every batch
 to a *sink*. By default the sink is an :class:`~batchdispatch.http.HttpSink`
 that POSTs each batch to an embedded
-:class:`~batchdispatch._receiver.Receiver` on 127.0.0.1, over real HTTP, and
+:class:`~batchdispatch.testing.Receiver` on 127.0.0.1, over real HTTP, and
 the demo checks at the end that the receiver got every accepted event; with
 ``--url`` it ships to that URL instead. Any object satisfying :class:`Sink`
 can take the HTTP sink's place (:class:`MemorySink`, in-process, for
@@ -26,7 +26,7 @@ from ._console import ProgressLine, display_url, write_summary
 from ._dispatcher import BackgroundDispatcher
 
 if TYPE_CHECKING:
-    from ._receiver import Receiver
+    from .testing import Receiver
 
 __all__ = ["DemoOptions", "HttpCounter", "MemorySink", "Sink", "run"]
 
@@ -207,7 +207,7 @@ def run(options: DemoOptions, out: TextIO, err: TextIO, sink: Optional[Sink] = N
     if sink is not None:
         return _run(options, out, err, sink, "an in-process sink", None)
 
-    from ._receiver import Receiver  # here: the in-process demo needs no server
+    from .testing import Receiver  # here: the in-process demo needs no server
 
     with contextlib.ExitStack() as stack:
         receiver: Optional[Receiver] = None

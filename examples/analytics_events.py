@@ -18,9 +18,9 @@ import threading
 from typing import Dict
 
 from batchdispatch import BackgroundDispatcher, RetryPolicy
-from batchdispatch._receiver import Receiver
 from batchdispatch.events import ItemsExhausted
 from batchdispatch.http import HttpSink
+from batchdispatch.testing import Receiver
 
 #: Shared with the collector; in an app, read it from the environment.
 SECRET = "demo-signing-secret"

@@ -23,8 +23,8 @@ import time
 from typing import Any, List, Optional, Sequence
 
 from batchdispatch import BackgroundDispatcher, flush_after
-from batchdispatch._receiver import Receiver
 from batchdispatch.http import HttpSink
+from batchdispatch.testing import Receiver
 
 #: Events the job ships.
 EVENTS = 5

@@ -31,8 +31,8 @@ import requests
 from flask import Flask, request
 from werkzeug.serving import make_server
 
-from batchdispatch._receiver import Receiver
 from batchdispatch.contrib.flask import BatchDispatch
+from batchdispatch.testing import Receiver
 
 #: Requests the one-command demo sends.
 DEMO_REQUESTS = 20

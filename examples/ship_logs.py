@@ -1,6 +1,6 @@
 """Ship an application's logs over HTTP with BatchHandler: run ``python examples/ship_logs.py``.
 
-A receiver on 127.0.0.1 (``batchdispatch._receiver.Receiver``) stands in
+A receiver on 127.0.0.1 (``batchdispatch.testing.Receiver``) stands in
 for a log service. The script puts a :class:`~batchdispatch.handlers.BatchHandler`
 on the root logger, over a ``BackgroundDispatcher(HttpSink(url))``, logs a
 few records the way an application does, and prints what arrived:
@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 
 from batchdispatch import BackgroundDispatcher
-from batchdispatch._receiver import Receiver
 from batchdispatch.handlers import BatchHandler
 from batchdispatch.http import HttpSink
+from batchdispatch.testing import Receiver
 
 
 def main() -> int:

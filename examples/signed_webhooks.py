@@ -14,9 +14,9 @@ KeyedDispatcher, one key per endpoint:
 from __future__ import annotations
 
 from batchdispatch import KeyedDispatcher, RetryPolicy
-from batchdispatch._receiver import Receiver, Response
 from batchdispatch.events import ItemsExhausted
 from batchdispatch.http import Endpoint, WebhookSink
+from batchdispatch.testing import Receiver, Response
 
 
 def main() -> int:

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Dict
 
-from batchdispatch._receiver import Receiver, Response
+from batchdispatch.testing import Receiver, Response
 
 from .conftest import ROOT, run_python
 

@@ -1,4 +1,4 @@
-"""Fixtures for tests against real HTTP servers on 127.0.0.1 (batchdispatch._receiver)."""
+"""Fixtures for tests against real HTTP servers on 127.0.0.1 (batchdispatch.testing)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any, Callable, Iterator, List, Tuple
 import pytest
 from urllib3.util import Retry
 
-from batchdispatch._receiver import Receiver
 from batchdispatch.http import RETRY_STATUSES, HttpSink, WebhookSink
+from batchdispatch.testing import Receiver
 
 
 def fast_retry(total: int = 5) -> Retry:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from typing import Any, Dict
 
-from batchdispatch._receiver import Response
+from batchdispatch.testing import Response
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -14,7 +14,7 @@ pytest.importorskip("django")
 import django
 from django.conf import settings
 
-from batchdispatch._receiver import Receiver
+from batchdispatch.testing import Receiver
 from tests.conftest import run_python
 
 URLCONF = "tests.with_server.django_urls"

@@ -9,8 +9,8 @@ import pytest
 
 flask = pytest.importorskip("flask")
 
-from batchdispatch._receiver import Receiver, Response  # noqa: E402
 from batchdispatch.contrib.flask import BatchDispatch  # noqa: E402
+from batchdispatch.testing import Receiver, Response  # noqa: E402
 
 from ..conftest import run_python  # noqa: E402
 

@@ -23,7 +23,7 @@ from typing import Dict, List
 import pytest
 import requests
 
-from batchdispatch._receiver import Receiver
+from batchdispatch.testing import Receiver
 
 from ..conftest import ROOT
 from .conftest import free_port

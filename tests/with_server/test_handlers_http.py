@@ -1,6 +1,6 @@
 """BatchHandler over real HTTP: a failing endpoint, and the url= handler.
 
-Every request goes to a batchdispatch._receiver.Receiver on 127.0.0.1;
+Every request goes to a batchdispatch.testing.Receiver on 127.0.0.1;
 nothing here mocks requests or urllib3.
 """
 
@@ -13,9 +13,9 @@ from typing import Any, Callable, Iterator, List, Optional
 import pytest
 
 from batchdispatch import BackgroundDispatcher, RetryPolicy
-from batchdispatch._receiver import Receiver
 from batchdispatch.handlers import BatchHandler
 from batchdispatch.http import HttpSink
+from batchdispatch.testing import Receiver
 
 from ..conftest import run_python
 from .conftest import fast_retry

@@ -20,7 +20,6 @@ from urllib3.util import Retry
 
 import batchdispatch
 from batchdispatch import RetryPolicy
-from batchdispatch._receiver import Receiver, Response
 from batchdispatch.events import BatchFailed, ItemsExhausted
 from batchdispatch.exceptions import (
     BatchDispatchError,
@@ -38,6 +37,7 @@ from batchdispatch.http import (
     sign,
     verify_signature,
 )
+from batchdispatch.testing import Receiver, Response
 
 from ..conftest import ROOT, run_python
 from .conftest import fast_retry, free_port
@@ -704,7 +704,7 @@ def test_import_batchdispatch_does_not_import_requests() -> None:
     result = run_python(
         """
         import sys
-        import batchdispatch, batchdispatch._receiver
+        import batchdispatch, batchdispatch.testing
         assert "requests" not in sys.modules and "urllib3" not in sys.modules, "imported requests"
         import batchdispatch.http
         assert "requests" in sys.modules

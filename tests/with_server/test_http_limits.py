@@ -20,9 +20,9 @@ import pytest
 import requests
 
 from batchdispatch import RetryPolicy, _context, http
-from batchdispatch._receiver import Receiver, Response
 from batchdispatch.exceptions import DeliveryError, PartialFailure
 from batchdispatch.http import Endpoint, HttpSink, WebhookSink
+from batchdispatch.testing import Receiver, Response
 
 from ..conftest import run_python
 from .conftest import fast_retry, free_port
@@ -214,7 +214,7 @@ def test_a_huge_retry_after_frees_the_worker_so_healthy_keys_are_delivered() -> 
         import os
         import sys
         from batchdispatch import KeyedDispatcher, RetryPolicy
-        from batchdispatch._receiver import Receiver, Response
+        from batchdispatch.testing import Receiver, Response
         from batchdispatch.http import Endpoint, WebhookSink
 
         busy = Response(503, headers={"Retry-After": "999999"})

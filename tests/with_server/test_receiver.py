@@ -11,7 +11,8 @@ from typing import Callable
 import pytest
 import requests
 
-from batchdispatch._receiver import Receiver, Response, sign
+from batchdispatch.http import sign
+from batchdispatch.testing import Receiver, Response
 
 
 def receiver_threads() -> list:

@@ -18,7 +18,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from batchdispatch._receiver import Response, verify_signature
+from batchdispatch.http import verify_signature
+from batchdispatch.testing import Response
 
 from ..conftest import run_on_terminal
 from .conftest import free_port

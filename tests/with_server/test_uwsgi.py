@@ -30,8 +30,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import pytest
 
 from batchdispatch._deadlines import monotonic
-from batchdispatch._receiver import Receiver
 from batchdispatch._threadless import INLINE_ENV
+from batchdispatch.testing import Receiver
 
 from ..conftest import ROOT
 from .conftest import free_port

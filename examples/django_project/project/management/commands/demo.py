@@ -11,8 +11,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.test import override_settings
 
-from batchdispatch._receiver import Receiver
 from batchdispatch.contrib.django import dispatchers
+from batchdispatch.testing import Receiver
 from project.wsgi import application
 
 #: Requests the demo sends.

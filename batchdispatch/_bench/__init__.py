@@ -1,0 +1,80 @@
+"""``python -m batchdispatch bench``: what an enqueue costs, next to the alternatives.
+
+:func:`run` is the command (``_cli`` calls it with a :class:`BenchOptions`);
+it runs the sections asked for, in this order, each in a module of its own:
+
+``enqueue`` (:mod:`.enqueue`)
+    Four buffers measured in one run, on the same machine, by the same
+    producer loop (:mod:`.designs`): (a) a bare ``deque.append``, (b) a lock
+    around ``list.append``, (c) a ``queue.Queue`` with a ``get()`` per item,
+    (d) BackgroundDispatcher; the keyed buffers over 1,000 keys and parallel
+    delivery (:mod:`.keyed`); and whether an idle dispatcher wakes up
+    (:mod:`.idle`).
+``spool`` (:mod:`.spool`)
+    What ``spool=`` costs an enqueue, without a spool and in each mode.
+``scale`` (:mod:`.scale`)
+    How KeyedDispatcher's costs grow with the number of keys.
+``http`` (:mod:`.http`)
+    Items per second to a receiver on 127.0.0.1, per item and batched.
+
+Each figure is the best of several repetitions (HTTP: one run). The shared
+pieces are in :mod:`.harness` (the payload, the counting sink, the producer
+race), :mod:`.options` and :mod:`.output` (tables, ratios, status line).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from typing import List, TextIO
+
+from .. import __version__
+from . import enqueue, http, scale, spool
+from .harness import DELAY, MAX_BATCH_SIZE, BenchError
+from .options import QUICK, SECTIONS, BenchOptions
+from .output import status
+
+__all__ = ["QUICK", "SECTIONS", "BenchError", "BenchOptions", "run"]
+
+
+def run(options: BenchOptions, out: TextIO, err: TextIO) -> int:
+    """Run the bench, print the report on *out* and return the exit status.
+
+    While it runs, a status line is drawn on *err* if that is a terminal.
+    """
+    out.write(
+        f"batchdispatch {__version__} bench\n"
+        f"Python {platform.python_version()} ({platform.python_implementation()})"
+        f" on {platform.platform()}, {os.cpu_count() or 1} CPUs,"
+        f" switch interval {sys.getswitchinterval() * 1000:g} ms\n"
+    )
+    if "enqueue" in options.sections:
+        out.write(
+            f"{options.items:,} items per run, best of {options.repeat};"
+            f" batches of up to {MAX_BATCH_SIZE}, delay {DELAY:g} s for (c) and (d),"
+            f" (d) with max_queue_size=None\n"
+        )
+    out.write("\n")
+    out.flush()
+    report: List[str] = []
+    try:
+        if "enqueue" in options.sections:
+            report += enqueue.report(options, enqueue.measure(options, err))
+        if "spool" in options.sections:
+            spooled = spool.measure(options, err)
+            report += ([""] if report else []) + spool.report(options, spooled)
+        if "scale" in options.sections:
+            scaled = scale.measure(options, err)
+            report += ([""] if report else []) + scale.report(options, scaled)
+        if "http" in options.sections:
+            runs = http.measure(options, err)
+            report += ([""] if report else []) + http.report(runs)
+    except BenchError as exc:
+        status(err, "")
+        err.write(f"error: {exc}\n")
+        return 1
+    status(err, "")
+    out.write("\n".join(report) + "\n")
+    out.flush()
+    return 0

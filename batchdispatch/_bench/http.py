@@ -1,0 +1,139 @@
+"""The ``http`` section: what batching buys over the network.
+
+Items per second delivered to a :class:`~batchdispatch.testing.Receiver` on
+127.0.0.1 by (f) one :func:`requests.post` per item, as an application
+without this library would write it, (g) one ``post`` per item on a shared
+:class:`requests.Session`, and (h) a BackgroundDispatcher over an
+:class:`~batchdispatch.http.HttpSink` with batches of 100.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from typing import Any, List, Sequence, TextIO
+
+from .._dispatcher import BackgroundDispatcher
+from .harness import DRAIN_TIMEOUT, PAYLOAD, BenchError
+from .options import BenchOptions
+from .output import ratio, status, table
+
+# -- HTTP delivery -----------------------------------------------------------------
+#
+# One Receiver on 127.0.0.1, in this process, takes every request. Each run
+# is timed from its first post (or enqueue) until the receiver has answered
+# every item with a 200, and checked: the receiver must hold exactly the
+# items sent, or the figure is not printed.
+
+#: Items per request of the batched run (h), and its dispatcher's delay.
+HTTP_BATCH, HTTP_DELAY = 100, 0.01
+#: The per-item designs' request timeout, in seconds: what a careful app sets.
+HTTP_TIMEOUT = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _HttpRun:
+    label: str
+    items: int
+    requests: int
+    items_per_s: float
+
+
+def _per_item_posts(receiver: Any, posts: int, with_session: bool) -> _HttpRun:
+    """(f) or (g): one POST of one JSON object per item."""
+    import requests
+
+    label = (
+        "(g) requests.Session().post per item" if with_session
+        else "(f) requests.post per item (no session)"
+    )
+    session = requests.Session() if with_session else None
+    post = session.post if session is not None else requests.post
+    url = receiver.url
+    try:
+        post(url, json=PAYLOAD, timeout=HTTP_TIMEOUT).raise_for_status()  # warm-up
+        receiver.clear()
+        started = time.perf_counter()
+        for item in itertools.repeat(PAYLOAD, posts):
+            post(url, json=item, timeout=HTTP_TIMEOUT).raise_for_status()
+        elapsed = time.perf_counter() - started
+    except requests.RequestException as exc:
+        raise BenchError(f"{label}: {exc}") from exc
+    finally:
+        if session is not None:
+            session.close()
+    if receiver.item_count != posts:
+        raise BenchError(f"{label}: the receiver got {receiver.item_count:,} of {posts:,} items")
+    return _HttpRun(label, posts, receiver.request_count, posts / elapsed)
+
+
+def _batched_posts(receiver: Any, items: int) -> _HttpRun:
+    """(h): BackgroundDispatcher + HttpSink, batches of HTTP_BATCH items."""
+    from ..http import HttpSink
+
+    label = f"(h) BackgroundDispatcher + HttpSink, batches of {HTTP_BATCH}"
+    sink = HttpSink(receiver.url)
+    dispatcher: BackgroundDispatcher[object] = BackgroundDispatcher(
+        sink, delay=HTTP_DELAY, max_batch_size=HTTP_BATCH, max_queue_size=None, name="bench-http"
+    )
+    try:
+        # Warm-up: the worker runs and the sink's connection is open, as the
+        # session of (g) is after its warm-up.
+        receiver.clear()
+        dispatcher.enqueue(PAYLOAD)
+        if not dispatcher.flush(timeout=DRAIN_TIMEOUT) or receiver.item_count != 1:
+            error = dispatcher.stats().last_error
+            raise BenchError(f"{label}: the warm-up item was not delivered: {error!r}")
+        receiver.clear()
+        enqueue = dispatcher.enqueue
+        started = time.perf_counter()
+        for item in itertools.repeat(PAYLOAD, items):
+            enqueue(item)
+        if not dispatcher.flush(timeout=DRAIN_TIMEOUT):
+            raise BenchError(f"{label}: delivery took more than {DRAIN_TIMEOUT:g} s")
+        elapsed = time.perf_counter() - started
+        stats = dispatcher.stats()
+    finally:
+        dispatcher.shutdown(timeout=DRAIN_TIMEOUT)
+        sink.close()
+    if stats.failed or stats.dropped or receiver.item_count != items:
+        raise BenchError(
+            f"{label}: the receiver got {receiver.item_count:,} of {items:,} items"
+            f" ({stats.failed:,} failed, {stats.dropped:,} dropped, last error: {stats.last_error!r})"
+        )
+    return _HttpRun(label, items, receiver.request_count, items / elapsed)
+
+
+def measure(options: BenchOptions, err: TextIO) -> List[_HttpRun]:
+    """Run (f), (g) and (h) once each against one embedded receiver."""
+    from ..testing import Receiver
+
+    runs = []
+    with Receiver() as receiver:
+        for with_session in (False, True):
+            session = "a session" if with_session else "no session"
+            status(err, f"bench: HTTP, {options.http_posts:,} posts, {session}")
+            runs.append(_per_item_posts(receiver, options.http_posts, with_session))
+        status(err, f"bench: HTTP, {options.http_items:,} items in batches of {HTTP_BATCH}")
+        runs.append(_batched_posts(receiver, options.http_items))
+    return runs
+
+
+def report(runs: Sequence[_HttpRun]) -> List[str]:
+    plain, session, batched = runs
+    rows = [
+        [run.label, f"{run.items:,}", f"{run.requests:,}", f"{run.items_per_s:,.0f}",
+         ratio(run.items_per_s, plain.items_per_s), ratio(run.items_per_s, session.items_per_s)]
+        for run in runs
+    ]
+    header = ["HTTP delivery", "items", "requests", "items/s", "vs (f)", "vs (g)"]
+    return [
+        "HTTP: to a Receiver on 127.0.0.1 in this process, one run each; items/s from the first",
+        "post until the receiver had answered every item.",
+        "",
+        *table(header, rows),
+        "",
+        f"HTTP batched (h)/(f): {ratio(batched.items_per_s, plain.items_per_s)},"
+        f" (h)/(g): {ratio(batched.items_per_s, session.items_per_s)}",
+    ]

@@ -1,0 +1,129 @@
+"""The ``spool`` section: what ``spool=`` costs an enqueue, in each mode.
+
+The same BackgroundDispatcher without a spool, with a spool in its default
+mode (nothing is written while delivery keeps up), and with ``durable=True``
+(every item is written to its process's log before ``enqueue`` returns), on
+a fresh file in a temporary directory for each run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from typing import Dict, List, Optional, TextIO, Tuple
+
+from .._dispatcher import BackgroundDispatcher
+from .harness import (
+    DELAY,
+    DRAIN_TIMEOUT,
+    MAX_BATCH_SIZE,
+    PAYLOAD,
+    THREAD_COUNTS,
+    BenchError,
+    CountingSink,
+    produce_items,
+    race,
+)
+from .options import BenchOptions
+from .output import ratio, status, table
+
+# -- the spool ----------------------------------------------------------------------
+#
+# BackgroundDispatcher, (d) above, without a spool and with one in each mode.
+# Each run gets a fresh spool file; it is timed like the enqueue designs
+# (barrier release to the last producer's join, per item), and end to end
+# until flush() returns, which for the durable mode includes acking the
+# delivered items. A run is checked: the sink got every item and nothing
+# is left in the spool.
+
+#: (key, label, durable: None for no spool).
+SPOOL_MODES: Tuple[Tuple[str, str, Optional[bool]], ...] = (
+    ("memory", "(d) BackgroundDispatcher, no spool", None),
+    ("spill", "(s) spool=SqliteSpool(path)", False),
+    ("durable", "(t) spool=SqliteSpool(path, durable=True)", True),
+)
+
+
+def _run_spooled(
+    durable: Optional[bool], label: str, threads: int, items: int
+) -> Tuple[float, float]:
+    """Time one run; return (seconds per enqueue, end-to-end items/s)."""
+    from ..spool import SqliteSpool
+
+    directory = tempfile.mkdtemp(prefix="batchdispatch-bench-")
+    spool = None if durable is None else SqliteSpool(os.path.join(directory, "bench.db"), durable=durable)
+    sink = CountingSink()
+    dispatcher: BackgroundDispatcher[object] = BackgroundDispatcher(
+        sink, delay=DELAY, max_batch_size=MAX_BATCH_SIZE, max_queue_size=None, name="bench-spool",
+        spool=spool,
+    )
+    try:
+        sink.expect(1)
+        dispatcher.enqueue(PAYLOAD)  # warm-up: the worker runs and the file exists
+        if not dispatcher.flush(timeout=DRAIN_TIMEOUT) or sink.received != 1:
+            raise BenchError(f"{label}: the warm-up item was not delivered")
+        sink.expect(items)
+        enqueue = dispatcher.enqueue
+        released, finished = race(
+            threads, items, lambda barrier, count: produce_items(barrier, enqueue, count)
+        )
+        if not dispatcher.flush(timeout=DRAIN_TIMEOUT):
+            raise BenchError(f"{label}: delivery took more than {DRAIN_TIMEOUT:g} s")
+        drained = time.perf_counter()
+        left = 0 if spool is None else spool.count()
+        stats = dispatcher.stats()
+    finally:
+        dispatcher.shutdown(timeout=DRAIN_TIMEOUT)
+        if spool is not None:
+            spool.close()
+        shutil.rmtree(directory, ignore_errors=True)
+    if sink.received != items or left or stats.dropped or stats.spool_faults:
+        raise BenchError(
+            f"{label}: the sink received {sink.received:,} of {items:,} items, {left:,} rows left,"
+            f" faults: {dict(stats.spool_faults)}"
+        )
+    return (finished - released) / items, items / (drained - released)
+
+
+def measure(options: BenchOptions, err: TextIO) -> Dict[Tuple[str, int], Tuple[float, float]]:
+    """Best (seconds per enqueue, items/s) per (mode, producer threads), interleaved rounds."""
+    best: Dict[Tuple[str, int], Tuple[float, float]] = {}
+    for round_no in range(1, options.repeat + 1):
+        for threads in THREAD_COUNTS:
+            for key, label, durable in SPOOL_MODES:
+                status(err, f"bench: spool, round {round_no} of {options.repeat}, {label}, {threads} thr")
+                # The durable mode costs microseconds per item: fewer items.
+                items = options.spool_items if durable else options.items
+                per, rate = _run_spooled(durable, label, threads, items)
+                old_per, old_rate = best.get((key, threads), (per, rate))
+                best[key, threads] = (min(per, old_per), max(rate, old_rate))
+    return best
+
+
+def report(options: BenchOptions, best: Dict[Tuple[str, int], Tuple[float, float]]) -> List[str]:
+    header = ["spool mode"]
+    for threads in THREAD_COUNTS:
+        header += [f"us/enq {threads} thr", "vs (d)"]
+    for threads in THREAD_COUNTS:
+        header += [f"e2e/s {threads} thr"]
+    rows = []
+    for key, label, _ in SPOOL_MODES:
+        cells = [label]
+        for threads in THREAD_COUNTS:
+            per = best[key, threads][0] * 1e6
+            cells += [f"{per:,.2f}", ratio(per, best["memory", threads][0] * 1e6)]
+        for threads in THREAD_COUNTS:
+            cells += [f"{best[key, threads][1]:,.0f}"]
+        rows.append(cells)
+    durable = best["durable", THREAD_COUNTS[-1]][0] * 1e6
+    return [
+        f"spool: {options.items:,} items per run ({options.spool_items:,} for (t)), best of {options.repeat},"
+        " a fresh file each run;",
+        "e2e/s until flush() returned, which for (t) includes acking the delivered items.",
+        "",
+        *table(header, rows),
+        "",
+        f"durable enqueue with {THREAD_COUNTS[-1]} producer threads: {durable:,.1f} us per item",
+    ]
