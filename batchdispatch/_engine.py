@@ -95,7 +95,7 @@ path) ``_threadless.threadless`` reads ``BATCHDISPATCH_INLINE`` and, once per pr
 the workers' job (``_caller_delivers``): the thresholds stay at 0
 (``_room``) and keyed lanes get no room (``_lock_free``), so every enqueue
 takes the lock, and after appending it runs ``_serve_here``, a worker's
-pass without its waits: ``_next_batch(wait=False)`` until nothing is due,
+pass without its waits: ``next_batch(wait=False)`` until nothing is due,
 each batch delivered with the lock released and settled as a worker
 would. Deadlines, retries, flush targets and lane ownership are the
 workers' own, so several callers may serve at once, as several workers do.
@@ -137,16 +137,18 @@ from typing import (
     Set,
     Tuple,
     TypeVar,
+    Union,
 )
 
 from . import _context, _process, _threadless, _validate
 from ._deadlines import SafeClock, acquire, deadline_after, join_thread, monotonic, wait_slice
 from ._events import Listener, Outbox
-from ._lanes import INF, NEVER, Batch, Lane
+from ._lanes import NEVER, Batch, Lane
 from ._lifecycle import CLOSED, CLOSING, NEW, RUNNING
 from ._retry import RetryPolicy, retryable
 from ._spool_bridge import SpoolBridge
 from ._stats import DispatcherStats, RateLimit
+from ._workers import Signal, Workers
 from .events import (
     BatchFailed,
     BatchRetryScheduled,
@@ -168,10 +170,6 @@ ALL: Any = type("AllKeys", (), {"__repr__": lambda self: "ALL"})()
 
 
 
-#: Returned by Engine._next_batch to have the worker emit events, then look again.
-_EMIT_FIRST = Batch(None, [], 0)
-#: Returned by Engine._next_batch to have the worker claim spooled items, then look again.
-_CLAIM_FIRST = Batch(None, [], 0)
 
 
 class Engine(Generic[T], abc.ABC):
@@ -242,19 +240,14 @@ class Engine(Generic[T], abc.ABC):
         # inside a slow path may enqueue again (logging does, through a
         # handler), and must not deadlock on the lock its own thread holds.
         self._lock = threading.RLock()
-        # Idle workers, each waiting on a lock of its own that a waker
-        # releases. A producer can wake one with list.pop() and release(),
-        # without taking the engine lock: a worker holding it may be waiting
-        # for the GIL the producer holds, and a Condition's notify would make
-        # the producer wait for both.
-        self._sleepers: List[Any] = []
+        # The worker threads, and the idle ones a producer wakes without the lock.
+        self._workers = Workers(self)
         self._progress = threading.Condition(self._lock)
         self._watchers = 0  # threads waiting on _progress
         self._lanes: Dict[Hashable, Lane] = {}
         self._room = 0  # BackgroundDispatcher's thresholds (keyed lanes have their own)
         self._wake_at = 0
         self._state = NEW
-        self._workers: List[threading.Thread] = []
         # No worker threads: callers deliver due batches (see _serve_here).
         self._caller_delivers = False
         # Bumped at fork, so a worker frame inherited by the child gives up.
@@ -322,15 +315,15 @@ class Engine(Generic[T], abc.ABC):
         """Queue an event for emission after the lock is released. Lock held."""
         # Posted by a producer (a drop): an idle worker emits it now rather
         # than after some unrelated batch.
-        if self._outbox.post(event, make) and self._sleepers and not self._dispatching_here():
-            self._kick()
+        if self._outbox.post(event, make) and self._workers.sleepers and not self._dispatching_here():
+            self._workers.kick()
 
     def _log_later(self, *line: Any) -> None:
         """Queue a log line (``log.log``'s arguments), written by the next
         thread that emits events, outside the lock. Lock held or not."""
         self._outbox.log_later(*line)
-        if self._sleepers and not self._dispatching_here():
-            self._kick()  # an idle worker writes it now
+        if self._workers.sleepers and not self._dispatching_here():
+            self._workers.kick()  # an idle worker writes it now
 
     def _clock_failed(self, problem: str) -> None:
         """The user's clock failed (see SafeClock): logged once, outside the lock."""
@@ -372,9 +365,9 @@ class Engine(Generic[T], abc.ABC):
                 started = False  # no new threads here: a worker may do it
             here = threading.current_thread()
             with self._lock:
-                if started or any(w.is_alive() and w is not here for w in self._workers):
+                if started or any(w.is_alive() and w is not here for w in self._workers.threads):
                     if not started:
-                        self._kick_all()
+                        self._workers.kick_all()
                     self._wait_locked(lambda: self._outbox.emitted >= target, until)
                     return
         self._outbox.emit(deadline, wait=True)
@@ -539,7 +532,7 @@ class Engine(Generic[T], abc.ABC):
         threads. Returns why this process has no worker threads, if so. Lock held."""
         threadless = _threadless.threadless()
         if threadless is None:
-            self._start_worker()
+            self._workers.start()
         elif threadless != "uwsgi-master":
             self._deliver_on_callers()
         # A uWSGI master stays new: each item is delivered on the enqueuing
@@ -553,7 +546,7 @@ class Engine(Generic[T], abc.ABC):
         lane.due_at = due
         self._set_wake(lane, self._batch_limit - 1 - lane.prioritised)
         self._push_timer(due, lane)
-        self._more_workers()
+        self._workers.more()
 
     def _stamp(self, lane: Lane, now: float) -> float:
         """Note when the oldest of a lane's waiting items was seen, unless noted;
@@ -582,8 +575,8 @@ class Engine(Generic[T], abc.ABC):
         new earliest; busy workers look when they come back."""
         earliest = not self._timers or due < self._timers[0][0]
         heapq.heappush(self._timers, (due, next(self._ticket), lane))
-        if earliest and self._sleepers:
-            self._kick_all()
+        if earliest and self._workers.sleepers:
+            self._workers.kick_all()
 
     def _mark_ready(self, lane: Lane) -> None:
         """Queue a lane to be taken as soon as a worker looks. Lock held."""
@@ -599,19 +592,8 @@ class Engine(Generic[T], abc.ABC):
         one is always woken.)
         """
         self._mark_ready(lane)
-        if not self._kick():
-            self._more_workers()
-
-    def _more_workers(self) -> None:
-        """Start another worker if work waits and every worker is busy."""
-        if (
-            len(self._workers) < self._max_workers
-            and not self._sleepers
-            and len(self._inflight) >= len(self._workers)
-            and self._state == RUNNING
-            and not _process.exiting
-        ):
-            self._start_worker()
+        if not self._workers.kick():
+            self._workers.more()
 
     def _overflow_locked(
         self, key: Hashable, item: T, priority: int, trash: List[Any]
@@ -629,8 +611,8 @@ class Engine(Generic[T], abc.ABC):
             # drop stays cheap when producers outrun the workers, and a batch
             # waiting for its retry keeps its backoff.
             self._overflowing = True
-            if not self._kick():
-                self._more_workers()
+            if not self._workers.kick():
+                self._workers.more()
         if policy == "spill":
             return None, None  # the caller writes it to the spool, after the lock
         if policy == "drop_oldest":
@@ -673,180 +655,10 @@ class Engine(Generic[T], abc.ABC):
         for lane in self._lanes.values():
             if lane.awaits_take():
                 self._mark_ready(lane)
-        self._kick_all()
-        self._more_workers()
+        self._workers.kick_all()
+        self._workers.more()
 
     # -- workers ---------------------------------------------------------------------
-
-    def _start_worker(self) -> None:
-        """Start a worker. Called with the lock held."""
-        if self._caller_delivers:
-            return  # no worker threads in this process: callers deliver
-        number = len(self._workers) + 1
-        suffix = "" if self._max_workers == 1 else f"-{number}"
-        worker = threading.Thread(
-            target=self._run,
-            args=(self._generation,),
-            name=f"batchdispatch:{self.name}{suffix}",
-            daemon=True,
-        )
-        try:
-            worker.start()
-        except RuntimeError:
-            return  # no worker: the caller delivers on its own thread
-        self._workers.append(worker)
-        if self._state == NEW:
-            self._state = RUNNING
-            self._room = self._queue_limit
-            self._wake_at = 0
-
-    def _run(self, generation: int) -> None:
-        try:
-            self._work(generation)
-        except BaseException:
-            log.exception("batchdispatch:%s: a worker stopped on an internal error", self.name)
-            with self._lock:
-                if self._generation == generation:
-                    self._state = CLOSED
-                    self._room = self._wake_at = -1
-                    self._count_drop("worker_died", sum(len(b.items) for b in self._open))
-                    for lane in list(self._lanes.values()):
-                        lane.room = lane.wake_at = -1  # a late append is refused (see _wake_lane)
-                        left, _, _ = lane.pop(lane.size())
-                        self._count_drop("worker_died", len(left))
-                    self._lanes_emptied()
-                    self._open.clear()
-                    self._inflight.clear()
-                    # Claimed from the spool by this process: freed when it ends, replayed then.
-                    self._bridge.replay.clear()
-                    self._bridge.replay_out.clear()
-                    self._bridge.backlog = None
-                    self._notify_progress()
-                    self._kick_all()  # the other workers see the state and stop
-            raise
-
-    def _work(self, generation: int) -> None:
-        # A worker thread never waits for its own dispatcher: flush or
-        # shutdown called from a listener it runs returns at once.
-        _context.dispatching().append(self)
-        batch: Optional[Batch] = None
-        while True:
-            if batch is None:
-                with self._lock:
-                    if self._generation != generation:
-                        return  # os.fork() was called from dispatch: this is the child
-                    batch = self._next_batch()
-                if self._bridge.todo:
-                    self._bridge.io()  # a lane spilled on the way (_spill_lane)
-                self._outbox.emit()
-                if batch is None:
-                    return
-            if batch is _EMIT_FIRST:
-                batch = None
-                continue
-            if batch is _CLAIM_FIRST:
-                batch = None
-                self._bridge.claim_backlog()
-                continue
-            error = self._attempt(batch)
-            with self._lock:
-                if self._generation != generation:
-                    return
-                old_error = self._settle(batch, error)
-                # The next batch in the same critical section, when one is
-                # due and no event waits: one lock round trip per batch.
-                done, batch = batch, None if self._outbox.events else self._next_batch(wait=False)
-            # Release the settled batch outside the lock: an item's
-            # finalizer may enqueue or log.
-            del done, error, old_error
-            if self._bridge.todo:
-                self._bridge.io()  # acks of delivered spooled items
-            self._outbox.emit()
-
-    def _next_batch(self, wait: bool = True) -> Optional[Batch]:
-        """Wait until a lane is due and take its batch; None when this worker should stop.
-
-        Called with the lock held. With nothing waiting, workers wait with no
-        timeout, so an idle dispatcher costs nothing; otherwise they sleep
-        once, until the earliest deadline or until a producer wakes them.
-        Without *wait*, it returns None at once when no lane is due.
-        """
-        clock = self._clock
-        while True:
-            self._take_news()
-            now = clock()
-            if self._bridge.backlog is not None or self._bridge.replay:
-                if self._bridge.wants_claim():
-                    return _CLAIM_FIRST
-                self._bridge.inject_replays(now)
-            seen = self._discover(now)
-            lane = self._pick(now)
-            if lane is not None:
-                if lane.spilling and lane.batch is None:
-                    self._bridge.spill_lane(lane)
-                    continue
-                return self._take(lane, now)
-            if not wait:
-                return None
-            if self._state != RUNNING and not self._has_work():
-                if not self._inflight:
-                    self._state = CLOSED
-                    self._notify_progress()
-                    self._kick_all()
-                return None
-            timers = self._timers
-            while timers and (
-                timers[0][2].due_at != timers[0][0] or not timers[0][2].awaits_take()
-            ):
-                heapq.heappop(timers)  # stale: the lane was taken or rescheduled
-            until = timers[0][0] if timers else INF
-            if self._outbox.waiting():
-                return _EMIT_FIRST  # events posted by producers (drops): emit before sleeping
-            # Queue up as a sleeper first, then publish the threshold (keyed:
-            # that news is wanted), then look a last time: an append after
-            # that look sees the threshold and finds this worker to wake.
-            waiter = threading.Lock()
-            waiter.acquire()
-            self._sleepers.append(waiter)
-            if self._ask_for_news(seen):
-                self._unsleep(waiter)  # appended meanwhile: look again
-                continue
-            self._sleep(waiter, None if until == INF else min(max(until - now, 0.0), threading.TIMEOUT_MAX))
-
-    def _sleep(self, waiter: Any, timeout: Optional[float]) -> None:
-        """Wait, with the lock released, until woken or *timeout* seconds passed.
-
-        Called from _next_batch, whose caller holds the lock exactly once.
-        """
-        self._lock.release()
-        try:
-            if timeout is None:
-                waiter.acquire()
-            else:
-                waiter.acquire(True, timeout)
-        finally:
-            self._lock.acquire()
-            self._unsleep(waiter)  # timed out: nobody woke it
-
-    def _unsleep(self, waiter: Any) -> None:
-        """Take a waiter off ``_sleepers``, unless a waker just popped it."""
-        try:
-            self._sleepers.remove(waiter)
-        except ValueError:
-            pass  # popped without the lock by _kick: it was woken, and looks anyway
-
-    def _kick(self) -> bool:
-        """Wake one idle worker; False if none was idle. Lock not needed."""
-        try:
-            waiter = self._sleepers.pop()
-        except IndexError:
-            return False
-        waiter.release()
-        return True
-
-    def _kick_all(self) -> None:
-        while self._kick():
-            pass
 
     def _pick(self, now: float) -> Optional[Lane]:
         """The next lane to take from: ready ones first, then expired
@@ -941,7 +753,7 @@ class Engine(Generic[T], abc.ABC):
         self._inflight.add(batch)
         self._taken(lane)
         if self._ready or self._timers:
-            self._more_workers()
+            self._workers.more()
         self._post("batch_started", lambda: BatchStarted(lane.key, tuple(batch.items), batch.attempt))
         return batch
 
@@ -1171,6 +983,7 @@ class Engine(Generic[T], abc.ABC):
         error: Optional[BaseException] = None
         while True:
             old_error = None
+            taken: Union[Batch, Signal, None] = None
             with self._lock:
                 if self._generation != generation:
                     return  # os.fork() was called from dispatch: this is the child
@@ -1178,20 +991,21 @@ class Engine(Generic[T], abc.ABC):
                     old_error = self._settle(batch, error)
                 done, batch = batch, None
                 if deadline is None or monotonic() < deadline:
-                    batch = self._next_batch(wait=False)
-                if batch is None and self._state == CLOSING and not self._inflight and not self._has_work():
+                    taken = self._workers.next_batch(wait=False)
+                if taken is None and self._state == CLOSING and not self._inflight and not self._has_work():
                     self._state = CLOSED
                     self._notify_progress()
             del done, error, old_error  # outside the lock: an item's finalizer may enqueue
             if self._bridge.todo:
                 self._bridge.io()
             self._outbox.emit()
-            if batch is None:
+            if taken is None:
                 return
-            if batch is _CLAIM_FIRST:
-                batch = None
-                self._bridge.claim_backlog()
-                continue
+            if isinstance(taken, Signal):
+                if taken is Signal.CLAIM:
+                    self._bridge.claim_backlog()
+                continue  # and look again
+            batch = taken
             error = self._attempt(batch)
 
     # -- drops ---------------------------------------------------------------
@@ -1352,7 +1166,7 @@ class Engine(Generic[T], abc.ABC):
             queued = sum(lane.size() for lane in self._lanes.values())
             out = sum(len(b.items) for b in itertools.chain(self._open, self._inline))
         if done:
-            for worker in list(self._workers):
+            for worker in list(self._workers.threads):
                 if worker is not threading.current_thread():
                     join_thread(worker, deadline)
                     if worker.is_alive():
@@ -1413,7 +1227,7 @@ class Engine(Generic[T], abc.ABC):
             "dropped": sum(self._dropped.values()),
             "dropped_by_reason": types.MappingProxyType(dict(self._dropped)),
             "last_error": self._last_error,
-            "worker_alive": any(worker.is_alive() for worker in self._workers),
+            "worker_alive": any(worker.is_alive() for worker in self._workers.threads),
             "active_batches": len(self._inflight) + len(self._inline),
             "spilled": self._bridge.spilled,
             "replayed": self._bridge.replayed,

@@ -118,9 +118,9 @@ class KeyedEngine(Engine[T]):
                 self._news.append((lane, self._clock()))
                 if self._news_wanted:
                     self._news_wanted = False
-                    if not self._kick() and len(self._workers) < self._max_workers:
+                    if not self._workers.kick() and len(self._workers.threads) < self._max_workers:
                         with self._lock:
-                            self._more_workers()
+                            self._workers.more()
                 return True
         return self._wake_lane_slow(lane)
 

@@ -67,7 +67,7 @@ class SingleLaneEngine(Engine[T]):
             if self._state != CLOSED or not lane.items:
                 if self._state == RUNNING:
                     self._wake_at = NEVER  # one notification is enough
-                self._kick()
+                self._workers.kick()
                 return True
             # Appended after the worker drained the queue and left. The
             # exit hook's dispatchers still deliver, on this thread; one the
@@ -99,7 +99,7 @@ class SingleLaneEngine(Engine[T]):
         if len(self._main.items) > self._wake_at:
             if self._state == RUNNING:
                 self._wake_at = NEVER
-            self._kick()
+            self._workers.kick()
         return True
 
     def _enqueued_count(self) -> int:
@@ -146,4 +146,4 @@ class SingleLaneEngine(Engine[T]):
             self._wake_at = NEVER  # later items wait behind the batch
 
     def _after_batch(self, lane: Lane) -> None:
-        self._kick()  # the worker rediscovers the lane itself
+        self._workers.kick()  # the worker rediscovers the lane itself

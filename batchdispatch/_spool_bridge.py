@@ -360,7 +360,7 @@ class SpoolBridge:
             self.spills += 1
             if self.backlog is None and self.engine._state == RUNNING:
                 self.backlog = "room"
-                self.engine._kick()
+                self.engine._workers.kick()
         return reports
 
     @staticmethod

@@ -163,7 +163,7 @@ def poke(dispatcher: Any, clock: FakeClock) -> None:
     """Make the workers look at their clock again, and wait until one has."""
     reads = clock.reads
     with dispatcher._lock:
-        dispatcher._kick_all()
+        dispatcher._workers.kick_all()
     deadline = monotonic() + 10
     while clock.reads == reads:
         assert monotonic() < deadline, "the worker did not wake up"
@@ -176,7 +176,7 @@ def worker_wait_timeout(dispatcher: BackgroundDispatcher[Any], timeout: float = 
     Reads the worker's stack rather than trusting a sleep: the answer is the
     ``timeout`` argument of the engine's ``_sleep`` it is blocked in.
     """
-    worker = dispatcher._workers[0] if dispatcher._workers else None
+    worker = dispatcher._workers.threads[0] if dispatcher._workers.threads else None
     assert worker is not None
     assert worker.ident is not None
     deadline = monotonic() + timeout
@@ -184,7 +184,7 @@ def worker_wait_timeout(dispatcher: BackgroundDispatcher[Any], timeout: float = 
         frame = sys._current_frames().get(worker.ident)
         while frame is not None:
             if frame.f_code.co_name == "_sleep" and frame.f_back is not None and (
-                frame.f_back.f_code.co_name == "_next_batch"
+                frame.f_back.f_code.co_name == "next_batch"
             ):
                 with dispatcher._lock:  # held by the worker unless it waits
                     return frame.f_locals.get("timeout")

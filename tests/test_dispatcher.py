@@ -150,10 +150,10 @@ def test_import_and_construction_start_no_thread() -> None:
 
 def test_the_worker_is_a_named_daemon_started_on_first_enqueue(make, recorder: Recorder) -> None:
     d = make(recorder, delay=0.01, name="audit")
-    assert not d._workers
+    assert not d._workers.threads
     assert not d.stats().worker_alive
     d.enqueue(1)
-    [worker] = d._workers
+    [worker] = d._workers.threads
     assert worker is not None
     assert worker.name == "batchdispatch:audit"
     assert worker.daemon

@@ -72,7 +72,7 @@ def test_the_child_gets_a_fresh_dispatcher_and_the_parent_keeps_its_items(make, 
 
     def child() -> Any:
         before = d.stats()
-        assert not d._workers  # the parent's worker does not exist here
+        assert not d._workers.threads  # the parent's worker does not exist here
         d.enqueue("child")
         flushed = d.flush(timeout=10)
         return {
@@ -80,7 +80,7 @@ def test_the_child_gets_a_fresh_dispatcher_and_the_parent_keeps_its_items(make, 
             "enqueued_before": before.enqueued,
             "flushed": flushed,
             "items": recorder.items,
-            "thread": d._workers[0].name if d._workers else None,
+            "thread": d._workers.threads[0].name if d._workers.threads else None,
         }
 
     result = collect(fork(child))

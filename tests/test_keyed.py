@@ -134,7 +134,7 @@ def test_keys_are_delivered_in_parallel_up_to_the_cap_never_two_of_a_key(make_ke
     assert reached.is_set()
     assert peak[0] == cap  # parallel, and never above the cap
     assert overlap_same_key == []
-    assert len([t for t in d._workers if t.is_alive()]) <= cap
+    assert len([t for t in d._workers.threads if t.is_alive()]) <= cap
 
 
 def test_a_slow_key_does_not_hold_the_others_back(make_keyed) -> None:
@@ -797,7 +797,7 @@ def test_flush_wakes_an_idle_worker_while_another_runs_a_slow_listener(make_keye
     assert in_listener.wait(10)  # one worker is inside the listener, the other sleeps
     d.enqueue("b", 0)  # due in an hour; wakes the idle worker, which goes back to sleep
     deadline = monotonic() + 10
-    while not (len(d._sleepers) == 1 and d.pending("b") == 1):  # sync on the engine's own state
+    while not (len(d._workers.sleepers) == 1 and d.pending("b") == 1):  # sync on the engine's own state
         assert monotonic() < deadline, "the idle worker did not go back to sleep"
         threading.Event().wait(0.001)
     try:
@@ -1196,8 +1196,8 @@ def test_a_full_lane_wakes_an_idle_worker_while_another_delivers(make_keyed) -> 
 def _wait_for_sleepers(d: KeyedDispatcher[Any], count: int) -> None:
     """Wait until *count* workers are idle (synchronised on the engine's own state)."""
     deadline = monotonic() + 10
-    while len(d._sleepers) != count:
-        assert monotonic() < deadline, f"{len(d._sleepers)} idle workers, not {count}"
+    while len(d._workers.sleepers) != count:
+        assert monotonic() < deadline, f"{len(d._workers.sleepers)} idle workers, not {count}"
         threading.Event().wait(0.001)
 
 

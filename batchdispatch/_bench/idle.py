@@ -40,8 +40,8 @@ def measure_idle(seconds: float) -> Tuple[int, int]:
     )
     # Swapped in before the first enqueue: the worker does not exist yet and
     # looks the method up afresh at every wait.
-    counter = _CountingSleep(dispatcher._sleep)
-    setattr(dispatcher, "_sleep", counter)  # noqa: B010 - shadows the method on this instance
+    counter = _CountingSleep(dispatcher._workers._sleep)
+    setattr(dispatcher._workers, "_sleep", counter)  # noqa: B010 - shadows the method on this instance
     try:
         dispatcher.enqueue(PAYLOAD)
         # When flush returns the worker is already inside its next wait: it
