@@ -94,7 +94,7 @@ path) ``_threadless.threadless`` reads ``BATCHDISPATCH_INLINE`` and, once per pr
 ``uwsgi.has_threads``. Without threads, no worker starts and the callers do
 the workers' job (``_caller_delivers``): the thresholds stay at 0
 (``_room``) and keyed lanes get no room (``_lock_free``), so every enqueue
-takes the lock, and after appending it runs ``_serve_here``, a worker's
+takes the lock, and after appending it runs ``Delivery.serve_here``, a worker's
 pass without its waits: ``next_batch(wait=False)`` until nothing is due,
 each batch delivered with the lock released and settled as a worker
 would. Deadlines, retries, flush targets and lane ownership are the
@@ -137,28 +137,25 @@ from typing import (
     Set,
     Tuple,
     TypeVar,
-    Union,
 )
 
 from . import _context, _process, _threadless, _validate
-from ._deadlines import SafeClock, acquire, deadline_after, join_thread, monotonic, wait_slice
+from ._deadlines import SafeClock, deadline_after, join_thread, monotonic, wait_slice
+from ._delivery import Delivery
 from ._events import Listener, Outbox
 from ._lanes import NEVER, Batch, Lane
 from ._lifecycle import CLOSED, CLOSING, NEW, RUNNING
-from ._retry import RetryPolicy, retryable
+from ._retry import RetryPolicy
 from ._spool_bridge import SpoolBridge
 from ._stats import DispatcherStats, RateLimit
-from ._workers import Signal, Workers
+from ._workers import Workers
 from .events import (
-    BatchFailed,
-    BatchRetryScheduled,
     BatchStarted,
-    BatchSucceeded,
     ItemsDropped,
     ItemsExhausted,
     ShutdownEvent,
 )
-from .exceptions import PartialFailure, QueueFullError
+from .exceptions import QueueFullError
 
 T = TypeVar("T")
 
@@ -248,7 +245,7 @@ class Engine(Generic[T], abc.ABC):
         self._room = 0  # BackgroundDispatcher's thresholds (keyed lanes have their own)
         self._wake_at = 0
         self._state = NEW
-        # No worker threads: callers deliver due batches (see _serve_here).
+        # No worker threads: callers deliver due batches (see Delivery.serve_here).
         self._caller_delivers = False
         # Bumped at fork, so a worker frame inherited by the child gives up.
         self._generation = getattr(self, "_generation", 0) + 1
@@ -263,10 +260,8 @@ class Engine(Generic[T], abc.ABC):
         self._ready: Deque[Lane] = collections.deque()
         self._open: Set[Batch] = set()  # taken and not settled (out, or waiting to retry)
         self._inflight: Set[Batch] = set()
-        # Batches delivered on a caller's thread (no worker could): never
-        # retried, and serialised, so a key never has two at once.
-        self._inline: Set[Batch] = set()
-        self._inline_lock = threading.RLock()
+        # Attempts and their outcomes, and delivery on callers' threads.
+        self._delivery = Delivery(self)
         self._flush_upto = 0  # take at once every lane holding a sequence number before this
         # Dispatch calls must be over by then (monotonic), or None: set by a
         # shutdown or exit that waits with a deadline (see current_deadline).
@@ -280,7 +275,6 @@ class Engine(Generic[T], abc.ABC):
         self._dropped: Dict[str, int] = {}
         self._last_error: Optional[BaseException] = None
         self._drop_log = RateLimit(self.LOG_INTERVAL, monotonic)
-        self._error_log = RateLimit(self.LOG_INTERVAL, monotonic)
         self._outbox.reset()
         self._bridge.reset()
         self._overflowed = 0  # items accepted straight into the spool (overflow="spill", or past exit)
@@ -518,9 +512,9 @@ class Engine(Generic[T], abc.ABC):
         if self._bridge.todo:
             self._bridge.io()  # a spill (overflow="spill"), or the row of a dropped durable item
         if inline is not None:
-            return self._dispatch_here(inline)
+            return self._delivery.deliver_here(inline)
         if self._caller_delivers:
-            self._serve_here()  # delivers what is due, emits the events
+            self._delivery.serve_here()  # delivers what is due, emits the events
         elif self._state == CLOSED:
             self._outbox.emit()  # no worker will: only then does enqueue run listeners
         if report:
@@ -757,194 +751,9 @@ class Engine(Generic[T], abc.ABC):
         self._post("batch_started", lambda: BatchStarted(lane.key, tuple(batch.items), batch.attempt))
         return batch
 
-    def _attempt(self, batch: Batch, deadline: Optional[float] = None) -> Optional[BaseException]:
-        """Call the user's code for one attempt. Never called with the lock held.
-
-        *deadline*, or the dispatcher's ``_deliver_by`` (the sooner), is
-        what :func:`current_deadline` answers during the call.
-        """
-        if self._deliver_by is not None and (deadline is None or self._deliver_by < deadline):
-            deadline = self._deliver_by
-        saved = _context.enter_call(self, batch, deadline)
-        try:
-            try:
-                self._call(batch.key, batch.items)
-            except BaseException as exc:  # noqa: BLE001 - the worker must survive anything
-                self._handle_error(exc, self._failed_items(exc, batch.items, report=True))
-                return exc
-            return None
-        finally:
-            _context.leave_call(saved)
-
-    def _failed_items(self, error: BaseException, items: List[T], report: bool = False) -> List[T]:
-        """The items an attempt failed: all of them, or a PartialFailure's."""
-        if isinstance(error, PartialFailure):
-            if len(error.failed_items) <= len(items):
-                return error.failed_items
-            if not report:
-                return items
-            # More "failed" items than were sent cannot be right: retry the
-            # batch as sent rather than count items never accepted.
-            log.error(
-                "batchdispatch:%s: PartialFailure listed %d failed items for a batch of %d;"
-                " treating the whole batch as failed",
-                self.name, len(error.failed_items), len(items),
-            )
-        return items
-
     def _dispatching_here(self) -> bool:
         """Whether this thread is inside this dispatcher's dispatch or on_error."""
         return self in _context.dispatching()
-
-    def _handle_error(self, exc: BaseException, batch: List[T]) -> None:
-        if self._on_error is None:
-            held = self._error_log.ready()
-            if held is not None:
-                more = f" ({held} more failures since the last report)" if held else ""
-                log.error(
-                    "batchdispatch:%s: dispatch of %d items failed%s",
-                    self.name, len(batch), more, exc_info=exc,
-                )
-            return
-        try:
-            self._on_error(exc, batch)
-        except BaseException:
-            log.exception("batchdispatch:%s: on_error raised", self.name)
-
-    def _settle(self, batch: Batch, error: Optional[BaseException]) -> Optional[BaseException]:
-        """Record an attempt's outcome: deliver, retry or give up. Lock held.
-
-        Returns the replaced ``last_error`` for the caller to release
-        unlocked, since its traceback may hold items.
-        """
-        lane, key = batch.lane, batch.key
-        self._inflight.discard(batch)
-        self._batches += 1
-        if batch in self._bridge.exit_spilled:
-            self._bridge.exit_spilled.discard(batch)  # in the spool already; the dispatcher is closed
-            self._open.discard(batch)
-            self._notify_progress()
-            return None
-        old_error = None
-        attempt = batch.attempt
-        if error is None:
-            self._dispatched += len(batch.items)
-            self._bridge.ack_rows(batch)
-            done = True
-            self._post("batch_succeeded", lambda: BatchSucceeded(key, tuple(batch.items), attempt))
-        else:
-            old_error, self._last_error = self._last_error, error
-            failed = self._failed_items(error, batch.items)
-            if len(failed) != len(batch.items):
-                batch.id = None  # other items than the ones a receiver saw under the old id
-                if batch.rows is not None:
-                    self._bridge.keep_rows(batch, failed)
-            self._dispatched += len(batch.items) - len(failed)
-            batch.items = list(failed)
-            self._post("batch_failed", lambda: BatchFailed(key, tuple(failed), attempt, error))
-            done = self._retry_or_give_up(batch, error)
-        if done:
-            self._open.discard(batch)
-            self._bridge.replay_out.discard(batch)
-            if lane is not None and lane.batch is batch:
-                lane.batch = None
-                self._after_batch(lane)
-        self._notify_progress()
-        return old_error
-
-    def _retry_or_give_up(self, batch: Batch, error: BaseException) -> bool:
-        """Schedule a retry, or give the items up; True if the batch is settled."""
-        lane, items, key = batch.lane, batch.items, batch.key
-        policy = self._retry
-        if not items:
-            return True
-        if self.spool is not None and retryable(error):
-            if lane is None or self._stopped or self._state != RUNNING:
-                # Not lost: a batch that fails while the dispatcher closes (or
-                # on a caller's thread at exit) goes to the spool for the next
-                # start, rather than through its retries at once; so does
-                # what its lane holds behind it, to keep their order.
-                self._bridge.to_spool(key, items, batch.rows, park=False, reason="failed")
-                if lane is not None:
-                    lane.spilling = True
-                return True
-            if self._spill_exhausted and (policy is None or policy.gives_up(batch.attempt, error)):
-                # Given up after its retries: parked in the spool, held by this
-                # process until it ends, then replayed by the next start.
-                self._bridge.to_spool(key, items, batch.rows, park=True, reason="failed")
-                return True
-        if policy is None or lane is None or self._stopped or policy.gives_up(batch.attempt, error):
-            self._failed += len(items)
-            self._bridge.ack_rows(batch)  # given up: not replayed either
-            attempts = batch.attempt
-            self._post("items_exhausted", lambda: ItemsExhausted(key, tuple(items), attempts, error))
-            return True
-        wait = policy.backoff_for(batch.attempt, self._random)
-        asked = _retry_after(error)
-        if asked is not None:
-            # The receiver said when (Retry-After): this key waits that
-            # long, within the policy's cap, and the worker is free meanwhile.
-            wait = min(asked, policy.max_backoff)
-        now = self._clock()
-        batch.not_before = now + wait
-        if self._state != RUNNING or self._flushes(batch, lane):
-            self._mark_ready(lane)  # flush or shutdown: the backoff ends early
-        else:
-            lane.due_at = batch.not_before
-            self._push_timer(batch.not_before, lane)
-        self._retried += len(items)
-        attempt = batch.attempt + 1
-        self._post("batch_retry_scheduled", lambda: BatchRetryScheduled(key, tuple(items), attempt, wait))
-        return False
-
-    def _dispatch_here(self, batch: Batch) -> bool:
-        """Deliver on the calling thread, once, for items no worker will take.
-
-        Once the exit hook has started, only within its budget (the hook's
-        start plus *exit_timeout*): the dispatch call learns that deadline
-        (:func:`current_deadline`), and items that would wait past it for
-        another caller's delivery go to the spool, or count as ``"exit"``
-        drops. Returns False if the items were dropped.
-        """
-        deadline = self._exit_budget_end()
-        got = acquire(self._inline_lock, deadline)
-        if not got or self._past_exit_budget():
-            if got:
-                self._inline_lock.release()
-            return self._give_up_late(batch)
-        try:
-            with self._lock:
-                if self._bridge.wrapped:
-                    self._bridge.unwrap(batch)
-                self._inline.add(batch)
-            batch.attempt = 1
-            error = self._attempt(batch, deadline)
-            with self._lock:
-                self._inline.discard(batch)
-                old_error = self._settle(batch, error)
-            del old_error
-        finally:
-            self._inline_lock.release()
-        if self._bridge.todo:
-            self._bridge.io(wait=deadline is not None, deadline=deadline)
-        self._outbox.emit()
-        return True
-
-    def _give_up_late(self, batch: Batch) -> bool:
-        """Items that came after exit's budget was spent: to the spool, or
-        dropped as ``"exit"``. True if all of them are in the spool. Lock not held."""
-        if self.spool is not None:
-            return self._bridge.spill_now(batch.key, batch.items, "exit", counted=True)
-        with self._lock:
-            self._drop(batch.key, batch.items, "exit")
-            self._uncounted += len(batch.items)  # enqueue says False: not accepted after all
-            report = self._drop_report()
-        if self._bridge.todo:
-            self._bridge.io()  # the rows of dropped durable items
-        self._outbox.emit()
-        if report:
-            log.warning(*report)
-        return False
 
     def _exit_budget_end(self) -> Optional[float]:
         """When exit's budget for this dispatcher ends, once the exit hook has started; else None."""
@@ -966,47 +775,6 @@ class Engine(Generic[T], abc.ABC):
         """
         self._caller_delivers = True
         self._state = RUNNING
-
-    def _serve_here(self, deadline: Optional[float] = None) -> None:
-        """A worker's passes on the calling thread, without its waits.
-
-        Takes every batch that is due now (full, past its delay, flushed,
-        closing, or a retry whose backoff ended), delivers it with the lock
-        released, settles it and looks again; returns when nothing is due,
-        or when *deadline* has passed (a batch already in dispatch runs to
-        its end). The thread that finds a closing dispatcher drained closes it.
-        """
-        if self._dispatching_here():
-            return  # inside this dispatcher's dispatch: that pass looks again after it
-        generation = self._generation
-        batch: Optional[Batch] = None
-        error: Optional[BaseException] = None
-        while True:
-            old_error = None
-            taken: Union[Batch, Signal, None] = None
-            with self._lock:
-                if self._generation != generation:
-                    return  # os.fork() was called from dispatch: this is the child
-                if batch is not None:
-                    old_error = self._settle(batch, error)
-                done, batch = batch, None
-                if deadline is None or monotonic() < deadline:
-                    taken = self._workers.next_batch(wait=False)
-                if taken is None and self._state == CLOSING and not self._inflight and not self._has_work():
-                    self._state = CLOSED
-                    self._notify_progress()
-            del done, error, old_error  # outside the lock: an item's finalizer may enqueue
-            if self._bridge.todo:
-                self._bridge.io()
-            self._outbox.emit()
-            if taken is None:
-                return
-            if isinstance(taken, Signal):
-                if taken is Signal.CLAIM:
-                    self._bridge.claim_backlog()
-                continue  # and look again
-            batch = taken
-            error = self._attempt(batch)
 
     # -- drops ---------------------------------------------------------------
 
@@ -1042,7 +810,7 @@ class Engine(Generic[T], abc.ABC):
         sequence number; *lane* limits the check to that lane. Lock held."""
         if lane is None:
             lanes: Any = self._lanes.values()
-            batches: Any = itertools.chain(self._open, self._inline)
+            batches: Any = itertools.chain(self._open, self._delivery.inline)
         else:
             lanes = [lane]
             batches = [b for b in self._open if b.lane is lane]
@@ -1087,7 +855,7 @@ class Engine(Generic[T], abc.ABC):
         if threadless == "uwsgi":
             _threadless.warn()
         if self._caller_delivers and not settled:
-            self._serve_here(deadline)
+            self._delivery.serve_here(deadline)
         with self._lock:
             # Then the events of those batches: listeners have run when flush returns.
             events: List[int] = []
@@ -1156,15 +924,15 @@ class Engine(Generic[T], abc.ABC):
     def _join(self, deadline: Optional[float], reason: str) -> bool:
         """Wait for the workers to drain and stop; warn if the deadline passes."""
         if self._caller_delivers:
-            self._serve_here(deadline)  # no workers: this thread drains
+            self._delivery.serve_here(deadline)  # no workers: this thread drains
         with self._lock:
             if self._dispatching_here():
                 return False
             done = self._wait_locked(
-                lambda: self._state == CLOSED and not self._inflight and not self._inline, deadline
+                lambda: self._state == CLOSED and not self._inflight and not self._delivery.inline, deadline
             )
             queued = sum(lane.size() for lane in self._lanes.values())
-            out = sum(len(b.items) for b in itertools.chain(self._open, self._inline))
+            out = sum(len(b.items) for b in itertools.chain(self._open, self._delivery.inline))
         if done:
             for worker in list(self._workers.threads):
                 if worker is not threading.current_thread():
@@ -1209,12 +977,12 @@ class Engine(Generic[T], abc.ABC):
 
     def _pending_count(self) -> int:
         return sum(lane.size() for lane in self._lanes.values()) + sum(
-            len(b.items) for b in itertools.chain(self._open, self._inline, self._bridge.replay)
+            len(b.items) for b in itertools.chain(self._open, self._delivery.inline, self._bridge.replay)
         )
 
     def _stats_fields(self) -> Dict[str, Any]:
         """The core counters, read with the lock held."""
-        in_flight = sum(len(b.items) for b in itertools.chain(self._inflight, self._inline))
+        in_flight = sum(len(b.items) for b in itertools.chain(self._inflight, self._delivery.inline))
         return {
             "name": self.name,
             "pending": self._pending_count(),
@@ -1228,7 +996,7 @@ class Engine(Generic[T], abc.ABC):
             "dropped_by_reason": types.MappingProxyType(dict(self._dropped)),
             "last_error": self._last_error,
             "worker_alive": any(worker.is_alive() for worker in self._workers.threads),
-            "active_batches": len(self._inflight) + len(self._inline),
+            "active_batches": len(self._inflight) + len(self._delivery.inline),
             "spilled": self._bridge.spilled,
             "replayed": self._bridge.replayed,
             "spool_faults": types.MappingProxyType(dict(self._bridge.faults)),
@@ -1295,7 +1063,7 @@ class Engine(Generic[T], abc.ABC):
                 while self._bridge.replay:
                     batch = self._bridge.replay.popleft()
                     self._bridge.to_spool(batch.key, batch.items, batch.rows, park=False, reason="exit")
-                for batch in itertools.chain(self._inflight, self._inline):
+                for batch in itertools.chain(self._inflight, self._delivery.inline):
                     if batch not in self._bridge.exit_spilled:
                         self._bridge.to_spool(batch.key, batch.items, batch.rows, park=False, reason="exit")
                         self._bridge.exit_spilled.add(batch)
@@ -1310,28 +1078,6 @@ class Engine(Generic[T], abc.ABC):
                 "batchdispatch:%s: %d items discarded at exit (%s)",
                 self.name, len(left), "interrupted" if interrupted else "flush_on_exit=False",
             )
-
-
-
-
-def _retry_after(error: BaseException) -> Optional[float]:
-    """The wait a failed attempt's error asks for (``retry_after``, or its
-    cause's for a PartialFailure), if it is a finite number of seconds.
-
-    Read defensively: a property that raises must not kill the worker.
-    """
-    try:
-        asked = getattr(error, "retry_after", None)
-        if asked is None and isinstance(error, PartialFailure):
-            asked = getattr(error.cause, "retry_after", None)
-        if isinstance(asked, bool) or not isinstance(asked, (int, float)):
-            return None
-        seconds = float(asked)
-    except Exception:  # noqa: BLE001 - the user's error class: treat as "no hint"
-        return None
-    return max(0.0, seconds) if seconds - seconds == 0 else None
-
-
 
 
 

@@ -164,7 +164,7 @@ class KeyedEngine(Engine[T]):
                 self._drop(lane.key, late, "closed")
                 report = self._drop_report()
         if inline is not None:
-            return self._dispatch_here(inline)
+            return self._delivery.deliver_here(inline)
         if self._bridge.todo:
             self._bridge.io()  # the rows of dropped durable items
         self._outbox.emit()  # closed: no worker will emit them

@@ -79,7 +79,7 @@ class SingleLaneEngine(Engine[T]):
                 self._drop(None, late, "closed")
                 report = self._drop_report()
         if self._exit_closed:
-            return self._dispatch_here(inline)
+            return self._delivery.deliver_here(inline)
         if self._bridge.todo:
             self._bridge.io()  # the rows of dropped durable items
         self._outbox.emit()  # closed: no worker will emit them

@@ -132,8 +132,9 @@ class SpoolBridge:
         enqueued already. Past the exit budget the write does not wait for
         the file's locks. Lock not held.
         """
+        engine = self.engine
         raw, logged = split_rows(items)
-        end = self.engine._exit_budget_end()
+        end = engine._exit_budget_end()
         limit = {} if end is None else {"timeout": max(0.0, end - monotonic())}
         written = set(range(len(raw)))
         try:
@@ -142,18 +143,18 @@ class SpoolBridge:
             self.fault(exc, f"spilling {len(raw)} items")
             written = self._partly_written(exc, "put", raw)
         lost = [item for n, (item, row) in enumerate(zip(raw, logged)) if not row and n not in written]
-        with self.engine._lock:
+        with engine._lock:
             self.later("ack", key, [row for n, row in enumerate(logged) if row and n in written], "")
             self.spilled += len(raw)  # account takes the lost ones back
             if counted:
-                self.engine._uncounted += len(lost)  # enqueue says False for them: not accepted after all
+                engine._uncounted += len(lost)  # enqueue says False for them: not accepted after all
             else:
-                self.engine._overflowed += len(raw) - len(lost)
+                engine._overflowed += len(raw) - len(lost)
             reports = self.account([(key, lost, reason)] if lost else [],
                                              bool(written) and reason == "queue_full")
         if self.todo:
             self.io(wait=end is not None, deadline=end)
-        self.engine._outbox.emit()
+        engine._outbox.emit()
         for report in reports:
             log.log(*report)
         return not lost
@@ -276,6 +277,7 @@ class SpoolBridge:
         the queue, with the acks of the puts that were made, and accounts
         for what those puts lost, so that the exit hook can go on.
         """
+        engine = self.engine
         spool = self.spool
         reports: List[Tuple[Any, ...]] = []
         todo: List[Tuple[str, Hashable, List[Any], str, List[int]]] = []
@@ -288,7 +290,7 @@ class SpoolBridge:
         freed = [False]  # free rows written or released for overflow: claim them back
         put_acks: List[int] = []  # log records of durable items now in the table
         try:
-            with self.engine._lock:
+            with engine._lock:
                 todo, self.todo = self.todo, []
             for index, (op, key, payload, reason, logged) in enumerate(todo):
                 if op == "ack":
@@ -324,7 +326,7 @@ class SpoolBridge:
         except BaseException:
             # Interrupted: what was not made goes back, ahead of what came
             # since, and the acks of the puts that were made with it.
-            with self.engine._lock:
+            with engine._lock:
                 back = [entry for index, entry in enumerate(todo) if index not in made]
                 if put_acks:
                     back.append(("ack", None, put_acks, "", []))
@@ -333,12 +335,12 @@ class SpoolBridge:
                 self.busy -= len(made)
                 reports += self.account(lost, freed[0])
             for report in reports:
-                self.engine._log_later(*report)
+                engine._log_later(*report)
             raise
-        with self.engine._lock:
+        with engine._lock:
             reports += self.account(lost, freed[0])
             self.busy -= len(todo)
-            self.engine._notify_progress()
+            engine._notify_progress()
         return reports
 
     def account(
@@ -346,21 +348,22 @@ class SpoolBridge:
     ) -> List[Tuple[Any, ...]]:
         """Count what spool writes lost (drops or failures), and have freed
         rows claimed back. Returns the log lines to write. Lock held."""
+        engine = self.engine
         reports: List[Tuple[Any, ...]] = []
         for key, items, reason in lost:
             self.spilled -= len(items)
             if reason == "failed":
-                self.engine._failed += len(items)
+                engine._failed += len(items)
             else:
-                self.engine._drop(key, items, reason)
-                report = self.engine._drop_report()
+                engine._drop(key, items, reason)
+                report = engine._drop_report()
                 if report:
                     reports.append((logging.WARNING, *report))
         if freed:
             self.spills += 1
-            if self.backlog is None and self.engine._state == RUNNING:
+            if self.backlog is None and engine._state == RUNNING:
                 self.backlog = "room"
-                self.engine._workers.kick()
+                engine._workers.kick()
         return reports
 
     @staticmethod
@@ -376,8 +379,9 @@ class SpoolBridge:
     def fault(self, exc: BaseException, what: str, log_now: bool = True) -> List[Tuple[Any, ...]]:
         """Count a failed spool operation and log it (or, without *log_now*,
         return the log line); the dispatcher goes on in memory. Lock not held."""
+        engine = self.engine
         kind = getattr(exc, "kind", None) or "io"
-        with self.engine._lock:
+        with engine._lock:
             self.faults[kind] = self.faults.get(kind, 0) + 1
             held = self.fault_log.ready()
         if held is None:
@@ -386,7 +390,7 @@ class SpoolBridge:
         cause = str(exc) if isinstance(exc, SpoolError) else f"spool {self.spool.path}: {exc!r}"
         line: Tuple[Any, ...] = (
             logging.ERROR, "batchdispatch:%s: %s failed, going on in memory: %s%s",
-            self.engine.name, what, cause, more,
+            engine.name, what, cause, more,
         )
         if not log_now:
             return [line]
@@ -395,44 +399,46 @@ class SpoolBridge:
 
     def wants_claim(self) -> bool:
         """Whether a worker should claim spooled items before its next batch. Lock held."""
-        if self.backlog is None or self.engine._state != RUNNING or self.replay or self.replay_out:
+        engine = self.engine
+        if self.backlog is None or engine._state != RUNNING or self.replay or self.replay_out:
             return False
         # Without taking back the lanes' spare room (that would send their
         # producers to the lock): the grants bound the queue from above.
-        half = max(1, self.engine._queue_limit // 2)
-        return self.backlog == "start" or self.engine._queued_below(half, reclaim=False)
+        half = max(1, engine._queue_limit // 2)
+        return self.backlog == "start" or engine._queued_below(half, reclaim=False)
 
     def claim_backlog(self) -> None:
         """Claim the oldest spooled items and queue them as batches for their lanes. Lock not held."""
-        with self.engine._lock:
+        engine = self.engine
+        with engine._lock:
             spills, limit = self.spills, self.replay_chunk
         try:
             rows = self.spool.claim(limit)
         except Exception as exc:  # noqa: BLE001 - the dispatcher goes on without the backlog
             self.fault(exc, "claiming spooled items")
             rows = []
-        with self.engine._lock:
+        with engine._lock:
             if len(rows) < limit and self.spills == spills:
                 self.backlog = None  # drained (or failing): until this process spills again
             if not rows:
-                self.engine._notify_progress()
+                engine._notify_progress()
                 return
-            if self.engine._state != RUNNING:  # closed meanwhile: leave them to the next claim
+            if engine._state != RUNNING:  # closed meanwhile: leave them to the next claim
                 self.later("release", None, [row for row, _, _ in rows], "")
             else:
                 self.replayed += len(rows)
                 groups: Dict[Hashable, Tuple[List[Any], List[int]]] = {}
                 for row, key, item in rows:
-                    items, ids = groups.setdefault(self.engine._replay_key(key), ([], []))
+                    items, ids = groups.setdefault(engine._replay_key(key), ([], []))
                     items.append(item)
                     ids.append(row)
-                size = min(self.engine._batch_limit, limit)
+                size = min(engine._batch_limit, limit)
                 for key, (items, ids) in groups.items():
                     for start in range(0, len(items), size):
                         batch = Batch(None, items[start:start + size], NEVER, key)
                         batch.rows = ids[start:start + size]
                         self.replay.append(batch)
-                self.engine._notify_progress()
+                engine._notify_progress()
         if self.todo:
             self.io()
 
@@ -440,26 +446,28 @@ class SpoolBridge:
         """Put claimed batches on their lanes, ahead of the items queued there,
         as retries whose backoff is over; a lane with a batch out keeps its
         replay waiting. Lock held."""
+        engine = self.engine
         for _ in range(len(self.replay)):
             batch = self.replay.popleft()
-            lane = self.engine._lane_for(batch.key)
+            lane = engine._lane_for(batch.key)
             if lane.batch is not None:
                 self.replay.append(batch)
                 continue
             batch.lane = lane
             batch.not_before = now
             lane.batch = batch
-            self.engine._open.add(batch)
+            engine._open.add(batch)
             self.replay_out.add(batch)
-            self.engine._mark_ready(lane)
+            engine._mark_ready(lane)
 
     def spill_lane(self, lane: Lane) -> None:
         """Send what a spilling lane holds to the spool, in order, instead of out. Lock held."""
-        items, _, _ = self.engine._pop_lane(lane, lane.size())
+        engine = self.engine
+        items, _, _ = engine._pop_lane(lane, lane.size())
         lane.first_at = lane.due_at = None
         self.spill(lane.key, items, "failed")
-        self.engine._notify_progress()
-        self.engine._forget_if_idle(lane)
+        engine._notify_progress()
+        engine._forget_if_idle(lane)
 
     def settled(self, everything: bool) -> bool:
         """Whether a flush has nothing to wait for in the spool: no write

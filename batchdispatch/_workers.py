@@ -53,14 +53,15 @@ class Workers:
 
     def start(self) -> None:
         """Start a worker. Called with the lock held."""
-        if self.engine._caller_delivers:
+        engine = self.engine
+        if engine._caller_delivers:
             return  # no worker threads in this process: callers deliver
         number = len(self.threads) + 1
-        suffix = "" if self.engine._max_workers == 1 else f"-{number}"
+        suffix = "" if engine._max_workers == 1 else f"-{number}"
         worker = threading.Thread(
             target=self._run,
-            args=(self.engine._generation,),
-            name=f"batchdispatch:{self.engine.name}{suffix}",
+            args=(engine._generation,),
+            name=f"batchdispatch:{engine.name}{suffix}",
             daemon=True,
         )
         try:
@@ -68,71 +69,73 @@ class Workers:
         except RuntimeError:
             return  # no worker: the caller delivers on its own thread
         self.threads.append(worker)
-        if self.engine._state == NEW:
-            self.engine._state = RUNNING
-            self.engine._room = self.engine._queue_limit
-            self.engine._wake_at = 0
+        if engine._state == NEW:
+            engine._state = RUNNING
+            engine._room = engine._queue_limit
+            engine._wake_at = 0
 
     def _run(self, generation: int) -> None:
+        engine = self.engine
         try:
             self._work(generation)
         except BaseException:
-            log.exception("batchdispatch:%s: a worker stopped on an internal error", self.engine.name)
-            with self.engine._lock:
-                if self.engine._generation == generation:
-                    self.engine._state = CLOSED
-                    self.engine._room = self.engine._wake_at = -1
-                    self.engine._count_drop("worker_died", sum(len(b.items) for b in self.engine._open))
-                    for lane in list(self.engine._lanes.values()):
+            log.exception("batchdispatch:%s: a worker stopped on an internal error", engine.name)
+            with engine._lock:
+                if engine._generation == generation:
+                    engine._state = CLOSED
+                    engine._room = engine._wake_at = -1
+                    engine._count_drop("worker_died", sum(len(b.items) for b in engine._open))
+                    for lane in list(engine._lanes.values()):
                         lane.room = lane.wake_at = -1  # a late append is refused (see _wake_lane)
                         left, _, _ = lane.pop(lane.size())
-                        self.engine._count_drop("worker_died", len(left))
-                    self.engine._lanes_emptied()
-                    self.engine._open.clear()
-                    self.engine._inflight.clear()
+                        engine._count_drop("worker_died", len(left))
+                    engine._lanes_emptied()
+                    engine._open.clear()
+                    engine._inflight.clear()
                     # Claimed from the spool by this process: freed when it ends, replayed then.
-                    self.engine._bridge.replay.clear()
-                    self.engine._bridge.replay_out.clear()
-                    self.engine._bridge.backlog = None
-                    self.engine._notify_progress()
+                    engine._bridge.replay.clear()
+                    engine._bridge.replay_out.clear()
+                    engine._bridge.backlog = None
+                    engine._notify_progress()
                     self.kick_all()  # the other workers see the state and stop
             raise
 
     def _work(self, generation: int) -> None:
         # A worker thread never waits for its own dispatcher: flush or
         # shutdown called from a listener it runs returns at once.
+        engine = self.engine
         _context.dispatching().append(self.engine)
         batch: Union[Batch, Signal, None] = None
         while True:
             if batch is None:
-                with self.engine._lock:
-                    if self.engine._generation != generation:
+                with engine._lock:
+                    if engine._generation != generation:
                         return  # os.fork() was called from dispatch: this is the child
                     batch = self.next_batch()
-                if self.engine._bridge.todo:
-                    self.engine._bridge.io()  # a lane spilled on the way (_spill_lane)
-                self.engine._outbox.emit()
+                if engine._bridge.todo:
+                    engine._bridge.io()  # a lane spilled on the way (_spill_lane)
+                engine._outbox.emit()
                 if batch is None:
                     return
             if isinstance(batch, Signal):
                 if batch is Signal.CLAIM:
-                    self.engine._bridge.claim_backlog()
+                    engine._bridge.claim_backlog()
                 batch = None  # and look again
                 continue
-            error = self.engine._attempt(batch)
-            with self.engine._lock:
-                if self.engine._generation != generation:
+            error = engine._delivery.attempt(batch)
+            with engine._lock:
+                if engine._generation != generation:
                     return
-                old_error = self.engine._settle(batch, error)
+                old_error = engine._delivery.settle(batch, error)
                 # The next batch in the same critical section, when one is
                 # due and no event waits: one lock round trip per batch.
-                done, batch = batch, None if self.engine._outbox.events else self.next_batch(wait=False)
+                done, batch = batch, None if engine._outbox.events else self.next_batch(wait=False)
             # Release the settled batch outside the lock: an item's
             # finalizer may enqueue or log.
             del done, error, old_error
-            if self.engine._bridge.todo:
-                self.engine._bridge.io()  # acks of delivered spooled items
-            self.engine._outbox.emit()
+            if engine._bridge.todo:
+                engine._bridge.io()  # acks of delivered spooled items
+            engine._outbox.emit()
 
     def next_batch(self, wait: bool = True) -> Union[Batch, Signal, None]:
         """Wait until a lane is due and take its batch; None when this worker should stop.
@@ -142,36 +145,37 @@ class Workers:
         once, until the earliest deadline or until a producer wakes them.
         Without *wait*, it returns None at once when no lane is due.
         """
-        clock = self.engine._clock
+        engine = self.engine
+        clock = engine._clock
         while True:
-            self.engine._take_news()
+            engine._take_news()
             now = clock()
-            if self.engine._bridge.backlog is not None or self.engine._bridge.replay:
-                if self.engine._bridge.wants_claim():
+            if engine._bridge.backlog is not None or engine._bridge.replay:
+                if engine._bridge.wants_claim():
                     return Signal.CLAIM
-                self.engine._bridge.inject_replays(now)
-            seen = self.engine._discover(now)
-            lane = self.engine._pick(now)
+                engine._bridge.inject_replays(now)
+            seen = engine._discover(now)
+            lane = engine._pick(now)
             if lane is not None:
                 if lane.spilling and lane.batch is None:
-                    self.engine._bridge.spill_lane(lane)
+                    engine._bridge.spill_lane(lane)
                     continue
-                return self.engine._take(lane, now)
+                return engine._take(lane, now)
             if not wait:
                 return None
-            if self.engine._state != RUNNING and not self.engine._has_work():
-                if not self.engine._inflight:
-                    self.engine._state = CLOSED
-                    self.engine._notify_progress()
+            if engine._state != RUNNING and not engine._has_work():
+                if not engine._inflight:
+                    engine._state = CLOSED
+                    engine._notify_progress()
                     self.kick_all()
                 return None
-            timers = self.engine._timers
+            timers = engine._timers
             while timers and (
                 timers[0][2].due_at != timers[0][0] or not timers[0][2].awaits_take()
             ):
                 heapq.heappop(timers)  # stale: the lane was taken or rescheduled
             until = timers[0][0] if timers else INF
-            if self.engine._outbox.waiting():
+            if engine._outbox.waiting():
                 return Signal.EMIT  # events posted by producers (drops): emit before sleeping
             # Queue up as a sleeper first, then publish the threshold (keyed:
             # that news is wanted), then look a last time: an append after
@@ -179,7 +183,7 @@ class Workers:
             waiter = threading.Lock()
             waiter.acquire()
             self.sleepers.append(waiter)
-            if self.engine._ask_for_news(seen):
+            if engine._ask_for_news(seen):
                 self._unsleep(waiter)  # appended meanwhile: look again
                 continue
             self._sleep(waiter, None if until == INF else min(max(until - now, 0.0), threading.TIMEOUT_MAX))
@@ -189,14 +193,15 @@ class Workers:
 
         Called from next_batch, whose caller holds the lock exactly once.
         """
-        self.engine._lock.release()
+        engine = self.engine
+        engine._lock.release()
         try:
             if timeout is None:
                 waiter.acquire()
             else:
                 waiter.acquire(True, timeout)
         finally:
-            self.engine._lock.acquire()
+            engine._lock.acquire()
             self._unsleep(waiter)  # timed out: nobody woke it
 
     def _unsleep(self, waiter: Any) -> None:
@@ -221,11 +226,12 @@ class Workers:
 
     def more(self) -> None:
         """Start another worker if work waits and every worker is busy."""
+        engine = self.engine
         if (
-            len(self.threads) < self.engine._max_workers
+            len(self.threads) < engine._max_workers
             and not self.sleepers
-            and len(self.engine._inflight) >= len(self.threads)
-            and self.engine._state == RUNNING
+            and len(engine._inflight) >= len(self.threads)
+            and engine._state == RUNNING
             and not _process.exiting
         ):
             self.start()
