@@ -54,8 +54,7 @@ import urllib3.exceptions
 from urllib3.util import Retry
 from urllib3.util import Timeout as _Urllib3Timeout
 
-from .. import __version__, _json
-from .._engine import current_batch_id, current_deadline
+from .. import __version__, _json, current_batch_id, current_deadline
 from .._signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify_signature
 from ..exceptions import DeliveryError, PartialFailure, SerializationError, UnknownEndpointError
 
