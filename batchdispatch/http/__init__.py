@@ -42,15 +42,15 @@ import urllib.parse
 import uuid
 import zlib
 from types import MappingProxyType
-from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, Dict, Hashable, List, Mapping, Optional, Tuple, Type, TypeVar, Union
 
 import requests
 import urllib3.exceptions
 from urllib3.util import Retry
 
-from .. import __version__, _json, current_batch_id, current_deadline
+from .. import __version__, current_batch_id, current_deadline
 from .._signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify_signature
-from ..exceptions import DeliveryError, PartialFailure, SerializationError, UnknownEndpointError
+from ..exceptions import DeliveryError, PartialFailure, UnknownEndpointError
 from ._deadline import (
     _MIN_WAIT,
     _call,
@@ -59,6 +59,7 @@ from ._deadline import (
     _DeadlineTimeout,
 )
 from ._retries import _DEFAULT, RETRY_STATUSES, _bounded_retry, _resolve_retries, _retry_after, default_retry
+from ._serializers import Serializer, _serialize, json_serializer
 
 __all__ = [
     "Endpoint",
@@ -73,8 +74,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: A serializer turns a batch into the request body.
-Serializer = Callable[[List[Any]], bytes]
 Timeout = Union[float, Tuple[float, float]]
 _T = TypeVar("_T", bound="_Transport")
 
@@ -87,27 +86,6 @@ BODY_READ_LIMIT = 64 * 1024
 MAX_TIMEOUT = 86400.0
 #: The User-Agent sent unless *headers* says otherwise.
 USER_AGENT = f"batchdispatch/{__version__}"
-
-
-def json_serializer(batch: List[Any]) -> bytes:
-    """The default serializer: the batch as one compact JSON array, UTF-8.
-
-    A value JSON cannot represent (a ``datetime``, a ``set``, ``NaN``, ...)
-    raises :class:`~batchdispatch.exceptions.SerializationError` naming the
-    item's index and the offending type, never the value itself.
-    """
-    try:
-        return _json.dumps(batch).encode("utf-8")
-    except (TypeError, ValueError) as exc:
-        for index, item in enumerate(batch):
-            try:
-                _json.dumps(item)
-            except (TypeError, ValueError) as item_exc:
-                raise SerializationError(
-                    f"item {index} of the batch is not JSON serializable: {_json.what(item_exc)}",
-                    index=index,
-                ) from item_exc
-        raise SerializationError(f"the batch is not JSON serializable: {type(exc).__name__}") from exc
 
 
 def _safe_url(url: str) -> str:
@@ -364,19 +342,7 @@ class _Transport:
         timeout: Timeout, deadline: float, batch_id: str,
     ) -> None:
         safe = _safe_url(url)
-        try:
-            body = self._serializer(batch)
-        except SerializationError as exc:
-            exc.url = safe
-            raise
-        except Exception as exc:  # any serializer failure is final for this batch
-            raise SerializationError(
-                f"the serializer failed on the batch for {safe}: {type(exc).__name__}", url=safe,
-            ) from exc
-        if not isinstance(body, (bytes, bytearray)):
-            raise SerializationError(
-                f"the serializer must return bytes, got {type(body).__name__}", url=safe,
-            )
+        body = _serialize(self._serializer, batch, safe)
         connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         now = time.monotonic()
         if deadline - now < _MIN_WAIT:
