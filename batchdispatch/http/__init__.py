@@ -30,26 +30,23 @@ Importing this module imports requests; ``import batchdispatch`` alone does not.
 from __future__ import annotations
 
 import dataclasses
-import gzip as _gzip
 import http.client
 import logging
 import os
-import re
 import ssl
 import threading
 import time
-import urllib.parse
 import uuid
 import zlib
 from types import MappingProxyType
-from typing import Any, Dict, Hashable, List, Mapping, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, Hashable, List, Mapping, Optional, Tuple, Type, TypeVar, Union
 
 import requests
 import urllib3.exceptions
 from urllib3.util import Retry
 
-from .. import __version__, current_batch_id, current_deadline
-from .._signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, verify_signature
+from .. import current_batch_id, current_deadline
+from .._signing import sign, verify_signature
 from ..exceptions import DeliveryError, PartialFailure, UnknownEndpointError
 from ._deadline import (
     _MIN_WAIT,
@@ -58,6 +55,15 @@ from ._deadline import (
     _DeadlineReader,
     _DeadlineTimeout,
 )
+from ._request import MAX_TIMEOUT as MAX_TIMEOUT
+from ._request import USER_AGENT as USER_AGENT
+from ._request import Timeout, _build_post, _check_timeout, _session_header_problem
+
+# Imported from here by the Flask and Django integrations, which check their settings as the sinks do.
+from ._request import _check_headers as _check_headers
+from ._request import _check_secret as _check_secret
+from ._request import _check_url as _check_url
+from ._request import _safe_url as _safe_url
 from ._retries import _DEFAULT, RETRY_STATUSES, _bounded_retry, _resolve_retries, _retry_after, default_retry
 from ._serializers import Serializer, _serialize, json_serializer
 
@@ -74,7 +80,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Timeout = Union[float, Tuple[float, float]]
 _T = TypeVar("_T", bound="_Transport")
 
 #: Characters of the response body kept in a DeliveryError.
@@ -82,98 +87,6 @@ BODY_EXCERPT = 200
 #: Bytes of a response body the sink reads at most; the rest is never read
 #: (the connection is closed instead of drained).
 BODY_READ_LIMIT = 64 * 1024
-#: The largest *timeout* accepted, in seconds (one day).
-MAX_TIMEOUT = 86400.0
-#: The User-Agent sent unless *headers* says otherwise.
-USER_AGENT = f"batchdispatch/{__version__}"
-
-
-def _safe_url(url: str) -> str:
-    """*url* without user info, query or fragment: what messages and reprs may show."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port is not None else ""
-    except ValueError:
-        return "<invalid url>"
-    return urllib.parse.urlunsplit((parts.scheme, host + port, parts.path, "", ""))
-
-
-def _check_url(url: object, name: str = "url") -> str:
-    if not isinstance(url, str):
-        raise TypeError(f"{name} must be a str, got {type(url).__name__}")
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ValueError(f"{name} is not a valid URL: {_safe_url(url)!r}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{name} must be an http:// or https:// URL with a host, got {_safe_url(url)!r}")
-    return url
-
-
-def _check_timeout(timeout: object, name: str = "timeout") -> Timeout:
-    values = timeout if isinstance(timeout, tuple) else (timeout,)
-    if isinstance(timeout, tuple) and len(timeout) != 2:
-        raise ValueError(f"{name} must be a number or a (connect, read) pair, got {len(timeout)} values")
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{name} must be a number or a (connect, read) pair of numbers, "
-                            f"got {type(value).__name__}")
-        if not 0 < value <= MAX_TIMEOUT:
-            raise ValueError(f"{name} must be more than 0 and at most {MAX_TIMEOUT:g} seconds, got {value!r}")
-    return timeout  # type: ignore[return-value]
-
-
-def _check_secret(secret: object, name: str = "secret") -> Union[str, bytes, None]:
-    if secret is None:
-        return None
-    if not isinstance(secret, (str, bytes)):
-        raise TypeError(f"{name} must be a str, bytes or None, got {type(secret).__name__}")
-    if not secret:
-        raise ValueError(f"{name} must not be empty")
-    return secret
-
-
-# RFC 9110 token characters: what a header name may be made of.
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# Control characters other than tab: CR and LF would end the header early.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-def _header_problem(key: str, value: str) -> Optional[str]:
-    """What is wrong with one header, naming its key and never showing its value; None if nothing."""
-    if not _HEADER_NAME.fullmatch(key):
-        return f"{key!r} is not a valid header name"
-    if "\r" in value or "\n" in value:
-        return f"the value of header {key!r} contains a line break (CR or LF); strip it (a trailing newline?)"
-    if _CONTROL.search(value):
-        return f"the value of header {key!r} contains a control character"
-    if value[:1] in (" ", "\t"):
-        return f"the value of header {key!r} starts with whitespace"
-    try:
-        value.encode("latin-1")
-    except UnicodeEncodeError:
-        return f"the value of header {key!r} has characters outside latin-1; encode it (base64, say)"
-    return None
-
-
-def _check_headers(headers: object, name: str = "headers") -> Mapping[str, str]:
-    if headers is None:
-        return MappingProxyType({})
-    if not isinstance(headers, Mapping):
-        raise TypeError(f"{name} must be a mapping of str to str, got {type(headers).__name__}")
-    for key, value in headers.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise TypeError(f"{name} must map str to str; the header {key!r} does not")
-        problem = _header_problem(key, value)
-        if problem is not None:
-            raise ValueError(f"{name}: {problem}")
-    return MappingProxyType(dict(headers))
-
-
 def _cause_text(exc: BaseException) -> str:
     """The OS error behind a requests exception (``Connection refused``), without URLs."""
     todo: List[BaseException] = [exc]
@@ -347,21 +260,8 @@ class _Transport:
         now = time.monotonic()
         if deadline - now < _MIN_WAIT:
             raise DeliveryError(f"POST {safe}: not sent, the dispatcher's deadline has passed", url=safe)
-        timestamp = str(int(time.time()))
-        # identity: only a short excerpt of an answer is ever read, so it is not worth compressing.
-        sent: Dict[str, str] = {
-            "Content-Type": "application/json", "User-Agent": USER_AGENT, "Accept-Encoding": "identity",
-        }
-        sent.update(self._headers)
-        sent.update(headers)
-        sent[ID_HEADER] = batch_id
-        sent[TIMESTAMP_HEADER] = timestamp
-        if secret is not None:
-            sent[SIGNATURE_HEADER] = sign(body, secret, timestamp)
-        data = bytes(body)
-        if self._gzip:
-            data = _gzip.compress(data, compresslevel=5, mtime=0)
-            sent["Content-Encoding"] = "gzip"
+        data, sent = _build_post(body, batch_id=batch_id, secret=secret, sink_headers=self._headers,
+                                 headers=headers, gzip=self._gzip)
         session = self._current_session()
         response: Optional[requests.Response] = None
         failure: Optional[Tuple[DeliveryError, Optional[BaseException]]] = None
@@ -470,16 +370,6 @@ class _Transport:
             except Exception:  # noqa: BLE001 - a subclass with another signature: no cause then
                 cause = None
         return DeliveryError(f"POST {safe}: {text}", url=safe, retryable=retryable), cause
-
-
-def _session_header_problem(session: requests.Session) -> str:
-    """What is wrong with the session's own headers, naming the header; "" if nothing is found."""
-    for key, value in session.headers.items():
-        if isinstance(key, str) and isinstance(value, str):
-            problem = _header_problem(key, value)
-            if problem is not None:
-                return problem
-    return ""
 
 
 def _read_prefix(response: requests.Response, deadline: float) -> Tuple[bytes, bool]:
