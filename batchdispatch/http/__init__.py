@@ -30,13 +30,9 @@ Importing this module imports requests; ``import batchdispatch`` alone does not.
 from __future__ import annotations
 
 from .._signing import sign, verify_signature
-from ._answers import BODY_EXCERPT as BODY_EXCERPT
-from ._answers import BODY_READ_LIMIT as BODY_READ_LIMIT
-from ._request import MAX_TIMEOUT as MAX_TIMEOUT
-from ._request import USER_AGENT as USER_AGENT
-from ._request import Timeout as Timeout
-from ._retries import RETRY_STATUSES as RETRY_STATUSES
-from ._retries import default_retry
+from ._answers import BODY_EXCERPT, BODY_READ_LIMIT
+from ._request import MAX_TIMEOUT, USER_AGENT, Timeout
+from ._retries import RETRY_STATUSES, default_retry
 from ._serializers import Serializer, json_serializer
 from ._sinks import Endpoint, HttpSink, WebhookSink
 
@@ -48,9 +44,15 @@ from ._request import _check_url as _check_url  # isort: skip
 from ._request import _safe_url as _safe_url  # isort: skip
 
 __all__ = [
+    "BODY_EXCERPT",
+    "BODY_READ_LIMIT",
+    "MAX_TIMEOUT",
+    "RETRY_STATUSES",
+    "USER_AGENT",
     "Endpoint",
     "HttpSink",
     "Serializer",
+    "Timeout",
     "WebhookSink",
     "default_retry",
     "json_serializer",
