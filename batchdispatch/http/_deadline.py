@@ -1,4 +1,4 @@
-"""The deadline-bounded transport: one deadline for the whole call, held by urllib3 and http.client.
+"""One deadline for the whole call: the urllib3 and http.client pieces that hold it.
 
 This module owns the thread-local deadline of the call running on this
 thread and the pieces of urllib3 and requests that read it: the per-attempt
