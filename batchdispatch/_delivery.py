@@ -175,11 +175,11 @@ class Delivery:
             wait = min(asked, policy.max_backoff)
         now = engine._clock()
         batch.not_before = now + wait
-        if engine._state != RUNNING or engine._flushes(batch, lane):
-            engine._mark_ready(lane)  # flush or shutdown: the backoff ends early
+        if engine._state != RUNNING or engine._scheduler.flushes(batch, lane):
+            engine._scheduler.mark_ready(lane)  # flush or shutdown: the backoff ends early
         else:
             lane.due_at = batch.not_before
-            engine._push_timer(batch.not_before, lane)
+            engine._scheduler.push_timer(batch.not_before, lane)
         engine._retried += len(items)
         attempt = batch.attempt + 1
         engine._post("batch_retry_scheduled", lambda: BatchRetryScheduled(key, tuple(items), attempt, wait))
@@ -262,7 +262,7 @@ class Delivery:
                 done, batch = batch, None
                 if deadline is None or monotonic() < deadline:
                     taken = engine._workers.next_batch(wait=False)
-                drained = not engine._inflight and not engine._has_work()
+                drained = not engine._inflight and not engine._scheduler.has_work()
                 if taken is None and engine._state == CLOSING and drained:
                     engine._state = CLOSED
                     engine._notify_progress()

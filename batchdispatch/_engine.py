@@ -116,9 +116,7 @@ process's dispatchers, as the fork hook would have.
 from __future__ import annotations
 
 import abc
-import collections
 import functools
-import heapq
 import itertools
 import logging
 import os
@@ -128,7 +126,6 @@ import types
 from typing import (
     Any,
     Callable,
-    Deque,
     Dict,
     Generic,
     Hashable,
@@ -146,11 +143,11 @@ from ._events import Listener, Outbox
 from ._lanes import NEVER, Batch, Lane
 from ._lifecycle import CLOSED, CLOSING, NEW, RUNNING
 from ._retry import RetryPolicy
+from ._scheduler import Scheduler
 from ._spool_bridge import SpoolBridge
 from ._stats import DispatcherStats, RateLimit
 from ._workers import Workers
 from .events import (
-    BatchStarted,
     ItemsDropped,
     ItemsExhausted,
     ShutdownEvent,
@@ -253,11 +250,8 @@ class Engine(Generic[T], abc.ABC):
         self._exit_expired = False  # the exit hook gave up waiting for this one
         self._stopped = False  # a shutdown deadline passed: no more retries
         self._seq = 0  # sequence number of the next item accepted under the lock (not into a lane's deque)
-        # Keyed, "drop_oldest" with a bound: a heap of lane ages (see KeyedEngine).
-        self._ages: Optional[List[Tuple[float, int, Lane]]] = None
-        self._timers: List[Tuple[float, int, Lane]] = []
-        self._ticket = itertools.count()
-        self._ready: Deque[Lane] = collections.deque()
+        # Lane deadlines, the ready queue, and taking a lane's batch.
+        self._scheduler = Scheduler(self)
         self._open: Set[Batch] = set()  # taken and not settled (out, or waiting to retry)
         self._inflight: Set[Batch] = set()
         # Attempts and their outcomes, and delivery on callers' threads.
@@ -367,11 +361,6 @@ class Engine(Generic[T], abc.ABC):
         self._outbox.emit(deadline, wait=True)
 
     # -- the hot path (one lane, no lock) ---------------------------------------
-
-    def _set_wake(self, lane: Lane, wake_at: int) -> None:
-        """Publish a keyed lane's ``wake_at``; closing, every append keeps looking (-1). Lock held."""
-        if self._state == RUNNING:
-            lane.wake_at = wake_at
 
     # -- what the single-lane and the keyed engines define ---------------------------
 
@@ -534,61 +523,6 @@ class Engine(Generic[T], abc.ABC):
         # runs no atexit hooks).
         return threadless
 
-    def _schedule(self, lane: Lane, now: float) -> None:
-        """Give a lane with waiting items its deadline. Called with the lock held."""
-        due = max(self._stamp(lane, now), lane.last_take) + self._delay
-        lane.due_at = due
-        self._set_wake(lane, self._batch_limit - 1 - lane.prioritised)
-        self._push_timer(due, lane)
-        self._workers.more()
-
-    def _stamp(self, lane: Lane, now: float) -> float:
-        """Note when the oldest of a lane's waiting items was seen, unless noted;
-        return that time. Lock held."""
-        if lane.first_at is not None:
-            return lane.first_at
-        lane.first_at = now
-        ages = self._ages
-        if ages is not None:
-            if len(ages) > 2 * len(self._lanes) + 64:
-                # Stale entries (lanes taken or forgotten since) outnumber
-                # the live ones: rebuild, amortized O(1) per stamp.
-                ages[:] = [entry for entry in ages if self._aged(entry)]
-                heapq.heapify(ages)
-            heapq.heappush(ages, (now, next(self._ticket), lane))
-        return now
-
-    def _aged(self, entry: Tuple[float, int, Lane]) -> bool:
-        """Whether an entry of ``_ages`` still stands for its lane's first_at. Lock held."""
-        lane = entry[2]
-        return lane.first_at == entry[0] and self._lanes.get(lane.key) is lane
-
-    def _push_timer(self, due: float, lane: Lane) -> None:
-        """Add a deadline. Idle workers sleep until the earliest one (or for
-        ever with none), so they must look again only when this one is the
-        new earliest; busy workers look when they come back."""
-        earliest = not self._timers or due < self._timers[0][0]
-        heapq.heappush(self._timers, (due, next(self._ticket), lane))
-        if earliest and self._workers.sleepers:
-            self._workers.kick_all()
-
-    def _mark_ready(self, lane: Lane) -> None:
-        """Queue a lane to be taken as soon as a worker looks. Lock held."""
-        self._set_wake(lane, NEVER)
-        if not lane.ready:
-            lane.ready = True
-            self._ready.append(lane)
-
-    def _make_ready(self, lane: Lane) -> None:
-        """Queue a lane and get a worker to look: an idle one, or a new one.
-
-        (A worker that looks awake may be inside a slow listener, so an idle
-        one is always woken.)
-        """
-        self._mark_ready(lane)
-        if not self._workers.kick():
-            self._workers.more()
-
     def _overflow_locked(
         self, key: Hashable, item: T, priority: int, trash: List[Any]
     ) -> Tuple[Optional[bool], Optional[Tuple[object, ...]]]:
@@ -644,52 +578,7 @@ class Engine(Generic[T], abc.ABC):
             raise QueueFullError(self._queue_limit)
         return False, self._drop_report()
 
-    def _rush(self) -> None:
-        """Make every lane with work due now (flush of everything, close)."""
-        for lane in self._lanes.values():
-            if lane.awaits_take():
-                self._mark_ready(lane)
-        self._workers.kick_all()
-        self._workers.more()
-
     # -- workers ---------------------------------------------------------------------
-
-    def _pick(self, now: float) -> Optional[Lane]:
-        """The next lane to take from: ready ones first, then expired
-        deadlines, then (with the queue full) the earliest deadline."""
-        while self._ready:
-            lane = self._ready.popleft()
-            lane.ready = False
-            if self._takeable(lane, now):
-                return lane
-            # A retry whose backoff still runs: its timer brings it back.
-        timers = self._timers
-        while timers and timers[0][0] <= now:
-            due, _, lane = heapq.heappop(timers)
-            if lane.due_at == due and self._takeable(lane, now):
-                return lane
-        return self._pick_when_full()
-
-    def _takeable(self, lane: Lane, now: float) -> bool:
-        """Whether a worker may take the lane now. Lock held."""
-        if self._lanes.get(lane.key) is not lane:
-            return False  # forgotten: a producer moves what lands in it
-        batch = lane.batch
-        if batch is None:
-            return lane.size() > 0
-        if batch.not_before is None:
-            return False  # out with a worker
-        # Waiting for a retry: its backoff ends at not_before, or early for
-        # a flush that covers it, or for shutdown.
-        return batch.not_before <= now or self._state != RUNNING or self._flushes(batch, lane)
-
-    def _flushes(self, batch: Batch, lane: Lane) -> bool:
-        """Whether a flush waits for *batch*. Lock held."""
-        return batch.first < lane.flush_upto or batch.seq_first < max(self._flush_upto, lane.flush_seq)
-
-    def _flushing(self, lane: Lane) -> bool:
-        """Whether a flush waits for an item still in *lane*. Lock held."""
-        return lane.min_position() < lane.flush_upto or lane.min_seq() < max(self._flush_upto, lane.flush_seq)
 
     def _abandon_retries(self) -> None:
         """Give up every batch waiting for a retry: a deadline passed. Lock held.
@@ -714,42 +603,6 @@ class Engine(Generic[T], abc.ABC):
                 lane.batch = None
                 self._after_batch(lane)
         self._notify_progress()
-
-    def _has_work(self) -> bool:
-        if self._open or self._bridge.replay:
-            return True
-        return any(lane.size() for lane in self._lanes.values())
-
-    def _take(self, lane: Lane, now: float) -> Batch:
-        """Hand the lane's next batch to this worker. Called with the lock held."""
-        batch = lane.batch
-        if batch is None:
-            items, first, seq_first = self._pop_lane(lane, min(lane.size(), self._batch_limit))
-            batch = lane.batch = Batch(lane, items, first, seq_first=seq_first)
-            if self._bridge.wrapped:
-                self._bridge.unwrap(batch)
-            self._open.add(batch)
-            lane.last_take = now
-            lane.first_at = None
-            self._overflowing = False
-            if self._blocked:
-                self._notify_progress()
-        batch.not_before = None
-        batch.attempt += 1
-        lane.due_at = None
-        # Items behind the batch count their delay from now (items left
-        # behind by a full batch) or from when the first of them arrived,
-        # which the first append after this look stamps: publish, then look.
-        self._set_wake(lane, 0)
-        if lane.size():
-            self._stamp(lane, now)
-            self._set_wake(lane, NEVER)
-        self._inflight.add(batch)
-        self._taken(lane)
-        if self._ready or self._timers:
-            self._workers.more()
-        self._post("batch_started", lambda: BatchStarted(lane.key, tuple(batch.items), batch.attempt))
-        return batch
 
     def _dispatching_here(self) -> bool:
         """Whether this thread is inside this dispatcher's dispatch or on_error."""
@@ -846,10 +699,10 @@ class Engine(Generic[T], abc.ABC):
                     each.flush_upto = max(each.flush_upto, target)
                 if lane is None:
                     self._flush_upto = max(self._flush_upto, seq)
-                    self._rush()
+                    self._scheduler.rush()
                 else:
                     lane.flush_seq = max(lane.flush_seq, seq)
-                    self._make_ready(lane)
+                    self._scheduler.make_ready(lane)
             if self._dispatching_here():
                 return settled
         if threadless == "uwsgi":
@@ -918,7 +771,7 @@ class Engine(Generic[T], abc.ABC):
             # (see _wake_lane); _rush then finds what came before.
             for lane in self._lanes.values():
                 lane.room = lane.wake_at = -1
-            self._rush()
+            self._scheduler.rush()
             self._notify_progress()  # blocked producers give up
 
     def _join(self, deadline: Optional[float], reason: str) -> bool:

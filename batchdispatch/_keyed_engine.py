@@ -39,7 +39,7 @@ class KeyedEngine(Engine[T]):
         # "drop_oldest" with a bound: a heap of (first_at, ticket, lane),
         # pushed when a lane's first_at is set, pruned lazily (_oldest_lane).
         if self._overflow == "drop_oldest" and self._queue_limit != NEVER:
-            self._ages = []
+            self._scheduler.ages = []
         # (lane, time) for lanes whose producer crossed wake_at, reported
         # without the lock; a worker handles them under it (_take_news).
         self._news: Deque[Tuple[Lane, float]] = collections.deque()
@@ -276,15 +276,15 @@ class KeyedEngine(Engine[T]):
         give the lane a deadline, or send it when full. Lock held."""
         # Behind a batch that is out, the delay counts from now, not from
         # when that batch settles.
-        self._stamp(lane, now)
+        self._scheduler.stamp(lane, now)
         if lane.batch is not None:
-            self._set_wake(lane, NEVER)
+            self._scheduler.set_wake(lane, NEVER)
         elif lane.due_at is None:
-            self._schedule(lane, now)
+            self._scheduler.schedule(lane, now)
         elif not lane.ready:
-            self._set_wake(lane, self._batch_limit - 1 - lane.prioritised)
+            self._scheduler.set_wake(lane, self._batch_limit - 1 - lane.prioritised)
         if lane.batch is None and (lane.size() >= self._batch_limit or self._state != RUNNING):
-            self._make_ready(lane)
+            self._scheduler.make_ready(lane)
 
     def _take_news(self) -> None:
         """Handle the lanes producers reported without the lock. Lock held.
@@ -305,7 +305,7 @@ class KeyedEngine(Engine[T]):
             if not lane.size():
                 # Reported, then taken: the next item must report again
                 # (publish, then look).
-                self._set_wake(lane, 0)
+                self._scheduler.set_wake(lane, 0)
                 if not lane.size():
                     continue
             # A report may predate the last take: it stamps no earlier.
@@ -327,11 +327,11 @@ class KeyedEngine(Engine[T]):
         between a producer's append and its look is unstamped; the scan
         at the end covers it, so that a full queue always finds its item.
         """
-        ages = self._ages
+        ages = self._scheduler.ages
         assert ages is not None  # keyed "drop_oldest" with a bound
         for _ in range(2):
             while ages:
-                if self._aged(ages[0]):
+                if self._scheduler.aged(ages[0]):
                     lane = ages[0][2]
                     if lane.size():
                         return lane
@@ -354,7 +354,7 @@ class KeyedEngine(Engine[T]):
         # stamped afresh even behind a batch, so its append reports
         # (publish, then look).
         lane.first_at = None
-        self._set_wake(lane, 0)
+        self._scheduler.set_wake(lane, 0)
         if lane.size():
             self._lane_event(lane, self._clock())
         else:
@@ -364,7 +364,7 @@ class KeyedEngine(Engine[T]):
         """The lane whose delay ends first, skipping retries still in backoff. Lock held."""
         held = []
         found = None
-        timers = self._timers
+        timers = self._scheduler.timers
         while timers:
             entry = heapq.heappop(timers)
             lane = entry[2]
@@ -384,9 +384,9 @@ class KeyedEngine(Engine[T]):
         if not lane.size():
             self._forget_if_idle(lane)
             return
-        self._schedule(lane, self._clock())
-        if lane.size() >= self._batch_limit or self._state != RUNNING or self._flushing(lane):
-            self._make_ready(lane)
+        self._scheduler.schedule(lane, self._clock())
+        if lane.size() >= self._batch_limit or self._state != RUNNING or self._scheduler.flushing(lane):
+            self._scheduler.make_ready(lane)
 
     def _forget_if_idle(self, lane: Lane) -> None:
         """Drop an empty, settled lane, so memory does not grow with keys ever seen. Lock held."""

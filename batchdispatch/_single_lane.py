@@ -129,11 +129,11 @@ class SingleLaneEngine(Engine[T]):
                 self._wake_at = 0
         else:
             if lane.due_at is None:
-                self._schedule(lane, now)
+                self._scheduler.schedule(lane, now)
             full = n >= self._batch_limit or n >= self._queue_limit
             flushing = lane.taken < lane.flush_upto
             if full or flushing or self._blocked or not running:
-                self._mark_ready(lane)
+                self._scheduler.mark_ready(lane)
             elif running:
                 self._wake_at = min(self._batch_limit, self._queue_limit) - 1
         return n

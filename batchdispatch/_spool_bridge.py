@@ -458,7 +458,7 @@ class SpoolBridge:
             lane.batch = batch
             engine._open.add(batch)
             self.replay_out.add(batch)
-            engine._mark_ready(lane)
+            engine._scheduler.mark_ready(lane)
 
     def spill_lane(self, lane: Lane) -> None:
         """Send what a spilling lane holds to the spool, in order, instead of out. Lock held."""

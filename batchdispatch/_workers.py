@@ -155,21 +155,21 @@ class Workers:
                     return Signal.CLAIM
                 engine._bridge.inject_replays(now)
             seen = engine._discover(now)
-            lane = engine._pick(now)
+            lane = engine._scheduler.pick(now)
             if lane is not None:
                 if lane.spilling and lane.batch is None:
                     engine._bridge.spill_lane(lane)
                     continue
-                return engine._take(lane, now)
+                return engine._scheduler.take(lane, now)
             if not wait:
                 return None
-            if engine._state != RUNNING and not engine._has_work():
+            if engine._state != RUNNING and not engine._scheduler.has_work():
                 if not engine._inflight:
                     engine._state = CLOSED
                     engine._notify_progress()
                     self.kick_all()
                 return None
-            timers = engine._timers
+            timers = engine._scheduler.timers
             while timers and (
                 timers[0][2].due_at != timers[0][0] or not timers[0][2].awaits_take()
             ):

@@ -147,8 +147,8 @@ def _recount(d: KeyedDispatcher[Any]) -> None:
             assert lane.listed == (id(lane) in listed)
             if lane.grant > len(lane.items):
                 assert lane.listed  # room to give back is always findable
-    if d._ages is not None:
-        aged = {id(entry[2]) for entry in d._ages if d._aged(entry)}
+    if d._scheduler.ages is not None:
+        aged = {id(entry[2]) for entry in d._scheduler.ages if d._scheduler.aged(entry)}
         for lane in lanes:
             if lane.size() and lane.first_at is not None:
                 assert id(lane) in aged
