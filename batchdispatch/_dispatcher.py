@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
 from . import _validate
-from ._engine import ALL
+from ._lanes import ALL
 from ._retry import RetryPolicy
 from ._single_lane import SingleLaneEngine
 from ._types import DispatchFunc, ErrorHandler
@@ -131,4 +131,4 @@ class BackgroundDispatcher(SingleLaneEngine[T]):
             from inside dispatch or on_error, it cannot wait for itself: it
             asks for an immediate flush and returns False.
         """
-        return self._flush(ALL, timeout)
+        return self._drain.flush(ALL, timeout)

@@ -116,7 +116,6 @@ process's dispatchers, as the fork hook would have.
 from __future__ import annotations
 
 import abc
-import functools
 import itertools
 import logging
 import os
@@ -136,9 +135,10 @@ from typing import (
     TypeVar,
 )
 
-from . import _context, _process, _threadless, _validate
-from ._deadlines import SafeClock, deadline_after, join_thread, monotonic, wait_slice
+from . import _context, _process, _threadless
+from ._deadlines import SafeClock, deadline_after, monotonic, wait_slice
 from ._delivery import Delivery
+from ._drain import Drain
 from ._events import Listener, Outbox
 from ._lanes import NEVER, Batch, Lane
 from ._lifecycle import CLOSED, CLOSING, NEW, RUNNING
@@ -149,8 +149,6 @@ from ._stats import DispatcherStats, RateLimit
 from ._workers import Workers
 from .events import (
     ItemsDropped,
-    ItemsExhausted,
-    ShutdownEvent,
 )
 from .exceptions import QueueFullError
 
@@ -158,9 +156,6 @@ T = TypeVar("T")
 
 log = logging.getLogger("batchdispatch")
 
-
-#: Stands for "every key" where None could be a key.
-ALL: Any = type("AllKeys", (), {"__repr__": lambda self: "ALL"})()
 
 
 
@@ -252,6 +247,8 @@ class Engine(Generic[T], abc.ABC):
         self._seq = 0  # sequence number of the next item accepted under the lock (not into a lane's deque)
         # Lane deadlines, the ready queue, and taking a lane's batch.
         self._scheduler = Scheduler(self)
+        # Flush, shutdown and exit, each within its deadline.
+        self._drain = Drain(self)
         self._open: Set[Batch] = set()  # taken and not settled (out, or waiting to retry)
         self._inflight: Set[Batch] = set()
         # Attempts and their outcomes, and delivery on callers' threads.
@@ -319,46 +316,6 @@ class Engine(Generic[T], abc.ABC):
             logging.ERROR, "batchdispatch:%s: the clock %s; going on with the real monotonic"
             " time from its last good reading (logged once)", self.name, problem,
         )
-
-    def _emit_within(self, deadline: Optional[float]) -> None:
-        """Emit the posted events, returning by *deadline* (shutdown, exit). Lock not held.
-
-        Listeners run on another thread, and this one waits for them until
-        the deadline, or ``EVENTS_ALLOWANCE`` seconds from now if that is
-        later, so that a slow listener cannot hold shutdown or exit past
-        it: a thread started for them or, where none can start (Python 3.12
-        and later refuse new threads in an exit hook), a live worker, which
-        emits before it stops. Where neither can run them (a process
-        without threads) they run here, each only while the deadline has
-        not passed: the allowance is then the one listener call running
-        when it does.
-        """
-        if deadline is None or self._dispatching_here():
-            self._outbox.emit(deadline, wait=True)
-            return
-        with self._lock:
-            target = self._outbox.posted
-            if self._outbox.emitted >= target and not self._outbox.logs:
-                return
-        until = max(deadline, monotonic() + EVENTS_ALLOWANCE)
-        if not self._caller_delivers:
-            helper = threading.Thread(
-                target=self._outbox.emit, kwargs={"wait": True},
-                name=f"batchdispatch:{self.name}-events", daemon=True,
-            )
-            try:
-                helper.start()
-                started = True
-            except RuntimeError:
-                started = False  # no new threads here: a worker may do it
-            here = threading.current_thread()
-            with self._lock:
-                if started or any(w.is_alive() and w is not here for w in self._workers.threads):
-                    if not started:
-                        self._workers.kick_all()
-                    self._wait_locked(lambda: self._outbox.emitted >= target, until)
-                    return
-        self._outbox.emit(deadline, wait=True)
 
     # -- the hot path (one lane, no lock) ---------------------------------------
 
@@ -580,30 +537,6 @@ class Engine(Generic[T], abc.ABC):
 
     # -- workers ---------------------------------------------------------------------
 
-    def _abandon_retries(self) -> None:
-        """Give up every batch waiting for a retry: a deadline passed. Lock held.
-
-        With a spool, their items go to it instead, for a later start.
-        """
-        self._stopped = True
-        for batch in [b for b in self._open if b.not_before is not None]:
-            if self.spool is not None:
-                self._bridge.to_spool(batch.key, batch.items, batch.rows, park=False, reason="failed")
-                if batch.lane is not None:
-                    batch.lane.spilling = True  # the items behind it follow it there
-            else:
-                self._failed += len(batch.items)
-                self._post("items_exhausted", functools.partial(
-                    ItemsExhausted, batch.key, tuple(batch.items), batch.attempt, self._last_error
-                ))
-            self._open.discard(batch)
-            self._bridge.replay_out.discard(batch)
-            lane = batch.lane
-            if lane is not None and lane.batch is batch:
-                lane.batch = None
-                self._after_batch(lane)
-        self._notify_progress()
-
     def _dispatching_here(self) -> bool:
         """Whether this thread is inside this dispatcher's dispatch or on_error."""
         return self in _context.dispatching()
@@ -657,73 +590,6 @@ class Engine(Generic[T], abc.ABC):
 
     # -- flush and shutdown --------------------------------------------------
 
-    def _settled_before(self, targets: Dict[Lane, int], seq: int, lane: Optional[Lane] = None) -> bool:
-        """Whether every item before the flush targets has left: *targets*
-        holds each lane's next position at the flush, *seq* the next
-        sequence number; *lane* limits the check to that lane. Lock held."""
-        if lane is None:
-            lanes: Any = self._lanes.values()
-            batches: Any = itertools.chain(self._open, self._delivery.inline)
-        else:
-            lanes = [lane]
-            batches = [b for b in self._open if b.lane is lane]
-        for batch in batches:
-            if batch.seq_first < seq or (batch.lane is not None and batch.first < targets.get(batch.lane, 0)):
-                return False
-        for each, target in targets.items():
-            if each.min_position() < target:
-                return False
-        return all(each.min_seq() >= seq for each in lanes)
-
-    def _flush(self, key: Any, timeout: Optional[float]) -> bool:
-        """Flush one lane (*key*), or every lane when *key* is ``ALL``."""
-        deadline = deadline_after(_validate.optional_seconds("timeout", timeout))
-        threadless = None
-        with self._lock:
-            if self._state == NEW and self._bridge.backlog is not None and not _process.exiting:
-                threadless = self._start()  # flush delivers what the spool holds, too
-            elif (key is ALL and self.spool is not None and self._bridge.backlog is None
-                  and self._state == RUNNING):
-                # Look at the file again: rows other processes released (or
-                # left, dying) since the last claim are delivered too.
-                self._bridge.backlog = "room"
-            lane = None if key is ALL else self._lanes.get(key)
-            forgotten = key is not ALL and lane is None  # nothing pending for that key
-            lanes = list(self._lanes.values()) if lane is None else [lane]
-            targets = {each: each.taken + len(each.items) for each in lanes if not forgotten}
-            seq = self._seq
-            settled = forgotten or self._settled_before(targets, seq, lane)
-            settled = settled and self._bridge.settled(key is ALL)
-            if not settled:
-                for each, target in targets.items():
-                    each.flush_upto = max(each.flush_upto, target)
-                if lane is None:
-                    self._flush_upto = max(self._flush_upto, seq)
-                    self._scheduler.rush()
-                else:
-                    lane.flush_seq = max(lane.flush_seq, seq)
-                    self._scheduler.make_ready(lane)
-            if self._dispatching_here():
-                return settled
-        if threadless == "uwsgi":
-            _threadless.warn()
-        if self._caller_delivers and not settled:
-            self._delivery.serve_here(deadline)
-        with self._lock:
-            # Then the events of those batches: listeners have run when flush returns.
-            events: List[int] = []
-
-            def done() -> bool:
-                if not events:
-                    if not forgotten and not self._settled_before(targets, seq, lane):
-                        return False
-                    if not self._bridge.settled(key is ALL):
-                        return False
-                    events.append(self._outbox.posted)
-                return self._outbox.emitted >= events[0]
-
-            return self._wait_locked(done, deadline)
-
     def shutdown(self, timeout: Optional[float] = 5.0) -> bool:
         """Flush, stop the workers and refuse further items. Idempotent.
 
@@ -740,68 +606,15 @@ class Engine(Generic[T], abc.ABC):
             from inside dispatch or on_error, it closes without waiting and
             returns False.
         """
-        deadline = deadline_after(_validate.optional_seconds("timeout", timeout))  # checked before it closes
-        self._close(by_exit=False, deadline=deadline)
-        completed = self._join(deadline, reason="shutdown")
-        with self._lock:
-            if not completed and not self._dispatching_here():
-                # The deadline passed: no retry outlives shutdown. (Called
-                # from inside dispatch, it did not wait; retries go on.)
-                self._abandon_retries()
-            undelivered = self._pending_count()
-            self._post("shutdown", lambda: ShutdownEvent(completed, undelivered))
-        if self.spool is not None:
-            self._bridge.io(wait=True, deadline=deadline)  # retries given up at the deadline go to the spool
-        self._emit_within(deadline)
-        return completed
+        return self._drain.shutdown(timeout)
 
     def _close(self, by_exit: bool, deadline: Optional[float] = None) -> None:
-        """Stop taking items and drain; dispatch calls from now on learn
-        *deadline* (:func:`current_deadline`), the one of the latest call.
-        Idempotent."""
-        # The dispatcher stays in the registry: if the user's shutdown timed
-        # out, the exit hook still waits for the draining workers.
-        with self._lock:
-            self._deliver_by = deadline  # the latest caller's: a shutdown(None) lifts an earlier one
-            if self._state in (NEW, RUNNING):
-                self._exit_closed = by_exit
-                self._state = CLOSED if self._state == NEW else CLOSING
-            self._room = self._wake_at = -1
-            # Every late append to a keyed lane now looks under the lock
-            # (see _wake_lane); _rush then finds what came before.
-            for lane in self._lanes.values():
-                lane.room = lane.wake_at = -1
-            self._scheduler.rush()
-            self._notify_progress()  # blocked producers give up
+        """Stop taking items and drain (see Drain.close); the exit hook's first step."""
+        self._drain.close(by_exit, deadline)
 
-    def _join(self, deadline: Optional[float], reason: str) -> bool:
-        """Wait for the workers to drain and stop; warn if the deadline passes."""
-        if self._caller_delivers:
-            self._delivery.serve_here(deadline)  # no workers: this thread drains
-        with self._lock:
-            if self._dispatching_here():
-                return False
-            done = self._wait_locked(
-                lambda: self._state == CLOSED and not self._inflight and not self._delivery.inline, deadline
-            )
-            queued = sum(lane.size() for lane in self._lanes.values())
-            out = sum(len(b.items) for b in itertools.chain(self._open, self._delivery.inline))
-        if done:
-            for worker in list(self._workers.threads):
-                if worker is not threading.current_thread():
-                    join_thread(worker, deadline)
-                    if worker.is_alive():
-                        # Still running a listener: not stopped yet.
-                        log.warning(
-                            "batchdispatch:%s: %s timed out waiting for %s", self.name, reason, worker.name
-                        )
-                        return False
-            return True
-        log.warning(
-            "batchdispatch:%s: %s timed out with %d items undelivered (%d queued, %d in dispatch or retry)",
-            self.name, reason, queued + out, queued, out,
-        )
-        return False
+    def _exit(self, deadline: float, interrupted: bool = False) -> None:
+        """The exit hook's second step (see Drain.exit)."""
+        self._drain.exit(deadline, interrupted)
 
     def _wait_locked(self, done: Callable[[], bool], deadline: Optional[float]) -> bool:
         """Wait on ``_progress`` until *done()* or the deadline, in slices
@@ -870,7 +683,7 @@ class Engine(Generic[T], abc.ABC):
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.shutdown(timeout=self.exit_timeout)
+        self._drain.shutdown(timeout=self.exit_timeout)
 
     # -- process lifecycle ----------------------------------------------------
 
@@ -882,61 +695,8 @@ class Engine(Generic[T], abc.ABC):
             self._state = CLOSED
             self._room = self._wake_at = -1
 
-    def _exit(self, deadline: float, interrupted: bool = False) -> None:
-        """Called by the exit hook: deliver within the budget, count (or spill) the rest.
-
-        *interrupted*: a KeyboardInterrupt or SystemExit cut the exit hook's
-        wait short (it may have been this dispatcher's, half done): give up
-        at once. Every step here is safe to run again.
-        """
-        if not interrupted and self.flush_on_exit and self._join(deadline, reason="exit flush"):
-            if self.spool is not None:
-                self._bridge.io(wait=True, deadline=deadline)
-            return
-        left: List[Any] = []
-        with self._lock:
-            # Give up what is still queued, counted once, so that a worker
-            # still running cannot also deliver it. A batch already inside
-            # dispatch may yet finish; no retry starts after this. With a
-            # spool, all of it goes there instead, for the next start.
-            self._exit_expired = True
-            self._abandon_retries()
-            for lane in list(self._lanes.values()):
-                items, _, _ = lane.pop(lane.size())
-                if self.spool is not None:
-                    self._bridge.spill(lane.key, items, "exit")
-                else:
-                    left.extend(items)
-                    self._drop(lane.key, items, "exit")
-            self._lanes_emptied()
-            if self.spool is not None:
-                # Batches in dispatch may never finish (a hung endpoint), and
-                # claimed ones never started: into the spool. One that does
-                # finish is delivered twice, which at-least-once allows.
-                while self._bridge.replay:
-                    batch = self._bridge.replay.popleft()
-                    self._bridge.to_spool(batch.key, batch.items, batch.rows, park=False, reason="exit")
-                for batch in itertools.chain(self._inflight, self._delivery.inline):
-                    if batch not in self._bridge.exit_spilled:
-                        self._bridge.to_spool(batch.key, batch.items, batch.rows, park=False, reason="exit")
-                        self._bridge.exit_spilled.add(batch)
-        self._close(by_exit=False, deadline=deadline)
-        if self.spool is not None:
-            # The process ends next: the writes must be made now, within the
-            # budget (a spool locked by another process fails as "locked").
-            self._bridge.io(wait=True, deadline=deadline)
-        self._emit_within(deadline)
-        if left and (interrupted or not self.flush_on_exit):  # else _join said it
-            log.warning(
-                "batchdispatch:%s: %d items discarded at exit (%s)",
-                self.name, len(left), "interrupted" if interrupted else "flush_on_exit=False",
-            )
 
 
 
 
 
-
-#: Seconds shutdown and exit wait for listeners past their deadline at
-#: most (the listeners run on another thread, see Engine._emit_within).
-EVENTS_ALLOWANCE = 0.25

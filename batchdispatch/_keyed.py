@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Hashable, List, Optional, TypeVar
 
 from . import _validate
-from ._engine import ALL
 from ._keyed_engine import KeyedEngine
+from ._lanes import ALL
 from ._retry import RetryPolicy
 from ._stats import KeyedStats
 from ._types import ErrorHandler
@@ -123,7 +123,7 @@ class KeyedDispatcher(KeyedEngine[T]):
             enqueued before the call is delivered or given up; False if
             *timeout* seconds passed first.
         """
-        return self._flush(key, timeout)
+        return self._drain.flush(key, timeout)
 
     def stats(self) -> KeyedStats:
         """Return a consistent snapshot of the counters, with per-key figures."""

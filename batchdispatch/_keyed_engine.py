@@ -17,8 +17,8 @@ import types
 from typing import Any, Callable, Deque, Hashable, List, Optional, Tuple, TypeVar
 
 from ._budget import QueueBudget
-from ._engine import ALL, Engine, log
-from ._lanes import INF, NEVER, Batch, Lane, PriorityLane, check_priority, popleft, unhashable
+from ._engine import Engine, log
+from ._lanes import ALL, INF, NEVER, Batch, Lane, PriorityLane, check_priority, popleft, unhashable
 from ._lifecycle import CLOSED, RUNNING
 from ._stats import KeyedStats
 from .exceptions import QueueFullError

@@ -26,6 +26,9 @@ from typing import Any, Deque, Dict, Hashable, List, Optional, Tuple
 NEVER = sys.maxsize
 INF = math.inf
 
+#: Stands for "every key" where None could be a key.
+ALL: Any = type("AllKeys", (), {"__repr__": lambda self: "ALL"})()
+
 
 class Spooled:
     """An item written to the spool before it was queued (durable mode), with its row id.
