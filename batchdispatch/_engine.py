@@ -1,9 +1,32 @@
 """The batching engine behind every dispatcher.
 
-Everything that is hard lives here: the lanes of waiting items, the worker
-threads, the wake-up rules, retries, events, flush and shutdown deadlines,
-overflow, the exit hook and the fork hook. Public classes are thin faces
-that validate their arguments and inherit from :class:`Engine`.
+:class:`Engine` holds a dispatcher's state (its lanes, counters and
+lifecycle) under one lock, admits items that need the lock, and composes
+the parts that do the rest, each in a module of its own. Public classes
+are thin faces that validate their arguments and inherit from one of the
+two engines; their ``enqueue`` is the engine's hot-path function itself.
+
+The parts, in the order an item meets them:
+
+==========================  ===================================================
+``_single_lane``            SingleLaneEngine: BackgroundDispatcher's lock-free hot path
+``_keyed_engine``           KeyedEngine: the keyed hot path, news, forgetting idle lanes
+``_budget``                 QueueBudget: the keyed queue bound, as grants of room
+``_lanes``                  Lane, PriorityLane, Batch: where items wait (storage only)
+``_scheduler``              Scheduler: lane deadlines, the ready queue, taking a batch
+``_workers``                Workers: the threads, their loop, sleeping and waking
+``_delivery``               Delivery: an attempt, its outcome, retries; callers' delivery
+``_spool_bridge``           SpoolBridge: what goes to the spool and comes back
+``_events``                 Outbox: events and log lines, emitted outside the lock
+``_drain``                  Drain: flush, shutdown, the exit hook's part
+``_stats``                  the ``stats()`` snapshots and rate-limited reports
+``_lifecycle``              the states and their transitions
+``_process``                the process-wide exit and fork hooks
+``_threadless``             uWSGI without threads: where batches are delivered
+``_gil``                    whether appends may go without the lock (the GIL)
+``_context``                what runs on this thread (current_batch_id, ...)
+``_deadlines``              the monotonic clock and bounded waits
+==========================  ===================================================
 
 Design notes
 ------------
@@ -111,6 +134,54 @@ enqueuing thread (the master runs no atexit hooks). Every dispatcher
 remembers its pid, and a slow path (``_admit``, which a dispatcher that
 never ran lock-free always takes) that sees another one resets the
 process's dispatchers, as the fork hook would have.
+
+Locks
+-----
+Every lock the engine and its parts take, and what it guards. The order:
+
+* ``Engine._lock`` is the innermost. While it is held, no other lock is
+  waited for (a sleeper's lock is only released, which never blocks), the
+  spool is not touched, and no user code runs but the ``clock=`` given to
+  the constructor, which must be cheap and take no lock of its own.
+* ``Delivery.inline_lock``, ``Outbox.emit_lock`` and ``SpoolBridge.io_lock``
+  are taken with the engine lock released, and each takes the engine lock
+  inside. User code may run while the first two are held, and may reach
+  any of the three again (a listener that enqueues, a dispatch that
+  flushes), so none of them is ever waited for without a deadline: each
+  is either tried without waiting (the thread that finds it taken leaves
+  its work to the holder) or waited for until the caller's deadline.
+* The spool's own locks are taken with the engine lock released: under
+  ``io_lock`` (queued writes), or under none (a durable append, a claim).
+
+``Engine._lock`` (an RLock, with the ``_progress`` Condition on it)
+    Everything in the engine and its parts: lanes' thresholds and
+    deadlines, counters, the state, the scheduler's heaps, the budget,
+    the outbox's queues, the bridge's queue of operations. Reentrant, so
+    that a signal handler or a finalizer that enqueues on a thread inside
+    a slow path does not deadlock. Never held while user code runs
+    (dispatch, ``on_error``, listeners), nor while the spool is written
+    or read: those happen after it is released. Methods named
+    ``_x_locked``, and those documented "Lock held", expect it held.
+``Delivery.inline_lock`` (RLock)
+    Serialises batches delivered on callers' threads (at exit, or without
+    worker threads), so that a key never has two batches out at once.
+    Taken without the engine lock, within the exit budget.
+``Outbox.emit_lock`` (RLock)
+    Held while listeners run, so that events reach them in the order they
+    happened. A thread that finds it taken leaves its events to the holder
+    (it never waits for it, but at shutdown and exit, within a deadline).
+``SpoolBridge.io_lock``
+    One thread at a time makes the queued spool operations; a thread that
+    finds it taken leaves its operations to the holder, so no thread waits
+    for it while it may hold the engine lock further up its stack.
+The sleepers' wait locks (``Workers.sleepers``)
+    One per idle worker, acquired by the worker (with the engine lock
+    released) and released by whoever wakes it, without the engine lock.
+``_process._registry_lock``, ``Emitter._lock``
+    Leaves: nothing else is taken while they are held.
+
+The SQLite spool's own locks and their order are documented in
+:mod:`batchdispatch.spool`.
 """
 
 from __future__ import annotations

@@ -260,7 +260,7 @@ class SpoolBridge:
             if not acquire(self.io_lock, deadline, block=wait):
                 return
             try:
-                reports = self._io_locked(deadline)
+                reports = self._make_queued(deadline)
             finally:
                 self.io_lock.release()
             # Logged once no lock is held: a handler may enqueue here again.
@@ -269,7 +269,7 @@ class SpoolBridge:
             if deadline is not None and monotonic() >= deadline:
                 return
 
-    def _io_locked(self, deadline: Optional[float] = None) -> List[Tuple[Any, ...]]:
+    def _make_queued(self, deadline: Optional[float] = None) -> List[Tuple[Any, ...]]:
         """io's work, with its lock held; returns the log lines to write after it.
 
         Interrupt-safe: a KeyboardInterrupt or SystemExit raised in the
