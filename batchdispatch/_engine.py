@@ -206,7 +206,7 @@ from typing import (
     TypeVar,
 )
 
-from . import _context, _process, _threadless
+from . import _context, _gil, _process, _threadless
 from ._deadlines import SafeClock, deadline_after, monotonic, wait_slice
 from ._delivery import Delivery
 from ._drain import Drain
@@ -278,6 +278,9 @@ class Engine(Generic[T], abc.ABC):
         #: Seconds the exit hook (and the ``with`` block) waits at most.
         self.exit_timeout = exit_timeout
         self._clock = monotonic if clock is None else SafeClock(clock, self._clock_failed)
+        # No GIL to rely on (a free-threaded build, or forced): every enqueue
+        # takes the lock; the lock-free thresholds are never opened.
+        self._locked_appends = _gil.appends_need_lock()
         self._outbox = Outbox(self)  # events and log lines, emitted outside the lock
         self._random = random.Random()
         #: The :class:`~batchdispatch.spool.SqliteSpool` given as ``spool=``, or None.

@@ -182,8 +182,9 @@ class KeyedEngine(Engine[T]):
 
     def _lock_free(self) -> bool:
         """Whether producers may append to keyed lanes without the lock: running,
-        with worker threads. Callers that deliver take the lock for every item. Lock held."""
-        return self._state == RUNNING and not self._caller_delivers
+        with worker threads, and a GIL to rely on (see _gil). Callers that
+        deliver take the lock for every item. Lock held."""
+        return self._state == RUNNING and not self._caller_delivers and not self._locked_appends
 
     def _push(self, key: Hashable, item: T, priority: int) -> bool:
         """Add an item to its lane and schedule the lane; False if the queue

@@ -71,7 +71,7 @@ class Workers:
         self.threads.append(worker)
         if engine._state == NEW:
             engine._state = RUNNING
-            engine._room = engine._queue_limit
+            engine._room = 0 if engine._locked_appends else engine._queue_limit
             engine._wake_at = 0
 
     def _run(self, generation: int) -> None:

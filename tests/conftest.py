@@ -13,9 +13,17 @@ import pytest
 
 from batchdispatch import BackgroundDispatcher, KeyedDispatcher, _process
 from batchdispatch._deadlines import monotonic
+from batchdispatch._gil import appends_need_lock
 from batchdispatch.spool import SqliteSpool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+#: Marks a test of the lock-free append path's races, a path that a
+#: free-threaded build (or BATCHDISPATCH_FREE_THREADED=1) never takes.
+lock_free_only = pytest.mark.skipif(
+    appends_need_lock(), reason="a race of the lock-free append path, which is off without a GIL"
+)
 
 
 @pytest.fixture(autouse=True)

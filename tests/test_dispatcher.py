@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from batchdispatch import BackgroundDispatcher, BatchDispatchError, DispatcherStats, QueueFullError
 from batchdispatch._deadlines import monotonic
 
-from .conftest import FakeClock, Recorder, poke, run_python, worker_wait_timeout
+from .conftest import FakeClock, Recorder, lock_free_only, poke, run_python, worker_wait_timeout
 
 
 class Gate:
@@ -644,6 +644,7 @@ def test_huge_delays_are_clamped_not_fatal(make, recorder: Recorder) -> None:
     assert recorder.items == [1]
 
 
+@lock_free_only
 def test_an_item_appended_as_shutdown_finishes_is_dropped_not_dispatched(make, recorder: Recorder) -> None:
     """Forces the window between the admission check and the append."""
     d = make(recorder, delay=0.01)

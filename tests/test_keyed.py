@@ -18,7 +18,7 @@ from batchdispatch import KeyedDispatcher, KeyedStats, PartialFailure, RetryPoli
 from batchdispatch._deadlines import monotonic
 from batchdispatch._lanes import PriorityLane
 
-from .conftest import FakeClock, KeyedRecorder, poke
+from .conftest import FakeClock, KeyedRecorder, lock_free_only, poke
 
 NO_WAIT = RetryPolicy(max_attempts=3, backoff=0.001, jitter=False)
 
@@ -857,6 +857,7 @@ def _pause_producer(d: KeyedDispatcher[Any], key: Any, item: Any, where: str) ->
     return items, producer, result
 
 
+@lock_free_only
 @pytest.mark.parametrize("recreated", [False, True])
 def test_an_item_that_lands_in_a_forgotten_lane_joins_the_live_one(make_keyed, recreated: bool) -> None:
     rec = KeyedRecorder()
@@ -877,6 +878,7 @@ def test_an_item_that_lands_in_a_forgotten_lane_joins_the_live_one(make_keyed, r
     assert d._lanes == {}
 
 
+@lock_free_only
 def test_an_item_appended_before_the_lane_settles_keeps_the_lane(make_keyed) -> None:
     release = threading.Event()
     entered = threading.Event()
@@ -901,6 +903,7 @@ def test_an_item_appended_before_the_lane_settles_keeps_the_lane(make_keyed) -> 
     assert d.stats().enqueued == 2
 
 
+@lock_free_only
 def test_an_append_between_forgetting_and_the_last_look_keeps_the_lane(make_keyed) -> None:
     rec = KeyedRecorder()
     d = make_keyed(rec, delay=3600.0)
@@ -932,6 +935,7 @@ def test_an_append_between_forgetting_and_the_last_look_keeps_the_lane(make_keye
     assert rec.items("k") == [0, "late"]
 
 
+@lock_free_only
 def test_an_append_that_lands_in_a_lane_after_shutdown_is_refused(make_keyed) -> None:
     d = make_keyed(KeyedRecorder(), delay=3600.0)
     d.enqueue("k", 0)
@@ -1201,6 +1205,7 @@ def _wait_for_sleepers(d: KeyedDispatcher[Any], count: int) -> None:
         threading.Event().wait(0.001)
 
 
+@lock_free_only
 def test_a_stale_never_on_a_forgotten_lane_does_not_hide_it_from_other_producers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
