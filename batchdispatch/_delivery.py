@@ -19,9 +19,10 @@ import threading
 from typing import TYPE_CHECKING, Any, List, Optional, Set, Union
 
 from . import _context
+from . import _lifecycle as lifecycle
 from ._deadlines import acquire, monotonic
 from ._lanes import Batch
-from ._lifecycle import CLOSED, CLOSING, RUNNING
+from ._lifecycle import DRAINING, NO_RETRIES, RUNNING
 from ._retry import retry_after, retryable
 from ._stats import RateLimit
 from ._workers import Signal
@@ -147,7 +148,7 @@ class Delivery:
         if not items:
             return True
         if engine.spool is not None and retryable(error):
-            if lane is None or engine._stopped or engine._state != RUNNING:
+            if lane is None or engine._state != RUNNING:
                 # Not lost: a batch that fails while the dispatcher closes (or
                 # on a caller's thread at exit) goes to the spool for the next
                 # start, rather than through its retries at once; so does
@@ -161,7 +162,8 @@ class Delivery:
                 # process until it ends, then replayed by the next start.
                 engine._bridge.to_spool(key, items, batch.rows, park=True, reason="failed")
                 return True
-        if policy is None or lane is None or engine._stopped or policy.gives_up(batch.attempt, error):
+        stopped = engine._state in NO_RETRIES
+        if policy is None or lane is None or stopped or policy.gives_up(batch.attempt, error):
             engine._failed += len(items)
             engine._bridge.ack_rows(batch)  # given up: not replayed either
             attempts = batch.attempt
@@ -263,8 +265,8 @@ class Delivery:
                 if deadline is None or monotonic() < deadline:
                     taken = engine._workers.next_batch(wait=False)
                 drained = not engine._inflight and not engine._scheduler.has_work()
-                if taken is None and engine._state == CLOSING and drained:
-                    engine._state = CLOSED
+                if taken is None and engine._state in DRAINING and drained:
+                    engine._state = lifecycle.drained(engine._state)
                     engine._notify_progress()
             del done, error, old_error  # outside the lock: an item's finalizer may enqueue
             if engine._bridge.todo:

@@ -24,10 +24,11 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
+from . import _lifecycle as lifecycle
 from . import _process, _threadless, _validate
 from ._deadlines import deadline_after, join_thread, monotonic
 from ._lanes import ALL, Lane
-from ._lifecycle import CLOSED, CLOSING, NEW, RUNNING
+from ._lifecycle import NEW, RUNNING, SHUT
 from .events import ItemsExhausted, ShutdownEvent
 
 if TYPE_CHECKING:
@@ -143,9 +144,7 @@ class Drain:
         # out, the exit hook still waits for the draining workers.
         with engine._lock:
             engine._deliver_by = deadline  # the latest caller's: a shutdown(None) lifts an earlier one
-            if engine._state in (NEW, RUNNING):
-                engine._exit_closed = by_exit
-                engine._state = CLOSED if engine._state == NEW else CLOSING
+            engine._state = lifecycle.closed(by_exit, engine._state)
             engine._room = engine._wake_at = -1
             # Every late append to a keyed lane now looks under the lock
             # (see _wake_lane); rush then finds what came before.
@@ -164,7 +163,7 @@ class Drain:
                 return False
 
             def stopped() -> bool:
-                return engine._state == CLOSED and not engine._inflight and not engine._delivery.inline
+                return engine._state in SHUT and not engine._inflight and not engine._delivery.inline
 
             done = engine._wait_locked(stopped, deadline)
             queued = sum(lane.size() for lane in engine._lanes.values())
@@ -204,7 +203,6 @@ class Drain:
             # still running cannot also deliver it. A batch already inside
             # dispatch may yet finish; no retry starts after this. With a
             # spool, all of it goes there instead, for the next start.
-            engine._exit_expired = True
             self.abandon_retries()
             for lane in list(engine._lanes.values()):
                 items, _, _ = lane.pop(lane.size())
@@ -243,7 +241,7 @@ class Drain:
         With a spool, their items go to it instead, for a later start.
         """
         engine = self.engine
-        engine._stopped = True
+        engine._state = lifecycle.stopped(engine._state)
         for batch in [b for b in engine._open if b.not_before is not None]:
             if engine.spool is not None:
                 engine._bridge.to_spool(batch.key, batch.items, batch.rows, park=False, reason="failed")

@@ -207,12 +207,13 @@ from typing import (
 )
 
 from . import _context, _gil, _process, _threadless
+from . import _lifecycle as lifecycle
 from ._deadlines import SafeClock, deadline_after, monotonic, wait_slice
 from ._delivery import Delivery
 from ._drain import Drain
 from ._events import Listener, Outbox
 from ._lanes import NEVER, Batch, Lane
-from ._lifecycle import CLOSED, CLOSING, NEW, RUNNING
+from ._lifecycle import CLOSED, EXIT_CLOSED, EXIT_DRAINING, EXIT_GIVEN_UP, NEW, RUNNING, SHUT
 from ._retry import RetryPolicy
 from ._scheduler import Scheduler
 from ._spool_bridge import SpoolBridge
@@ -315,9 +316,6 @@ class Engine(Generic[T], abc.ABC):
         self._caller_delivers = False
         # Bumped at fork, so a worker frame inherited by the child gives up.
         self._generation = getattr(self, "_generation", 0) + 1
-        self._exit_closed = False  # closed by the exit hook: late items still go out
-        self._exit_expired = False  # the exit hook gave up waiting for this one
-        self._stopped = False  # a shutdown deadline passed: no more retries
         self._seq = 0  # sequence number of the next item accepted under the lock (not into a lane's deque)
         # Lane deadlines, the ready queue, and taking a lane's batch.
         self._scheduler = Scheduler(self)
@@ -484,7 +482,7 @@ class Engine(Generic[T], abc.ABC):
             if self._state == NEW and not _process.exiting:
                 threadless = self._start()
             state = self._state
-            if state == RUNNING or (state == CLOSING and self._exit_closed and not self._exit_expired):
+            if state in (RUNNING, EXIT_DRAINING):
                 # While the exit hook drains, late items still join the queue.
                 if self._push(key, item, priority):
                     if not self._caller_delivers:
@@ -495,14 +493,13 @@ class Engine(Generic[T], abc.ABC):
                 else:
                     self._drop(key, [item], "queue_full")
                     accepted, report = False, self._drop_report()
-            elif state == NEW or (state == CLOSED and self._exit_closed):
+            elif state in (NEW, EXIT_CLOSED):
                 # No worker will take it: the interpreter is exiting, or no
                 # thread could start (3.12 refuses them in atexit handlers;
                 # or the process is out of threads). Deliver on this thread;
                 # a later enqueue tries to start the worker again.
                 if state == NEW and _process.exiting:
-                    self._state = CLOSED
-                    self._exit_closed = True
+                    self._state = lifecycle.closed(True, state)
                     self._room = self._wake_at = -1
                 if self._past_exit_budget():
                     # Exit's budget is spent: no more delivery on this thread.
@@ -515,14 +512,14 @@ class Engine(Generic[T], abc.ABC):
                     inline = Batch(None, [item], NEVER, key, seq_first=self._seq)
                     self._advance_position(1)
                     accepted = True
-            elif self._exit_closed and self.spool is not None:
+            elif state is EXIT_GIVEN_UP and self.spool is not None:
                 # Stuck past the exit budget, with a spool: into it, for the
                 # next start (written below, after the lock).
                 accepted, spill = None, "exit"
             else:
                 # Shut down by the user, or stuck past the exit budget (a
                 # second, overlapping dispatch call could hang exit again).
-                self._drop(key, [item], "exit" if self._exit_closed else "closed")
+                self._drop(key, [item], "exit" if state is EXIT_GIVEN_UP else "closed")
                 accepted, report = False, self._drop_report()
         del trash
         if threadless == "uwsgi":
@@ -535,7 +532,7 @@ class Engine(Generic[T], abc.ABC):
             return self._delivery.deliver_here(inline)
         if self._caller_delivers:
             self._delivery.serve_here()  # delivers what is due, emits the events
-        elif self._state == CLOSED:
+        elif self._state in SHUT:
             self._outbox.emit()  # no worker will: only then does enqueue run listeners
         if report:
             log.warning(*report)
@@ -765,7 +762,7 @@ class Engine(Generic[T], abc.ABC):
         """Give the child a fresh dispatcher; the parent keeps its items."""
         state = self._state
         self._reset()
-        if state in (CLOSING, CLOSED):
+        if state not in (NEW, RUNNING):
             self._state = CLOSED
             self._room = self._wake_at = -1
 

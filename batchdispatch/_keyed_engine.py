@@ -19,7 +19,7 @@ from typing import Any, Callable, Deque, Hashable, List, Optional, Tuple, TypeVa
 from ._budget import QueueBudget
 from ._engine import Engine, log
 from ._lanes import ALL, INF, NEVER, Batch, Lane, PriorityLane, check_priority, popleft, unhashable
-from ._lifecycle import CLOSED, RUNNING
+from ._lifecycle import EXIT_CLOSED, RUNNING, SHUT
 from ._stats import KeyedStats
 from .exceptions import QueueFullError
 
@@ -133,7 +133,7 @@ class KeyedEngine(Engine[T]):
         with self._lock:
             state = self._state
             if self._lanes.get(lane.key) is lane:
-                if state != CLOSED:
+                if state not in SHUT:
                     if state != RUNNING:
                         lane.wake_at = -1  # closing: a stale "never" from _wake_lane must not stand
                     self._lane_event(lane, self._clock())
@@ -147,7 +147,7 @@ class KeyedEngine(Engine[T]):
                 late = popleft(lane.items, len(lane.items))
                 if not late:
                     return True  # another producer moved it
-                if state != CLOSED:
+                if state not in SHUT:
                     live = self._lanes.get(lane.key)
                     if live is None:
                         live = self._new_lane(lane.key)
@@ -157,7 +157,7 @@ class KeyedEngine(Engine[T]):
                     return True
             if not late:
                 return True
-            if self._exit_closed:  # accepted: delivered on this thread
+            if state is EXIT_CLOSED:  # accepted: delivered on this thread
                 inline = Batch(None, late, NEVER, lane.key, seq_first=self._seq)
                 self._seq += len(late)
             else:  # refused, like any enqueue after shutdown (and never counted as enqueued)
@@ -296,7 +296,7 @@ class KeyedEngine(Engine[T]):
         """
         self._news_wanted = True
         news = self._news
-        if not news or self._state == CLOSED:
+        if not news or self._state in SHUT:
             return
         lanes = self._lanes
         reported: List[Tuple[Lane, float]] = popleft(news, len(news))

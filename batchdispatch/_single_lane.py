@@ -12,7 +12,7 @@ from typing import Callable, Hashable, Optional, TypeVar
 
 from ._engine import Engine, log
 from ._lanes import NEVER, Batch, Lane
-from ._lifecycle import CLOSED, RUNNING
+from ._lifecycle import EXIT_CLOSED, RUNNING, SHUT
 from .exceptions import QueueFullError
 
 T = TypeVar("T")
@@ -64,7 +64,7 @@ class SingleLaneEngine(Engine[T]):
         """Slow half of an append: wake the worker, or deal with a late item."""
         with self._lock:
             lane = self._main
-            if self._state != CLOSED or not lane.items:
+            if self._state not in SHUT or not lane.items:
                 if self._state == RUNNING:
                     self._wake_at = NEVER  # one notification is enough
                 self._workers.kick()
@@ -75,10 +75,11 @@ class SingleLaneEngine(Engine[T]):
             late, first, _ = lane.pop(len(lane.items))
             inline = Batch(None, late, first, seq_first=self._seq)
             self._seq += len(late)
-            if not self._exit_closed:
+            at_exit = self._state is EXIT_CLOSED
+            if not at_exit:
                 self._drop(None, late, "closed")
                 report = self._drop_report()
-        if self._exit_closed:
+        if at_exit:
             return self._delivery.deliver_here(inline)
         if self._bridge.todo:
             self._bridge.io()  # the rows of dropped durable items

@@ -23,8 +23,9 @@ import threading
 from typing import TYPE_CHECKING, Any, List, Optional, Union
 
 from . import _context, _process
+from . import _lifecycle as lifecycle
 from ._lanes import INF, Batch
-from ._lifecycle import CLOSED, NEW, RUNNING
+from ._lifecycle import NEW, RUNNING
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -82,7 +83,7 @@ class Workers:
             log.exception("batchdispatch:%s: a worker stopped on an internal error", engine.name)
             with engine._lock:
                 if engine._generation == generation:
-                    engine._state = CLOSED
+                    engine._state = lifecycle.drained(engine._state)
                     engine._room = engine._wake_at = -1
                     engine._count_drop("worker_died", sum(len(b.items) for b in engine._open))
                     for lane in list(engine._lanes.values()):
@@ -165,7 +166,7 @@ class Workers:
                 return None
             if engine._state != RUNNING and not engine._scheduler.has_work():
                 if not engine._inflight:
-                    engine._state = CLOSED
+                    engine._state = lifecycle.drained(engine._state)
                     engine._notify_progress()
                     self.kick_all()
                 return None

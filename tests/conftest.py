@@ -14,6 +14,7 @@ import pytest
 from batchdispatch import BackgroundDispatcher, KeyedDispatcher, _process
 from batchdispatch._deadlines import monotonic
 from batchdispatch._gil import appends_need_lock
+from batchdispatch._lifecycle import DRAINING, RUNNING
 from batchdispatch.spool import SqliteSpool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,9 +33,8 @@ def _no_leaks() -> Iterator[None]:
     threads_before = set(threading.enumerate())
     engines_before = set(_process.members())
     yield
-    leaked = [
-        e for e in _process.members() if e not in engines_before and e._state in ("running", "closing")
-    ]
+    alive = {RUNNING, *DRAINING}
+    leaked = [e for e in _process.members() if e not in engines_before and e._state in alive]
     for engine in leaked:
         engine.shutdown(timeout=5)
     extra = [t for t in threading.enumerate() if t not in threads_before]
