@@ -37,6 +37,7 @@ import time
 import weakref
 import zlib
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Dict,
@@ -52,10 +53,11 @@ from typing import (
 )
 
 from . import _json
+from ._spool_protocol import Spool
 from ._validate import optional_seconds, seconds, spool_path
 from .exceptions import SpoolError
 
-__all__ = ["Data", "SqliteSpool"]
+__all__ = ["Data", "Spool", "SqliteSpool"]
 
 log = logging.getLogger(__name__)
 
@@ -1451,6 +1453,12 @@ class SqliteSpool:
         for segment in old.segments.values():
             os.close(segment.fd)  # the parent's log: appended to and acked by the parent only
         return proc
+
+
+if TYPE_CHECKING:
+
+    def _implements_spool(spool: SqliteSpool) -> Spool:
+        return spool  # mypy checks SqliteSpool against the contract here
 
 
 def _deadline(timeout: Optional[float]) -> Optional[float]:
