@@ -52,10 +52,10 @@ from typing import (
     Union,
 )
 
-from . import _json
-from ._spool_protocol import Spool
-from ._validate import optional_seconds, seconds, spool_path
-from .exceptions import SpoolError
+from .. import _json
+from .._spool_protocol import Spool
+from .._validate import optional_seconds, seconds, spool_path
+from ..exceptions import SpoolError
 
 __all__ = ["Data", "Spool", "SqliteSpool"]
 
