@@ -27,7 +27,6 @@ import contextlib
 import errno
 import fcntl
 import itertools
-import json
 import logging
 import os
 import secrets
@@ -52,17 +51,14 @@ from typing import (
     Union,
 )
 
-from .. import _json
 from .._spool_protocol import Spool
 from .._validate import optional_seconds, seconds, spool_path
 from ..exceptions import SpoolError
+from ._encoding import Codec, Data, Pair, Row, Unencodable, decode_key
 
 __all__ = ["Data", "Spool", "SqliteSpool"]
 
 log = logging.getLogger(__name__)
-
-#: What a *dumps* callable returns and a *loads* callable receives.
-Data = Union[bytes, str]
 
 #: ``PRAGMA application_id`` of a spool file ("bdsp"): anything else is not ours.
 APPLICATION_ID = 0x62647370
@@ -138,18 +134,6 @@ _OS_KINDS = {
 
 #: How many refused items an encode error of put names; the rest are counted.
 _REFUSALS_SHOWN = 3
-
-Pair = Tuple[Hashable, Any]
-Row = Tuple[int, Hashable, Any]
-
-
-class _Unencodable(Exception):
-    """An item or key that cannot be encoded; *reason* names its place and a type, never its value."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
 
 class _Segment:
     """One file of a process's write-ahead log: ``<path>-log-<token>-<number>``.
@@ -322,19 +306,12 @@ class SqliteSpool:
         name: Optional[str] = None,
     ) -> None:
         self.path = spool_path(path)
-        if (dumps is None) != (loads is None):
-            missing = "loads" if loads is None else "dumps"
-            raise TypeError(f"dumps and loads go together: {missing} is missing")
-        for label, fn in (("dumps", dumps), ("loads", loads)):
-            if fn is not None and not callable(fn):
-                raise TypeError(f"{label} must be callable or None, got {type(fn).__name__}")
+        self._codec = Codec(dumps, loads)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None, got {type(name).__name__}")
         self.durable = bool(durable)
         self.timeout = seconds("timeout", timeout, allow_zero=True)
         self.name = name or os.path.basename(self.path)
-        self._dumps = dumps
-        self._loads = loads
         self._closed = False
         self._proc = _Process()
         with _spools_lock:
@@ -370,11 +347,11 @@ class SqliteSpool:
         """
         deadline = _deadline(timeout)
         rows: List[Optional[Tuple[str, Data]]] = []
-        refused: List[Tuple[int, _Unencodable]] = []
+        refused: List[Tuple[int, Unencodable]] = []
         for index, (key, item) in enumerate(pairs):
             try:
-                rows.append(self._encode(key, item, f"item {index}"))
-            except _Unencodable as exc:
+                rows.append(self._codec.encode(key, item, f"item {index}"))
+            except Unencodable as exc:
                 rows.append(None)
                 refused.append((index, exc))
         written = [row for row in rows if row is not None]
@@ -389,7 +366,7 @@ class SqliteSpool:
         aligned = [0 if row is None else next(new_ids) for row in rows]
         raise self._refusal(refused, aligned) from refused[0][1].__cause__
 
-    def _refusal(self, refused: List[Tuple[int, _Unencodable]], rows: List[int]) -> SpoolError:
+    def _refusal(self, refused: List[Tuple[int, Unencodable]], rows: List[int]) -> SpoolError:
         shown = "; ".join(exc.reason for _, exc in refused[:_REFUSALS_SHOWN])
         more = len(refused) - _REFUSALS_SHOWN
         if more > 0:
@@ -418,11 +395,11 @@ class SqliteSpool:
         The id is negative: it names a log record, not a row.
         """
         try:
-            encoded_key, data = self._encode(key, item, "the item")
-        except _Unencodable as exc:
+            encoded_key, data = self._codec.encode(key, item, "the item")
+        except Unencodable as exc:
             message = f"spool {self.path}: {exc.reason}"
             raise SpoolError(message, path=self.path, kind="encode") from exc.__cause__
-        if isinstance(data, str) and self._dumps is None:
+        if isinstance(data, str) and self._codec.json:
             body = b"j" + data.encode()  # JSON text: no raw tab, newline or record separator
         elif isinstance(data, str):
             body = b"s" + base64.b64encode(data.encode())
@@ -494,7 +471,7 @@ class SqliteSpool:
         bad: List[int] = []
         for row_id, key, data in found:
             try:
-                rows.append((row_id, _decode_key(key), self._decode(data)))
+                rows.append((row_id, decode_key(key), self._codec.decode(data)))
             except Exception as exc:  # noqa: BLE001 - any loads failure quarantines the row
                 log.warning(
                     "spool %s: row %d cannot be decoded (%s); it stays in the file and is not replayed",
@@ -607,32 +584,6 @@ class SqliteSpool:
         mode = "durable" if self.durable else "spill"
         state = ", closed" if self._closed else ""
         return f"<SqliteSpool {self.path!r} mode={mode}{state}>"
-
-    # -- encoding --------------------------------------------------------------
-
-    def _encode(self, key: Hashable, item: Any, where: str) -> Tuple[str, Data]:
-        """*key* and *item* as stored; raises _Unencodable naming *where* and a type, never a value."""
-        try:
-            encoded_key = _json.dumps(key)
-        except (TypeError, ValueError) as exc:
-            raise _Unencodable(f"the key of {where} is not JSON serializable: {_json.what(exc)}") from exc
-        if self._dumps is None:
-            try:
-                return encoded_key, _json.dumps(item)
-            except (TypeError, ValueError) as exc:
-                raise _Unencodable(f"{where} is not JSON serializable: {_json.what(exc)}") from exc
-        try:
-            data = self._dumps(item)
-        except Exception as exc:
-            raise _Unencodable(f"dumps failed on {where}: {type(exc).__name__}") from exc
-        if not isinstance(data, (bytes, str)):
-            raise _Unencodable(f"dumps must return bytes or str, got {type(data).__name__}")
-        return encoded_key, data
-
-    def _decode(self, data: Data) -> Any:
-        if self._loads is None:
-            return json.loads(data)
-        return self._loads(data)
 
     # -- the connection ----------------------------------------------------------
 
@@ -1593,17 +1544,6 @@ def _cause(exc: BaseException) -> str:
         return f"{exc.strerror} ({type(exc).__name__})"
     name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
     return f"{exc} ({name})"
-
-
-def _decode_key(text: str) -> Hashable:
-    return _hashable(json.loads(text))
-
-
-def _hashable(value: Any) -> Hashable:
-    if isinstance(value, list):
-        return tuple(_hashable(v) for v in value)
-    result: Hashable = value
-    return result
 
 
 # -- process-wide state and hooks ----------------------------------------------
