@@ -22,7 +22,6 @@ module is POSIX only, like the rest of batchdispatch.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
 import fcntl
@@ -34,7 +33,6 @@ import sqlite3
 import threading
 import time
 import weakref
-import zlib
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -55,6 +53,19 @@ from .._spool_protocol import Spool
 from .._validate import optional_seconds, seconds, spool_path
 from ..exceptions import SpoolError
 from ._encoding import Codec, Data, Pair, Row, Unencodable, decode_key
+from ._records import (
+    ack_payload,
+    is_copy,
+    item_body,
+    item_payload,
+    parse_log,
+    read_all,
+    read_log,
+    record,
+    unacked_items,
+    write_all,
+    write_copy,
+)
 
 __all__ = ["Data", "Spool", "SqliteSpool"]
 
@@ -92,13 +103,8 @@ _INSERT = "INSERT INTO spool (key, item, owner) VALUES (?, ?, ?)"
 LOG_SEGMENT_BYTES = 4 * 1024 * 1024
 #: The most seconds a copy of a removed segment waits for the appends still writing to it.
 _SETTLE_SECONDS = 1.0
-#: Ends the temporary name a removed segment is copied to before it is renamed to its path.
-_COPY_SUFFIX = ".copy"
 #: How a log segment is made: read back through its descriptor if it is removed while open.
 _SEGMENT_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
-#: Starts every log record. JSON text never holds it raw (it escapes control
-#: characters), and whatever else a record holds is base64.
-_RS = b"\x1e"
 
 # SQLite's primary result codes (the low byte of an extended code).
 _SQLITE_KINDS = {
@@ -399,12 +405,7 @@ class SqliteSpool:
         except Unencodable as exc:
             message = f"spool {self.path}: {exc.reason}"
             raise SpoolError(message, path=self.path, kind="encode") from exc.__cause__
-        if isinstance(data, str) and self._codec.json:
-            body = b"j" + data.encode()  # JSON text: no raw tab, newline or record separator
-        elif isinstance(data, str):
-            body = b"s" + base64.b64encode(data.encode())
-        else:
-            body = b"b" + base64.b64encode(data)
+        body = item_body(data, self._codec.json)
         proc = self._process()
         segment = proc.segment
         while True:
@@ -419,7 +420,7 @@ class SqliteSpool:
             next(segment.given_up)
             next(segment.settled)
         try:
-            written = self._write_record(segment, b"i\t%d\t%s\t%s" % (seq, encoded_key.encode(), body))
+            written = self._write_record(segment, item_payload(seq, encoded_key, body))
         except BaseException:
             next(segment.given_up)  # its caller gets no id, so never acks it
             raise
@@ -906,11 +907,7 @@ class SqliteSpool:
     # append writes a record to a log file of this process rather than a row,
     # because a commit costs several times an os.write, and the threads
     # waiting for a shared commit must each be woken, which on a busy
-    # machine costs more again. A record is RS, a checksum, a tab and
-    # "i<TAB>seq<TAB>key<TAB>item" (an item) or "a<TAB>seq,seq,..." (acks),
-    # then a newline. A kill may cut the record being written short, and the
-    # next one (another thread's) then follows it directly: splitting on RS
-    # and checking each checksum keeps every whole record and drops the cut one.
+    # machine costs more again. The records' format is _records's.
     #
     # A segment past LOG_SEGMENT_BYTES is retired: new records go to the next
     # one, and it is deleted once every record in it is acked. At close, or
@@ -980,17 +977,17 @@ class SqliteSpool:
 
     def _write_record(self, segment: _Segment, payload: bytes) -> int:
         """Append one record to *segment* with one write; return its size."""
-        record = _record(payload)
+        whole = record(payload)
         try:
-            written = os.write(segment.fd, record)
+            written = os.write(segment.fd, whole)
         except OSError as exc:
             raise SpoolError(
                 f"spool {self.path}: cannot write to the log {segment.path}: {_cause(exc)}",
                 path=self.path, kind=self._kind(exc),
             ) from exc
-        if written != len(record):  # a full disk cut it short: its checksum will not match
+        if written != len(whole):  # a full disk cut it short: its checksum will not match
             raise SpoolError(
-                f"spool {self.path}: the log {segment.path} took {written} of {len(record)} bytes",
+                f"spool {self.path}: the log {segment.path} took {written} of {len(whole)} bytes",
                 path=self.path, kind="full",
             )
         return written
@@ -1010,7 +1007,7 @@ class SqliteSpool:
                 fresh = sorted(set(seqs) - segment.acked)
                 if not fresh:
                     continue
-                self._write_record(segment, b"a\t" + b",".join(b"%d" % seq for seq in fresh))
+                self._write_record(segment, ack_payload(fresh))
                 segment.acked.update(fresh)
                 done += len(fresh)
                 self._drop_segment_if_done(proc, segment)
@@ -1067,8 +1064,8 @@ class SqliteSpool:
         source = -1
         try:
             source = os.dup(segment.fd)
-            content = _read_all(source)
-            mine = _write_copy(segment.path, content)
+            content = read_all(source)
+            mine = write_copy(segment.path, content)
             try:
                 shared = os.dup(mine)
                 old, segment.fd = segment.fd, shared
@@ -1080,7 +1077,7 @@ class SqliteSpool:
                     return
                 os.close(old)
                 # Acks a handler of this thread wrote to the old file after the read above.
-                _write_all(mine, _read_all(source, len(content)))
+                write_all(mine, read_all(source, len(content)))
                 segment.ident = _ident(os.fstat(mine))
             finally:
                 os.close(mine)
@@ -1166,7 +1163,7 @@ class SqliteSpool:
                 try:
                     pairs = [
                         pair for segment in segments
-                        for pair in _parse_log(_read_all(segment.fd), segment.acked)
+                        for pair in parse_log(read_all(segment.fd), segment.acked)
                     ]
                     if pairs:
                         with self._connection(proc, deadline):
@@ -1206,19 +1203,19 @@ class SqliteSpool:
             if _ident(os.stat(segment.path)) == segment.ident:
                 return None
         try:
-            content = _read_all(segment.fd)
+            content = read_all(segment.fd)
         except OSError as exc:
             return (
                 f"the log {segment.path} was removed while in use and cannot be read ({_cause(exc)}): "
                 f"its {segment.unacked()} unacked items are lost"
             )
         try:
-            os.close(_write_copy(segment.path, content, keep_partial=True))
+            os.close(write_copy(segment.path, content, keep_partial=True))
         except OSError as exc:
-            unacked = _unacked_items(content, segment.acked)
+            unacked = unacked_items(content, segment.acked)
             try:
                 with open(segment.path, "rb") as f:  # what a partial copy holds, in whole records
-                    kept = _unacked_items(f.read(), segment.acked)
+                    kept = unacked_items(f.read(), segment.acked)
             except OSError:
                 kept = {}
             lost = len(unacked.keys() - kept.keys())
@@ -1237,7 +1234,7 @@ class SqliteSpool:
             if not name.startswith(prefix):
                 continue
             token, _, number = name[len(prefix):].rpartition("-")
-            leftover = _is_copy(number)  # a copy its owner did not finish: deleted with its log
+            leftover = is_copy(number)  # a copy its owner did not finish: deleted with its log
             if not token or not (number.isdigit() or leftover):
                 continue
             files = found.setdefault(token, [])
@@ -1257,7 +1254,7 @@ class SqliteSpool:
         for token, paths in self._dead_logs(proc).items():
             count = 0
             if conn.execute("SELECT 1 FROM imported WHERE token = ?", (token,)).fetchone() is None:
-                pairs = [pair for path in paths for pair in _read_log(path)]
+                pairs = [pair for path in paths for pair in read_log(path)]
                 conn.executemany(_INSERT, [(key, data, None) for key, data in pairs])
                 conn.execute("INSERT INTO imported (token) VALUES (?)", (token,))
                 count = len(pairs)
@@ -1273,7 +1270,7 @@ class SqliteSpool:
         prefix = f"{base}-log-{token}-"
         try:
             for name in os.listdir(directory):
-                if name.startswith(prefix) and (name[len(prefix):].isdigit() or _is_copy(name[len(prefix):])):
+                if name.startswith(prefix) and (name[len(prefix):].isdigit() or is_copy(name[len(prefix):])):
                     os.unlink(os.path.join(directory, name))
         except OSError as exc:
             # The imported table keeps it from being copied a second time.
@@ -1425,110 +1422,6 @@ def _ident(st: os.stat_result) -> Tuple[int, int]:
 def _peek(counter: Iterator[int]) -> int:
     """The next number of an itertools.count, without taking it."""
     return int(repr(counter)[6:-1])  # "count(N)"
-
-
-def _is_copy(number: str) -> bool:
-    """Whether the end of a log file's name, after its token, is that of a temporary copy."""
-    return number.endswith(_COPY_SUFFIX) and number[:-len(_COPY_SUFFIX)].isdigit()
-
-
-def _read_all(fd: int, offset: int = 0) -> bytes:
-    """The content of the file open on *fd* from *offset* on, read with os.pread."""
-    chunks: List[bytes] = []
-    while True:
-        chunk = os.pread(fd, 1 << 20, offset)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        offset += len(chunk)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _write_copy(path: str, content: bytes, keep_partial: bool = False) -> int:
-    """Write *content* to a temporary file and rename it to *path*; return a descriptor open on it
-    as a log segment is (appended to), for the caller to close.
-
-    A copy that fails leaves nothing behind (the temporary file is
-    unlinked), unless *keep_partial*: the last resort of close, which
-    renames what was written, cut after its last whole record, and raises.
-    """
-    temporary = path + _COPY_SUFFIX
-    fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    written = 0
-    try:
-        view = memoryview(content)
-        while written < len(content):
-            written += os.write(fd, view[written:])
-        os.rename(temporary, path)
-    except BaseException:
-        whole = content.rfind(b"\n", 0, written) + 1
-        try:
-            if keep_partial and whole:
-                os.ftruncate(fd, whole)
-                os.rename(temporary, path)
-        finally:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-        raise
-    return fd
-
-
-def _record(payload: bytes) -> bytes:
-    return b"%s%08x\t%s\n" % (_RS, zlib.crc32(payload), payload)
-
-
-def _read_log(path: str) -> List[Tuple[str, Data]]:
-    """The unacked items of the log segment at *path*: see _parse_log."""
-    with open(path, "rb") as f:
-        return _parse_log(f.read())
-
-
-def _parse_log(content: bytes, acked_before: Iterable[int] = ()) -> List[Tuple[str, Data]]:
-    """The unacked items of one log segment's *content*, in the order they were appended:
-    (key, data) pairs. *acked_before*: sequence numbers acked besides the segment's ack records."""
-    return list(_unacked_items(content, acked_before).values())
-
-
-def _unacked_items(content: bytes, acked_before: Iterable[int] = ()) -> Dict[int, Tuple[str, Data]]:
-    """The unacked items of one log segment's *content*, by sequence number, in order (see _parse_log).
-
-    Records that a kill cut short, or that are damaged, fail their checksum
-    and are skipped; so are records of a kind this version does not know.
-    """
-    items: Dict[int, Tuple[str, Data]] = {}
-    acked: Set[int] = set(acked_before)
-    for chunk in content.split(_RS)[1:]:
-        if not chunk.endswith(b"\n"):
-            continue
-        checksum, _, payload = chunk[:-1].partition(b"\t")
-        try:
-            if int(checksum, 16) != zlib.crc32(payload):
-                continue
-            kind, _, rest = payload.partition(b"\t")
-            if kind == b"i":
-                seq, key, body = rest.split(b"\t", 2)
-                tag, raw = body[:1], body[1:]
-                data: Data
-                if tag == b"j":
-                    data = raw.decode()
-                elif tag == b"s":
-                    data = base64.b64decode(raw, validate=True).decode()
-                elif tag == b"b":
-                    data = base64.b64decode(raw, validate=True)
-                else:
-                    continue
-                items[int(seq)] = (key.decode(), data)
-            elif kind == b"a":
-                acked.update(int(seq) for seq in rest.split(b","))
-        except ValueError:  # a checksum that matched by chance over garbage (binascii.Error is one)
-            continue
-    return {seq: items[seq] for seq in sorted(items) if seq not in acked}
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
