@@ -50,11 +50,13 @@ from typing import (
 )
 
 from .._spool_protocol import Spool
-from .._validate import optional_seconds, seconds, spool_path
+from .._validate import seconds, spool_path
 from ..exceptions import SpoolError
 from ._encoding import Codec, Data, Pair, Row, Unencodable, decode_key
+from ._errors import cause, kind_of, rollback
 from ._records import (
     ack_payload,
+    ident,
     is_copy,
     item_body,
     item_payload,
@@ -66,6 +68,7 @@ from ._records import (
     write_all,
     write_copy,
 )
+from ._waits import acquire, deadline_after, holding
 
 __all__ = ["Data", "Spool", "SqliteSpool"]
 
@@ -106,38 +109,6 @@ _SETTLE_SECONDS = 1.0
 #: How a log segment is made: read back through its descriptor if it is removed while open.
 _SEGMENT_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
 
-# SQLite's primary result codes (the low byte of an extended code).
-_SQLITE_KINDS = {
-    3: "read_only",   # SQLITE_PERM
-    5: "locked",      # SQLITE_BUSY
-    6: "locked",      # SQLITE_LOCKED
-    8: "read_only",   # SQLITE_READONLY
-    10: "io",         # SQLITE_IOERR
-    11: "corrupt",    # SQLITE_CORRUPT
-    13: "full",       # SQLITE_FULL
-    14: "io",         # SQLITE_CANTOPEN: refined below
-    23: "read_only",  # SQLITE_AUTH
-    26: "corrupt",    # SQLITE_NOTADB
-}
-# Python < 3.11 has no sqlite_errorcode: fall back on SQLite's messages.
-_MESSAGE_KINDS = (
-    ("not a database", "corrupt"),
-    ("malformed", "corrupt"),
-    ("disk is full", "full"),
-    ("readonly", "read_only"),
-    ("read-only", "read_only"),
-    ("locked", "locked"),
-    ("busy", "locked"),
-)
-_OS_KINDS = {
-    errno.EROFS: "read_only",
-    errno.EACCES: "read_only",
-    errno.EPERM: "read_only",
-    errno.ENOSPC: "full",
-    errno.EDQUOT: "full",
-    errno.EFBIG: "full",  # past the file size limit (RLIMIT_FSIZE) or the file system's
-}
-
 #: How many refused items an encode error of put names; the rest are counted.
 _REFUSALS_SHOWN = 3
 
@@ -163,7 +134,7 @@ class _Segment:
         self.number = number
         self.path = path
         self.fd = fd  # read and written (O_APPEND): a segment removed while open is read back through it
-        self.ident = _ident(os.fstat(fd))  # the file fd is open on, to notice it removed from path
+        self.ident = ident(os.fstat(fd))  # the file fd is open on, to notice it removed from path
         self.counter = itertools.count()
         self.settled = itertools.count()  # numbers written or given up: one next() each
         self.given_up = itertools.count()  # numbers whose record was not written: never acked
@@ -351,7 +322,7 @@ class SqliteSpool:
         timeout for another process's lock, and as long as it takes for
         this process's threads.
         """
-        deadline = _deadline(timeout)
+        deadline = deadline_after(timeout)
         rows: List[Optional[Tuple[str, Data]]] = []
         refused: List[Tuple[int, Unencodable]] = []
         for index, (key, item) in enumerate(pairs):
@@ -443,7 +414,7 @@ class SqliteSpool:
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be an int of at least 1, got {limit!r}")
-        deadline = _deadline(timeout)
+        deadline = deadline_after(timeout)
         proc = self._process()
         with self._connection(proc, deadline):
             owner = self._owner(proc)
@@ -492,7 +463,7 @@ class SqliteSpool:
         *timeout*: as for :meth:`put`. The appended ids are acked first; a
         timeout after that leaves only the rows for a later ack.
         """
-        deadline = _deadline(timeout)
+        deadline = deadline_after(timeout)
         ids = [int(row_id) for row_id in row_ids]
         logged = [row_id for row_id in ids if row_id < 0]
         rows = [row_id for row_id in ids if row_id > 0]
@@ -505,7 +476,7 @@ class SqliteSpool:
         Ids from :meth:`append` are not rows: to give up such an item, put
         it (:meth:`put`) and ack its id. *timeout*: as for :meth:`put`.
         """
-        deadline = _deadline(timeout)
+        deadline = deadline_after(timeout)
         rows = [int(row_id) for row_id in row_ids]
         if any(row_id < 0 for row_id in rows):
             raise ValueError("release takes row ids from claim; an id from append is acked instead")
@@ -514,11 +485,11 @@ class SqliteSpool:
     def count(self, *, timeout: Optional[float] = None) -> int:
         """Rows in the file (free, claimed by anyone, or undecodable), plus this
         process's appended pairs not yet acked. *timeout*: as for :meth:`put`."""
-        deadline = _deadline(timeout)
+        deadline = deadline_after(timeout)
         proc = self._process()
         with self._connection(proc, deadline):
             rows = int(self._run(proc, lambda conn: conn.execute("SELECT count(*) FROM spool").fetchone()[0]))
-        with self._holding(proc.log_lock, deadline, "the log"):
+        with holding(proc.log_lock, deadline, "the log", self.path):
             logged = sum(s.unacked() for s in list(proc.segments.values()))
         return rows + logged
 
@@ -541,7 +512,7 @@ class SqliteSpool:
         """
         if self._closed:
             return
-        deadline = _deadline(timeout)
+        deadline = deadline_after(timeout)
         proc = self._proc
         failure: Optional[SpoolError] = None
         if proc.pid == os.getpid():
@@ -599,7 +570,7 @@ class SqliteSpool:
         leaving, a spool closed meanwhile by another thread is disconnected here.
         """
         lock = proc.lock
-        if not self._acquire(lock, deadline):
+        if not acquire(lock, deadline):
             raise SpoolError(
                 f"spool {self.path}: another thread of this process held the spool past the timeout",
                 path=self.path, kind="locked",
@@ -628,34 +599,16 @@ class SqliteSpool:
                 log.warning("%s", note)
 
     @contextlib.contextmanager
-    def _holding(self, lock: Any, deadline: Optional[float], what: str) -> Iterator[None]:
-        """Hold *lock* (one of proc's), waiting no later than *deadline*, or raise "locked"."""
-        if not self._acquire(lock, deadline):
-            raise SpoolError(
-                f"spool {self.path}: {what} was busy past the timeout", path=self.path, kind="locked",
-            )
-        try:
-            yield
-        finally:
-            lock.release()
-
-    @contextlib.contextmanager
     def _log_held(self, proc: _Process, deadline: Optional[float]) -> Iterator[None]:
         """Hold proc.log_lock (see _holding), counting how deep: a check of the
         files that may rewrite a segment runs only at depth 1, never in a
         signal handler that came in halfway through another."""
-        with self._holding(proc.log_lock, deadline, "the log"):
+        with holding(proc.log_lock, deadline, "the log", self.path):
             proc.log_depth += 1
             try:
                 yield
             finally:
                 proc.log_depth -= 1
-
-    @staticmethod
-    def _acquire(lock: Any, deadline: Optional[float]) -> bool:
-        if deadline is None:
-            return bool(lock.acquire())
-        return bool(lock.acquire(timeout=max(0.0, deadline - time.monotonic())))
 
     def _busy_ms(self, proc: _Process) -> int:
         """How long SQLite may wait for another connection's lock now: the operation's time left."""
@@ -704,7 +657,7 @@ class SqliteSpool:
                             conn.execute(statement)
                     conn.execute("COMMIT")
                 except BaseException:
-                    _rollback(conn)
+                    rollback(conn)
                     raise
             else:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -719,7 +672,7 @@ class SqliteSpool:
         proc.conn = conn
         proc.busy_ms = busy_ms
         try:
-            proc.file_id = _ident(os.stat(self.path))
+            proc.file_id = ident(os.stat(self.path))
         except OSError:
             proc.file_id = None  # checked again, and reopened, by the next operation
         return conn
@@ -759,7 +712,7 @@ class SqliteSpool:
         the files they follow; a transaction costs far more.
         """
         try:
-            replaced = _ident(os.stat(self.path)) != proc.file_id
+            replaced = ident(os.stat(self.path)) != proc.file_id
         except FileNotFoundError:
             replaced = True
         except OSError:
@@ -774,7 +727,7 @@ class SqliteSpool:
         if proc.owner_fd == -1:
             return
         try:
-            same = _ident(os.stat(self._owner_path(proc.token))) == proc.owner_id
+            same = ident(os.stat(self._owner_path(proc.token))) == proc.owner_id
         except OSError:
             same = False
         if not same:
@@ -818,10 +771,10 @@ class SqliteSpool:
             self._disconnect(proc)
             raise
         except (sqlite3.Error, OSError) as exc:
-            kind = self._kind(exc)
+            kind = kind_of(exc, self.path)
             if kind in ("corrupt", "io"):
                 self._disconnect(proc)  # reopen on the next call: the file may have been replaced
-            raise SpoolError(f"spool {self.path}: {_cause(exc)}", path=self.path, kind=kind) from exc
+            raise SpoolError(f"spool {self.path}: {cause(exc)}", path=self.path, kind=kind) from exc
 
     def _transaction(self, proc: _Process, work: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run *work* in one write transaction: all of it or none of it; call with proc.lock."""
@@ -832,7 +785,7 @@ class SqliteSpool:
                 result = work(conn)
                 conn.execute("COMMIT")
             except BaseException:
-                _rollback(conn)
+                rollback(conn)
                 raise
             return result
 
@@ -873,34 +826,6 @@ class SqliteSpool:
                     "UPDATE spool SET owner = ? WHERE id = ?", [(owner, row_id) for row_id in row_ids],
                 ),
             )
-
-    def _kind(self, exc: BaseException, removed: bool = False) -> str:
-        """The SpoolError kind of *exc*. *removed*: a file was being made next to the
-        spool's, so ENOENT means its directory is gone."""
-        if isinstance(exc, OSError):
-            if removed and exc.errno == errno.ENOENT:
-                return "removed"
-            return _OS_KINDS.get(exc.errno or 0, "io")
-        code = getattr(exc, "sqlite_errorcode", None)
-        kind = "io"
-        if code is not None:
-            kind = _SQLITE_KINDS.get(code & 0xFF, "io")
-        else:
-            message = str(exc).lower()
-            kind = next((k for text, k in _MESSAGE_KINDS if text in message), "io")
-        if kind == "io" and "unable to open" in str(exc).lower() and self._read_only_place():
-            kind = "read_only"  # SQLITE_CANTOPEN: most often a file or directory we may not write
-        return kind
-
-    def _read_only_place(self) -> bool:
-        directory = os.path.dirname(self.path)
-        try:
-            if os.statvfs(directory).f_flag & os.ST_RDONLY:
-                return True
-        except OSError:
-            return False
-        target = self.path if os.path.exists(self.path) else directory
-        return not os.access(target, os.W_OK)
 
     # -- the write-ahead log of durable appends ------------------------------------
     #
@@ -943,8 +868,8 @@ class SqliteSpool:
                 fd = os.open(path, _SEGMENT_FLAGS, 0o600)
             except OSError as exc:
                 raise SpoolError(
-                    f"spool {self.path}: cannot create the log {path}: {_cause(exc)}",
-                    path=self.path, kind=self._kind(exc, removed=True),
+                    f"spool {self.path}: cannot create the log {path}: {cause(exc)}",
+                    path=self.path, kind=kind_of(exc, self.path, removed=True),
                 ) from exc
             segment = proc.segments[number] = _Segment(number, path, fd)
             # A handler may come in between any two lines below and open a
@@ -982,8 +907,8 @@ class SqliteSpool:
             written = os.write(segment.fd, whole)
         except OSError as exc:
             raise SpoolError(
-                f"spool {self.path}: cannot write to the log {segment.path}: {_cause(exc)}",
-                path=self.path, kind=self._kind(exc),
+                f"spool {self.path}: cannot write to the log {segment.path}: {cause(exc)}",
+                path=self.path, kind=kind_of(exc, self.path),
             ) from exc
         if written != len(whole):  # a full disk cut it short: its checksum will not match
             raise SpoolError(
@@ -1032,7 +957,7 @@ class SqliteSpool:
         """
         for segment in list(proc.segments.values()):
             try:
-                if _ident(os.stat(segment.path)) == segment.ident:
+                if ident(os.stat(segment.path)) == segment.ident:
                     continue
             except FileNotFoundError:
                 pass
@@ -1078,14 +1003,14 @@ class SqliteSpool:
                 os.close(old)
                 # Acks a handler of this thread wrote to the old file after the read above.
                 write_all(mine, read_all(source, len(content)))
-                segment.ident = _ident(os.fstat(mine))
+                segment.ident = ident(os.fstat(mine))
             finally:
                 os.close(mine)
         except OSError as exc:
             raise SpoolError(
                 f"spool {self.path}: the log {segment.path} was removed while in use and cannot be copied "
-                f"back ({_cause(exc)}); its records are kept through the open file, for close or a later try",
-                path=self.path, kind=self._kind(exc, removed=True),
+                f"back ({cause(exc)}); its records are kept through the open file, for close or a later try",
+                path=self.path, kind=kind_of(exc, self.path, removed=True),
             ) from exc
         finally:
             if source != -1:
@@ -1187,26 +1112,26 @@ class SqliteSpool:
             return None
         message = (
             f"spool {self.path}: could not copy the log into the table at close, its files stay for "
-            f"a claim once this process has ended: {_cause(failure)}"
+            f"a claim once this process has ended: {cause(failure)}"
         )
         if lost:
             message += "; but " + "; ".join(lost)
         return SpoolError(
             message, path=self.path,
-            kind=failure.kind if isinstance(failure, SpoolError) else self._kind(failure),
+            kind=failure.kind if isinstance(failure, SpoolError) else kind_of(failure, self.path),
         )
 
     def _keep_for_claim(self, segment: _Segment) -> Optional[str]:
         """Put *segment* back at its path if it was removed from there, for a later claim;
         call at close with proc.log_lock. Returns what was lost, or None."""
         with contextlib.suppress(OSError):
-            if _ident(os.stat(segment.path)) == segment.ident:
+            if ident(os.stat(segment.path)) == segment.ident:
                 return None
         try:
             content = read_all(segment.fd)
         except OSError as exc:
             return (
-                f"the log {segment.path} was removed while in use and cannot be read ({_cause(exc)}): "
+                f"the log {segment.path} was removed while in use and cannot be read ({cause(exc)}): "
                 f"its {segment.unacked()} unacked items are lost"
             )
         try:
@@ -1221,7 +1146,7 @@ class SqliteSpool:
             lost = len(unacked.keys() - kept.keys())
             return (
                 f"the log {segment.path} was removed while in use and cannot be put back whole "
-                f"({_cause(exc)}): {lost} of its {len(unacked)} unacked items are lost"
+                f"({cause(exc)}): {lost} of its {len(unacked)} unacked items are lost"
             )
         return None
 
@@ -1274,7 +1199,7 @@ class SqliteSpool:
                     os.unlink(os.path.join(directory, name))
         except OSError as exc:
             # The imported table keeps it from being copied a second time.
-            return f"could not delete a copied log: {_cause(exc)}"
+            return f"could not delete a copied log: {cause(exc)}"
         self._run(proc, lambda conn: conn.execute("DELETE FROM imported WHERE token = ?", (token,)))
         return None
 
@@ -1304,10 +1229,10 @@ class SqliteSpool:
                     raise
             except OSError as exc:
                 raise SpoolError(
-                    f"spool {self.path}: cannot create the owner file {path}: {_cause(exc)}",
-                    path=self.path, kind=self._kind(exc, removed=True),
+                    f"spool {self.path}: cannot create the owner file {path}: {cause(exc)}",
+                    path=self.path, kind=kind_of(exc, self.path, removed=True),
                 ) from exc
-            proc.owner_id = _ident(os.fstat(fd))
+            proc.owner_id = ident(os.fstat(fd))
             proc.owner_fd = fd
             with _spools_lock:
                 _live_tokens[proc.token] = proc.pid
@@ -1409,34 +1334,9 @@ if TYPE_CHECKING:
         return spool  # mypy checks SqliteSpool against the contract here
 
 
-def _deadline(timeout: Optional[float]) -> Optional[float]:
-    """The time.monotonic() by which an operation given *timeout* must stop waiting, or None."""
-    checked = optional_seconds("timeout", timeout)
-    return None if checked is None else time.monotonic() + checked
-
-
-def _ident(st: os.stat_result) -> Tuple[int, int]:
-    return st.st_dev, st.st_ino
-
-
 def _peek(counter: Iterator[int]) -> int:
     """The next number of an itertools.count, without taking it."""
     return int(repr(counter)[6:-1])  # "count(N)"
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # SQLite rolls back on its own when a statement fails this badly
-
-
-def _cause(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.strerror} ({type(exc).__name__})"
-    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
-    return f"{exc} ({name})"
 
 
 # -- process-wide state and hooks ----------------------------------------------

@@ -147,3 +147,8 @@ def unacked_items(content: bytes, acked_before: Iterable[int] = ()) -> Dict[int,
         except ValueError:  # a checksum that matched by chance over garbage (binascii.Error is one)
             continue
     return {seq: items[seq] for seq in sorted(items) if seq not in acked}
+
+
+def ident(st: os.stat_result) -> Tuple[int, int]:
+    """The (device, inode) of a file, to notice it removed or replaced at its path."""
+    return st.st_dev, st.st_ino
