@@ -23,8 +23,6 @@ module is POSIX only, like the rest of batchdispatch.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import itertools
 import logging
 import os
@@ -54,6 +52,7 @@ from .._validate import seconds, spool_path
 from ..exceptions import SpoolError
 from ._encoding import Codec, Data, Pair, Row, Unencodable, decode_key
 from ._errors import cause, kind_of, rollback
+from ._owners import QUARANTINED, Owners, reset_after_fork
 from ._records import (
     ack_payload,
     ident,
@@ -78,8 +77,6 @@ log = logging.getLogger(__name__)
 APPLICATION_ID = 0x62647370
 #: ``PRAGMA user_version``: the layout of the table below.
 SCHEMA_VERSION = 2
-#: The owner of a row that could not be decoded: never handed out again.
-QUARANTINED = "!undecodable"
 
 _SCHEMA = (
     # item is TEXT (JSON, or a str from dumps) or BLOB (bytes from dumps):
@@ -289,6 +286,7 @@ class SqliteSpool:
         self.durable = bool(durable)
         self.timeout = seconds("timeout", timeout, allow_zero=True)
         self.name = name or os.path.basename(self.path)
+        self._owners = Owners(self.path)
         self._closed = False
         self._proc = _Process()
         with _spools_lock:
@@ -336,7 +334,7 @@ class SqliteSpool:
         if written:
             proc = self._process()
             with self._connection(proc, deadline):
-                ids = self._insert(proc, written, owner=self._owner(proc) if claim else None)
+                ids = self._insert(proc, written, owner=self._owners.own(proc) if claim else None)
         if not refused:
             return ids
         new_ids = iter(ids)
@@ -417,13 +415,13 @@ class SqliteSpool:
         deadline = deadline_after(timeout)
         proc = self._process()
         with self._connection(proc, deadline):
-            owner = self._owner(proc)
+            owner = self._owners.own(proc)
 
             copied: List[Tuple[str, int]] = []  # the logs this claim copied into the table
 
             def take(conn: sqlite3.Connection) -> List[Tuple[int, str, Data]]:
                 copied.clear()  # (a retried transaction starts afresh)
-                self._free_dead_owners(proc, conn)
+                self._owners.free_dead(proc, conn)
                 copied.extend(self._import_dead_logs(proc, conn))
                 found = conn.execute(
                     "SELECT id, key, item FROM spool WHERE owner IS NULL ORDER BY id LIMIT ?", (limit,),
@@ -590,7 +588,7 @@ class SqliteSpool:
             proc.deadline = None
             if self._closed and proc.pid == os.getpid():
                 self._disconnect(proc)
-                self._drop_owner(proc)
+                self._owners.drop(proc)
             proc.holder = 0
             notes, proc.notes = proc.notes, []
             lock.entries = 0  # from here a handler that lands runs its own operation
@@ -727,7 +725,7 @@ class SqliteSpool:
         if proc.owner_fd == -1:
             return
         try:
-            same = ident(os.stat(self._owner_path(proc.token))) == proc.owner_id
+            same = ident(os.stat(self._owners.path_of(proc.token))) == proc.owner_id
         except OSError:
             same = False
         if not same:
@@ -735,11 +733,11 @@ class SqliteSpool:
             # claims free its rows. Locked again at once, to end that.
             old_fd, proc.owner_fd = proc.owner_fd, -1
             try:
-                os.unlink(self._owner_path(proc.token))  # not ours, whatever it is
+                os.unlink(self._owners.path_of(proc.token))  # not ours, whatever it is
             except OSError:
                 pass
             try:
-                self._owner(proc)
+                self._owners.own(proc)
             finally:
                 os.close(old_fd)  # its lock was on the removed file only
             proc.notes.append(
@@ -898,7 +896,7 @@ class SqliteSpool:
                 "thread that is using the spool", path=self.path, kind="locked",
             )
         with self._connection(proc, time.monotonic() + self.timeout):
-            self._owner(proc)
+            self._owners.own(proc)
 
     def _write_record(self, segment: _Segment, payload: bytes) -> int:
         """Append one record to *segment* with one write; return its size."""
@@ -1168,7 +1166,7 @@ class SqliteSpool:
         return {
             token: [path for _, path in sorted(files)]
             for token, files in found.items()
-            if token != proc.token and not self._owner_alive(token)
+            if token != proc.token and not self._owners.alive(token)
         }
 
     def _import_dead_logs(self, proc: _Process, conn: sqlite3.Connection) -> List[Tuple[str, int]]:
@@ -1202,100 +1200,6 @@ class SqliteSpool:
             return f"could not delete a copied log: {cause(exc)}"
         self._run(proc, lambda conn: conn.execute("DELETE FROM imported WHERE token = ?", (token,)))
         return None
-
-    # -- owners: who holds a claimed row, and whether it is still alive ---------
-
-    def _owner_path(self, token: str) -> str:
-        return f"{self.path}-owner-{token}"
-
-    def _owner(self, proc: _Process) -> str:
-        """This spool's owner token, its lock file created and locked on first use; call with proc.lock.
-
-        A row is claimed by writing the token into it. The owner file's
-        POSIX lock is what says the owner lives: the kernel drops it when
-        the process ends in any way (SIGKILL included), a forked child does
-        not inherit it, and it means the same to every process on the
-        machine, whatever pid namespace they are in.
-        """
-        if proc.owner_fd == -1:
-            path = self._owner_path(proc.token)
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-                try:
-                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    os.write(fd, f"{proc.pid}\n".encode())
-                except BaseException:
-                    os.close(fd)
-                    raise
-            except OSError as exc:
-                raise SpoolError(
-                    f"spool {self.path}: cannot create the owner file {path}: {cause(exc)}",
-                    path=self.path, kind=kind_of(exc, self.path, removed=True),
-                ) from exc
-            proc.owner_id = ident(os.fstat(fd))
-            proc.owner_fd = fd
-            with _spools_lock:
-                _live_tokens[proc.token] = proc.pid
-        return proc.token
-
-    def _drop_owner(self, proc: _Process) -> None:
-        fd, proc.owner_fd = proc.owner_fd, -1
-        if fd == -1:
-            return
-        with _spools_lock:
-            _live_tokens.pop(proc.token, None)
-        try:
-            os.unlink(self._owner_path(proc.token))
-        except OSError:
-            pass  # a later claim frees the rows all the same: the lock is gone
-        os.close(fd)
-
-    def _free_dead_owners(self, proc: _Process, conn: sqlite3.Connection) -> None:
-        """Free the rows of owners that no longer live; call inside claim's transaction.
-
-        The transaction serializes claimers, so two processes never free
-        the same owner's rows while the other hands them out.
-        """
-        owners = [
-            row[0] for row in conn.execute(
-                "SELECT DISTINCT owner FROM spool WHERE owner IS NOT NULL AND owner != ? AND owner != ?",
-                (proc.token, QUARANTINED),
-            )
-        ]
-        for owner in owners:
-            if not self._owner_alive(owner):
-                conn.execute("UPDATE spool SET owner = NULL WHERE owner = ?", (owner,))
-
-    def _owner_alive(self, token: str) -> bool:
-        with _spools_lock:
-            if _live_tokens.get(token) == os.getpid():
-                # Another spool of this process: its lock cannot be tested
-                # from here (POSIX locks never conflict within a process, and
-                # closing our test descriptor would drop its lock).
-                return True
-        if "/" in token or token.startswith("."):
-            return False  # not a token this module wrote
-        path = self._owner_path(token)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        except OSError:
-            return True  # cannot tell: keep the rows rather than risk handing them out twice
-        try:
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EACCES):
-                    return True
-                return True  # cannot tell, as above
-            try:
-                os.unlink(path)  # dead: tidy up its file
-            except OSError:
-                pass
-            return False
-        finally:
-            os.close(fd)
 
     # -- fork --------------------------------------------------------------------
 
@@ -1346,7 +1250,6 @@ def _peek(counter: Iterator[int]) -> int:
 
 _spools: weakref.WeakSet[SqliteSpool] = weakref.WeakSet()
 _spools_lock = threading.Lock()
-_live_tokens: Dict[str, int] = {}  # token -> pid of the spools of this process that hold an owner lock
 _abandoned: List[sqlite3.Connection] = []
 _held: List[SqliteSpool] = []  # spools whose lock _before_fork holds, for the parent to release
 
@@ -1368,7 +1271,7 @@ def _after_fork_in_child() -> None:
     global _spools_lock
     _spools_lock = threading.Lock()  # may have been held by another thread
     _held.clear()
-    _live_tokens.clear()
+    reset_after_fork()
     for spool in list(_spools):
         if not spool._closed:
             spool._after_fork_in_child()
