@@ -26,11 +26,9 @@ import contextlib
 import itertools
 import logging
 import os
-import secrets
 import sqlite3
 import threading
 import time
-import weakref
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -52,7 +50,8 @@ from .._validate import seconds, spool_path
 from ..exceptions import SpoolError
 from ._encoding import Codec, Data, Pair, Row, Unencodable, decode_key
 from ._errors import cause, kind_of, rollback
-from ._owners import QUARANTINED, Owners, reset_after_fork
+from ._owners import QUARANTINED, Owners
+from ._process import Process, abandon, register, unregister
 from ._records import (
     ack_payload,
     ident,
@@ -157,77 +156,6 @@ class _Segment:
         return settled >= self.handed_out()
 
 
-class _ConnectionLock:
-    """The lock of a process's connection: reentrant, with a count of the operations under it.
-
-    A signal handler (or a finalizer) runs between two lines of its thread,
-    which may be inside SqliteSpool._connection: with a plain lock, one that
-    lands after the acquire and calls the spool would wait for its own
-    thread forever. Here it takes the lock again at once, and *entries*
-    tells it whether its thread has started an operation under it (then it
-    gives up, "locked") or not yet, or no more (then it runs its own
-    operation whole before its thread goes on: harmless).
-    """
-
-    __slots__ = ("_lock", "entries")
-
-    def __init__(self) -> None:
-        self._lock = threading.RLock()
-        self.entries = 0  # operations running under the lock: 0 or 1
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        return self._lock.acquire(blocking, timeout)
-
-    def release(self) -> None:
-        self._lock.release()
-
-    def locked(self) -> bool:
-        """Whether an operation holds the connection."""
-        return self.entries > 0
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-
-class _Process:
-    """What one process holds for a spool: its connection, its owner token and lock, its log.
-
-    A forked child gets a new one (see ``_after_fork_in_child``): it never
-    uses the parent's connection, claims or log.
-    """
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        # The owner recorded in the rows this spool claims, and in the names
-        # of its log files. The pid is only there for people reading them;
-        # liveness is the owner lock.
-        self.token = f"{self.pid}-{secrets.token_hex(8)}"
-        self.lock = _ConnectionLock()  # the connection: one statement or transaction at a time
-        # Set while an operation holds self.lock (see SqliteSpool._connection):
-        self.holder = 0  # the thread that holds it, to refuse a signal handler of that thread
-        self.deadline: Optional[float] = None  # the operation's deadline (time.monotonic), or None
-        self.conn: Optional[sqlite3.Connection] = None
-        self.busy_ms = -1  # the connection's SQLite busy timeout
-        self.file_id: Optional[Tuple[int, int]] = None  # (device, inode) of the file conn has open
-        self.owner_id: Optional[Tuple[int, int]] = None  # the same for owner_fd
-        self.replaced = False  # the file was removed under conn: make a fresh one, without its old companions
-        self.notes: List[str] = []  # warnings to log once proc.lock is let go
-        self.owner_fd = -1  # the owner file, locked while this process lives
-        # Opening, rotating, acking and closing the log. Reentrant: append
-        # opens or rotates a segment with it held, and a signal handler that
-        # lands there and appends must not wait for its own thread (see
-        # _log_segment, written to be entered again at any point).
-        self.log_lock = threading.RLock()
-        self.numbers = itertools.count()  # segment numbers: one each, even for a reentrant open
-        self.log_depth = 0  # how deep log_lock is held by the thread holding it (2: a signal handler came in)
-        self.segment: Optional[_Segment] = None  # where appends go
-        self.segments: Dict[int, _Segment] = {}  # every open segment, by number
-        self.closing = False  # close has copied the log: no new segment
-
-
 class SqliteSpool:
     """Keeps ``(key, item)`` pairs in an SQLite file until they are delivered.
 
@@ -288,9 +216,8 @@ class SqliteSpool:
         self.name = name or os.path.basename(self.path)
         self._owners = Owners(self.path)
         self._closed = False
-        self._proc = _Process()
-        with _spools_lock:
-            _spools.add(self)
+        self._proc = Process()
+        register(self)
 
     # -- public operations ---------------------------------------------------
 
@@ -519,8 +446,7 @@ class SqliteSpool:
             # file being deleted: its caller still holds the item).
             failure = self._import_own_log(proc, deadline)
         self._closed = True
-        with _spools_lock:
-            _spools.discard(self)
+        unregister(self)
         if proc.pid != os.getpid():
             return
         try:
@@ -558,13 +484,13 @@ class SqliteSpool:
     # -- the connection ----------------------------------------------------------
 
     @contextlib.contextmanager
-    def _connection(self, proc: _Process, deadline: Optional[float]) -> Iterator[None]:
+    def _connection(self, proc: Process, deadline: Optional[float]) -> Iterator[None]:
         """Hold the connection (proc.lock) for one operation that ends by *deadline*.
 
         A signal handler (or a finalizer) that interrupts an operation of
         its thread and calls the spool again gets a "locked" error instead
         of waiting for itself forever; one that lands before the operation
-        starts, or after it ended, runs its own (see _ConnectionLock). On
+        starts, or after it ended, runs its own (see ConnectionLock). On
         leaving, a spool closed meanwhile by another thread is disconnected here.
         """
         lock = proc.lock
@@ -597,7 +523,7 @@ class SqliteSpool:
                 log.warning("%s", note)
 
     @contextlib.contextmanager
-    def _log_held(self, proc: _Process, deadline: Optional[float]) -> Iterator[None]:
+    def _log_held(self, proc: Process, deadline: Optional[float]) -> Iterator[None]:
         """Hold proc.log_lock (see _holding), counting how deep: a check of the
         files that may rewrite a segment runs only at depth 1, never in a
         signal handler that came in halfway through another."""
@@ -608,13 +534,13 @@ class SqliteSpool:
             finally:
                 proc.log_depth -= 1
 
-    def _busy_ms(self, proc: _Process) -> int:
+    def _busy_ms(self, proc: Process) -> int:
         """How long SQLite may wait for another connection's lock now: the operation's time left."""
         if proc.deadline is None:
             return int(self.timeout * 1000)
         return max(0, int((proc.deadline - time.monotonic()) * 1000))
 
-    def _process(self) -> _Process:
+    def _process(self) -> Process:
         if self._closed:
             raise SpoolError(f"spool {self.path}: the spool is closed", path=self.path, kind="closed")
         proc = self._proc
@@ -622,7 +548,7 @@ class SqliteSpool:
             proc = self._after_fork_in_child()
         return proc
 
-    def _connect(self, proc: _Process) -> sqlite3.Connection:
+    def _connect(self, proc: Process) -> sqlite3.Connection:
         """The process's connection, opened (and the file created) on first use; call with proc.lock."""
         if proc.conn is not None:
             return proc.conn
@@ -675,7 +601,7 @@ class SqliteSpool:
             proc.file_id = None  # checked again, and reopened, by the next operation
         return conn
 
-    def _create_file(self, proc: _Process) -> None:
+    def _create_file(self, proc: Process) -> None:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except FileExistsError:
@@ -699,7 +625,7 @@ class SqliteSpool:
                     pass
         proc.replaced = False
 
-    def _check_file(self, proc: _Process) -> None:
+    def _check_file(self, proc: Process) -> None:
         """Notice the file, or this spool's owner file, removed or replaced
         under the open connection; call with proc.lock, before a statement.
 
@@ -745,7 +671,7 @@ class SqliteSpool:
                 "again; until then other processes could take its claimed rows and deliver them again"
             )
 
-    def _disconnect(self, proc: _Process) -> None:
+    def _disconnect(self, proc: Process) -> None:
         conn, proc.conn = proc.conn, None
         proc.busy_ms = -1
         if conn is not None:
@@ -754,7 +680,7 @@ class SqliteSpool:
             except sqlite3.Error:
                 pass
 
-    def _run(self, proc: _Process, work: Callable[[sqlite3.Connection], Any]) -> Any:
+    def _run(self, proc: Process, work: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run *work* on the connection, turning any failure into SpoolError; call with proc.lock."""
         try:
             if proc.conn is not None:
@@ -774,7 +700,7 @@ class SqliteSpool:
                 self._disconnect(proc)  # reopen on the next call: the file may have been replaced
             raise SpoolError(f"spool {self.path}: {cause(exc)}", path=self.path, kind=kind) from exc
 
-    def _transaction(self, proc: _Process, work: Callable[[sqlite3.Connection], Any]) -> Any:
+    def _transaction(self, proc: Process, work: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run *work* in one write transaction: all of it or none of it; call with proc.lock."""
 
         def wrapped(conn: sqlite3.Connection) -> Any:
@@ -789,7 +715,7 @@ class SqliteSpool:
 
         return self._run(proc, wrapped)
 
-    def _insert(self, proc: _Process, rows: Sequence[Tuple[str, Data]], owner: Optional[str]) -> List[int]:
+    def _insert(self, proc: Process, rows: Sequence[Tuple[str, Data]], owner: Optional[str]) -> List[int]:
         def insert(conn: sqlite3.Connection) -> List[int]:
             ids = []
             for key, data in rows:
@@ -838,7 +764,7 @@ class SqliteSpool:
     # unacked records are copied into the table as free rows and the files
     # deleted; the imported table makes sure that happens once.
 
-    def _log_segment(self, proc: _Process, rotate: Optional[_Segment] = None) -> _Segment:
+    def _log_segment(self, proc: Process, rotate: Optional[_Segment] = None) -> _Segment:
         """The segment appends go to: opened on first use, or a new one after *rotate*.
 
         A signal handler that appends may come in here while its own thread
@@ -883,7 +809,7 @@ class SqliteSpool:
                     self._drop_segment_if_done(proc, other)
             return segment
 
-    def _own_for_log(self, proc: _Process) -> None:
+    def _own_for_log(self, proc: Process) -> None:
         """Create the owner lock for the first segment; call with proc.log_lock.
 
         Never waits for this thread itself: a signal handler whose thread
@@ -939,7 +865,7 @@ class SqliteSpool:
                 self._check_log(proc, deadline)
         return done
 
-    def _check_log(self, proc: _Process, deadline: Optional[float] = None) -> None:
+    def _check_log(self, proc: Process, deadline: Optional[float] = None) -> None:
         """Notice segments removed from their path while open, and copy each back; call with proc.log_lock.
 
         A removed segment is still open here, so nothing is lost: appends
@@ -963,7 +889,7 @@ class SqliteSpool:
                 continue  # cannot tell
             self._restore_segment(proc, segment, deadline)
 
-    def _restore_segment(self, proc: _Process, segment: _Segment, deadline: Optional[float]) -> None:
+    def _restore_segment(self, proc: Process, segment: _Segment, deadline: Optional[float]) -> None:
         """Copy *segment*, removed from its path, back there (see _check_log); call with proc.log_lock.
 
         A signal handler of this thread may ack, and drop the segment, between
@@ -1038,7 +964,7 @@ class SqliteSpool:
             pause = min(pause * 2, 0.01)
         return True
 
-    def _drop_segment_if_done(self, proc: _Process, segment: _Segment) -> None:
+    def _drop_segment_if_done(self, proc: Process, segment: _Segment) -> None:
         """Delete a retired segment whose records are all acked; call with proc.log_lock.
 
         Appenders hold no lock: one may have read this segment before it was
@@ -1062,7 +988,7 @@ class SqliteSpool:
             except OSError:
                 pass  # copied by a later claim: every record in it is acked, so nothing comes back
 
-    def _import_own_log(self, proc: _Process, deadline: Optional[float]) -> Optional[SpoolError]:
+    def _import_own_log(self, proc: Process, deadline: Optional[float]) -> Optional[SpoolError]:
         """At close: copy this process's unacked appends into the table as free rows, delete the log.
 
         Each segment is read through its descriptor, which holds its records
@@ -1148,7 +1074,7 @@ class SqliteSpool:
             )
         return None
 
-    def _dead_logs(self, proc: _Process) -> Dict[str, List[str]]:
+    def _dead_logs(self, proc: Process) -> Dict[str, List[str]]:
         """The log files of owners that no longer live, by token, oldest segment first."""
         directory, base = os.path.split(self.path)
         prefix = f"{base}-log-"
@@ -1169,7 +1095,7 @@ class SqliteSpool:
             if token != proc.token and not self._owners.alive(token)
         }
 
-    def _import_dead_logs(self, proc: _Process, conn: sqlite3.Connection) -> List[Tuple[str, int]]:
+    def _import_dead_logs(self, proc: Process, conn: sqlite3.Connection) -> List[Tuple[str, int]]:
         """Copy the unacked appends of dead owners into the table, as free rows;
         call inside claim's transaction. Returns (token, items copied) for the
         tokens whose files may now go."""
@@ -1184,7 +1110,7 @@ class SqliteSpool:
             copied.append((token, count))
         return copied
 
-    def _forget_log(self, proc: _Process, token: str) -> Optional[str]:
+    def _forget_log(self, proc: Process, token: str) -> Optional[str]:
         """Delete the log files of *token*, copied into the table already; call with proc.lock.
 
         Returns a problem to log (after the lock), or None.
@@ -1217,14 +1143,14 @@ class SqliteSpool:
         self._disconnect(proc)
         return True
 
-    def _after_fork_in_child(self) -> _Process:
+    def _after_fork_in_child(self) -> Process:
         old = self._proc
         if old.conn is not None:
             # Busy at the fork (the parent's lock was not free in time): the
             # copy is unusable here and must not be closed either, which
             # could touch the parent's locks. Keep it referenced forever.
-            _abandoned.append(old.conn)
-        proc = self._proc = _Process()
+            abandon(old.conn)
+        proc = self._proc = Process()
         if old.owner_fd != -1:
             os.close(old.owner_fd)  # the lock stays the parent's; the descriptor is not needed
         for segment in old.segments.values():
@@ -1241,43 +1167,3 @@ if TYPE_CHECKING:
 def _peek(counter: Iterator[int]) -> int:
     """The next number of an itertools.count, without taking it."""
     return int(repr(counter)[6:-1])  # "count(N)"
-
-
-# -- process-wide state and hooks ----------------------------------------------
-#
-# One set of fork hooks serves every spool, through a WeakSet, as the engine's
-# hooks do: os.register_at_fork cannot unregister.
-
-_spools: weakref.WeakSet[SqliteSpool] = weakref.WeakSet()
-_spools_lock = threading.Lock()
-_abandoned: List[sqlite3.Connection] = []
-_held: List[SqliteSpool] = []  # spools whose lock _before_fork holds, for the parent to release
-
-
-def _before_fork() -> None:
-    with _spools_lock:
-        spools = list(_spools)
-    for spool in spools:
-        if spool._before_fork():
-            _held.append(spool)
-
-
-def _after_fork_in_parent() -> None:
-    while _held:
-        _held.pop()._proc.lock.release()
-
-
-def _after_fork_in_child() -> None:
-    global _spools_lock
-    _spools_lock = threading.Lock()  # may have been held by another thread
-    _held.clear()
-    reset_after_fork()
-    for spool in list(_spools):
-        if not spool._closed:
-            spool._after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child,
-    )

@@ -24,7 +24,7 @@ from ._errors import cause, kind_of
 from ._records import ident
 
 if TYPE_CHECKING:
-    from . import _Process as Process
+    from ._process import Process
 
 #: The owner of a row that could not be decoded: never handed out again.
 QUARANTINED = "!undecodable"
