@@ -22,6 +22,7 @@ import pytest
 from batchdispatch._engine import monotonic
 from batchdispatch.exceptions import SpoolError
 from batchdispatch.spool import SqliteSpool
+from batchdispatch.spool._connection import Database
 
 from .conftest import ROOT, run_python
 
@@ -290,7 +291,7 @@ def test_a_handler_that_calls_the_spool_anywhere_in_an_operation_of_its_thread_n
     done with it) or raises "locked" at once; none waits for the lock its own thread holds."""
     spool = SqliteSpool(path)
     spool.put([(None, 1)])
-    block = SqliteSpool._connection.__wrapped__.__code__  # type: ignore[attr-defined]
+    block = Database.hold.__wrapped__.__code__  # type: ignore[attr-defined]
     outcomes: List[Any] = []
     nested = [False]
 

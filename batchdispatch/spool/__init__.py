@@ -39,7 +39,6 @@ from typing import (
     Iterator,
     List,
     Optional,
-    Sequence,
     Set,
     Tuple,
     Union,
@@ -48,8 +47,11 @@ from typing import (
 from .._spool_protocol import Spool
 from .._validate import seconds, spool_path
 from ..exceptions import SpoolError
+from ._connection import APPLICATION_ID as APPLICATION_ID
+from ._connection import INSERT, Database
+from ._connection import SCHEMA_VERSION as SCHEMA_VERSION
 from ._encoding import Codec, Data, Pair, Row, Unencodable, decode_key
-from ._errors import cause, kind_of, rollback
+from ._errors import cause, kind_of
 from ._owners import QUARANTINED, Owners
 from ._process import Process, abandon, register, unregister
 from ._records import (
@@ -66,38 +68,12 @@ from ._records import (
     write_all,
     write_copy,
 )
-from ._waits import acquire, deadline_after, holding
+from ._waits import deadline_after, holding
 
 __all__ = ["Data", "Spool", "SqliteSpool"]
 
 log = logging.getLogger(__name__)
 
-#: ``PRAGMA application_id`` of a spool file ("bdsp"): anything else is not ours.
-APPLICATION_ID = 0x62647370
-#: ``PRAGMA user_version``: the layout of the table below.
-SCHEMA_VERSION = 2
-
-_SCHEMA = (
-    # item is TEXT (JSON, or a str from dumps) or BLOB (bytes from dumps):
-    # SQLite keeps the type, so loads gets back what dumps returned. No
-    # AUTOINCREMENT: a new id is one more than the largest, so ids follow
-    # insertion order among the rows present, which is all claim needs; an
-    # id comes back only after its row was acked, by the one owner that
-    # held it (its copy in memory is gone by then). Each commit writes one
-    # page fewer for it (sqlite_sequence).
-    "CREATE TABLE spool (id INTEGER PRIMARY KEY, key TEXT NOT NULL, item NOT NULL, owner TEXT)",
-    # The free rows, oldest first, for claim. Partial: a durable append
-    # (owned from the start) and its ack leave this index alone, which
-    # makes their commits about half as costly.
-    "CREATE INDEX spool_free ON spool (id) WHERE owner IS NULL",
-    # The owners whose write-ahead logs were copied into the table: a copy
-    # interrupted before the logs were deleted is not made twice.
-    "CREATE TABLE imported (token TEXT PRIMARY KEY)",
-    f"PRAGMA application_id = {APPLICATION_ID}",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
-)
-
-_INSERT = "INSERT INTO spool (key, item, owner) VALUES (?, ?, ?)"
 #: A write-ahead log segment is closed for new records past this size.
 LOG_SEGMENT_BYTES = 4 * 1024 * 1024
 #: The most seconds a copy of a removed segment waits for the appends still writing to it.
@@ -215,7 +191,7 @@ class SqliteSpool:
         self.timeout = seconds("timeout", timeout, allow_zero=True)
         self.name = name or os.path.basename(self.path)
         self._owners = Owners(self.path)
-        self._closed = False
+        self._db = Database(self.path, self.timeout, self._owners)
         self._proc = Process()
         register(self)
 
@@ -260,8 +236,8 @@ class SqliteSpool:
         ids: List[int] = []
         if written:
             proc = self._process()
-            with self._connection(proc, deadline):
-                ids = self._insert(proc, written, owner=self._owners.own(proc) if claim else None)
+            with self._db.hold(proc, deadline):
+                ids = self._db.insert(proc, written, owner=self._owners.own(proc) if claim else None)
         if not refused:
             return ids
         new_ids = iter(ids)
@@ -341,7 +317,7 @@ class SqliteSpool:
             raise ValueError(f"limit must be an int of at least 1, got {limit!r}")
         deadline = deadline_after(timeout)
         proc = self._process()
-        with self._connection(proc, deadline):
+        with self._db.hold(proc, deadline):
             owner = self._owners.own(proc)
 
             copied: List[Tuple[str, int]] = []  # the logs this claim copied into the table
@@ -356,7 +332,7 @@ class SqliteSpool:
                 conn.executemany("UPDATE spool SET owner = ? WHERE id = ?", [(owner, r[0]) for r in found])
                 return found
 
-            found = self._transaction(proc, take)
+            found = self._db.transaction(proc, take)
             problems = [self._forget_log(proc, token) for token, _ in copied]
         # Logged outside the lock: a handler may write to this very spool.
         for (_, count), problem in zip(copied, problems):
@@ -412,8 +388,10 @@ class SqliteSpool:
         process's appended pairs not yet acked. *timeout*: as for :meth:`put`."""
         deadline = deadline_after(timeout)
         proc = self._process()
-        with self._connection(proc, deadline):
-            rows = int(self._run(proc, lambda conn: conn.execute("SELECT count(*) FROM spool").fetchone()[0]))
+        with self._db.hold(proc, deadline):
+            rows = int(self._db.run(
+                proc, lambda conn: conn.execute("SELECT count(*) FROM spool").fetchone()[0],
+            ))
         with holding(proc.log_lock, deadline, "the log", self.path):
             logged = sum(s.unacked() for s in list(proc.segments.values()))
         return rows + logged
@@ -445,7 +423,7 @@ class SqliteSpool:
             # an append raises "closed" (one already writing may land in a
             # file being deleted: its caller still holds the item).
             failure = self._import_own_log(proc, deadline)
-        self._closed = True
+        self._db.closed = True
         unregister(self)
         if proc.pid != os.getpid():
             return
@@ -453,9 +431,9 @@ class SqliteSpool:
             # Leaving the block disconnects and drops the owner lock (see
             # _connection); if another thread holds the connection past the
             # deadline, that thread does it when it lets go.
-            with self._connection(proc, deadline):
+            with self._db.hold(proc, deadline):
                 if proc.owner_fd != -1 and proc.conn is not None:
-                    self._run(proc, lambda conn: conn.execute(
+                    self._db.run(proc, lambda conn: conn.execute(
                         "UPDATE spool SET owner = NULL WHERE owner = ?", (proc.token,),
                     ))
         except SpoolError as exc:
@@ -470,6 +448,10 @@ class SqliteSpool:
             raise failure
         log.warning("%s", failure)
 
+    @property
+    def _closed(self) -> bool:
+        return self._db.closed
+
     def __enter__(self) -> SqliteSpool:
         return self
 
@@ -481,46 +463,7 @@ class SqliteSpool:
         state = ", closed" if self._closed else ""
         return f"<SqliteSpool {self.path!r} mode={mode}{state}>"
 
-    # -- the connection ----------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _connection(self, proc: Process, deadline: Optional[float]) -> Iterator[None]:
-        """Hold the connection (proc.lock) for one operation that ends by *deadline*.
-
-        A signal handler (or a finalizer) that interrupts an operation of
-        its thread and calls the spool again gets a "locked" error instead
-        of waiting for itself forever; one that lands before the operation
-        starts, or after it ended, runs its own (see ConnectionLock). On
-        leaving, a spool closed meanwhile by another thread is disconnected here.
-        """
-        lock = proc.lock
-        if not acquire(lock, deadline):
-            raise SpoolError(
-                f"spool {self.path}: another thread of this process held the spool past the timeout",
-                path=self.path, kind="locked",
-            )
-        if lock.entries:  # this thread holds it, in the operation this call interrupted
-            lock.release()
-            raise SpoolError(
-                f"spool {self.path}: called again by the thread that is using it (from a signal "
-                "handler or a finalizer)", path=self.path, kind="locked",
-            )
-        lock.entries = 1
-        proc.holder = threading.get_ident()
-        proc.deadline = deadline
-        try:
-            yield
-        finally:
-            proc.deadline = None
-            if self._closed and proc.pid == os.getpid():
-                self._disconnect(proc)
-                self._owners.drop(proc)
-            proc.holder = 0
-            notes, proc.notes = proc.notes, []
-            lock.entries = 0  # from here a handler that lands runs its own operation
-            lock.release()
-            for note in notes:  # logged outside the lock: a handler may write to this very spool
-                log.warning("%s", note)
+    # -- helpers of the public operations --------------------------------------------
 
     @contextlib.contextmanager
     def _log_held(self, proc: Process, deadline: Optional[float]) -> Iterator[None]:
@@ -534,12 +477,6 @@ class SqliteSpool:
             finally:
                 proc.log_depth -= 1
 
-    def _busy_ms(self, proc: Process) -> int:
-        """How long SQLite may wait for another connection's lock now: the operation's time left."""
-        if proc.deadline is None:
-            return int(self.timeout * 1000)
-        return max(0, int((proc.deadline - time.monotonic()) * 1000))
-
     def _process(self) -> Process:
         if self._closed:
             raise SpoolError(f"spool {self.path}: the spool is closed", path=self.path, kind="closed")
@@ -548,190 +485,12 @@ class SqliteSpool:
             proc = self._after_fork_in_child()
         return proc
 
-    def _connect(self, proc: Process) -> sqlite3.Connection:
-        """The process's connection, opened (and the file created) on first use; call with proc.lock."""
-        if proc.conn is not None:
-            return proc.conn
-        if self._closed:  # closed while this caller waited for the lock
-            raise SpoolError(f"spool {self.path}: the spool is closed", path=self.path, kind="closed")
-        self._create_file(proc)
-        busy_ms = self._busy_ms(proc)
-        conn = sqlite3.connect(
-            self.path, timeout=busy_ms / 1000, isolation_level=None, check_same_thread=False,
-        )
-        try:
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if app_id != APPLICATION_ID and (app_id != 0 or tables != 0):
-                raise SpoolError(
-                    f"spool {self.path}: the file is an SQLite database but not a batchdispatch spool",
-                    path=self.path, kind="corrupt",
-                )
-            # WAL: a commit is one append to the -wal file, readers never
-            # block the writer. synchronous=NORMAL: no fsync per commit; a
-            # committed transaction survives the process being killed (it is
-            # in the OS's page cache), though not a power cut.
-            conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            conn.execute("PRAGMA synchronous = NORMAL")
-            if tables == 0:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
-                        for statement in _SCHEMA:
-                            conn.execute(statement)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    rollback(conn)
-                    raise
-            else:
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version != SCHEMA_VERSION:
-                    raise SpoolError(
-                        f"spool {self.path}: the file has layout version {version}, this batchdispatch "
-                        f"reads {SCHEMA_VERSION}", path=self.path, kind="corrupt",
-                    )
-        except BaseException:
-            conn.close()
-            raise
-        proc.conn = conn
-        proc.busy_ms = busy_ms
-        try:
-            proc.file_id = ident(os.stat(self.path))
-        except OSError:
-            proc.file_id = None  # checked again, and reopened, by the next operation
-        return conn
-
-    def _create_file(self, proc: Process) -> None:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except FileExistsError:
-            return
-        except FileNotFoundError as exc:
-            raise SpoolError(
-                f"spool {self.path}: the directory {os.path.dirname(self.path)} is gone (removed "
-                "after the spool was made)", path=self.path, kind="removed",
-            ) from exc
-        try:
-            os.fchmod(fd, 0o600)  # whatever the umask
-        finally:
-            os.close(fd)
-        if proc.replaced:
-            # The -wal and -shm of the file that was removed, if another
-            # process still has it open: SQLite would read them as this file's.
-            for suffix in ("-wal", "-shm"):
-                try:
-                    os.unlink(self.path + suffix)
-                except OSError:
-                    pass
-        proc.replaced = False
-
-    def _check_file(self, proc: Process) -> None:
-        """Notice the file, or this spool's owner file, removed or replaced
-        under the open connection; call with proc.lock, before a statement.
-
-        SQLite would go on writing to the removed file, where no one ever
-        reads: instead the connection is dropped, and the next statement
-        opens (and makes) the file at the path again. What was only in the
-        removed file is gone. A stat per transaction, as log shippers check
-        the files they follow; a transaction costs far more.
-        """
-        try:
-            replaced = ident(os.stat(self.path)) != proc.file_id
-        except FileNotFoundError:
-            replaced = True
-        except OSError:
-            replaced = False  # cannot tell: the statement reports what is wrong
-        if replaced:
-            self._disconnect(proc)
-            proc.replaced = True
-            proc.notes.append(
-                f"spool {self.path}: the file was removed or replaced while in use; the spool goes on in the "
-                "file at the path (made afresh if need be), and the items only the removed file held are lost"
-            )
-        if proc.owner_fd == -1:
-            return
-        try:
-            same = ident(os.stat(self._owners.path_of(proc.token))) == proc.owner_id
-        except OSError:
-            same = False
-        if not same:
-            # Others take this spool for dead while the file is gone: their
-            # claims free its rows. Locked again at once, to end that.
-            old_fd, proc.owner_fd = proc.owner_fd, -1
-            try:
-                os.unlink(self._owners.path_of(proc.token))  # not ours, whatever it is
-            except OSError:
-                pass
-            try:
-                self._owners.own(proc)
-            finally:
-                os.close(old_fd)  # its lock was on the removed file only
-            proc.notes.append(
-                f"spool {self.path}: the owner file of this process was removed while in use and is made "
-                "again; until then other processes could take its claimed rows and deliver them again"
-            )
-
-    def _disconnect(self, proc: Process) -> None:
-        conn, proc.conn = proc.conn, None
-        proc.busy_ms = -1
-        if conn is not None:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
-
-    def _run(self, proc: Process, work: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run *work* on the connection, turning any failure into SpoolError; call with proc.lock."""
-        try:
-            if proc.conn is not None:
-                self._check_file(proc)
-            conn = self._connect(proc)
-            busy_ms = self._busy_ms(proc)
-            if busy_ms != proc.busy_ms:  # an operation with its own deadline, or the one after it
-                conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
-                proc.busy_ms = busy_ms
-            return work(conn)
-        except SpoolError:
-            self._disconnect(proc)
-            raise
-        except (sqlite3.Error, OSError) as exc:
-            kind = kind_of(exc, self.path)
-            if kind in ("corrupt", "io"):
-                self._disconnect(proc)  # reopen on the next call: the file may have been replaced
-            raise SpoolError(f"spool {self.path}: {cause(exc)}", path=self.path, kind=kind) from exc
-
-    def _transaction(self, proc: Process, work: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Run *work* in one write transaction: all of it or none of it; call with proc.lock."""
-
-        def wrapped(conn: sqlite3.Connection) -> Any:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                rollback(conn)
-                raise
-            return result
-
-        return self._run(proc, wrapped)
-
-    def _insert(self, proc: Process, rows: Sequence[Tuple[str, Data]], owner: Optional[str]) -> List[int]:
-        def insert(conn: sqlite3.Connection) -> List[int]:
-            ids = []
-            for key, data in rows:
-                cursor = conn.execute(_INSERT, (key, data, owner))
-                ids.append(int(cursor.lastrowid or 0))
-            return ids
-
-        result: List[int] = self._transaction(proc, insert)
-        return result
-
     def _change(self, row_ids: Iterable[int], statement: str, deadline: Optional[float]) -> int:
         ids = [int(row_id) for row_id in row_ids]
         if not ids:
             return 0
         proc = self._process()
-        with self._connection(proc, deadline):
+        with self._db.hold(proc, deadline):
             if proc.owner_fd == -1:
                 return 0  # this process never claimed anything
             token = proc.token
@@ -739,13 +498,13 @@ class SqliteSpool:
             def change(conn: sqlite3.Connection) -> int:
                 return sum(conn.execute(statement, (row_id, token)).rowcount for row_id in ids)
 
-            changed: int = self._transaction(proc, change)
+            changed: int = self._db.transaction(proc, change)
             return changed
 
     def _set_owner(self, row_ids: List[int], owner: str, deadline: Optional[float]) -> None:
         proc = self._process()
-        with self._connection(proc, deadline):
-            self._transaction(
+        with self._db.hold(proc, deadline):
+            self._db.transaction(
                 proc, lambda conn: conn.executemany(
                     "UPDATE spool SET owner = ? WHERE id = ?", [(owner, row_id) for row_id in row_ids],
                 ),
@@ -821,7 +580,7 @@ class SqliteSpool:
                 f"spool {self.path}: the first append came from a signal handler (or finalizer) of the "
                 "thread that is using the spool", path=self.path, kind="locked",
             )
-        with self._connection(proc, time.monotonic() + self.timeout):
+        with self._db.hold(proc, time.monotonic() + self.timeout):
             self._owners.own(proc)
 
     def _write_record(self, segment: _Segment, payload: bytes) -> int:
@@ -1015,8 +774,8 @@ class SqliteSpool:
                         for pair in parse_log(read_all(segment.fd), segment.acked)
                     ]
                     if pairs:
-                        with self._connection(proc, deadline):
-                            self._insert(proc, pairs, owner=None)
+                        with self._db.hold(proc, deadline):
+                            self._db.insert(proc, pairs, owner=None)
                 except (SpoolError, OSError) as exc:
                     failure = exc
                 for segment in segments:
@@ -1104,7 +863,7 @@ class SqliteSpool:
             count = 0
             if conn.execute("SELECT 1 FROM imported WHERE token = ?", (token,)).fetchone() is None:
                 pairs = [pair for path in paths for pair in read_log(path)]
-                conn.executemany(_INSERT, [(key, data, None) for key, data in pairs])
+                conn.executemany(INSERT, [(key, data, None) for key, data in pairs])
                 conn.execute("INSERT INTO imported (token) VALUES (?)", (token,))
                 count = len(pairs)
             copied.append((token, count))
@@ -1124,7 +883,7 @@ class SqliteSpool:
         except OSError as exc:
             # The imported table keeps it from being copied a second time.
             return f"could not delete a copied log: {cause(exc)}"
-        self._run(proc, lambda conn: conn.execute("DELETE FROM imported WHERE token = ?", (token,)))
+        self._db.run(proc, lambda conn: conn.execute("DELETE FROM imported WHERE token = ?", (token,)))
         return None
 
     # -- fork --------------------------------------------------------------------
@@ -1140,7 +899,7 @@ class SqliteSpool:
         if proc.lock.entries:  # forked from inside an operation of this thread (a handler)
             proc.lock.release()
             return False
-        self._disconnect(proc)
+        self._db.disconnect(proc)
         return True
 
     def _after_fork_in_child(self) -> Process:
