@@ -408,7 +408,7 @@ def test_append_after_close_raises_closed_and_leaves_no_log(path: str) -> None:
 
 
 def test_log_segments_rotate_and_go_once_every_record_is_acked(path: str, monkeypatch: Any) -> None:
-    monkeypatch.setattr("batchdispatch.spool.LOG_SEGMENT_BYTES", 2000)
+    monkeypatch.setattr("batchdispatch.spool._wal.LOG_SEGMENT_BYTES", 2000)
     directory = os.path.dirname(path)
 
     def logs() -> List[str]:

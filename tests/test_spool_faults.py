@@ -237,7 +237,7 @@ def test_a_signal_handler_appending_while_its_thread_rotates_the_log_completes(p
     the log lock held) again and again. Every item not acked is in the file after close."""
     code = f"""
         import signal, sys, time
-        import batchdispatch.spool as spool_module
+        import batchdispatch.spool._wal as spool_module
         from batchdispatch.spool import SqliteSpool
 
         spool_module.LOG_SEGMENT_BYTES = 512 * 1024  # a rotation every five items
@@ -432,7 +432,7 @@ def test_the_log_directory_removed_while_in_use_is_a_removed_fault(tmp_path: Any
         spool.ack(ids[:1])
     assert info.value.kind == "removed"
     with pytest.raises(SpoolError) as info:  # a rotation needs a new file: none can be made
-        spool._log_segment(spool._proc, rotate=spool._proc.segment)
+        spool._log.open_segment(spool._proc, rotate=spool._proc.segment)
     assert info.value.kind == "removed"
     with pytest.raises(SpoolError) as info:
         spool.close(timeout=5)
@@ -485,7 +485,7 @@ def test_an_append_still_being_written_when_its_segment_is_removed_is_in_the_cop
 # A file size limit stands in for a full disk: writes past it fail with EFBIG, for real.
 SIZE_LIMITED = """
     import glob, json, os, resource, signal
-    import batchdispatch.spool as spool_module
+    import batchdispatch.spool._wal as spool_module
     from batchdispatch.exceptions import SpoolError
     from batchdispatch.spool import SqliteSpool
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead

@@ -22,24 +22,17 @@ module is POSIX only, like the rest of batchdispatch.
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import logging
 import os
 import sqlite3
-import threading
-import time
 from typing import (
     TYPE_CHECKING,
     Any,
     Callable,
-    Dict,
     Hashable,
     Iterable,
-    Iterator,
     List,
     Optional,
-    Set,
     Tuple,
     Union,
 )
@@ -48,89 +41,22 @@ from .._spool_protocol import Spool
 from .._validate import seconds, spool_path
 from ..exceptions import SpoolError
 from ._connection import APPLICATION_ID as APPLICATION_ID
-from ._connection import INSERT, Database
 from ._connection import SCHEMA_VERSION as SCHEMA_VERSION
+from ._connection import Database
 from ._encoding import Codec, Data, Pair, Row, Unencodable, decode_key
-from ._errors import cause, kind_of
 from ._owners import QUARANTINED, Owners
 from ._process import Process, abandon, register, unregister
-from ._records import (
-    ack_payload,
-    ident,
-    is_copy,
-    item_body,
-    item_payload,
-    parse_log,
-    read_all,
-    read_log,
-    record,
-    unacked_items,
-    write_all,
-    write_copy,
-)
-from ._waits import deadline_after, holding
+from ._records import item_body
+from ._waits import deadline_after
+from ._wal import LOG_SEGMENT_BYTES as LOG_SEGMENT_BYTES
+from ._wal import WriteAheadLog
 
 __all__ = ["Data", "Spool", "SqliteSpool"]
 
 log = logging.getLogger(__name__)
 
-#: A write-ahead log segment is closed for new records past this size.
-LOG_SEGMENT_BYTES = 4 * 1024 * 1024
-#: The most seconds a copy of a removed segment waits for the appends still writing to it.
-_SETTLE_SECONDS = 1.0
-#: How a log segment is made: read back through its descriptor if it is removed while open.
-_SEGMENT_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
-
 #: How many refused items an encode error of put names; the rest are counted.
 _REFUSALS_SHOWN = 3
-
-class _Segment:
-    """One file of a process's write-ahead log: ``<path>-log-<token>-<number>``.
-
-    Records are appended with one ``os.write`` each, from any thread, with
-    no lock: ``O_APPEND`` makes each land whole after the others. Each
-    durable item gets a sequence number here (``next(counter)`` is atomic
-    under the GIL); its id for the caller encodes the segment and the
-    number, as a negative int, so it never meets a row id.
-
-    Each number handed out is settled once its record is written, or once
-    its appender gave it up (the segment was dead, or the write failed):
-    when every number is settled, no append is writing to the segment.
-    """
-
-    __slots__ = (
-        "acked", "counter", "dead", "fd", "given_up", "ident", "number", "path", "retired", "settled", "size",
-    )
-
-    def __init__(self, number: int, path: str, fd: int) -> None:
-        self.number = number
-        self.path = path
-        self.fd = fd  # read and written (O_APPEND): a segment removed while open is read back through it
-        self.ident = ident(os.fstat(fd))  # the file fd is open on, to notice it removed from path
-        self.counter = itertools.count()
-        self.settled = itertools.count()  # numbers written or given up: one next() each
-        self.given_up = itertools.count()  # numbers whose record was not written: never acked
-        self.size = 0  # bytes written, about (threads add without a lock): for rotation only
-        self.acked: Set[int] = set()
-        self.retired = False  # a newer segment takes the new records
-        # Being deleted (or the spool closed): an appender that took its
-        # number after this was set must not write here. See _drop_segment_if_done.
-        self.dead = False
-
-    def handed_out(self) -> int:
-        """Sequence numbers handed out so far: records written, being written, or given up."""
-        return _peek(self.counter)
-
-    def unacked(self) -> int:
-        """Records written (or being written) and not acked; never too few, even while appends run."""
-        given_up = _peek(self.given_up)  # first: a number given up was handed out before
-        return self.handed_out() - given_up - len(self.acked)
-
-    def is_settled(self) -> bool:
-        """Whether no append is between taking a number here and writing its record."""
-        settled = _peek(self.settled)  # first: a number taken after this read is not settled in it
-        return settled >= self.handed_out()
-
 
 class SqliteSpool:
     """Keeps ``(key, item)`` pairs in an SQLite file until they are delivered.
@@ -192,6 +118,7 @@ class SqliteSpool:
         self.name = name or os.path.basename(self.path)
         self._owners = Owners(self.path)
         self._db = Database(self.path, self.timeout, self._owners)
+        self._log = WriteAheadLog(self.path, self.timeout, self._db, self._owners)
         self._proc = Process()
         register(self)
 
@@ -277,31 +204,7 @@ class SqliteSpool:
         except Unencodable as exc:
             message = f"spool {self.path}: {exc.reason}"
             raise SpoolError(message, path=self.path, kind="encode") from exc.__cause__
-        body = item_body(data, self._codec.json)
-        proc = self._process()
-        segment = proc.segment
-        while True:
-            if segment is None or segment.retired or segment.dead:
-                segment = self._log_segment(proc)
-            seq = next(segment.counter)
-            # Take a number, then look: a segment being deleted (or copied
-            # back) is marked dead before its numbers are counted, so either
-            # that count sees this number (and waits for it) or this sees dead.
-            if not segment.dead:
-                break
-            next(segment.given_up)
-            next(segment.settled)
-        try:
-            written = self._write_record(segment, item_payload(seq, encoded_key, body))
-        except BaseException:
-            next(segment.given_up)  # its caller gets no id, so never acks it
-            raise
-        finally:
-            next(segment.settled)
-        segment.size += written
-        if segment.size > LOG_SEGMENT_BYTES:
-            self._log_segment(proc, rotate=segment)
-        return -((segment.number << 32) | seq) - 1
+        return self._log.append(self._process(), encoded_key, item_body(data, self._codec.json))
 
     def claim(self, limit: int, *, timeout: Optional[float] = None) -> List[Row]:
         """Take up to *limit* of the oldest free rows for this process: ``[(row_id, key, item), ...]``.
@@ -325,7 +228,7 @@ class SqliteSpool:
             def take(conn: sqlite3.Connection) -> List[Tuple[int, str, Data]]:
                 copied.clear()  # (a retried transaction starts afresh)
                 self._owners.free_dead(proc, conn)
-                copied.extend(self._import_dead_logs(proc, conn))
+                copied.extend(self._log.import_dead(proc, conn))
                 found = conn.execute(
                     "SELECT id, key, item FROM spool WHERE owner IS NULL ORDER BY id LIMIT ?", (limit,),
                 ).fetchall()
@@ -333,7 +236,7 @@ class SqliteSpool:
                 return found
 
             found = self._db.transaction(proc, take)
-            problems = [self._forget_log(proc, token) for token, _ in copied]
+            problems = [self._log.forget(proc, token) for token, _ in copied]
         # Logged outside the lock: a handler may write to this very spool.
         for (_, count), problem in zip(copied, problems):
             if count:
@@ -368,7 +271,7 @@ class SqliteSpool:
         ids = [int(row_id) for row_id in row_ids]
         logged = [row_id for row_id in ids if row_id < 0]
         rows = [row_id for row_id in ids if row_id > 0]
-        done = self._ack_logged(logged, deadline) if logged else 0
+        done = self._log.ack(self._process(), logged, deadline) if logged else 0
         return done + self._change(rows, "DELETE FROM spool WHERE id = ? AND owner = ?", deadline)
 
     def release(self, row_ids: Iterable[int], *, timeout: Optional[float] = None) -> int:
@@ -392,9 +295,7 @@ class SqliteSpool:
             rows = int(self._db.run(
                 proc, lambda conn: conn.execute("SELECT count(*) FROM spool").fetchone()[0],
             ))
-        with holding(proc.log_lock, deadline, "the log", self.path):
-            logged = sum(s.unacked() for s in list(proc.segments.values()))
-        return rows + logged
+        return rows + self._log.unacked(proc, deadline)
 
     def close(self, *, timeout: Optional[float] = None) -> None:
         """Free the rows this spool still holds and close the file. Idempotent.
@@ -422,7 +323,7 @@ class SqliteSpool:
             # Before closing: the copy may have to open the file. From here
             # an append raises "closed" (one already writing may land in a
             # file being deleted: its caller still holds the item).
-            failure = self._import_own_log(proc, deadline)
+            failure = self._log.import_own(proc, deadline)
         self._db.closed = True
         unregister(self)
         if proc.pid != os.getpid():
@@ -465,18 +366,6 @@ class SqliteSpool:
 
     # -- helpers of the public operations --------------------------------------------
 
-    @contextlib.contextmanager
-    def _log_held(self, proc: Process, deadline: Optional[float]) -> Iterator[None]:
-        """Hold proc.log_lock (see _holding), counting how deep: a check of the
-        files that may rewrite a segment runs only at depth 1, never in a
-        signal handler that came in halfway through another."""
-        with holding(proc.log_lock, deadline, "the log", self.path):
-            proc.log_depth += 1
-            try:
-                yield
-            finally:
-                proc.log_depth -= 1
-
     def _process(self) -> Process:
         if self._closed:
             raise SpoolError(f"spool {self.path}: the spool is closed", path=self.path, kind="closed")
@@ -509,382 +398,6 @@ class SqliteSpool:
                     "UPDATE spool SET owner = ? WHERE id = ?", [(owner, row_id) for row_id in row_ids],
                 ),
             )
-
-    # -- the write-ahead log of durable appends ------------------------------------
-    #
-    # append writes a record to a log file of this process rather than a row,
-    # because a commit costs several times an os.write, and the threads
-    # waiting for a shared commit must each be woken, which on a busy
-    # machine costs more again. The records' format is _records's.
-    #
-    # A segment past LOG_SEGMENT_BYTES is retired: new records go to the next
-    # one, and it is deleted once every record in it is acked. At close, or
-    # at the first claim (in any process) after this process ended, the
-    # unacked records are copied into the table as free rows and the files
-    # deleted; the imported table makes sure that happens once.
-
-    def _log_segment(self, proc: Process, rotate: Optional[_Segment] = None) -> _Segment:
-        """The segment appends go to: opened on first use, or a new one after *rotate*.
-
-        A signal handler that appends may come in here while its own thread
-        is in here (or elsewhere under log_lock, acking, say): the lock is
-        reentrant, a segment's number comes from an atomic counter, and the
-        state is put right at the end, whatever ran in between: the newest
-        segment is the current one, every other is retired.
-        """
-        with self._log_held(proc, None):
-            if proc.closing:
-                raise SpoolError(f"spool {self.path}: the spool is closed", path=self.path, kind="closed")
-            current = proc.segment
-            if current is not None and not current.retired and not current.dead and current is not rotate:
-                return current  # another thread opened or rotated it meanwhile
-            if proc.owner_fd == -1:
-                self._own_for_log(proc)  # locked before any log exists: a log never looks dead while we live
-            elif proc.log_depth == 1:
-                self._check_log(proc)  # a segment removed: copied back; a directory removed: the open fails
-                current = proc.segment
-                if current is not None and not current.retired and not current.dead and current is not rotate:
-                    return current  # the check retired the segment appends went to, and opened this one
-            number = next(proc.numbers)
-            path = f"{self.path}-log-{proc.token}-{number}"
-            try:
-                fd = os.open(path, _SEGMENT_FLAGS, 0o600)
-            except OSError as exc:
-                raise SpoolError(
-                    f"spool {self.path}: cannot create the log {path}: {cause(exc)}",
-                    path=self.path, kind=kind_of(exc, self.path, removed=True),
-                ) from exc
-            segment = proc.segments[number] = _Segment(number, path, fd)
-            # A handler may come in between any two lines below and open a
-            # newer segment (and retire this one): each line reads the state
-            # afresh, and the worst outcome is one rotation too many.
-            newest: Optional[_Segment] = None
-            while newest is None:  # None: dropped by a handler between max and get
-                newest = proc.segments.get(max(proc.segments))
-            proc.segment = newest
-            for other in list(proc.segments.values()):
-                if other is not proc.segment and not other.retired:
-                    other.retired = True
-                    self._drop_segment_if_done(proc, other)
-            return segment
-
-    def _own_for_log(self, proc: Process) -> None:
-        """Create the owner lock for the first segment; call with proc.log_lock.
-
-        Never waits for this thread itself: a signal handler whose thread
-        is inside the spool's connection gets "locked" (its caller keeps
-        the item), and any wait is bounded by the spool's timeout.
-        """
-        if proc.holder == threading.get_ident():
-            raise SpoolError(
-                f"spool {self.path}: the first append came from a signal handler (or finalizer) of the "
-                "thread that is using the spool", path=self.path, kind="locked",
-            )
-        with self._db.hold(proc, time.monotonic() + self.timeout):
-            self._owners.own(proc)
-
-    def _write_record(self, segment: _Segment, payload: bytes) -> int:
-        """Append one record to *segment* with one write; return its size."""
-        whole = record(payload)
-        try:
-            written = os.write(segment.fd, whole)
-        except OSError as exc:
-            raise SpoolError(
-                f"spool {self.path}: cannot write to the log {segment.path}: {cause(exc)}",
-                path=self.path, kind=kind_of(exc, self.path),
-            ) from exc
-        if written != len(whole):  # a full disk cut it short: its checksum will not match
-            raise SpoolError(
-                f"spool {self.path}: the log {segment.path} took {written} of {len(whole)} bytes",
-                path=self.path, kind="full",
-            )
-        return written
-
-    def _ack_logged(self, ids: List[int], deadline: Optional[float]) -> int:
-        by_segment: Dict[int, List[int]] = {}
-        for row_id in ids:
-            n = -row_id - 1
-            by_segment.setdefault(n >> 32, []).append(n & 0xFFFFFFFF)
-        proc = self._process()
-        done = 0
-        with self._log_held(proc, deadline):
-            for number, seqs in by_segment.items():
-                segment = proc.segments.get(number)
-                if segment is None:
-                    continue  # not appended by this process, or copied into the table already
-                fresh = sorted(set(seqs) - segment.acked)
-                if not fresh:
-                    continue
-                self._write_record(segment, ack_payload(fresh))
-                segment.acked.update(fresh)
-                done += len(fresh)
-                self._drop_segment_if_done(proc, segment)
-            # Once per ack call (a delivered batch), not per append: a stat per segment.
-            if proc.log_depth == 1:
-                self._check_log(proc, deadline)
-        return done
-
-    def _check_log(self, proc: Process, deadline: Optional[float] = None) -> None:
-        """Notice segments removed from their path while open, and copy each back; call with proc.log_lock.
-
-        A removed segment is still open here, so nothing is lost: appends
-        move on to a new segment (the removed one is retired, and marked
-        dead), the copy waits for the ones still writing to it, then its
-        content is read through the descriptor into a temporary file that
-        is renamed to the path, and the segment's descriptor is moved
-        there (only acks, taken under proc.log_lock, write to it from then
-        on). Raises SpoolError when a copy cannot be made ("removed": the
-        directory is gone); no partial copy is left, the segment stays open
-        and is read through its descriptor at close, and the next check
-        tries again. *deadline* bounds the wait for appends still writing.
-        """
-        for segment in list(proc.segments.values()):
-            try:
-                if ident(os.stat(segment.path)) == segment.ident:
-                    continue
-            except FileNotFoundError:
-                pass
-            except OSError:
-                continue  # cannot tell
-            self._restore_segment(proc, segment, deadline)
-
-    def _restore_segment(self, proc: Process, segment: _Segment, deadline: Optional[float]) -> None:
-        """Copy *segment*, removed from its path, back there (see _check_log); call with proc.log_lock.
-
-        A signal handler of this thread may ack, and drop the segment, between
-        any two lines: the copy reads through a descriptor of its own, and a
-        segment found dropped is not put back.
-        """
-        if proc.segment is segment:
-            try:
-                self._log_segment(proc, rotate=segment)  # appends go to a new segment from here
-            except SpoolError as exc:
-                raise SpoolError(
-                    f"spool {self.path}: the log {segment.path} was removed while in use and cannot be made "
-                    f"again ({exc}); its records are kept through the open file until close",
-                    path=self.path, kind=exc.kind,
-                ) from exc
-        segment.dead = True  # for good: an appender that still takes a number here gives it up
-        if not self._settle(segment, deadline):
-            return  # an append is still writing to it: copied by a later check, or read at close
-        if proc.segments.get(segment.number) is not segment:
-            return  # every record acked, and the segment deleted meanwhile
-        source = -1
-        try:
-            source = os.dup(segment.fd)
-            content = read_all(source)
-            mine = write_copy(segment.path, content)
-            try:
-                shared = os.dup(mine)
-                old, segment.fd = segment.fd, shared
-                if old == -1:  # dropped by a signal handler meanwhile: gone for good
-                    segment.fd = -1
-                    os.close(shared)
-                    with contextlib.suppress(OSError):
-                        os.unlink(segment.path)
-                    return
-                os.close(old)
-                # Acks a handler of this thread wrote to the old file after the read above.
-                write_all(mine, read_all(source, len(content)))
-                segment.ident = ident(os.fstat(mine))
-            finally:
-                os.close(mine)
-        except OSError as exc:
-            raise SpoolError(
-                f"spool {self.path}: the log {segment.path} was removed while in use and cannot be copied "
-                f"back ({cause(exc)}); its records are kept through the open file, for close or a later try",
-                path=self.path, kind=kind_of(exc, self.path, removed=True),
-            ) from exc
-        finally:
-            if source != -1:
-                os.close(source)
-        log.warning(
-            "spool %s: the log %s was removed while in use; its records were copied to a new file there",
-            self.path, segment.path,
-        )
-
-    @staticmethod
-    def _settle(segment: _Segment, deadline: Optional[float]) -> bool:
-        """Wait until no append is writing to *segment*, marked dead; False if one still is
-        after _SETTLE_SECONDS, or at *deadline*.
-
-        An append holds a number for the time of one os.write; it may be
-        held longer only by a signal handler that interrupted it, in which
-        case the wait ends at its bound and the caller tries again later.
-        """
-        end = time.monotonic() + _SETTLE_SECONDS
-        if deadline is not None:
-            end = min(end, deadline)
-        pause = 0.0001
-        while not segment.is_settled():
-            if time.monotonic() >= end:
-                return False
-            time.sleep(pause)  # lets the appender's thread finish its write
-            pause = min(pause * 2, 0.01)
-        return True
-
-    def _drop_segment_if_done(self, proc: Process, segment: _Segment) -> None:
-        """Delete a retired segment whose records are all acked; call with proc.log_lock.
-
-        Appenders hold no lock: one may have read this segment before it was
-        retired and not yet taken its number. So it is marked dead first and
-        counted again: an appender that took a number before the mark is
-        seen by the count (the segment stays), one after it sees the mark
-        (and goes to the current segment).
-        """
-        if not segment.retired or segment.unacked() > 0:
-            return
-        was_dead = segment.dead  # dead for good once copied back (see _restore_segment)
-        segment.dead = True
-        if segment.unacked() > 0:
-            segment.dead = was_dead  # an appender got in: its record is on the way
-            return
-        if proc.segments.pop(segment.number, None) is segment:  # once, even if entered again
-            fd, segment.fd = segment.fd, -1
-            os.close(fd)
-            try:
-                os.unlink(segment.path)
-            except OSError:
-                pass  # copied by a later claim: every record in it is acked, so nothing comes back
-
-    def _import_own_log(self, proc: Process, deadline: Optional[float]) -> Optional[SpoolError]:
-        """At close: copy this process's unacked appends into the table as free rows, delete the log.
-
-        Each segment is read through its descriptor, which holds its records
-        even if the file was removed from its path. Returns what failed, or
-        None. Not lost then: the files stay (a removed one is copied back to
-        its path first), and the first claim after this spool's owner lock
-        is gone copies them; only a removed segment that cannot be copied
-        back either is lost, and the error says so.
-        """
-        proc.closing = True  # no new segment from here on, even if the lock is not had in time
-        failure: Optional[BaseException] = None
-        lost: List[str] = []
-        try:
-            with self._log_held(proc, deadline):
-                segments = sorted(proc.segments.values(), key=lambda segment: segment.number)
-                for segment in segments:
-                    segment.dead = True  # an append that takes a number now gives up
-                for segment in segments:
-                    # One still writing after the wait has not returned: its caller keeps the item.
-                    self._settle(segment, deadline)
-                try:
-                    pairs = [
-                        pair for segment in segments
-                        for pair in parse_log(read_all(segment.fd), segment.acked)
-                    ]
-                    if pairs:
-                        with self._db.hold(proc, deadline):
-                            self._db.insert(proc, pairs, owner=None)
-                except (SpoolError, OSError) as exc:
-                    failure = exc
-                for segment in segments:
-                    if failure is not None:
-                        problem = self._keep_for_claim(segment)
-                        if problem:
-                            lost.append(problem)
-                    os.close(segment.fd)
-                    if failure is None:
-                        with contextlib.suppress(OSError):
-                            os.unlink(segment.path)
-                proc.segments.clear()
-                proc.segment = None
-        except SpoolError as exc:
-            failure = exc
-        if failure is None:
-            return None
-        message = (
-            f"spool {self.path}: could not copy the log into the table at close, its files stay for "
-            f"a claim once this process has ended: {cause(failure)}"
-        )
-        if lost:
-            message += "; but " + "; ".join(lost)
-        return SpoolError(
-            message, path=self.path,
-            kind=failure.kind if isinstance(failure, SpoolError) else kind_of(failure, self.path),
-        )
-
-    def _keep_for_claim(self, segment: _Segment) -> Optional[str]:
-        """Put *segment* back at its path if it was removed from there, for a later claim;
-        call at close with proc.log_lock. Returns what was lost, or None."""
-        with contextlib.suppress(OSError):
-            if ident(os.stat(segment.path)) == segment.ident:
-                return None
-        try:
-            content = read_all(segment.fd)
-        except OSError as exc:
-            return (
-                f"the log {segment.path} was removed while in use and cannot be read ({cause(exc)}): "
-                f"its {segment.unacked()} unacked items are lost"
-            )
-        try:
-            os.close(write_copy(segment.path, content, keep_partial=True))
-        except OSError as exc:
-            unacked = unacked_items(content, segment.acked)
-            try:
-                with open(segment.path, "rb") as f:  # what a partial copy holds, in whole records
-                    kept = unacked_items(f.read(), segment.acked)
-            except OSError:
-                kept = {}
-            lost = len(unacked.keys() - kept.keys())
-            return (
-                f"the log {segment.path} was removed while in use and cannot be put back whole "
-                f"({cause(exc)}): {lost} of its {len(unacked)} unacked items are lost"
-            )
-        return None
-
-    def _dead_logs(self, proc: Process) -> Dict[str, List[str]]:
-        """The log files of owners that no longer live, by token, oldest segment first."""
-        directory, base = os.path.split(self.path)
-        prefix = f"{base}-log-"
-        found: Dict[str, List[Tuple[int, str]]] = {}
-        for name in os.listdir(directory):
-            if not name.startswith(prefix):
-                continue
-            token, _, number = name[len(prefix):].rpartition("-")
-            leftover = is_copy(number)  # a copy its owner did not finish: deleted with its log
-            if not token or not (number.isdigit() or leftover):
-                continue
-            files = found.setdefault(token, [])
-            if not leftover:
-                files.append((int(number), os.path.join(directory, name)))
-        return {
-            token: [path for _, path in sorted(files)]
-            for token, files in found.items()
-            if token != proc.token and not self._owners.alive(token)
-        }
-
-    def _import_dead_logs(self, proc: Process, conn: sqlite3.Connection) -> List[Tuple[str, int]]:
-        """Copy the unacked appends of dead owners into the table, as free rows;
-        call inside claim's transaction. Returns (token, items copied) for the
-        tokens whose files may now go."""
-        copied = []
-        for token, paths in self._dead_logs(proc).items():
-            count = 0
-            if conn.execute("SELECT 1 FROM imported WHERE token = ?", (token,)).fetchone() is None:
-                pairs = [pair for path in paths for pair in read_log(path)]
-                conn.executemany(INSERT, [(key, data, None) for key, data in pairs])
-                conn.execute("INSERT INTO imported (token) VALUES (?)", (token,))
-                count = len(pairs)
-            copied.append((token, count))
-        return copied
-
-    def _forget_log(self, proc: Process, token: str) -> Optional[str]:
-        """Delete the log files of *token*, copied into the table already; call with proc.lock.
-
-        Returns a problem to log (after the lock), or None.
-        """
-        directory, base = os.path.split(self.path)
-        prefix = f"{base}-log-{token}-"
-        try:
-            for name in os.listdir(directory):
-                if name.startswith(prefix) and (name[len(prefix):].isdigit() or is_copy(name[len(prefix):])):
-                    os.unlink(os.path.join(directory, name))
-        except OSError as exc:
-            # The imported table keeps it from being copied a second time.
-            return f"could not delete a copied log: {cause(exc)}"
-        self._db.run(proc, lambda conn: conn.execute("DELETE FROM imported WHERE token = ?", (token,)))
-        return None
 
     # -- fork --------------------------------------------------------------------
 
@@ -921,8 +434,3 @@ if TYPE_CHECKING:
 
     def _implements_spool(spool: SqliteSpool) -> Spool:
         return spool  # mypy checks SqliteSpool against the contract here
-
-
-def _peek(counter: Iterator[int]) -> int:
-    """The next number of an itertools.count, without taking it."""
-    return int(repr(counter)[6:-1])  # "count(N)"

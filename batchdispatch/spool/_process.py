@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Protocol, Tuple
 from . import _owners
 
 if TYPE_CHECKING:
-    from . import _Segment as Segment
+    from ._wal import Segment
 
 
 class ForkAware(Protocol):
