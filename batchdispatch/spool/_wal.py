@@ -69,13 +69,17 @@ class Segment:
     under the GIL); its id for the caller encodes the segment and the
     number, as a negative int, so it never meets a row id.
 
-    Each number handed out is settled once its record is written, or once
-    its appender gave it up (the segment was dead, or the write failed):
-    when every number is settled, no append is writing to the segment.
+    An appender shows its number in *writing* from just after taking it
+    until its record is written (then the number moves to *pending*) or
+    given up (the segment was dead, or the write failed). ``set.add`` and
+    ``set.discard`` are atomic under the GIL as ``next`` is, so the sets
+    are read without a lock: when *writing* is empty, no append is writing
+    to the segment, and *writing* and *pending* together hold every record
+    not acked.
     """
 
     __slots__ = (
-        "acked", "counter", "dead", "fd", "given_up", "ident", "number", "path", "retired", "settled", "size",
+        "acked", "counter", "dead", "fd", "ident", "number", "path", "pending", "retired", "size", "writing",
     )
 
     def __init__(self, number: int, path: str, fd: int) -> None:
@@ -84,28 +88,25 @@ class Segment:
         self.fd = fd  # read and written (O_APPEND): a segment removed while open is read back through it
         self.ident = ident(os.fstat(fd))  # the file fd is open on, to notice it removed from path
         self.counter = itertools.count()
-        self.settled = itertools.count()  # numbers written or given up: one next() each
-        self.given_up = itertools.count()  # numbers whose record was not written: never acked
+        self.writing: Set[int] = set()  # numbers taken whose record is not written, nor given up, yet
+        self.pending: Set[int] = set()  # numbers whose record is written and not acked
         self.size = 0  # bytes written, about (threads add without a lock): for rotation only
-        self.acked: Set[int] = set()
+        self.acked: Set[int] = set()  # numbers whose ack record is written
         self.retired = False  # a newer segment takes the new records
-        # Being deleted (or the spool closed): an appender that took its
+        # Being deleted (or the spool closed): an appender that showed its
         # number after this was set must not write here. See _drop_segment_if_done.
         self.dead = False
 
-    def handed_out(self) -> int:
-        """Sequence numbers handed out so far: records written, being written, or given up."""
-        return _peek(self.counter)
-
     def unacked(self) -> int:
         """Records written (or being written) and not acked; never too few, even while appends run."""
-        given_up = _peek(self.given_up)  # first: a number given up was handed out before
-        return self.handed_out() - given_up - len(self.acked)
+        # writing first: an appender adds its number to pending before it
+        # takes it out of writing, so one that moves meanwhile is counted.
+        being_written = len(self.writing)
+        return being_written + len(self.pending)
 
     def is_settled(self) -> bool:
-        """Whether no append is between taking a number here and writing its record."""
-        settled = _peek(self.settled)  # first: a number taken after this read is not settled in it
-        return settled >= self.handed_out()
+        """Whether no append is between showing its number here and writing its record."""
+        return not self.writing
 
 
 class WriteAheadLog:
@@ -127,20 +128,18 @@ class WriteAheadLog:
             if segment is None or segment.retired or segment.dead:
                 segment = self.open_segment(proc)
             seq = next(segment.counter)
-            # Take a number, then look: a segment being deleted (or copied
+            segment.writing.add(seq)
+            # Show the number, then look: a segment being deleted (or copied
             # back) is marked dead before its numbers are counted, so either
             # that count sees this number (and waits for it) or this sees dead.
             if not segment.dead:
                 break
-            next(segment.given_up)
-            next(segment.settled)
+            segment.writing.discard(seq)
         try:
             written = self.write_record(segment, item_payload(seq, key, body))
-        except BaseException:
-            next(segment.given_up)  # its caller gets no id, so never acks it
-            raise
+            segment.pending.add(seq)  # not if the write failed: its caller gets no id, so never acks it
         finally:
-            next(segment.settled)
+            segment.writing.discard(seq)
         segment.size += written
         if segment.size > LOG_SEGMENT_BYTES:
             self.open_segment(proc, rotate=segment)
@@ -252,11 +251,12 @@ class WriteAheadLog:
                 segment = proc.segments.get(number)
                 if segment is None:
                     continue  # not appended by this process, or copied into the table already
-                fresh = sorted(set(seqs) - segment.acked)
+                fresh = sorted(set(seqs) & segment.pending)
                 if not fresh:
                     continue
                 self.write_record(segment, ack_payload(fresh))
                 segment.acked.update(fresh)
+                segment.pending.difference_update(fresh)
                 done += len(fresh)
                 self._drop_segment_if_done(proc, segment)
             # Once per ack call (a delivered batch), not per append: a stat per segment.
@@ -367,8 +367,8 @@ class WriteAheadLog:
         """Delete a retired segment whose records are all acked; call with proc.log_lock.
 
         Appenders hold no lock: one may have read this segment before it was
-        retired and not yet taken its number. So it is marked dead first and
-        counted again: an appender that took a number before the mark is
+        retired and not yet shown its number. So it is marked dead first and
+        counted again: an appender that showed a number before the mark is
         seen by the count (the segment stays), one after it sees the mark
         (and goes to the current segment).
         """
@@ -525,8 +525,3 @@ class WriteAheadLog:
             return f"could not delete a copied log: {cause(exc)}"
         self._db.run(proc, lambda conn: conn.execute("DELETE FROM imported WHERE token = ?", (token,)))
         return None
-
-
-def _peek(counter: Iterator[int]) -> int:
-    """The next number of an itertools.count, without taking it."""
-    return int(repr(counter)[6:-1])  # "count(N)"
