@@ -34,6 +34,20 @@ modules each own one part of SqliteSpool:
 * ``_wal``: the write-ahead log of durable appends;
 * ``_records``: the log's record format and file helpers;
 * ``_process``: what each process holds, and the fork hooks.
+
+Locks, and the order in which they may be taken (a lock is never taken
+while one later in this list is held):
+
+1. ``Process.log_lock`` (reentrant): the write-ahead log's state in this
+   process: opening, rotating, acking and closing segments. Appends take
+   no lock; opening the first segment takes the connection lock inside it
+   (for the owner file), and so does close (to copy the log into the table).
+2. ``Process.lock`` (a ``ConnectionLock``, reentrant): the connection, one
+   operation at a time (``Database.hold``). The fork hook takes it in the
+   parent, for each open spool, and lets go after the fork.
+3. ``_owners._tokens_lock``: the owner tokens this process holds; taken
+   inside the connection lock, and nothing is taken inside it.
+4. ``_process._spools_lock``: the registry of open spools; taken alone.
 """
 
 from __future__ import annotations

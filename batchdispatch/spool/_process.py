@@ -44,7 +44,7 @@ class ConnectionLock:
     """The lock of a process's connection: reentrant, with a count of the operations under it.
 
     A signal handler (or a finalizer) runs between two lines of its thread,
-    which may be inside SqliteSpool._connection: with a plain lock, one that
+    which may be inside Database.hold: with a plain lock, one that
     lands after the acquire and calls the spool would wait for its own
     thread forever. Here it takes the lock again at once, and *entries*
     tells it whether its thread has started an operation under it (then it
@@ -89,7 +89,7 @@ class Process:
         # liveness is the owner lock.
         self.token = f"{self.pid}-{secrets.token_hex(8)}"
         self.lock = ConnectionLock()  # the connection: one statement or transaction at a time
-        # Set while an operation holds self.lock (see SqliteSpool._connection):
+        # Set while an operation holds self.lock (see Database.hold):
         self.holder = 0  # the thread that holds it, to refuse a signal handler of that thread
         self.deadline: Optional[float] = None  # the operation's deadline (time.monotonic), or None
         self.conn: Optional[sqlite3.Connection] = None
@@ -102,7 +102,7 @@ class Process:
         # Opening, rotating, acking and closing the log. Reentrant: append
         # opens or rotates a segment with it held, and a signal handler that
         # lands there and appends must not wait for its own thread (see
-        # _log_segment, written to be entered again at any point).
+        # WriteAheadLog.open_segment, written to be entered again at any point).
         self.log_lock = threading.RLock()
         self.numbers = itertools.count()  # segment numbers: one each, even for a reentrant open
         self.log_depth = 0  # how deep log_lock is held by the thread holding it (2: a signal handler came in)

@@ -40,6 +40,7 @@ log = logging.getLogger("batchdispatch.spool")
 #: How many refused items an encode error of put names; the rest are counted.
 _REFUSALS_SHOWN = 3
 
+
 class SqliteSpool:
     """Keeps ``(key, item)`` pairs in an SQLite file until they are delivered.
 
@@ -77,6 +78,10 @@ class SqliteSpool:
     naming the file and the cause, with a ``kind`` to count faults by.
     Opening is lazy: the constructor checks its arguments and that the
     directory exists, and the first operation opens the file.
+
+    It implements :class:`~batchdispatch.spool.Spool`, the contract a
+    dispatcher's ``spool=`` is written against; :meth:`count` and
+    :meth:`close` are its own.
 
     .. versionadded:: 0.2.0
     """
@@ -312,7 +317,7 @@ class SqliteSpool:
             return
         try:
             # Leaving the block disconnects and drops the owner lock (see
-            # _connection); if another thread holds the connection past the
+            # Database.hold); if another thread holds the connection past the
             # deadline, that thread does it when it lets go.
             with self._db.hold(proc, deadline):
                 if proc.owner_fd != -1 and proc.conn is not None:
