@@ -11,6 +11,7 @@ import os
 from typing import Any, Dict, Optional
 
 from ._retry import RetryPolicy
+from ._spool_protocol import Spool
 from .exceptions import SpoolError
 
 #: The overflow policies ``enqueue`` understands when the queue is full
@@ -102,11 +103,9 @@ def spool_path(path: Any) -> str:
 
 
 def spool_option(value: Any, overflow: str, spill_exhausted: Any) -> Any:
-    """Check ``spool=`` and the options that need one."""
-    from .spool import SqliteSpool  # not at the top: spool imports the engine
-
-    if value is not None and not isinstance(value, SqliteSpool):
-        raise TypeError(f"spool must be a SqliteSpool or None, got {type(value).__name__}")
+    """Check ``spool=`` (any :class:`~batchdispatch.spool.Spool`) and the options that need one."""
+    if value is not None and not isinstance(value, Spool):
+        raise TypeError(f"spool must be a Spool (such as SqliteSpool) or None, got {type(value).__name__}")
     flag("spill_exhausted", spill_exhausted)
     if value is None and overflow == "spill":
         raise ValueError("overflow='spill' needs a spool: pass spool=SqliteSpool(path)")

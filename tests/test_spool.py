@@ -387,13 +387,13 @@ def test_appends_from_8_threads_are_logged_once_each_and_copied_in_order_at_clos
 
 def test_a_record_cut_short_by_a_kill_costs_only_itself(path: str) -> None:
     """A kill may cut the record being written; another thread's whole record then follows it."""
-    from batchdispatch.spool import _read_log, _record
+    from batchdispatch.spool._records import read_log, record
 
-    whole = [_record(b"i\t%d\t\"k\"\tj[%d]" % (n, n)) for n in range(4)]
-    ack = _record(b"a\t0")
+    whole = [record(b"i\t%d\t\"k\"\tj[%d]" % (n, n)) for n in range(4)]
+    ack = record(b"a\t0")
     with open(path + "-log", "wb") as f:
         f.write(whole[0] + whole[1][:-7] + whole[2] + ack + whole[3][:-1])
-    assert _read_log(path + "-log") == [('"k"', "[2]")]  # 0 acked, 1 and 3 cut short
+    assert read_log(path + "-log") == [('"k"', "[2]")]  # 0 acked, 1 and 3 cut short
 
 
 def test_append_after_close_raises_closed_and_leaves_no_log(path: str) -> None:
@@ -408,7 +408,7 @@ def test_append_after_close_raises_closed_and_leaves_no_log(path: str) -> None:
 
 
 def test_log_segments_rotate_and_go_once_every_record_is_acked(path: str, monkeypatch: Any) -> None:
-    monkeypatch.setattr("batchdispatch.spool.LOG_SEGMENT_BYTES", 2000)
+    monkeypatch.setattr("batchdispatch.spool._wal.LOG_SEGMENT_BYTES", 2000)
     directory = os.path.dirname(path)
 
     def logs() -> List[str]:

@@ -22,6 +22,7 @@ import pytest
 from batchdispatch._deadlines import monotonic
 from batchdispatch.exceptions import SpoolError
 from batchdispatch.spool import SqliteSpool
+from batchdispatch.spool._connection import Database
 
 from .conftest import ROOT, run_python
 
@@ -236,7 +237,7 @@ def test_a_signal_handler_appending_while_its_thread_rotates_the_log_completes(p
     the log lock held) again and again. Every item not acked is in the file after close."""
     code = f"""
         import signal, sys, time
-        import batchdispatch.spool as spool_module
+        import batchdispatch.spool._wal as spool_module
         from batchdispatch.spool import SqliteSpool
 
         spool_module.LOG_SEGMENT_BYTES = 512 * 1024  # a rotation every five items
@@ -290,7 +291,7 @@ def test_a_handler_that_calls_the_spool_anywhere_in_an_operation_of_its_thread_n
     done with it) or raises "locked" at once; none waits for the lock its own thread holds."""
     spool = SqliteSpool(path)
     spool.put([(None, 1)])
-    block = SqliteSpool._connection.__wrapped__.__code__  # type: ignore[attr-defined]
+    block = Database.hold.__wrapped__.__code__  # type: ignore[attr-defined]
     outcomes: List[Any] = []
     nested = [False]
 
@@ -431,7 +432,7 @@ def test_the_log_directory_removed_while_in_use_is_a_removed_fault(tmp_path: Any
         spool.ack(ids[:1])
     assert info.value.kind == "removed"
     with pytest.raises(SpoolError) as info:  # a rotation needs a new file: none can be made
-        spool._log_segment(spool._proc, rotate=spool._proc.segment)
+        spool._log.open_segment(spool._proc, rotate=spool._proc.segment)
     assert info.value.kind == "removed"
     with pytest.raises(SpoolError) as info:
         spool.close(timeout=5)
@@ -484,7 +485,7 @@ def test_an_append_still_being_written_when_its_segment_is_removed_is_in_the_cop
 # A file size limit stands in for a full disk: writes past it fail with EFBIG, for real.
 SIZE_LIMITED = """
     import glob, json, os, resource, signal
-    import batchdispatch.spool as spool_module
+    import batchdispatch.spool._wal as spool_module
     from batchdispatch.exceptions import SpoolError
     from batchdispatch.spool import SqliteSpool
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead

@@ -53,7 +53,7 @@ def owners(path: str) -> List[Any]:
 
 
 def test_spool_options_are_checked_and_named(spools: Callable[..., SqliteSpool]) -> None:
-    with pytest.raises(TypeError, match="spool must be a SqliteSpool or None, got str"):
+    with pytest.raises(TypeError, match=r"spool must be a Spool \(such as SqliteSpool\) or None, got str"):
         BackgroundDispatcher(print, spool="events.db")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="overflow='spill' needs a spool"):
         BackgroundDispatcher(print, overflow="spill")

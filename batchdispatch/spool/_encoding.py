@@ -1,0 +1,86 @@
+"""Encoding: how keys and items become the data a spool stores, and come back.
+
+Owns the *dumps*/*loads* pair (compact JSON by default), the refusal of
+what cannot be encoded (named by place and type, never by value), and
+the keys' JSON form, in which tuples come back as tuples. Nothing here is
+ever unpickled: reading a spool does not run code.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Hashable, Optional, Tuple, Union
+
+from .. import _json
+
+#: What a *dumps* callable returns and a *loads* callable receives.
+Data = Union[bytes, str]
+
+Pair = Tuple[Hashable, Any]
+Row = Tuple[int, Hashable, Any]
+
+
+class Unencodable(Exception):
+    """An item or key that cannot be encoded; *reason* names its place and a type, never its value."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Codec:
+    """Keys and items to stored data and back, with JSON or the *dumps*/*loads* given."""
+
+    __slots__ = ("_dumps", "_loads")
+
+    def __init__(
+        self, dumps: Optional[Callable[[Any], Data]], loads: Optional[Callable[[Data], Any]],
+    ) -> None:
+        if (dumps is None) != (loads is None):
+            missing = "loads" if loads is None else "dumps"
+            raise TypeError(f"dumps and loads go together: {missing} is missing")
+        for label, fn in (("dumps", dumps), ("loads", loads)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{label} must be callable or None, got {type(fn).__name__}")
+        self._dumps = dumps
+        self._loads = loads
+
+    @property
+    def json(self) -> bool:
+        """Whether items are stored as JSON text (no *dumps* given)."""
+        return self._dumps is None
+
+    def encode(self, key: Hashable, item: Any, where: str) -> Tuple[str, Data]:
+        """*key* and *item* as stored; raises Unencodable naming *where* and a type, never a value."""
+        try:
+            encoded_key = _json.dumps(key)
+        except (TypeError, ValueError) as exc:
+            raise Unencodable(f"the key of {where} is not JSON serializable: {_json.what(exc)}") from exc
+        if self._dumps is None:
+            try:
+                return encoded_key, _json.dumps(item)
+            except (TypeError, ValueError) as exc:
+                raise Unencodable(f"{where} is not JSON serializable: {_json.what(exc)}") from exc
+        try:
+            data = self._dumps(item)
+        except Exception as exc:
+            raise Unencodable(f"dumps failed on {where}: {type(exc).__name__}") from exc
+        if not isinstance(data, (bytes, str)):
+            raise Unencodable(f"dumps must return bytes or str, got {type(data).__name__}")
+        return encoded_key, data
+
+    def decode(self, data: Data) -> Any:
+        if self._loads is None:
+            return json.loads(data)
+        return self._loads(data)
+
+
+def decode_key(text: str) -> Hashable:
+    return _hashable(json.loads(text))
+
+
+def _hashable(value: Any) -> Hashable:
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    result: Hashable = value
+    return result
