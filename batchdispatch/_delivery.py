@@ -23,7 +23,7 @@ from . import _lifecycle as lifecycle
 from ._deadlines import acquire, monotonic
 from ._lanes import Batch
 from ._lifecycle import DRAINING, NO_RETRIES, RUNNING
-from ._retry import retry_after, retryable
+from ._retry import retryable
 from ._stats import RateLimit
 from ._workers import Signal
 from .events import BatchFailed, BatchRetryScheduled, BatchSucceeded, ItemsExhausted
@@ -280,3 +280,20 @@ class Delivery:
                 continue  # and look again
             batch = taken
             error = self.attempt(batch)
+
+def retry_after(error: BaseException) -> Optional[float]:
+    """The wait a failed attempt's error asks for (``retry_after``, or its
+    cause's for a PartialFailure), if it is a finite number of seconds.
+
+    Read defensively: a property that raises must not kill the worker.
+    """
+    try:
+        asked = getattr(error, "retry_after", None)
+        if asked is None and isinstance(error, PartialFailure):
+            asked = getattr(error.cause, "retry_after", None)
+        if isinstance(asked, bool) or not isinstance(asked, (int, float)):
+            return None
+        seconds = float(asked)
+    except Exception:  # noqa: BLE001 - the user's error class: treat as "no hint"
+        return None
+    return max(0.0, seconds) if seconds - seconds == 0 else None

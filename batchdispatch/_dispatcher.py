@@ -11,7 +11,7 @@ from ._single_lane import SingleLaneEngine
 from ._types import DispatchFunc, ErrorHandler
 
 if TYPE_CHECKING:
-    from .spool import SqliteSpool
+    from ._spool_protocol import Spool
 
 T = TypeVar("T")
 
@@ -77,11 +77,12 @@ class BackgroundDispatcher(SingleLaneEngine[T]):
     :param retry: a :class:`~batchdispatch.RetryPolicy` for failed batches
         (None: a failed batch is given up at once). Later items wait behind
         a batch that waits to be retried, so order is kept.
-    :param spool: a :class:`~batchdispatch.spool.SqliteSpool`. What cannot
-        be delivered goes to its file instead of being lost (items left at
+    :param spool: a :class:`~batchdispatch.spool.Spool`, such as
+        :class:`~batchdispatch.spool.SqliteSpool`. What cannot
+        be delivered goes to the spool instead of being lost (items left at
         the exit deadline, batches that fail while the dispatcher closes,
         items over the queue limit with ``overflow="spill"``), and the
-        first enqueue (or :meth:`flush`) replays what the file holds,
+        first enqueue (or :meth:`flush`) replays what the spool holds,
         oldest first, before new items. With ``durable=True`` every item
         is written before ``enqueue`` returns. See :doc:`/guarantees`.
     :param spill_exhausted: with a spool, items given up after their
@@ -104,7 +105,7 @@ class BackgroundDispatcher(SingleLaneEngine[T]):
         exit_timeout: float = 5.0,
         clock: Optional[Callable[[], float]] = None,
         retry: Optional[RetryPolicy] = None,
-        spool: Optional[SqliteSpool] = None,
+        spool: Optional[Spool] = None,
         spill_exhausted: bool = False,
     ) -> None:
         options = _validate.common(

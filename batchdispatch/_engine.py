@@ -217,6 +217,7 @@ from ._lifecycle import CLOSED, EXIT_CLOSED, EXIT_DRAINING, EXIT_GIVEN_UP, NEW, 
 from ._retry import RetryPolicy
 from ._scheduler import Scheduler
 from ._spool_bridge import SpoolBridge
+from ._spool_protocol import Spool
 from ._stats import DispatcherStats, RateLimit
 from ._workers import Workers
 from .events import (
@@ -260,7 +261,7 @@ class Engine(Generic[T], abc.ABC):
         clock: Optional[Callable[[], float]],
         retry: Optional[RetryPolicy],
         max_workers: int,
-        spool: Any = None,
+        spool: Optional[Spool] = None,
         spill_exhausted: bool = False,
     ) -> None:
         self._call = call
@@ -284,7 +285,7 @@ class Engine(Generic[T], abc.ABC):
         self._locked_appends = _gil.appends_need_lock()
         self._outbox = Outbox(self)  # events and log lines, emitted outside the lock
         self._random = random.Random()
-        #: The :class:`~batchdispatch.spool.SqliteSpool` given as ``spool=``, or None.
+        #: The spool given as ``spool=`` (a :class:`~batchdispatch.spool.Spool`), or None.
         self.spool = spool
         self._spill_exhausted = spill_exhausted
         # The spool's state and traffic (see _spool_bridge).

@@ -12,7 +12,7 @@ from ._stats import KeyedStats
 from ._types import ErrorHandler
 
 if TYPE_CHECKING:
-    from .spool import SqliteSpool
+    from ._spool_protocol import Spool
 
 T = TypeVar("T")
 
@@ -84,7 +84,7 @@ class KeyedDispatcher(KeyedEngine[T]):
         flush_on_exit: bool = True,
         exit_timeout: float = 5.0,
         clock: Optional[Callable[[], float]] = None,
-        spool: Optional[SqliteSpool] = None,
+        spool: Optional[Spool] = None,
         spill_exhausted: bool = False,
     ) -> None:
         options = _validate.common(

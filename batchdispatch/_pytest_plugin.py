@@ -18,7 +18,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from .testing import Receiver, RecordingSink
+from ._receiver import Receiver
+from ._recording import RecordingSink
 
 __all__ = ["receiver", "recording_sink"]
 

@@ -7,8 +7,6 @@ import math
 import random
 from typing import Any, Optional
 
-from .exceptions import PartialFailure
-
 __all__ = ["RetryPolicy"]
 
 
@@ -106,20 +104,3 @@ def retryable(error: BaseException) -> bool:
         return getattr(error, "retryable", True) is not False
     except Exception:  # noqa: BLE001 - the user's error class
         return True
-
-def retry_after(error: BaseException) -> Optional[float]:
-    """The wait a failed attempt's error asks for (``retry_after``, or its
-    cause's for a PartialFailure), if it is a finite number of seconds.
-
-    Read defensively: a property that raises must not kill the worker.
-    """
-    try:
-        asked = getattr(error, "retry_after", None)
-        if asked is None and isinstance(error, PartialFailure):
-            asked = getattr(error.cause, "retry_after", None)
-        if isinstance(asked, bool) or not isinstance(asked, (int, float)):
-            return None
-        seconds = float(asked)
-    except Exception:  # noqa: BLE001 - the user's error class: treat as "no hint"
-        return None
-    return max(0.0, seconds) if seconds - seconds == 0 else None

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Deque, Dict, Hashable, List, Optional, Se
 from ._deadlines import acquire, monotonic
 from ._lanes import NEVER, Batch, Lane, Spooled
 from ._lifecycle import RUNNING
+from ._spool_protocol import Spool
 from ._stats import RateLimit
 from .exceptions import SpoolError
 
@@ -73,7 +74,7 @@ def _equal(a: Any, b: Any) -> bool:
 class SpoolBridge:
     """An engine's traffic with its spool (or, without one, the empty state of it)."""
 
-    def __init__(self, engine: Engine[Any], spool: Any, replay_chunk: int) -> None:
+    def __init__(self, engine: Engine[Any], spool: Optional[Spool], replay_chunk: int) -> None:
         self.engine = engine
         #: The spool given as ``spool=``, or None.
         self.spool = spool
@@ -104,6 +105,12 @@ class SpoolBridge:
         self.fault_log = RateLimit(self.engine.LOG_INTERVAL, monotonic)
         self.exit_spilled: Set[Batch] = set()  # in dispatch when exit spilled them: settled already
 
+    @property
+    def store(self) -> Spool:
+        """The spool, where the engine only calls on the bridge when it has one."""
+        assert self.spool is not None
+        return self.spool
+
     def forget_rows(self, key: Hashable, items: List[Any]) -> List[Any]:
         """Items dropped: unwrap them, and remove the durable ones from the spool
         (counted as dropped, they are not replayed either). Lock held."""
@@ -117,7 +124,7 @@ class SpoolBridge:
         """Write *item* to the spool; return what to queue: it wrapped with
         its row, or the item alone if the write failed (kept in memory)."""
         try:
-            row = self.spool.append(key, item)
+            row = self.store.append(key, item)
         except Exception as exc:  # noqa: BLE001 - a spool fault must not fail enqueue
             self.fault(exc, "writing an item")
             return item
@@ -135,10 +142,10 @@ class SpoolBridge:
         engine = self.engine
         raw, logged = split_rows(items)
         end = engine._exit_budget_end()
-        limit = {} if end is None else {"timeout": max(0.0, end - monotonic())}
+        timeout = None if end is None else max(0.0, end - monotonic())
         written = set(range(len(raw)))
         try:
-            self.spool.put([(key, item) for item in raw], **limit)
+            self.store.put([(key, item) for item in raw], timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - counted below; enqueue must not fail
             self.fault(exc, f"spilling {len(raw)} items")
             written = self._partly_written(exc, "put", raw)
@@ -278,13 +285,13 @@ class SpoolBridge:
         for what those puts lost, so that the exit hook can go on.
         """
         engine = self.engine
-        spool = self.spool
+        spool = self.store
         reports: List[Tuple[Any, ...]] = []
         todo: List[Tuple[str, Hashable, List[Any], str, List[int]]] = []
         made: Set[int] = set()  # indices in todo of the operations made (or failed and accounted)
 
-        def limit() -> Dict[str, float]:
-            return {} if deadline is None else {"timeout": max(0.0, deadline - monotonic())}
+        def limit() -> Optional[float]:
+            return None if deadline is None else max(0.0, deadline - monotonic())
 
         lost: List[Tuple[Hashable, List[Any], str]] = []
         freed = [False]  # free rows written or released for overflow: claim them back
@@ -298,9 +305,9 @@ class SpoolBridge:
                 written = set(range(len(payload)))
                 try:
                     if op == "release":
-                        spool.release(payload, **limit())
+                        spool.release(payload, timeout=limit())
                     else:
-                        spool.put([(key, item) for item in payload], claim=op == "park", **limit())
+                        spool.put([(key, item) for item in payload], claim=op == "park", timeout=limit())
                 except Exception as exc:  # noqa: BLE001 - never fail the caller
                     written = self._partly_written(exc, op, payload)
                     reports += self.fault(exc, f"spilling {len(payload)} items", log_now=False)
@@ -318,7 +325,7 @@ class SpoolBridge:
             acks = put_acks + [row for op, _, payload, _, _ in todo if op == "ack" for row in payload]
             if acks:
                 try:
-                    spool.ack(acks, **limit())
+                    spool.ack(acks, timeout=limit())
                 except Exception as exc:  # noqa: BLE001 - acked later never: delivered again
                     reports += self.fault(exc, f"removing {len(acks)} delivered items", log_now=False)
             put_acks = []
@@ -387,7 +394,7 @@ class SpoolBridge:
         if held is None:
             return []
         more = f" ({held} more spool faults since the last report)" if held else ""
-        cause = str(exc) if isinstance(exc, SpoolError) else f"spool {self.spool.path}: {exc!r}"
+        cause = str(exc) if isinstance(exc, SpoolError) else f"spool {self.spool!r}: {exc!r}"
         line: Tuple[Any, ...] = (
             logging.ERROR, "batchdispatch:%s: %s failed, going on in memory: %s%s",
             engine.name, what, cause, more,
@@ -413,7 +420,7 @@ class SpoolBridge:
         with engine._lock:
             spills, limit = self.spills, self.replay_chunk
         try:
-            rows = self.spool.claim(limit)
+            rows = self.store.claim(limit)
         except Exception as exc:  # noqa: BLE001 - the dispatcher goes on without the backlog
             self.fault(exc, "claiming spooled items")
             rows = []

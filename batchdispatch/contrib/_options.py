@@ -78,5 +78,5 @@ def build(
 def close(dispatcher: BackgroundDispatcher[Any], sink: HttpSink) -> None:
     """Close what build opened for a dispatcher that has stopped: its sink, and its spool."""
     sink.close()
-    if dispatcher.spool is not None:
+    if isinstance(dispatcher.spool, SqliteSpool):  # the only kind build opens
         dispatcher.spool.close()

@@ -1,0 +1,139 @@
+"""The engine's spool bridge against a spool that is not SqliteSpool.
+
+MemorySpool (tests/spools.py) implements the Spool protocol and nothing
+more, so these tests show that the engine talks to its spool only
+through the protocol: spills, replay, durable appends and their acks,
+partial writes and faults.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, List
+
+from batchdispatch import SpoolError
+from batchdispatch.spool import Spool
+
+from .conftest import KeyedRecorder, Recorder
+from .spools import MemorySpool, MemoryStore
+
+
+def free_pairs(store: MemoryStore) -> int:
+    return sum(1 for stored in store.pairs.values() if stored.owner is None)
+
+
+def test_memory_spool_is_a_spool() -> None:
+    assert isinstance(MemorySpool(), Spool)
+
+
+def test_items_over_the_queue_limit_are_spilled_and_replayed(make: Any) -> None:
+    store = MemoryStore()
+    release = threading.Event()
+    recorder = Recorder()
+
+    def dispatch(batch: List[Any]) -> None:
+        release.wait(10)
+        recorder(batch)
+
+    d = make(dispatch, delay=0.01, max_batch_size=1, max_queue_size=2, overflow="spill",
+             spool=MemorySpool(store))
+    for n in range(20):
+        assert d.enqueue(n)  # none refused: what does not fit goes to the spool
+    release.set()
+    assert d.flush(timeout=10)
+    assert sorted(recorder.items) == list(range(20))
+    stats = d.stats()
+    assert stats.spilled > 0
+    assert stats.replayed == stats.spilled
+    assert stats.dropped == 0
+    assert store.pairs == {}  # every replayed row was acked
+
+
+def test_a_durable_item_is_in_the_spool_before_enqueue_returns_and_acked_once_delivered(make: Any) -> None:
+    store = MemoryStore()
+    entered, release = threading.Event(), threading.Event()
+    recorder = Recorder()
+
+    def dispatch(batch: List[Any]) -> None:
+        entered.set()
+        release.wait(10)
+        recorder(batch)
+
+    d = make(dispatch, delay=0.01, spool=MemorySpool(store, durable=True))
+    d.enqueue("a")
+    assert len(store.pairs) == 1  # appended, held by this owner
+    assert free_pairs(store) == 0
+    assert entered.wait(10)
+    release.set()
+    assert d.flush(timeout=10)
+    assert recorder.items == ["a"]
+    assert store.pairs == {}
+
+
+def test_rows_left_by_another_owner_are_delivered_first_under_their_keys(make_keyed: Any) -> None:
+    store = MemoryStore()
+    with MemorySpool(store) as earlier:
+        earlier.put([("k", "old-1"), ("k", "old-2"), ("other", "old-3")])
+    recorder = KeyedRecorder()
+    d = make_keyed(recorder, delay=0.01, spool=MemorySpool(store))
+    d.enqueue("k", "new")
+    assert d.flush(timeout=10)
+    assert recorder.items("k") == ["old-1", "old-2", "new"]
+    assert recorder.items("other") == ["old-3"]
+    assert d.stats().replayed == 3
+    assert store.pairs == {}
+
+
+def test_an_item_the_spool_cannot_encode_is_dropped_and_the_rest_spilled(make: Any) -> None:
+    store = MemoryStore()
+    entered, release = threading.Event(), threading.Event()
+    recorder = Recorder()
+
+    def dispatch(batch: List[Any]) -> None:
+        entered.set()
+        release.wait(10)
+        recorder(batch)
+
+    d = make(dispatch, delay=0.01, max_batch_size=1, max_queue_size=1, overflow="spill",
+             spool=MemorySpool(store))
+    d.enqueue("first")
+    assert entered.wait(10)  # taken, and held in dispatch
+    assert d.enqueue("queued")
+    accepted = [d.enqueue(item) for item in ("fits", {1, 2}, "also fits")]
+    assert accepted == [True, False, True]  # a set is not JSON: refused, counted
+    release.set()
+    assert d.flush(timeout=10)
+    assert sorted(recorder.items) == sorted(["first", "queued", "fits", "also fits"])
+    stats = d.stats()
+    assert stats.dropped_by_reason == {"queue_full": 1}
+    assert stats.spool_faults == {"encode": 1}
+
+
+class BrokenSpool(MemorySpool):
+    """A spool whose writes fail as if its disk were full."""
+
+    def put(self, *args: Any, **kwargs: Any) -> List[int]:
+        raise SpoolError("spool memory: no room left", path="memory", kind="full")
+
+
+def test_a_failing_spool_is_counted_and_the_dispatcher_goes_on(make: Any, caplog: Any) -> None:
+    entered, release = threading.Event(), threading.Event()
+    recorder = Recorder()
+
+    def dispatch(batch: List[Any]) -> None:
+        entered.set()
+        release.wait(10)
+        recorder(batch)
+
+    d = make(dispatch, delay=0.01, max_batch_size=1, max_queue_size=1, overflow="spill", spool=BrokenSpool())
+    d.enqueue("first")
+    assert entered.wait(10)  # taken, and held in dispatch
+    assert d.enqueue("queued")
+    assert d.enqueue("over") is False  # could not be spilled: dropped, and enqueue says so
+    release.set()
+    assert d.flush(timeout=10)
+    assert recorder.items == ["first", "queued"]
+    stats = d.stats()
+    assert stats.spool_faults == {"full": 1}
+    assert stats.dropped_by_reason == {"queue_full": 1}
+    assert "no room left" in caplog.text  # the spool's own words, not a path it does not have
