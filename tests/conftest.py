@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -178,13 +179,21 @@ def poke(dispatcher: Any, clock: FakeClock) -> None:
         threading.Event().wait(0.001)
 
 
+def worker_threads(dispatcher: Any) -> List[threading.Thread]:
+    """The dispatcher's live worker threads, found by their documented names
+    (``batchdispatch:<name>``, or ``batchdispatch:<name>-<n>`` for a pool)."""
+    pattern = re.compile(re.escape(f"batchdispatch:{dispatcher.name}") + r"(-[0-9]+)?")
+    return [t for t in threading.enumerate() if pattern.fullmatch(t.name) and t.is_alive()]
+
+
 def worker_wait_timeout(dispatcher: BackgroundDispatcher[Any], timeout: float = 10.0) -> Any:
     """Wait until the worker sleeps; return that sleep's timeout (None: none).
 
     Reads the worker's stack rather than trusting a sleep: the answer is the
     ``timeout`` argument of the engine's ``_sleep`` it is blocked in.
     """
-    worker = dispatcher._workers.threads[0] if dispatcher._workers.threads else None
+    workers = worker_threads(dispatcher)
+    worker = workers[0] if workers else None
     assert worker is not None
     assert worker.ident is not None
     deadline = monotonic() + timeout

@@ -18,7 +18,15 @@ from hypothesis import strategies as st
 from batchdispatch import BackgroundDispatcher, BatchDispatchError, DispatcherStats, QueueFullError
 from batchdispatch._deadlines import monotonic
 
-from .conftest import FakeClock, Recorder, lock_free_only, poke, run_python, worker_wait_timeout
+from .conftest import (
+    FakeClock,
+    Recorder,
+    lock_free_only,
+    poke,
+    run_python,
+    worker_threads,
+    worker_wait_timeout,
+)
 
 
 class Gate:
@@ -150,10 +158,10 @@ def test_import_and_construction_start_no_thread() -> None:
 
 def test_the_worker_is_a_named_daemon_started_on_first_enqueue(make, recorder: Recorder) -> None:
     d = make(recorder, delay=0.01, name="audit")
-    assert not d._workers.threads
+    assert not worker_threads(d)
     assert not d.stats().worker_alive
     d.enqueue(1)
-    [worker] = d._workers.threads
+    [worker] = worker_threads(d)
     assert worker is not None
     assert worker.name == "batchdispatch:audit"
     assert worker.daemon

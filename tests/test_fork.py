@@ -13,7 +13,7 @@ import pytest
 
 from batchdispatch._deadlines import monotonic
 
-from .conftest import Recorder
+from .conftest import Recorder, worker_threads
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -72,7 +72,7 @@ def test_the_child_gets_a_fresh_dispatcher_and_the_parent_keeps_its_items(make, 
 
     def child() -> Any:
         before = d.stats()
-        assert not d._workers.threads  # the parent's worker does not exist here
+        assert not worker_threads(d)  # the parent's worker does not exist here
         d.enqueue("child")
         flushed = d.flush(timeout=10)
         return {
@@ -80,7 +80,7 @@ def test_the_child_gets_a_fresh_dispatcher_and_the_parent_keeps_its_items(make, 
             "enqueued_before": before.enqueued,
             "flushed": flushed,
             "items": recorder.items,
-            "thread": d._workers.threads[0].name if d._workers.threads else None,
+            "thread": worker_threads(d)[0].name if worker_threads(d) else None,
         }
 
     result = collect(fork(child))

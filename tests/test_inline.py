@@ -15,7 +15,7 @@ import pytest
 
 from batchdispatch import RetryPolicy, _threadless
 
-from .conftest import FakeClock, run_python
+from .conftest import FakeClock, run_python, worker_threads
 
 
 class Calls:
@@ -71,7 +71,7 @@ def test_a_full_batch_is_delivered_by_the_enqueue_that_fills_it(make) -> None:
     assert calls.threads() == [threading.current_thread()]
     stats = d.stats()
     assert (stats.enqueued, stats.dispatched, stats.pending, stats.worker_alive) == (3, 3, 0, False)
-    assert d._workers.threads == []
+    assert worker_threads(d) == []
 
 
 def test_a_batch_past_its_delay_goes_with_the_next_enqueue(make, clock: FakeClock) -> None:
@@ -209,7 +209,7 @@ def test_keyed_batches_go_per_key_when_due(make_keyed, clock: FakeClock) -> None
     assert d.shutdown(timeout=5)
     assert calls.keyed()[-1] == ("e", [1])
     assert set(calls.threads()) == {threading.current_thread()}
-    assert d._workers.threads == []
+    assert worker_threads(d) == []
 
 
 def test_keyed_failure_retries_only_its_key(make_keyed, clock: FakeClock) -> None:

@@ -18,7 +18,7 @@ from batchdispatch import KeyedDispatcher, KeyedStats, PartialFailure, RetryPoli
 from batchdispatch._deadlines import monotonic
 from batchdispatch._lanes import PriorityLane
 
-from .conftest import FakeClock, KeyedRecorder, lock_free_only, poke
+from .conftest import FakeClock, KeyedRecorder, lock_free_only, poke, worker_threads
 
 NO_WAIT = RetryPolicy(max_attempts=3, backoff=0.001, jitter=False)
 
@@ -134,7 +134,7 @@ def test_keys_are_delivered_in_parallel_up_to_the_cap_never_two_of_a_key(make_ke
     assert reached.is_set()
     assert peak[0] == cap  # parallel, and never above the cap
     assert overlap_same_key == []
-    assert len([t for t in d._workers.threads if t.is_alive()]) <= cap
+    assert len(worker_threads(d)) <= cap
 
 
 def test_a_slow_key_does_not_hold_the_others_back(make_keyed) -> None:
