@@ -713,19 +713,23 @@ class Engine(Generic[T], abc.ABC):
 
     # -- introspection -------------------------------------------------------
 
-    def _pending_count(self) -> int:
-        return sum(lane.size() for lane in self._lanes.values()) + sum(
+    def _pending_count(self, queued: Optional[int] = None) -> int:
+        """Items pending: *queued* in lanes (counted here if None), plus those in batches. Lock held."""
+        if queued is None:
+            queued = sum(lane.size() for lane in self._lanes.values())
+        return queued + sum(
             len(b.items) for b in itertools.chain(self._open, self._delivery.inline, self._bridge.replay)
         )
 
-    def _stats_fields(self) -> Dict[str, Any]:
-        """The core counters, read with the lock held."""
+    def _stats_fields(self, queued: Optional[int] = None, enqueued: Optional[int] = None) -> Dict[str, Any]:
+        """The core counters, read with the lock held. A caller that has just
+        counted the lanes passes what it found (*queued*, *enqueued*)."""
         in_flight = sum(len(b.items) for b in itertools.chain(self._inflight, self._delivery.inline))
         return {
             "name": self.name,
-            "pending": self._pending_count(),
+            "pending": self._pending_count(queued),
             "in_flight": in_flight,
-            "enqueued": self._enqueued_count(),
+            "enqueued": self._enqueued_count() if enqueued is None else enqueued,
             "dispatched": self._dispatched,
             "batches": self._batches,
             "failed": self._failed,

@@ -222,8 +222,11 @@ class KeyedEngine(Engine[T]):
         return lane if lane is not None else self._new_lane(key)
 
     def _enqueued_count(self) -> int:
-        lanes = sum(lane.taken + len(lane.items) for lane in self._lanes.values())
-        return self._overflowed + self._seq + self._retired + lanes - self._uncounted
+        return self._enqueued_given(sum(lane.taken + len(lane.items) for lane in self._lanes.values()))
+
+    def _enqueued_given(self, appended: int) -> int:
+        """Items accepted, given those ever appended to the live lanes' deques. Lock held."""
+        return self._overflowed + self._seq + self._retired + appended - self._uncounted
 
     def _queued_below(self, count: int, reclaim: bool = True) -> bool:
         return self._budget.queued_below(count, reclaim)
@@ -250,14 +253,21 @@ class KeyedEngine(Engine[T]):
     def stats(self) -> KeyedStats:
         """Return a consistent snapshot of the counters, with per-key figures."""
         with self._lock:
-            fields = self._stats_fields()
-            # Like pending and enqueued above, a pass over the lanes, O(keys):
-            # items appended without the lock are counted nowhere but in their lane's deque.
+            # One pass over the lanes, O(keys): items appended without the
+            # lock are counted nowhere but in their lane's deque. Each deque
+            # is read once, so pending, enqueued and the per-key figures agree.
             by_key = {}
+            queued = appended = 0
             for lane in self._lanes.values():
-                pending = lane.pending()
+                waiting = len(lane.items)
+                appended += lane.taken + waiting
+                waiting += lane.prioritised
+                queued += waiting
+                batch = lane.batch
+                pending = waiting + len(batch.items) if batch is not None else waiting
                 if pending:
                     by_key[lane.key] = pending
+            fields = self._stats_fields(queued, self._enqueued_given(appended))
             return KeyedStats(
                 **fields,
                 pending_by_key=types.MappingProxyType(by_key),
