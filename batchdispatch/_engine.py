@@ -392,6 +392,31 @@ class Engine(Generic[T], abc.ABC):
 
     # -- the hot path (one lane, no lock) ---------------------------------------
 
+    def _take_late(
+        self, key: Hashable, late: List[Any], first: int
+    ) -> Tuple[Optional[Batch], Optional[Tuple[object, ...]]]:
+        """Items appended after the workers drained the lanes and left, taken
+        off their lane: at exit, a batch to deliver on this thread; otherwise
+        refused like any enqueue after shutdown, and the log line about it. Lock held."""
+        if self._state is EXIT_CLOSED:  # accepted: delivered on this thread
+            inline = Batch(None, late, first, key, seq_first=self._seq)
+            self._seq += len(late)
+            return inline, None
+        self._drop(key, late, "closed")
+        return None, self._drop_report()
+
+    def _after_late(self, inline: Optional[Batch], report: Optional[Tuple[object, ...]]) -> bool:
+        """The rest of :meth:`_take_late`, with the lock released: deliver the
+        batch, or write the dropped items' rows and emit their events. Returns enqueue's answer."""
+        if inline is not None:
+            return self._delivery.deliver_here(inline)
+        if self._bridge.todo:
+            self._bridge.io()  # the rows of dropped durable items
+        self._outbox.emit()  # closed: no worker will emit them
+        if report:
+            log.warning(*report)
+        return False
+
     # -- what the single-lane and the keyed engines define ---------------------------
 
     @abc.abstractmethod

@@ -17,9 +17,9 @@ import types
 from typing import Any, Callable, Deque, Hashable, List, Optional, Tuple, TypeVar
 
 from ._budget import QueueBudget
-from ._engine import Engine, log
-from ._lanes import ALL, INF, NEVER, Batch, Lane, PriorityLane, check_priority, popleft, unhashable
-from ._lifecycle import EXIT_CLOSED, RUNNING, SHUT
+from ._engine import Engine
+from ._lanes import ALL, INF, NEVER, Lane, PriorityLane, check_priority, popleft, unhashable
+from ._lifecycle import RUNNING, SHUT
 from ._stats import KeyedStats
 from .exceptions import QueueFullError
 
@@ -128,8 +128,6 @@ class KeyedEngine(Engine[T]):
         """The slow half of a keyed append, under the lock: a forgotten lane
         (what landed in it joins the live one), a closing dispatcher, or
         items appended after the workers left."""
-        inline: Optional[Batch] = None
-        report = None
         with self._lock:
             state = self._state
             if self._lanes.get(lane.key) is lane:
@@ -157,20 +155,8 @@ class KeyedEngine(Engine[T]):
                     return True
             if not late:
                 return True
-            if state is EXIT_CLOSED:  # accepted: delivered on this thread
-                inline = Batch(None, late, NEVER, lane.key, seq_first=self._seq)
-                self._seq += len(late)
-            else:  # refused, like any enqueue after shutdown (and never counted as enqueued)
-                self._drop(lane.key, late, "closed")
-                report = self._drop_report()
-        if inline is not None:
-            return self._delivery.deliver_here(inline)
-        if self._bridge.todo:
-            self._bridge.io()  # the rows of dropped durable items
-        self._outbox.emit()  # closed: no worker will emit them
-        if report:
-            log.warning(*report)
-        return False
+            inline, report = self._take_late(lane.key, late, NEVER)
+        return self._after_late(inline, report)
 
     def _new_lane(self, key: Hashable) -> PriorityLane:
         """Create *key*'s lane, with no grant yet. Lock held."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Callable, Hashable, Optional, TypeVar
 
-from ._engine import Engine, log
-from ._lanes import NEVER, Batch, Lane
-from ._lifecycle import EXIT_CLOSED, RUNNING, SHUT
+from ._engine import Engine
+from ._lanes import NEVER, Lane
+from ._lifecycle import RUNNING, SHUT
 from .exceptions import QueueFullError
 
 T = TypeVar("T")
@@ -73,20 +73,8 @@ class SingleLaneEngine(Engine[T]):
             # exit hook's dispatchers still deliver, on this thread; one the
             # user shut down drops it (and any other such late arrival).
             late, first, _ = lane.pop(len(lane.items))
-            inline = Batch(None, late, first, seq_first=self._seq)
-            self._seq += len(late)
-            at_exit = self._state is EXIT_CLOSED
-            if not at_exit:
-                self._drop(None, late, "closed")
-                report = self._drop_report()
-        if at_exit:
-            return self._delivery.deliver_here(inline)
-        if self._bridge.todo:
-            self._bridge.io()  # the rows of dropped durable items
-        self._outbox.emit()  # closed: no worker will emit them
-        if report:
-            log.warning(*report)
-        return False
+            inline, report = self._take_late(None, late, first)
+        return self._after_late(inline, report)
 
     # -- the engine's hooks -----------------------------------------------------------
 

@@ -18,6 +18,20 @@ from .conftest import KeyedRecorder, Recorder
 from .spools import MemorySpool, MemoryStore
 
 
+class Held:
+    """A dispatch function that records its batches, each once *release* is set;
+    *entered* is set when the first call begins."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.recorder = Recorder()
+
+    def __call__(self, batch: List[Any]) -> None:
+        self.entered.set()
+        self.release.wait(10)
+        self.recorder(batch)
+
+
 def free_pairs(store: MemoryStore) -> int:
     return sum(1 for stored in store.pairs.values() if stored.owner is None)
 
@@ -28,20 +42,13 @@ def test_memory_spool_is_a_spool() -> None:
 
 def test_items_over_the_queue_limit_are_spilled_and_replayed(make: Any) -> None:
     store = MemoryStore()
-    release = threading.Event()
-    recorder = Recorder()
-
-    def dispatch(batch: List[Any]) -> None:
-        release.wait(10)
-        recorder(batch)
-
-    d = make(dispatch, delay=0.01, max_batch_size=1, max_queue_size=2, overflow="spill",
-             spool=MemorySpool(store))
+    held = Held()
+    d = make(held, delay=0.01, max_batch_size=1, max_queue_size=2, overflow="spill", spool=MemorySpool(store))
     for n in range(20):
         assert d.enqueue(n)  # none refused: what does not fit goes to the spool
-    release.set()
+    held.release.set()
     assert d.flush(timeout=10)
-    assert sorted(recorder.items) == list(range(20))
+    assert sorted(held.recorder.items) == list(range(20))
     stats = d.stats()
     assert stats.spilled > 0
     assert stats.replayed == stats.spilled
@@ -51,22 +58,15 @@ def test_items_over_the_queue_limit_are_spilled_and_replayed(make: Any) -> None:
 
 def test_a_durable_item_is_in_the_spool_before_enqueue_returns_and_acked_once_delivered(make: Any) -> None:
     store = MemoryStore()
-    entered, release = threading.Event(), threading.Event()
-    recorder = Recorder()
-
-    def dispatch(batch: List[Any]) -> None:
-        entered.set()
-        release.wait(10)
-        recorder(batch)
-
-    d = make(dispatch, delay=0.01, spool=MemorySpool(store, durable=True))
+    held = Held()
+    d = make(held, delay=0.01, spool=MemorySpool(store, durable=True))
     d.enqueue("a")
     assert len(store.pairs) == 1  # appended, held by this owner
     assert free_pairs(store) == 0
-    assert entered.wait(10)
-    release.set()
+    assert held.entered.wait(10)
+    held.release.set()
     assert d.flush(timeout=10)
-    assert recorder.items == ["a"]
+    assert held.recorder.items == ["a"]
     assert store.pairs == {}
 
 
@@ -85,25 +85,16 @@ def test_rows_left_by_another_owner_are_delivered_first_under_their_keys(make_ke
 
 
 def test_an_item_the_spool_cannot_encode_is_dropped_and_the_rest_spilled(make: Any) -> None:
-    store = MemoryStore()
-    entered, release = threading.Event(), threading.Event()
-    recorder = Recorder()
-
-    def dispatch(batch: List[Any]) -> None:
-        entered.set()
-        release.wait(10)
-        recorder(batch)
-
-    d = make(dispatch, delay=0.01, max_batch_size=1, max_queue_size=1, overflow="spill",
-             spool=MemorySpool(store))
+    held = Held()
+    d = make(held, delay=0.01, max_batch_size=1, max_queue_size=1, overflow="spill", spool=MemorySpool())
     d.enqueue("first")
-    assert entered.wait(10)  # taken, and held in dispatch
+    assert held.entered.wait(10)  # taken, and held in dispatch
     assert d.enqueue("queued")
     accepted = [d.enqueue(item) for item in ("fits", {1, 2}, "also fits")]
     assert accepted == [True, False, True]  # a set is not JSON: refused, counted
-    release.set()
+    held.release.set()
     assert d.flush(timeout=10)
-    assert sorted(recorder.items) == sorted(["first", "queued", "fits", "also fits"])
+    assert sorted(held.recorder.items) == sorted(["first", "queued", "fits", "also fits"])
     stats = d.stats()
     assert stats.dropped_by_reason == {"queue_full": 1}
     assert stats.spool_faults == {"encode": 1}
@@ -117,22 +108,15 @@ class BrokenSpool(MemorySpool):
 
 
 def test_a_failing_spool_is_counted_and_the_dispatcher_goes_on(make: Any, caplog: Any) -> None:
-    entered, release = threading.Event(), threading.Event()
-    recorder = Recorder()
-
-    def dispatch(batch: List[Any]) -> None:
-        entered.set()
-        release.wait(10)
-        recorder(batch)
-
-    d = make(dispatch, delay=0.01, max_batch_size=1, max_queue_size=1, overflow="spill", spool=BrokenSpool())
+    held = Held()
+    d = make(held, delay=0.01, max_batch_size=1, max_queue_size=1, overflow="spill", spool=BrokenSpool())
     d.enqueue("first")
-    assert entered.wait(10)  # taken, and held in dispatch
+    assert held.entered.wait(10)  # taken, and held in dispatch
     assert d.enqueue("queued")
     assert d.enqueue("over") is False  # could not be spilled: dropped, and enqueue says so
-    release.set()
+    held.release.set()
     assert d.flush(timeout=10)
-    assert recorder.items == ["first", "queued"]
+    assert held.recorder.items == ["first", "queued"]
     stats = d.stats()
     assert stats.spool_faults == {"full": 1}
     assert stats.dropped_by_reason == {"queue_full": 1}
