@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, List, Optional, Set, Union
+from typing import TYPE_CHECKING, Any, Hashable, List, Optional, Set, Tuple, Union
 
 from . import _context
 from . import _lifecycle as lifecycle
 from ._deadlines import acquire, monotonic
 from ._lanes import Batch
-from ._lifecycle import DRAINING, NO_RETRIES, RUNNING
+from ._lifecycle import DRAINING, EXIT_CLOSED, NO_RETRIES, RUNNING
 from ._retry import retryable
 from ._stats import RateLimit
 from ._workers import Signal
@@ -220,6 +220,33 @@ class Delivery:
             engine._bridge.io(wait=deadline is not None, deadline=deadline)
         engine._outbox.emit()
         return True
+
+    def take_late(
+        self, key: Hashable, late: List[Any], first: int
+    ) -> Tuple[Optional[Batch], Optional[Tuple[object, ...]]]:
+        """Items appended after the workers drained the lanes and left, taken
+        off their lane: at exit, a batch to deliver on this thread; otherwise
+        refused like any enqueue after shutdown, and the log line about it. Lock held."""
+        engine = self.engine
+        if engine._state is EXIT_CLOSED:  # accepted: delivered on this thread
+            inline = Batch(None, late, first, key, seq_first=engine._seq)
+            engine._seq += len(late)
+            return inline, None
+        engine._drop(key, late, "closed")
+        return None, engine._drop_report()
+
+    def after_late(self, inline: Optional[Batch], report: Optional[Tuple[object, ...]]) -> bool:
+        """The rest of :meth:`take_late`, with the lock released: deliver the
+        batch, or write the dropped items' rows and emit their events. Returns enqueue's answer."""
+        engine = self.engine
+        if inline is not None:
+            return self.deliver_here(inline)
+        if engine._bridge.todo:
+            engine._bridge.io()  # the rows of dropped durable items
+        engine._outbox.emit()  # closed: no worker will emit them
+        if report:
+            log.warning(*report)
+        return False
 
     def _give_up_late(self, batch: Batch) -> bool:
         """Items that came after exit's budget was spent: to the spool, or

@@ -229,7 +229,7 @@ class Drain:
             # budget (a spool locked by another process fails as "locked").
             engine._bridge.io(wait=True, deadline=deadline)
         self.emit_within(deadline)
-        if left and (interrupted or not engine.flush_on_exit):  # else _join said it
+        if left and (interrupted or not engine.flush_on_exit):  # else join said it
             log.warning(
                 "batchdispatch:%s: %d items discarded at exit (%s)",
                 engine.name, len(left), "interrupted" if interrupted else "flush_on_exit=False",

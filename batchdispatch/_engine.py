@@ -98,7 +98,7 @@ bound, so the queue can pass it only by one item per thread that was
 appending at the instant a grant shrank, as BackgroundDispatcher's can.
 
 Idle workers do not wait on a Condition: each waits on a lock of its own,
-listed in ``_sleepers``, and a waker pops one and releases it. A producer
+listed in ``Workers.sleepers``, and a waker pops one and releases it. A producer
 can do that without the engine lock, which matters because a worker that
 holds the lock may be waiting for the GIL the producer holds.
 
@@ -392,31 +392,6 @@ class Engine(Generic[T], abc.ABC):
 
     # -- the hot path (one lane, no lock) ---------------------------------------
 
-    def _take_late(
-        self, key: Hashable, late: List[Any], first: int
-    ) -> Tuple[Optional[Batch], Optional[Tuple[object, ...]]]:
-        """Items appended after the workers drained the lanes and left, taken
-        off their lane: at exit, a batch to deliver on this thread; otherwise
-        refused like any enqueue after shutdown, and the log line about it. Lock held."""
-        if self._state is EXIT_CLOSED:  # accepted: delivered on this thread
-            inline = Batch(None, late, first, key, seq_first=self._seq)
-            self._seq += len(late)
-            return inline, None
-        self._drop(key, late, "closed")
-        return None, self._drop_report()
-
-    def _after_late(self, inline: Optional[Batch], report: Optional[Tuple[object, ...]]) -> bool:
-        """The rest of :meth:`_take_late`, with the lock released: deliver the
-        batch, or write the dropped items' rows and emit their events. Returns enqueue's answer."""
-        if inline is not None:
-            return self._delivery.deliver_here(inline)
-        if self._bridge.todo:
-            self._bridge.io()  # the rows of dropped durable items
-        self._outbox.emit()  # closed: no worker will emit them
-        if report:
-            log.warning(*report)
-        return False
-
     # -- what the single-lane and the keyed engines define ---------------------------
 
     @abc.abstractmethod
@@ -589,7 +564,7 @@ class Engine(Generic[T], abc.ABC):
         policy = self._overflow
         if not self._overflowing:
             # A full queue is worth dispatching right away: a worker takes the
-            # lane with the earliest deadline (see _pick). Once per take, so a
+            # lane with the earliest deadline (see Scheduler.pick). Once per take, so a
             # drop stays cheap when producers outrun the workers, and a batch
             # waiting for its retry keeps its backoff.
             self._overflowing = True

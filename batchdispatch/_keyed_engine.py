@@ -155,8 +155,8 @@ class KeyedEngine(Engine[T]):
                     return True
             if not late:
                 return True
-            inline, report = self._take_late(lane.key, late, NEVER)
-        return self._after_late(inline, report)
+            inline, report = self._delivery.take_late(lane.key, late, NEVER)
+        return self._delivery.after_late(inline, report)
 
     def _new_lane(self, key: Hashable) -> PriorityLane:
         """Create *key*'s lane, with no grant yet. Lock held."""

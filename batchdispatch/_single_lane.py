@@ -73,8 +73,8 @@ class SingleLaneEngine(Engine[T]):
             # exit hook's dispatchers still deliver, on this thread; one the
             # user shut down drops it (and any other such late arrival).
             late, first, _ = lane.pop(len(lane.items))
-            inline, report = self._take_late(None, late, first)
-        return self._after_late(inline, report)
+            inline, report = self._delivery.take_late(None, late, first)
+        return self._delivery.after_late(inline, report)
 
     # -- the engine's hooks -----------------------------------------------------------
 

@@ -114,7 +114,7 @@ class Workers:
                         return  # os.fork() was called from dispatch: this is the child
                     batch = self.next_batch()
                 if engine._bridge.todo:
-                    engine._bridge.io()  # a lane spilled on the way (_spill_lane)
+                    engine._bridge.io()  # a lane spilled on the way (SpoolBridge.spill_lane)
                 engine._outbox.emit()
                 if batch is None:
                     return
@@ -206,7 +206,7 @@ class Workers:
             self._unsleep(waiter)  # timed out: nobody woke it
 
     def _unsleep(self, waiter: Any) -> None:
-        """Take a waiter off ``_sleepers``, unless a waker just popped it."""
+        """Take a waiter off ``sleepers``, unless a waker just popped it."""
         try:
             self.sleepers.remove(waiter)
         except ValueError:
