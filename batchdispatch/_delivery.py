@@ -308,6 +308,7 @@ class Delivery:
             batch = taken
             error = self.attempt(batch)
 
+
 def retry_after(error: BaseException) -> Optional[float]:
     """The wait a failed attempt's error asks for (``retry_after``, or its
     cause's for a PartialFailure), if it is a finite number of seconds.

@@ -230,10 +230,6 @@ T = TypeVar("T")
 log = logging.getLogger("batchdispatch")
 
 
-
-
-
-
 class Engine(Generic[T], abc.ABC):
     """Lanes, worker threads and lifecycle shared by every dispatcher.
 
@@ -770,9 +766,3 @@ class Engine(Generic[T], abc.ABC):
         if state not in (NEW, RUNNING):
             self._state = CLOSED
             self._room = self._wake_at = -1
-
-
-
-
-
-

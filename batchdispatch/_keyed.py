@@ -67,7 +67,6 @@ class KeyedDispatcher(KeyedEngine[T]):
     .. versionadded:: 0.2.0
     """
 
-
     def __init__(
         self,
         deliver: Callable[[Any, List[T]], object],

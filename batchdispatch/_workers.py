@@ -42,7 +42,6 @@ class Signal(enum.Enum):
     CLAIM = "claim"
 
 
-
 class Workers:
     """An engine's worker threads and its idle ones (see the module's notes)."""
 

@@ -63,6 +63,7 @@ def kind_of(exc: BaseException, path: str, removed: bool = False) -> str:
         kind = "read_only"  # SQLITE_CANTOPEN: most often a file or directory we may not write
     return kind
 
+
 def read_only_place(path: str) -> bool:
     directory = os.path.dirname(path)
     try:
