@@ -98,11 +98,12 @@ def test_dispatchers_are_built_and_started_lazily(receiver: Receiver) -> None:
         assert "audit" in dispatchers
         assert "nope" not in dispatchers
         assert dispatchers.all(initialized_only=True) == []
-        assert not dispatchers._built
+        assert not dispatchers.all(initialized_only=True)
         assert call_command("check", tags=["batchdispatch"], stdout=io.StringIO()) is None
-        assert not dispatchers._built
+        assert not dispatchers.all(initialized_only=True)
         dispatcher = dispatchers["default"]
-        assert list(dispatchers._built) == ["default"]
+        assert dispatchers.is_built("default")
+        assert len(dispatchers.all(initialized_only=True)) == 1
         assert dispatchers["default"] is dispatcher
         assert set(threading.enumerate()) <= threads, "looking an alias up must not start a thread"
         post(Client(), "default", ["x"])
@@ -126,7 +127,7 @@ def test_nothing_starts_at_import_setup_or_checks_in_a_fresh_process(receiver: R
         from batchdispatch.contrib.django import dispatchers
         assert checks.run_checks(tags=["batchdispatch"]) == []
         assert threading.active_count() == 1, threading.enumerate()
-        assert not dispatchers._built
+        assert not dispatchers.all(initialized_only=True)
         dispatchers["default"].enqueue({{"from": "child"}})
         assert threading.active_count() == 2
         assert dispatchers.close_all(timeout=10)
@@ -146,12 +147,12 @@ def test_override_settings_switches_the_url(make_receiver: Callable[..., Receive
         with override_settings(BATCHDISPATCH={"default": config(new.url)}):
             assert first.stats().worker_alive is False
             assert old.items == ["before"]
-            assert not dispatchers._built
+            assert not dispatchers.all(initialized_only=True)
             second = dispatchers["default"]
             assert second is not first
             post(Client(), "default", ["after"])
             assert second.flush(timeout=10)
-        assert not dispatchers._built
+        assert not dispatchers.all(initialized_only=True)
         assert first.enqueue("late") is False
         assert dispatchers["default"] is not second
     assert new.items == ["after"]
@@ -167,7 +168,7 @@ def test_unknown_alias_and_bad_settings_raise_naming_alias_and_key(receiver: Rec
     with override_settings(BATCHDISPATCH={"audit": config(receiver.url, DELAY=-1)}):
         with pytest.raises(ImproperlyConfigured, match=r"BATCHDISPATCH\['audit'\]\['DELAY'\]: DELAY must be"):
             dispatchers["audit"]
-        assert not dispatchers._built
+        assert not dispatchers.all(initialized_only=True)
     with override_settings(BATCHDISPATCH=["not", "a", "dict"]), pytest.raises(
         ImproperlyConfigured, match="BATCHDISPATCH must be a dict"
     ):
@@ -230,14 +231,14 @@ def test_system_checks_report_each_bad_setting(setting: Any, ids: List[str]) -> 
     with override_settings(BATCHDISPATCH=setting):
         found = checks.run_checks(tags=["batchdispatch"])
         assert sorted(message.id for message in found) == ids
-        assert not dispatchers._built
+        assert not dispatchers.all(initialized_only=True)
 
 
 def test_a_header_value_with_crlf_fails_the_check_by_key_not_value() -> None:
     headers = {"X-Api-Key": "sk_live_Jx40-secret\r\n"}
     with override_settings(BATCHDISPATCH={"default": {"URL": URL, "HEADERS": headers}}):
         (error,) = checks.run_checks(tags=["batchdispatch"])
-        assert not dispatchers._built
+        assert not dispatchers.all(initialized_only=True)
     assert error.id == "batchdispatch.E006"
     assert error.msg.startswith(
         "BATCHDISPATCH['default']['HEADERS']: HEADERS: the value of header 'X-Api-Key'",
@@ -271,7 +272,7 @@ def test_stats_command_prints_each_alias(make_receiver: Callable[..., Receiver])
             "overflow drop_newest)",
             "  not started in this process",
         ]
-        assert not dispatchers._built
+        assert not dispatchers.all(initialized_only=True)
         post(Client(), "default", [1, 2, 3])
         out = io.StringIO()
         call_command("batchdispatch_stats", "--flush", stdout=out)
