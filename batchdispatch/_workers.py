@@ -20,7 +20,7 @@ import enum
 import heapq
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
 
 from . import _context, _process
 from . import _lifecycle as lifecycle
@@ -50,6 +50,10 @@ class Workers:
         self.threads: List[threading.Thread] = []
         # Idle workers, each waiting on a lock of its own that a waker releases.
         self.sleepers: List[Any] = []
+        #: The timeout of each sleeping worker's wait, by thread ident (None:
+        #: no timeout). Written and read under the engine lock: an entry
+        #: means that worker has let go of the lock and waits.
+        self.waiting: Dict[int, Optional[float]] = {}
 
     def start(self) -> None:
         """Start a worker. Called with the lock held."""
@@ -194,6 +198,8 @@ class Workers:
         Called from next_batch, whose caller holds the lock exactly once.
         """
         engine = self.engine
+        here = threading.get_ident()
+        self.waiting[here] = timeout
         engine._lock.release()
         try:
             if timeout is None:
@@ -202,6 +208,7 @@ class Workers:
                 waiter.acquire(True, timeout)
         finally:
             engine._lock.acquire()
+            del self.waiting[here]
             self._unsleep(waiter)  # timed out: nobody woke it
 
     def _unsleep(self, waiter: Any) -> None:

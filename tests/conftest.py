@@ -189,23 +189,18 @@ def worker_threads(dispatcher: Any) -> List[threading.Thread]:
 def worker_wait_timeout(dispatcher: BackgroundDispatcher[Any], timeout: float = 10.0) -> Any:
     """Wait until the worker sleeps; return that sleep's timeout (None: none).
 
-    Reads the worker's stack rather than trusting a sleep: the answer is the
-    ``timeout`` argument of the engine's ``_sleep`` it is blocked in.
+    Reads what the worker notes, under the lock, before it lets go of it to
+    wait, rather than trusting a sleep of the test's own.
     """
     workers = worker_threads(dispatcher)
-    worker = workers[0] if workers else None
-    assert worker is not None
-    assert worker.ident is not None
+    assert workers, "no worker thread"
+    ident = workers[0].ident
     deadline = monotonic() + timeout
     while monotonic() < deadline:
-        frame = sys._current_frames().get(worker.ident)
-        while frame is not None:
-            if frame.f_code.co_name == "_sleep" and frame.f_back is not None and (
-                frame.f_back.f_code.co_name == "next_batch"
-            ):
-                with dispatcher._lock:  # held by the worker unless it waits
-                    return frame.f_locals.get("timeout")
-            frame = frame.f_back
+        with dispatcher._lock:  # held by the worker unless it waits
+            waiting = dispatcher._workers.waiting
+            if ident in waiting:
+                return waiting[ident]
         threading.Event().wait(0.01)
     raise AssertionError("the worker never went to sleep")
 
