@@ -291,8 +291,8 @@ class Delivery:
                 done, batch = batch, None
                 if deadline is None or monotonic() < deadline:
                     taken = engine._workers.next_batch(wait=False)
-                drained = not engine._inflight and not engine._scheduler.has_work()
-                if taken is None and engine._state in DRAINING and drained:
+                if taken is None and engine._state in DRAINING and not engine._inflight \
+                        and not engine._scheduler.has_work():
                     engine._state = lifecycle.drained(engine._state)
                     engine._notify_progress()
             del done, error, old_error  # outside the lock: an item's finalizer may enqueue
