@@ -205,20 +205,29 @@ class Drain:
             # spool, all of it goes there instead, for the next start.
             self.abandon_retries()
             for lane in list(engine._lanes.values()):
-                items, _, _ = lane.pop(lane.size())
+                # Handed over first, taken off the lane after: an interrupt
+                # between the two makes the hook's next try hand them over
+                # again (at least once), where the other order loses them.
+                # What is taken is what was handed over: items appended
+                # meanwhile go behind them, and keyed producers take the
+                # lock from here on (room -1), as none come between levels.
+                lane.room = -1
+                items = lane.peek()
                 if engine.spool is not None:
                     engine._bridge.spill(lane.key, items, "exit")
                 else:
                     left.extend(items)
                     engine._drop(lane.key, items, "exit")
+                lane.pop(len(items))
             engine._lanes_emptied()
             if engine.spool is not None:
                 # Batches in dispatch may never finish (a hung endpoint), and
                 # claimed ones never started: into the spool. One that does
                 # finish is delivered twice, which at-least-once allows.
                 while engine._bridge.replay:
-                    batch = engine._bridge.replay.popleft()
+                    batch = engine._bridge.replay[0]  # handed over, then removed (as above)
                     engine._bridge.to_spool(batch.key, batch.items, batch.rows, park=False, reason="exit")
+                    engine._bridge.replay.popleft()
                 for batch in itertools.chain(engine._inflight, engine._delivery.inline):
                     if batch not in engine._bridge.exit_spilled:
                         engine._bridge.to_spool(batch.key, batch.items, batch.rows, park=False, reason="exit")

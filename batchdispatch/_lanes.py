@@ -121,6 +121,10 @@ class Lane:
         self.taken += count
         return items, first, NEVER
 
+    def peek(self) -> List[Any]:
+        """Every waiting item, in the order ``pop`` would take them, left in place."""
+        return list(self.items)
+
     def pop_oldest(self) -> Any:
         self.taken += 1
         return self.items.popleft()
@@ -232,6 +236,18 @@ class PriorityLane(Lane):
             items += taken
             seq_first = min(seq_first, seq_first_here)
         return items, first, seq_first
+
+    def peek(self) -> List[Any]:
+        priorities = sorted(self.levels, reverse=True)
+        items: List[Any] = []
+        for priority in priorities:
+            if priority > 0:
+                items += self.levels[priority].items
+        items += self.items
+        for priority in priorities:
+            if priority < 0:
+                items += self.levels[priority].items
+        return items
 
     def pop_oldest(self) -> Any:
         # A level's head came before the default item at the lane position

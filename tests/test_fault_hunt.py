@@ -261,6 +261,42 @@ def test_an_interrupt_at_exit_without_a_spool_counts_and_reports_the_items(tmp_p
     assert "90 items discarded at exit (interrupted)" in result.stderr
 
 
+INTERRUPTED_HANDOVER = """
+import sys
+from batchdispatch import BackgroundDispatcher
+from batchdispatch.spool import SqliteSpool
+
+spool = SqliteSpool(sys.argv[1])
+d = BackgroundDispatcher(lambda batch: None, delay=60, spool=spool, flush_on_exit=False)
+for n in range(100):
+    d.enqueue(n)
+spill, calls = d._bridge.spill, []
+
+def interrupted_spill(key, items, reason):
+    calls.append(len(items))
+    if len(calls) == 1:
+        raise KeyboardInterrupt  # Ctrl-C, landing as the hook hands the queue to the spool
+    return spill(key, items, reason)
+
+d._bridge.spill = interrupted_spill
+print("started", flush=True)
+"""
+
+
+def test_an_interrupt_as_the_exit_hook_hands_the_queue_over_loses_nothing(tmp_path: Any) -> None:
+    path = str(tmp_path / "spool.db")
+    result = run_script(tmp_path, INTERRUPTED_HANDOVER, path)
+    assert "started" in result.stdout, result.stderr
+    assert "exit flush was interrupted" in result.stderr, result.stderr
+    spool = SqliteSpool(path)
+    try:
+        rows = spool.claim(1000)
+    finally:
+        spool.close()
+    # The items stay queued until they are handed over: the hook's second try spills them.
+    assert sorted(item for _, _, item in rows) == list(range(100))
+
+
 # -- 9: deadlines at exit and shutdown ------------------------------------------------------
 
 LATE_RECORDS = """

@@ -31,7 +31,7 @@ lane_ops = st.lists(
 
 
 @given(lane_ops)
-def test_a_lane_keeps_priority_order_fifo_within_and_finds_its_oldest(ops: List[LaneOp]) -> None:
+def test_a_lane_keeps_priority_order_fifo_within_peeks_and_finds_its_oldest(ops: List[LaneOp]) -> None:
     lane = PriorityLane("k")
     model: List[Tuple[int, int, int]] = []  # (priority, arrival, sequence number or -1)
     arrival = seq = 0
@@ -58,6 +58,8 @@ def test_a_lane_keeps_priority_order_fifo_within_and_finds_its_oldest(ops: List[
             assert lane.pop_oldest() == oldest[1]
             model.remove(oldest)
         assert lane.size() == len(model)
+        # peek: what pop would take, in its order, left in place.
+        assert lane.peek() == [entry[1] for entry in sorted(model, key=lambda entry: (-entry[0], entry[1]))]
         assert lane.prioritised == sum(1 for entry in model if entry[0] != 0)
         seqs = [entry[2] for entry in model if entry[0] != 0]
         assert lane.min_seq() == (min(seqs) if seqs else float("inf"))
