@@ -729,6 +729,7 @@ class Engine(Generic[T], abc.ABC):
             "dispatched": self._dispatched,
             "batches": self._batches,
             "failed": self._failed,
+            "dead_lettered": self._bridge.dead_lettered,
             "retried": self._retried,
             "dropped": sum(self._dropped.values()),
             "dropped_by_reason": types.MappingProxyType(dict(self._dropped)),

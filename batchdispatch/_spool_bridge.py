@@ -101,6 +101,7 @@ class SpoolBridge:
         self.replay_out: Set[Batch] = set()  # claimed and on their lane, not settled
         self.spilled = 0
         self.replayed = 0
+        self.dead_lettered = 0
         self.faults: Dict[str, int] = {}
         self.fault_log = RateLimit(self.engine.LOG_INTERVAL, monotonic)
         self.exit_spilled: Set[Batch] = set()  # in dispatch when exit spilled them: settled already

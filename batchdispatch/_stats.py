@@ -37,6 +37,9 @@ class DispatcherStats:
     batches: int
     #: Items given up after their last attempt failed.
     failed: int
+    #: Of the ``failed`` items, those kept in the spool's dead letters
+    #: (see ``dead_letters=``). 0 without a spool.
+    dead_lettered: int
     #: Items scheduled for another attempt (each retry counts its items).
     retried: int
     #: Items dropped, for any reason (the sum of ``dropped_by_reason``).
