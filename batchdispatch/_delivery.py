@@ -165,9 +165,15 @@ class Delivery:
         stopped = engine._state in NO_RETRIES
         if policy is None or lane is None or stopped or policy.gives_up(batch.attempt, error):
             engine._failed += len(items)
-            engine._bridge.ack_rows(batch)  # given up: not replayed either
             attempts = batch.attempt
-            engine._post("items_exhausted", lambda: ItemsExhausted(key, tuple(items), attempts, error))
+            buried = engine._dead_letters
+            if buried:
+                engine._bridge.bury(batch, error)  # kept apart, for an operator to look at
+            else:
+                engine._bridge.ack_rows(batch)  # given up: not replayed either
+            engine._post(
+                "items_exhausted", lambda: ItemsExhausted(key, tuple(items), attempts, error, buried),
+            )
             return True
         wait = policy.backoff_for(batch.attempt, engine._random)
         asked = retry_after(error)

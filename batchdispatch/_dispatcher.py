@@ -88,6 +88,13 @@ class BackgroundDispatcher(SingleLaneEngine[T]):
     :param spill_exhausted: with a spool, items given up after their
         retries go to it too, for the next start, rather than count as
         failed.
+    :param dead_letters: with a spool, items given up (an error that is
+        not retryable, or retries run out without *spill_exhausted*) are
+        kept in the spool's dead letters, with the error, the attempts and
+        the time, rather than deleted; they are never replayed on their
+        own (see :doc:`/operations`). They count as failed, and in
+        ``stats().dead_lettered``. False deletes them. No effect without a
+        spool.
     """
 
     def __init__(
@@ -107,13 +114,14 @@ class BackgroundDispatcher(SingleLaneEngine[T]):
         retry: Optional[RetryPolicy] = None,
         spool: Optional[Spool] = None,
         spill_exhausted: bool = False,
+        dead_letters: bool = True,
     ) -> None:
         options = _validate.common(
             dispatch=dispatch, delay=delay, max_batch_size=max_batch_size,
             max_queue_size=max_queue_size, overflow=overflow, block_timeout=block_timeout,
             on_error=on_error, name=name, flush_on_exit=flush_on_exit,
             exit_timeout=exit_timeout, clock=clock, retry=retry,
-            spool=spool, spill_exhausted=spill_exhausted,
+            spool=spool, spill_exhausted=spill_exhausted, dead_letters=dead_letters,
         )
         super().__init__(lambda key, batch: dispatch(batch), max_workers=1, **options)
         self.dispatch = dispatch

@@ -259,6 +259,7 @@ class Engine(Generic[T], abc.ABC):
         max_workers: int,
         spool: Optional[Spool] = None,
         spill_exhausted: bool = False,
+        dead_letters: bool = True,
     ) -> None:
         self._call = call
         self._delay = delay
@@ -284,6 +285,8 @@ class Engine(Generic[T], abc.ABC):
         #: The spool given as ``spool=`` (a :class:`~batchdispatch.spool.Spool`), or None.
         self.spool = spool
         self._spill_exhausted = spill_exhausted
+        # Items given up go to the spool's dead letters (with a spool).
+        self._dead_letters = dead_letters and spool is not None
         # The spool's state and traffic (see _spool_bridge).
         self._bridge = SpoolBridge(self, spool, replay_chunk=min(self._batch_limit, 1000) * max_workers)
         self._reset()

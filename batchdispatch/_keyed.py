@@ -62,7 +62,8 @@ class KeyedDispatcher(KeyedEngine[T]):
     *overflow* (``"drop_oldest"`` evicts the oldest item of the key whose
     waiting items were first seen earliest),
     *block_timeout*, *on_error*, *name*, *flush_on_exit*, *exit_timeout*,
-    *clock*, *spool* and *spill_exhausted* (replayed items keep their key).
+    *clock*, *spool*, *spill_exhausted* (replayed items keep their key) and
+    *dead_letters*.
 
     .. versionadded:: 0.2.0
     """
@@ -85,13 +86,14 @@ class KeyedDispatcher(KeyedEngine[T]):
         clock: Optional[Callable[[], float]] = None,
         spool: Optional[Spool] = None,
         spill_exhausted: bool = False,
+        dead_letters: bool = True,
     ) -> None:
         options = _validate.common(
             dispatch=deliver, delay=delay, max_batch_size=max_batch_size,
             max_queue_size=max_queue_size, overflow=overflow, block_timeout=block_timeout,
             on_error=on_error, name=name, flush_on_exit=flush_on_exit,
             exit_timeout=exit_timeout, clock=clock, retry=retry,
-            spool=spool, spill_exhausted=spill_exhausted,
+            spool=spool, spill_exhausted=spill_exhausted, dead_letters=dead_letters,
         )
         workers = _validate.count("max_concurrent_batches", max_concurrent_batches)
         if workers is None:

@@ -64,6 +64,17 @@ def split_rows(items: List[Any]) -> Tuple[List[Any], List[int]]:
     return raw, rows
 
 
+class Burial:
+    """A bury operation queued for after the lock: the entries and what ended them."""
+
+    __slots__ = ("attempts", "entries", "error")
+
+    def __init__(self, entries: List[Tuple[int, Hashable, Any]], error: BaseException, attempts: int) -> None:
+        self.entries = entries
+        self.error = error
+        self.attempts = attempts
+
+
 def _equal(a: Any, b: Any) -> bool:
     try:
         return bool(a == b)
@@ -178,6 +189,13 @@ class SpoolBridge:
                 rows[index] = item.row
                 items[index] = item.item
         batch.rows = rows
+
+    def bury(self, batch: Batch, error: BaseException) -> None:
+        """Send a batch given up to the spool's dead letters: its rows move there,
+        its other items are written there. Lock held."""
+        rows = batch.rows or [0] * len(batch.items)
+        entries = [(row, batch.key, item) for item, row in zip(batch.items, rows)]
+        self.later("bury", batch.key, [Burial(entries, error, batch.attempt)], "failed")
 
     def ack_rows(self, batch: Batch) -> None:
         """Remove a settled batch's items from the spool, those that are in it. Lock held."""
@@ -296,12 +314,17 @@ class SpoolBridge:
 
         lost: List[Tuple[Hashable, List[Any], str]] = []
         freed = [False]  # free rows written or released for overflow: claim them back
+        buried = [0]  # dead letters made
         put_acks: List[int] = []  # log records of durable items now in the table
         try:
             with engine._lock:
                 todo, self.todo = self.todo, []
             for index, (op, key, payload, reason, logged) in enumerate(todo):
                 if op == "ack":
+                    continue
+                if op == "bury":
+                    buried[0] += self._bury(payload[0], limit(), reports)
+                    made.add(index)
                     continue
                 written = set(range(len(payload)))
                 try:
@@ -341,15 +364,33 @@ class SpoolBridge:
                     self.busy += 1
                 self.todo[:0] = back
                 self.busy -= len(made)
+                self.dead_lettered += buried[0]
                 reports += self.account(lost, freed[0])
             for report in reports:
                 engine._log_later(*report)
             raise
         with engine._lock:
+            self.dead_lettered += buried[0]
             reports += self.account(lost, freed[0])
             self.busy -= len(todo)
             engine._notify_progress()
         return reports
+
+    def _bury(self, burial: Burial, timeout: Optional[float], reports: List[Tuple[Any, ...]]) -> int:
+        """Make a queued burial; return how many dead letters it made. A
+        failure is a fault: the items count as failed already, and rows the
+        spool holds for this process are freed when it ends (replayed, and
+        given up again, by a later start). Lock not held."""
+        entries = burial.entries
+        try:
+            return self.store.bury(entries, error=burial.error, attempts=burial.attempts, timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - never fail the caller
+            what = f"keeping {len(entries)} items given up as dead letters"
+            reports += self.fault(exc, what, log_now=False)
+            refused = getattr(exc, "refused", None)
+            if getattr(exc, "kind", None) == "encode" and isinstance(refused, list):
+                return len(entries) - len(refused)  # the others were made
+            return 0
 
     def account(
         self, lost: List[Tuple[Hashable, List[Any], str]], freed: bool

@@ -130,10 +130,21 @@ class Spool(Protocol):
     free, as above) and be usable as a context manager. Its ``repr`` should
     name the spool without secrets: dispatchers' log lines may show it.
 
-    **Growing the contract.** Later operations (dead letters: pairs given
-    up, kept apart and never handed out by :meth:`claim`) are added here as
-    methods with their semantics, in the same terms: a new state beside
-    *free* and *held*, and which operations move a pair into it.
+    **Dead letters.** A third state beside *free* and *held*: *dead*,
+    pairs given up (an error that cannot succeed, or retries run out).
+    :meth:`bury` moves held pairs there, or writes pairs that were only in
+    memory straight there, with the error's text, the attempts made and
+    the time. :meth:`claim` never hands out a dead pair, and nothing but an
+    operator's action takes one out of that state: an implementation
+    should offer ``dead_letters(key=..., limit=...)`` to list them (oldest
+    first), ``requeue(key=...)`` to make them free again (as the newest
+    pairs, in the order they died) and ``purge(key=..., older_than=...)``
+    to delete them, as :class:`~batchdispatch.spool.SqliteSpool` does.
+    Dead pairs survive what free ones survive.
+
+    **Growing the contract.** Later operations are added here as methods
+    with their semantics, in the same terms: a state beside *free*,
+    *held* and *dead*, and which operations move a pair into it.
 
     .. versionadded:: 0.2.0
     """
@@ -186,6 +197,30 @@ class Spool(Protocol):
         Returns how many were deleted. Ids this owner does not hold
         (acked already, another owner's, the parent's after a fork,
         unknown) are ignored and not counted: acking twice is harmless.
+        """
+
+    def bury(
+        self,
+        entries: Iterable[Tuple[int, Hashable, Any]],
+        *,
+        error: Optional[BaseException] = None,
+        attempts: int = 0,
+        timeout: Optional[float] = None,
+    ) -> int:
+        """Make pairs dead (see *Dead letters* above); return how many were made.
+
+        Each entry is ``(id, key, item)``. An id this owner holds (claimed
+        or parked) moves that pair, in one write with the others; an
+        appended id, or 0 for an item the spool never had, writes *item*
+        as a dead pair (an appended id is then acked). Ids this owner does
+        not hold are ignored and not counted. Kept with each: the text
+        ``"TypeName: message"`` of *error* (cut to a bounded length; the
+        caller passes errors whose text holds no secret), *attempts* and
+        the time it died.
+
+        :raises SpoolError: as :meth:`put`, ``"encode"`` included: every
+            other entry is made dead, and ``refused`` lists the others.
+        :raises ValueError: *attempts* is not an int of at least 0.
         """
 
     def release(self, row_ids: Iterable[int], *, timeout: Optional[float] = None) -> int:

@@ -117,7 +117,7 @@ def spool_option(value: Any, overflow: str, spill_exhausted: Any) -> Any:
 def common(
     *, delay: Any, max_batch_size: Any, max_queue_size: Any, overflow: Any, block_timeout: Any,
     on_error: Any, name: Any, flush_on_exit: Any, exit_timeout: Any, clock: Any, retry: Any, dispatch: Any,
-    spool: Any = None, spill_exhausted: Any = False,
+    spool: Any = None, spill_exhausted: Any = False, dead_letters: Any = True,
 ) -> Dict[str, Any]:
     """Check the options every dispatcher shares; return them ready for the engine."""
     if not callable(dispatch):
@@ -128,6 +128,7 @@ def common(
     return {
         "spool": spool_option(spool, policy, spill_exhausted),
         "spill_exhausted": spill_exhausted,
+        "dead_letters": flag("dead_letters", dead_letters),
         "delay": seconds("delay", delay),
         "max_batch_size": count("max_batch_size", max_batch_size),
         "max_queue_size": count("max_queue_size", max_queue_size),

@@ -74,12 +74,18 @@ class BatchRetryScheduled:
 
 @dataclasses.dataclass(frozen=True)
 class ItemsExhausted:
-    """``items_exhausted``: *items* are given up after *attempts* attempts."""
+    """``items_exhausted``: *items* are given up after *attempts* attempts.
+
+    *dead_lettered*: they were handed to the spool's dead letters (see
+    ``dead_letters=``); a spool fault, counted in ``spool_faults`` and
+    logged, may still have kept them out. False without a spool.
+    """
 
     key: Optional[Hashable]
     items: Tuple[Any, ...]
     attempts: int
     error: Optional[BaseException]
+    dead_lettered: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ import weakref
 from typing import Any, Dict, Hashable, Iterable, Iterator, List, Optional, Set, Tuple
 
 from batchdispatch.exceptions import SpoolError
+from batchdispatch.spool import DeadLetter
 
 Pair = Tuple[Hashable, Any]
 
@@ -48,6 +49,9 @@ class MemoryStore:
         self.appended_ids = itertools.count(1)
         self.places = itertools.count()  # the order pairs became free in
         self.live: Set[str] = set()  # owners not closed
+        # Dead pairs, oldest first: (id, key, data, error text, attempts, time).
+        self.dead: List[Tuple[int, str, str, str, int, float]] = []
+        self.dead_ids = itertools.count(1)
         _stores.add(self)
 
 
@@ -166,7 +170,72 @@ class MemorySpool:
                 self.store.pairs[row_id].owner = None  # keeps its place
         return len(mine)
 
+    def bury(
+        self,
+        entries: Iterable[Tuple[int, Hashable, Any]],
+        *,
+        error: Optional[BaseException] = None,
+        attempts: int = 0,
+        timeout: Optional[float] = None,
+    ) -> int:
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
+            raise ValueError(f"attempts must be an int of at least 0, got {attempts!r}")
+        deadline = _deadline(timeout)
+        entries = [(int(row_id), key, item) for row_id, key, item in entries]
+        fresh = self._encode([(key, item) for row_id, key, item in entries if row_id <= 0])
+        text = "unknown" if error is None else f"{type(error).__name__}: {error}"[:2000]
+        refused: List[int] = []
+        made = 0
+        with self._holding(deadline):
+            owner = self._owner()
+            encoded = iter(fresh)
+            for index, (row_id, _, _) in enumerate(entries):
+                if row_id > 0:
+                    if not self._holds(owner, row_id):
+                        continue
+                    stored = self.store.pairs.pop(row_id)
+                    entry: Any = (stored.key, stored.data)
+                else:
+                    entry = next(encoded)
+                    if isinstance(entry, SpoolError):
+                        refused.append(index)
+                        continue
+                    if row_id < 0 and self._holds(owner, row_id):
+                        del self.store.pairs[row_id]
+                self.store.dead.append(
+                    (next(self.store.dead_ids), entry[0], entry[1], text, attempts, time.time())
+                )
+                made += 1
+        if refused:
+            raise SpoolError(
+                f"spool {self.store.name}: {len(refused)} of {len(entries)} items refused",
+                path=self.store.name, kind="encode", refused=refused,
+                rows=[0 if n in refused else row_id for n, (row_id, _, _) in enumerate(entries)],
+            )
+        return made
+
     # -- beyond the protocol -----------------------------------------------------------
+
+    def dead_letters(self, *, key: Any = None, limit: Optional[int] = None) -> List[DeadLetter]:
+        """The dead pairs (of *key*, if not None), oldest first."""
+        with self._holding(None):
+            found = [
+                DeadLetter(dead_id, _key_back(json.loads(k)), json.loads(data), text, attempts, at)
+                for dead_id, k, data, text, attempts, at in self.store.dead
+                if key is None or k == _dumps(key)
+            ]
+        return found[:limit] if limit is not None else found
+
+    def requeue(self, *, key: Any = None) -> int:
+        """Dead pairs (of *key*, if not None) become free again, the newest, in the order they died."""
+        with self._holding(None):
+            back = [entry for entry in self.store.dead if key is None or entry[1] == _dumps(key)]
+            for entry in back:
+                self.store.dead.remove(entry)
+                stored = _Stored(entry[1], entry[2], next(self.store.places), None)
+                self.store.pairs[next(self.store.ids)] = stored
+        return len(back)
+
 
     def close(self) -> None:
         """End this owner: what it holds becomes free. Idempotent."""

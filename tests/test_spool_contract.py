@@ -239,6 +239,68 @@ def test_appended_pairs_are_held_until_acked_and_freed_in_order_when_their_owner
     assert by_key == {("k", 0): [-1, 2, 4], ("k", 1): [3, 5]}
 
 
+# -- dead letters ------------------------------------------------------------------------
+
+
+def dead(spool: Any, **where: Any) -> List[Any]:
+    return [(letter.key, letter.item, letter.attempts) for letter in spool.dead_letters(**where)]
+
+
+def test_buried_pairs_are_never_claimed_and_keep_their_error_attempts_and_time(harness: Harness) -> None:
+    one, two = harness.open(), harness.open()
+    one.put([("a", "claimed"), ("a", "kept")])
+    claimed = one.claim(1)
+    parked = one.put([("b", "parked")], claim=True)
+    appended = one.append("c", "appended")
+    before = time.time()
+    error = ValueError("400 Bad Request: field 'x'")
+    entries = [(ids(claimed)[0], "a", "claimed"), (parked[0], "b", "parked"), (appended, "c", "appended"),
+               (0, ("d", 1), {"only": "in memory"})]
+    assert one.bury(entries, error=error, attempts=3) == 4
+    assert dead(one) == [("a", "claimed", 3), ("b", "parked", 3), ("c", "appended", 3),
+                         (("d", 1), {"only": "in memory"}, 3)]
+    letter = one.dead_letters()[0]
+    assert letter.error == "ValueError: 400 Bad Request: field 'x'"
+    assert before - 1 <= letter.at <= time.time() + 1
+    assert one.ack(ids(claimed)) == 0  # no longer held: it is dead
+    harness.close(one)  # ending the owner frees nothing that died
+    assert items(two.claim(10)) == ["kept"]
+    assert len(two.dead_letters()) == 4
+
+
+def test_bury_ignores_pairs_this_owner_does_not_hold(harness: Harness) -> None:
+    one, two = harness.open(), harness.open()
+    one.put([(None, "x")])
+    rows = one.claim(1)
+    assert two.bury([(ids(rows)[0], None, "x")], error=RuntimeError("no"), attempts=1) == 0
+    assert two.dead_letters() == []
+    assert one.ack(ids(rows)) == 1  # still one's
+    with pytest.raises(ValueError, match="attempts"):
+        one.bury([], attempts=-1)
+
+
+def test_bury_refuses_what_it_cannot_encode_and_keeps_the_rest(harness: Harness) -> None:
+    spool = harness.open()
+    with pytest.raises(SpoolError) as info:
+        spool.bury([(0, None, "a"), (0, None, object()), (0, None, "b")], error=None, attempts=1)
+    assert info.value.kind == "encode"
+    assert info.value.refused == [1]
+    assert [letter.item for letter in spool.dead_letters()] == ["a", "b"]
+
+
+def test_requeued_dead_letters_are_free_again_after_the_waiting_pairs_in_the_order_they_died(
+    harness: Harness,
+) -> None:
+    spool = harness.open()
+    spool.bury([(0, "k", n) for n in range(3)] + [(0, "other", "o")], error=KeyError("x"), attempts=2)
+    spool.put([("k", "waiting")])
+    assert spool.requeue(key="k") == 3
+    assert dead(spool) == [("other", "o", 2)]
+    assert items(spool.claim(10)) == ["waiting", 0, 1, 2]
+    assert dead(spool, key="other") == [("other", "o", 2)]
+    assert dead(spool, key="k") == []
+
+
 # -- errors ------------------------------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ modules each own one part of SqliteSpool:
 * ``_errors``: OSError and sqlite3.Error as SpoolError kinds;
 * ``_waits``: deadlines, and lock waits bounded by them;
 * ``_owners``: owner files, and whether an owner still lives;
+* ``_dead``: the dead letters' table and the statements on it;
 * ``_wal``: the write-ahead log of durable appends;
 * ``_records``: the log's record format and file helpers;
 * ``_process``: what each process holds, and the fork hooks.
@@ -53,6 +54,7 @@ while one later in this list is held):
 from __future__ import annotations
 
 from .._spool_protocol import Spool
+from ._dead import DeadLetter
 from ._encoding import Data
 from ._sqlite import SqliteSpool
 
@@ -64,4 +66,4 @@ from ._encoding import Row as Row  # isort: skip
 from ._owners import QUARANTINED as QUARANTINED  # isort: skip
 from ._wal import LOG_SEGMENT_BYTES as LOG_SEGMENT_BYTES  # isort: skip
 
-__all__ = ["Data", "Spool", "SqliteSpool"]
+__all__ = ["Data", "DeadLetter", "Spool", "SqliteSpool"]

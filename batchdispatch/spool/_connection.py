@@ -21,6 +21,7 @@ import time
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 from ..exceptions import SpoolError
+from ._dead import DEAD_TABLE, NOW
 from ._encoding import Data
 from ._errors import cause, kind_of, rollback
 from ._owners import Owners
@@ -32,8 +33,9 @@ log = logging.getLogger("batchdispatch.spool")
 
 #: ``PRAGMA application_id`` of a spool file ("bdsp"): anything else is not ours.
 APPLICATION_ID = 0x62647370
-#: ``PRAGMA user_version``: the layout of the table below.
-SCHEMA_VERSION = 2
+#: ``PRAGMA user_version``: the layout of the tables below. 3 added ``spool.at``
+#: and the ``dead`` table (see _dead); a file of layout 2 is brought up to it.
+SCHEMA_VERSION = 3
 
 SCHEMA = (
     # item is TEXT (JSON, or a str from dumps) or BLOB (bytes from dumps):
@@ -43,7 +45,8 @@ SCHEMA = (
     # id comes back only after its row was acked, by the one owner that
     # held it (its copy in memory is gone by then). Each commit writes one
     # page fewer for it (sqlite_sequence).
-    "CREATE TABLE spool (id INTEGER PRIMARY KEY, key TEXT NOT NULL, item NOT NULL, owner TEXT)",
+    # at: when the row was written (Unix seconds; NULL in rows of layout 2).
+    "CREATE TABLE spool (id INTEGER PRIMARY KEY, key TEXT NOT NULL, item NOT NULL, owner TEXT, at REAL)",
     # The free rows, oldest first, for claim. Partial: a durable append
     # (owned from the start) and its ack leave this index alone, which
     # makes their commits about half as costly.
@@ -51,11 +54,19 @@ SCHEMA = (
     # The owners whose write-ahead logs were copied into the table: a copy
     # interrupted before the logs were deleted is not made twice.
     "CREATE TABLE imported (token TEXT PRIMARY KEY)",
+    DEAD_TABLE,
     f"PRAGMA application_id = {APPLICATION_ID}",
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 
-INSERT = "INSERT INTO spool (key, item, owner) VALUES (?, ?, ?)"
+INSERT = f"INSERT INTO spool (key, item, owner, at) VALUES (?, ?, ?, {NOW})"
+
+#: What brings a file of layout 2 up to SCHEMA_VERSION, in one transaction.
+UPGRADE_FROM_2 = (
+    "ALTER TABLE spool ADD COLUMN at REAL",
+    DEAD_TABLE,
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
 
 
 class Database:
@@ -153,6 +164,8 @@ class Database:
                     raise
             else:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version == 2:
+                    version = self._upgrade(conn)
                 if version != SCHEMA_VERSION:
                     raise SpoolError(
                         f"spool {self.path}: the file has layout version {version}, this batchdispatch "
@@ -168,6 +181,22 @@ class Database:
         except OSError:
             proc.file_id = None  # checked again, and reopened, by the next operation
         return conn
+
+    @staticmethod
+    def _upgrade(conn: sqlite3.Connection) -> int:
+        """Bring a file of layout 2 up to SCHEMA_VERSION; return the layout it has then."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 2:  # (another process may have done it meanwhile)
+                for statement in UPGRADE_FROM_2:
+                    conn.execute(statement)
+                version = SCHEMA_VERSION
+            conn.execute("COMMIT")
+        except BaseException:
+            rollback(conn)
+            raise
+        return int(version)
 
     def _create_file(self, proc: Process) -> None:
         try:

@@ -27,7 +27,9 @@ from typing import (
 from .._spool_protocol import Spool
 from .._validate import seconds, spool_path
 from ..exceptions import SpoolError
+from . import _dead as dead
 from ._connection import Database
+from ._dead import DeadLetter, error_text
 from ._encoding import Codec, Data, Pair, Row, Unencodable, decode_key
 from ._owners import QUARANTINED, Owners
 from ._process import Process, abandon, register, unregister
@@ -39,6 +41,8 @@ log = logging.getLogger("batchdispatch.spool")
 
 #: How many refused items an encode error of put names; the rest are counted.
 _REFUSALS_SHOWN = 3
+#: The default of the *key* filters of the dead-letter operations: every key.
+ANY_KEY: Any = object()
 
 
 class SqliteSpool:
@@ -273,16 +277,140 @@ class SqliteSpool:
             raise ValueError("release takes row ids from claim; an id from append is acked instead")
         return self._change(rows, "UPDATE spool SET owner = NULL WHERE id = ? AND owner = ?", deadline)
 
-    def count(self, *, timeout: Optional[float] = None) -> int:
+    def count(self, *, dead: bool = False, timeout: Optional[float] = None) -> int:
         """Rows in the file (free, claimed by anyone, or undecodable), plus this
-        process's appended pairs not yet acked. *timeout*: as for :meth:`put`."""
+        process's appended pairs not yet acked; with *dead*, the dead letters
+        instead. *timeout*: as for :meth:`put`."""
         deadline = deadline_after(timeout)
         proc = self._process()
+        table = "dead" if dead else "spool"
         with self._db.hold(proc, deadline):
             rows = int(self._db.run(
-                proc, lambda conn: conn.execute("SELECT count(*) FROM spool").fetchone()[0],
+                proc, lambda conn: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0],
             ))
-        return rows + self._log.unacked(proc, deadline)
+        return rows if dead else rows + self._log.unacked(proc, deadline)
+
+    # -- dead letters ------------------------------------------------------------
+
+    def bury(
+        self,
+        entries: Iterable[Tuple[int, Hashable, Any]],
+        *,
+        error: Optional[BaseException] = None,
+        attempts: int = 0,
+        timeout: Optional[float] = None,
+    ) -> int:
+        """Keep pairs given up as dead letters; return how many were made.
+
+        Each entry is ``(id, key, item)``: a row this spool holds (claimed
+        or parked) moves to the dead letters; an appended pair (a negative
+        id) or an item that was never written (id 0) is written there, and
+        an appended one is then acked. Rows this spool does not hold are
+        left alone and not counted. *error* (its type and message, cut to
+        2,000 characters), *attempts* and the time are kept with each.
+        Dead letters are never handed out by :meth:`claim`: see
+        :meth:`dead_letters`, :meth:`requeue` and :meth:`purge`.
+
+        Items that cannot be encoded are refused as by :meth:`put` (kind
+        ``"encode"``, after the others are written). *timeout*: as for
+        :meth:`put`.
+        """
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
+            raise ValueError(f"attempts must be an int of at least 0, got {attempts!r}")
+        deadline = deadline_after(timeout)
+        text = error_text(error)
+        moved: List[int] = []
+        written: List[Tuple[str, Data]] = []
+        logged: List[int] = []
+        refused: List[Tuple[int, Unencodable]] = []
+        rows: List[int] = []
+        for index, (row_id, key, item) in enumerate(entries):
+            row_id = int(row_id)
+            rows.append(row_id)
+            if row_id > 0:
+                moved.append(row_id)
+                continue
+            try:
+                written.append(self._codec.encode(key, item, f"item {index}"))
+            except Unencodable as exc:
+                refused.append((index, exc))
+                continue
+            if row_id < 0:
+                logged.append(row_id)
+        made = 0
+        if moved or written:
+            proc = self._process()
+            with self._db.hold(proc, deadline):
+                owner = proc.token if proc.owner_fd != -1 else None
+                made = self._db.transaction(
+                    proc, lambda conn: dead.bury(conn, moved, written, owner, text, attempts),
+                )
+            if logged:  # in the table now: the log's copy must not come back as a free row
+                self._log.ack(proc, logged, deadline)
+        if refused:
+            indices = {index for index, _ in refused}
+            raise self._refusal(refused, [0 if n in indices else row for n, row in enumerate(rows)])
+        return made
+
+    def dead_letters(
+        self, *, key: Any = ANY_KEY, limit: Optional[int] = None, timeout: Optional[float] = None,
+    ) -> List[DeadLetter]:
+        """The dead letters, oldest first: of *key* only if given, *limit* at most.
+
+        One whose item cannot be decoded is listed with the stored data
+        (str or bytes) as its item. *timeout*: as for :meth:`put`.
+        """
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"limit must be None or an int of at least 1, got {limit!r}")
+        deadline = deadline_after(timeout)
+        encoded = self._key_filter(key)
+        proc = self._process()
+        with self._db.hold(proc, deadline):
+            found = self._db.run(proc, lambda conn: dead.select(conn, encoded, limit))
+        letters: List[DeadLetter] = []
+        for row_id, stored_key, data, text, attempts, at in found:
+            try:
+                item = self._codec.decode(data)
+            except Exception:  # noqa: BLE001 - shown as stored: an operator still sees it
+                item = data
+            letters.append(DeadLetter(row_id, decode_key(stored_key), item, text, attempts, at))
+        return letters
+
+    def requeue(self, *, key: Any = ANY_KEY, timeout: Optional[float] = None) -> int:
+        """Move dead letters (of *key* only, if given) back to the queue, as
+        the newest free rows, in the order they were given up; return how
+        many. The next :meth:`claim` (a dispatcher's next start) takes
+        them. *timeout*: as for :meth:`put`."""
+        deadline = deadline_after(timeout)
+        encoded = self._key_filter(key)
+        proc = self._process()
+        with self._db.hold(proc, deadline):
+            moved: int = self._db.transaction(proc, lambda conn: dead.requeue(conn, encoded))
+        return moved
+
+    def purge(
+        self, *, key: Any = ANY_KEY, older_than: Optional[float] = None, timeout: Optional[float] = None,
+    ) -> int:
+        """Delete dead letters: of *key* only, and given up at least
+        *older_than* seconds ago, if given; return how many. *timeout*: as
+        for :meth:`put`."""
+        if older_than is not None:
+            older_than = seconds("older_than", older_than, allow_zero=True)
+        deadline = deadline_after(timeout)
+        encoded = self._key_filter(key)
+        proc = self._process()
+        with self._db.hold(proc, deadline):
+            deleted: int = self._db.transaction(proc, lambda conn: dead.purge(conn, encoded, older_than))
+        return deleted
+
+    def _key_filter(self, key: Any) -> Optional[str]:
+        if key is ANY_KEY:
+            return None
+        try:
+            encoded, _ = self._codec.encode(key, None, "the key filter")
+        except Unencodable as exc:
+            raise TypeError(f"key must be a key the spool can store: {exc.reason}") from None
+        return encoded
 
     def close(self, *, timeout: Optional[float] = None) -> None:
         """Free the rows this spool still holds and close the file. Idempotent.
