@@ -1,4 +1,4 @@
-"""The command line: ``python -m batchdispatch {demo,send,bench}``.
+"""The command line: ``python -m batchdispatch {demo,send,bench,spool}``.
 
 Each command lives in its own module; this one only parses arguments and
 turns the result into an exit status.
@@ -13,9 +13,9 @@ import math
 import re
 import sys
 import textwrap
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
-from . import __version__, _bench, _console, _demo, _send
+from . import __version__, _bench, _console, _demo, _send, _spool_command
 
 __all__ = ["main"]
 
@@ -96,6 +96,83 @@ examples:
   EVENTS_SECRET=... python -m batchdispatch send URL --secret-env EVENTS_SECRET \\
       --header 'api-key:123' --max-batch-size 1000 < backfill.jsonl
 """
+
+
+def _non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a non-negative, finite number of seconds, got {text!r}")
+    return value
+
+
+_SPOOL_EPILOG = """\
+KEY is read as JSON when it is valid JSON (5, null, ["tenant", 1]), else as
+the string itself; quote a string that looks like JSON: --key '"5"'.
+
+The summary, list and export only read the file: safe while dispatchers use
+it. requeue and purge write in one transaction each, and never take a row
+another process has claimed. Rows claimed by a running dispatcher are being
+delivered: an export made meanwhile may list items that arrive anyway.
+
+exit status:
+  0    done
+  1    export: some rows are not JSON and were skipped; purge: not confirmed
+  2    usage error, or the file is missing, corrupt or not a spool
+
+examples:
+  python -m batchdispatch spool /var/spool/app/events.db
+  python -m batchdispatch spool events.db list --dead --limit 20
+  python -m batchdispatch spool events.db export --dead | python -m batchdispatch send URL
+  python -m batchdispatch spool events.db requeue --key tenant-1
+  python -m batchdispatch spool events.db purge --dead --older-than 604800 --yes
+"""
+
+
+def _add_spool_parser(commands: Any) -> None:
+    spool = commands.add_parser(
+        "spool",
+        help="what a spool file holds; list, export, requeue or purge its dead letters",
+        description=textwrap.fill(
+            "Without an action, a summary of the SqliteSpool file at PATH: rows waiting, rows claimed"
+            " by live and by ended owners, items in the write-ahead logs, dead letters, the oldest"
+            " row's age and the size on disk.",
+            width=78,
+        ),
+        epilog=_SPOOL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    spool.add_argument("path", metavar="PATH", help="the spool file")
+    spool.add_argument("--json", action="store_true", help="the summary as one JSON object")
+    actions = spool.add_subparsers(dest="action", metavar="ACTION")
+    listing = actions.add_parser("list", help="rows, oldest first", description="Rows, oldest first.")
+    listing.add_argument("--dead", action="store_true", help="the dead letters instead of the queue")
+    listing.add_argument("--key", metavar="KEY", help="only the rows of KEY")
+    listing.add_argument("--limit", type=_positive_int, metavar="N", help="N rows at most")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    export = actions.add_parser(
+        "export", help="every row's item as a JSON line on stdout",
+        description="Every row's item, one JSON line each, oldest first: input for send.",
+    )
+    export.add_argument("--dead", action="store_true", help="the dead letters instead of the queue")
+    requeue = actions.add_parser(
+        "requeue", help="dead letters back to waiting, for the next start",
+        description="Move dead letters back to the queue, as its newest rows; prints how many.",
+    )
+    requeue.add_argument("--key", metavar="KEY", help="only the dead letters of KEY")
+    purge = actions.add_parser(
+        "purge", help="delete dead letters",
+        description="Delete dead letters for good. Without --yes, asks on a terminal.",
+    )
+    purge.add_argument("--dead", action="store_true", required=True, help="the dead letters (required)")
+    purge.add_argument(
+        "--older-than", type=_non_negative_seconds, metavar="SECONDS",
+        help="only those given up at least SECONDS ago",
+    )
+    purge.add_argument("--key", metavar="KEY", help="only the dead letters of KEY")
+    purge.add_argument("--yes", action="store_true", help="do not ask")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--only", choices=_bench.SECTIONS, default=None,
         help="run one section: the enqueue designs, or HTTP delivery (default: both)",
     )
+    _add_spool_parser(commands)
     return parser
 
 
@@ -249,6 +327,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 max_batch_size=args.max_batch_size, url=args.url,
             )
             return _demo.run(options, sys.stdout, sys.stderr)
+        if args.command == "spool":
+            spool_options = _spool_command.SpoolOptions(
+                path=args.path, action=args.action, dead=getattr(args, "dead", False),
+                key=getattr(args, "key", None), limit=getattr(args, "limit", None), json=args.json,
+                older_than=getattr(args, "older_than", None), yes=getattr(args, "yes", False),
+            )
+            return _spool_command.run(spool_options, sys.stdin, sys.stdout, sys.stderr)
         if args.command == "send":
             send_options = _send.SendOptions(
                 url=args.url, delay=args.delay, max_batch_size=args.max_batch_size,

@@ -111,8 +111,10 @@ class Owners:
             if not self.alive(owner):
                 conn.execute("UPDATE spool SET owner = NULL WHERE owner = ?", (owner,))
 
-    def alive(self, token: str) -> bool:
-        """Whether the owner *token* lives: its file is locked (or it is a spool of this process)."""
+    def alive(self, token: str, tidy: bool = True) -> bool:
+        """Whether the owner *token* lives: its file is locked (or it is a spool of this process).
+
+        With *tidy*, the file of an owner found dead is deleted."""
         with _tokens_lock:
             if _live_tokens.get(token) == os.getpid():
                 # Another spool of this process: its lock cannot be tested
@@ -135,10 +137,11 @@ class Owners:
                 if exc.errno in (errno.EAGAIN, errno.EACCES):
                     return True
                 return True  # cannot tell, as above
-            try:
-                os.unlink(path)  # dead: tidy up its file
-            except OSError:
-                pass
+            if tidy:
+                try:
+                    os.unlink(path)  # dead: tidy up its file
+                except OSError:
+                    pass
             return False
         finally:
             os.close(fd)
