@@ -186,12 +186,49 @@ class Drain:
         return False
 
     def exit(self, deadline: float, interrupted: bool = False) -> None:
-        """Called by the exit hook: deliver within the budget, count (or spill) the rest.
+        """Called by the exit hook: deliver within the budget, count (or spill) the rest,
+        and report what this dispatcher did not deliver in its life.
 
         *interrupted*: a KeyboardInterrupt or SystemExit cut the exit hook's
         wait short (it may have been this dispatcher's, half done): give up
         at once. Every step here is safe to run again.
         """
+        self._exit(deadline, interrupted)
+        self.report_losses()
+
+    def report_losses(self) -> None:
+        """Log one line if this dispatcher dropped, gave up, spilled or abandoned
+        items in its life; nothing if it delivered everything. Lock not held.
+
+        A WARNING: where the application configured no logging it reaches
+        stderr all the same (see :mod:`._log`), so a script learns at exit
+        what it lost.
+        """
+        engine = self.engine
+        with engine._lock:
+            dropped = sorted(engine._dropped.items())
+            failed, dead, spilled = engine._failed, engine._bridge.dead_lettered, engine._bridge.spilled
+            abandoned = sum(
+                len(batch.items) for batch in itertools.chain(engine._inflight, engine._delivery.inline)
+                if batch not in engine._bridge.exit_spilled
+            )
+        parts = []
+        if dropped:
+            reasons = ", ".join(f"{reason}: {count}" for reason, count in dropped)
+            parts.append(f"{sum(count for _, count in dropped)} dropped ({reasons})")
+        if failed:
+            parts.append(f"{failed} failed" + (f" ({dead} kept as dead letters)" if dead else ""))
+        if abandoned:
+            parts.append(f"{abandoned} abandoned in dispatch")
+        if spilled:
+            parts.append(f"{spilled} spilled to the spool for a later start")
+        if parts:
+            log.warning(
+                "batchdispatch:%s: at exit, not delivered in this process: %s; see stats()",
+                engine.name, "; ".join(parts),
+            )
+
+    def _exit(self, deadline: float, interrupted: bool) -> None:
         engine = self.engine
         if not interrupted and engine.flush_on_exit and self.join(deadline, reason="exit flush"):
             if engine.spool is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from batchdispatch._deadlines import monotonic
 
 from .conftest import run_python
@@ -267,3 +269,59 @@ def test_a_keyed_dispatcher_delivers_every_key_at_exit_and_after_its_hook() -> N
         ("key-0", "worker"): 10_000, ("key-1", "worker"): 10_000, ("key-2", "worker"): 10_000,
         ("late", "caller"): 1,
     }
+
+
+# -- losses are never silent -------------------------------------------------------------------
+
+LOSSES = """
+import logging, sys, threading
+from batchdispatch import BackgroundDispatcher
+from batchdispatch.spool import SqliteSpool
+
+if sys.argv[1] == "configured":
+    logging.basicConfig(stream=sys.stdout, format="LOG %(message)s")
+stuck = threading.Event()
+
+class Refused(Exception):
+    retryable = False
+
+def hangs(batch):
+    stuck.wait()
+
+def refuses(batch):
+    raise Refused("400")
+
+if sys.argv[2] == "hangs":
+    d = BackgroundDispatcher(hangs, delay=0.01, max_batch_size=3, exit_timeout=0.5)
+    for n in range(7):
+        d.enqueue(n)
+elif sys.argv[2] == "refuses":
+    with SqliteSpool(sys.argv[3]) as spool:
+        d = BackgroundDispatcher(refuses, delay=0.01, spool=spool)
+        d.enqueue("x")
+        d.flush(timeout=10)
+        d.shutdown(timeout=10)
+else:
+    d = BackgroundDispatcher(lambda batch: None, delay=0.01, name="fine")
+    for n in range(7):
+        d.enqueue(n)
+"""
+
+
+def test_what_a_script_loses_at_exit_reaches_stderr_without_logging_configured() -> None:
+    result = run_python(LOSSES.replace("sys.argv[1]", "'plain'").replace("sys.argv[2]", "'hangs'"))
+    assert result.returncode == 0, result.stderr
+    assert "at exit, not delivered in this process: 4 dropped (exit: 4); 3 abandoned in dispatch" in result.stderr
+
+
+def test_a_script_that_delivered_everything_says_nothing_at_exit() -> None:
+    result = run_python(LOSSES.replace("sys.argv[1]", "'plain'").replace("sys.argv[2]", "'fine'"))
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_the_loss_report_goes_where_the_application_logs_and_counts_dead_letters(tmp_path: Any) -> None:
+    code = LOSSES.replace("sys.argv[1]", "'configured'").replace("sys.argv[2]", "'refuses'")
+    result = run_python(code.replace("sys.argv[3]", repr(str(tmp_path / "spool.db"))))
+    assert result.returncode == 0, result.stderr
+    assert "not delivered in this process: 1 failed (1 kept as dead letters)" in result.stdout
+    assert "not delivered" not in result.stderr
