@@ -311,7 +311,8 @@ else:
 def test_what_a_script_loses_at_exit_reaches_stderr_without_logging_configured() -> None:
     result = run_python(LOSSES.replace("sys.argv[1]", "'plain'").replace("sys.argv[2]", "'hangs'"))
     assert result.returncode == 0, result.stderr
-    assert "at exit, not delivered in this process: 4 dropped (exit: 4); 3 abandoned in dispatch" in result.stderr
+    expected = "at exit, not delivered in this process: 4 dropped (exit: 4); 3 abandoned in dispatch"
+    assert expected in result.stderr
 
 
 def test_a_script_that_delivered_everything_says_nothing_at_exit() -> None:
