@@ -180,7 +180,9 @@ def _list(rows: List[Any], as_json: bool, out: Output) -> None:
         shown = json.dumps(item, ensure_ascii=False) if ok else f"<not JSON: {type(row.data).__name__}>"
         if len(shown) > 100:
             shown = shown[:97] + "..."
-        extra = f"  {row.attempts} attempts: {row.error}" if row.state == "dead" else ""
+        extra = ""
+        if row.state == "dead":
+            extra = f"  after {row.attempts} attempt{'' if row.attempts == 1 else 's'}: {row.error}"
         out.write(f"{row.id:>8}  {row.state:<11}  {age:>8}  key={json.dumps(key)}  {shown}{extra}\n")
 
 
