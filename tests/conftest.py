@@ -232,17 +232,46 @@ def run_on_terminal(args: List[str], stdin: bytes = b"", timeout: float = 60) ->
             os.close(secondary)
             secondary = -1
             stdout, _ = proc.communicate(stdin, timeout=timeout)
-        drawn = b""
-        while True:
-            try:
-                chunk = os.read(primary, 4096)
-            except OSError:  # EIO: the terminal's other end is closed and drained
-                break
-            if not chunk:
-                break
-            drawn += chunk
+        drawn = read_terminal(primary)
     finally:
         os.close(primary)
         if secondary != -1:
             os.close(secondary)
     return proc.returncode, stdout.decode(), drawn.decode()
+
+
+def run_all_on_terminal(args: List[str], typed: bytes, timeout: float = 60) -> Any:
+    """Run *args* with stdin, stdout and stderr on a pseudo-terminal, *typed* there first;
+    return (returncode, what the terminal showed)."""
+    import pty
+
+    primary, secondary = pty.openpty()
+    try:
+        with subprocess.Popen(
+            args, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+            stdin=secondary, stdout=secondary, stderr=secondary,
+        ) as proc:
+            os.close(secondary)
+            secondary = -1
+            os.write(primary, typed)
+            proc.wait(timeout)
+        drawn = read_terminal(primary)
+    finally:
+        os.close(primary)
+        if secondary != -1:
+            os.close(secondary)
+    return proc.returncode, drawn.decode()
+
+
+def read_terminal(primary: int) -> bytes:
+    """All a pseudo-terminal's program wrote, once it has ended."""
+    drawn = b""
+    while True:
+        try:
+            chunk = os.read(primary, 4096)
+        except OSError:  # EIO: the terminal's other end is closed and drained
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    return drawn

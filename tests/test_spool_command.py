@@ -17,7 +17,7 @@ from batchdispatch import BackgroundDispatcher
 from batchdispatch.spool import SqliteSpool
 from batchdispatch.testing import Receiver
 
-from .conftest import ROOT, Recorder
+from .conftest import ROOT, Recorder, run_all_on_terminal
 
 
 def spool_command(*args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -181,33 +181,10 @@ def test_purge_asks_on_a_terminal_and_refuses_without_one(path: str) -> None:
 
 
 def on_terminal(path: str, answer: str) -> Tuple[int, str]:
-    """Run ``purge --dead`` with stdin, stdout and stderr on a pseudo-terminal, answering *answer*."""
-    import pty
-
-    primary, secondary = pty.openpty()
-    try:
-        with subprocess.Popen(
-            [sys.executable, "-m", "batchdispatch", "spool", path, "purge", "--dead"],
-            stdin=secondary, stdout=secondary, stderr=secondary, env=dict(os.environ, PYTHONPATH=ROOT),
-        ) as proc:
-            os.close(secondary)
-            secondary = -1
-            os.write(primary, answer.encode())
-            proc.wait(60)
-        drawn = b""
-        while True:
-            try:
-                chunk = os.read(primary, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            drawn += chunk
-    finally:
-        os.close(primary)
-        if secondary != -1:
-            os.close(secondary)
-    return proc.returncode, drawn.decode()
+    """Run ``purge --dead`` on a pseudo-terminal, answering *answer*."""
+    args = [sys.executable, "-m", "batchdispatch", "spool", path, "purge", "--dead"]
+    code, shown = run_all_on_terminal(args, answer.encode())
+    return code, shown
 
 
 def test_a_missing_foreign_or_corrupt_file_is_one_line_and_status_2(tmp_path: Any) -> None:
