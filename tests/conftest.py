@@ -18,6 +18,9 @@ from batchdispatch._gil import appends_need_lock
 from batchdispatch._lifecycle import DRAINING, RUNNING
 from batchdispatch.spool import SqliteSpool
 
+# The shared servers' fixtures (see tests/services.py), for every test.
+from .services import postgres_conninfo, rabbitmq_url, redis_url  # noqa: F401
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
