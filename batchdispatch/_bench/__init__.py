@@ -16,6 +16,9 @@ it runs the sections asked for, in this order, each in a module of its own:
     How KeyedDispatcher's costs grow with the number of keys.
 ``http`` (:mod:`.http`)
     Items per second to a receiver on 127.0.0.1, per item and batched.
+``sinks`` (:mod:`.sinks`)
+    Each sink of :mod:`batchdispatch.sinks` against the per-item way, on
+    the servers of the machine (a part whose server does not answer says so).
 
 Each figure is the best of several repetitions (HTTP: one run). The shared
 pieces are in :mod:`.harness` (the payload, the counting sink, the producer
@@ -30,7 +33,7 @@ import sys
 from typing import List, TextIO
 
 from .. import __version__
-from . import enqueue, http, scale, spool
+from . import enqueue, http, scale, sinks, spool
 from .harness import DELAY, MAX_BATCH_SIZE, BenchError
 from .options import QUICK, SECTIONS, BenchOptions
 from .output import status
@@ -70,6 +73,8 @@ def run(options: BenchOptions, out: TextIO, err: TextIO) -> int:
         if "http" in options.sections:
             runs = http.measure(options, err)
             report += ([""] if report else []) + http.report(runs)
+        if "sinks" in options.sections:
+            report += ([""] if report else []) + sinks.report(options, sinks.measure(options, err))
     except BenchError as exc:
         status(err, "")
         err.write(f"error: {exc}\n")

@@ -7,8 +7,8 @@ from typing import Tuple
 
 #: The sections of the bench, in the order they run: the enqueue designs
 #: (plain, keyed, parallel delivery, idle wake-ups), the spool, growth with
-#: the number of keys, then HTTP delivery.
-SECTIONS: Tuple[str, ...] = ("enqueue", "spool", "scale", "http")
+#: the number of keys, HTTP delivery, then the sinks of batchdispatch.sinks.
+SECTIONS: Tuple[str, ...] = ("enqueue", "spool", "scale", "http", "sinks")
 
 
 @dataclasses.dataclass(frozen=True)
