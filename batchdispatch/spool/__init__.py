@@ -66,4 +66,13 @@ from ._encoding import Row as Row  # isort: skip
 from ._owners import QUARANTINED as QUARANTINED  # isort: skip
 from ._wal import LOG_SEGMENT_BYTES as LOG_SEGMENT_BYTES  # isort: skip
 
-__all__ = ["Data", "DeadLetter", "Spool", "SqliteSpool"]
+__all__ = ["Data", "DeadLetter", "PostgresSpool", "Spool", "SqliteSpool"]
+
+
+def __getattr__(name: str) -> object:
+    # The spools on servers import their clients (psycopg, redis) only when asked for.
+    if name == "PostgresSpool":
+        from ._postgres import PostgresSpool
+
+        return PostgresSpool
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
