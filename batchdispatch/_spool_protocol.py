@@ -142,6 +142,12 @@ class Spool(Protocol):
     to delete them, as :class:`~batchdispatch.spool.SqliteSpool` does.
     Dead pairs survive what free ones survive.
 
+    **Polling.** An implementation whose pairs other owners free while a
+    dispatcher runs (a host of a fleet died, its lease ran out) may set an
+    attribute ``poll_interval``, in seconds: a running dispatcher then
+    claims again that often, besides at its first batch, after a spill and
+    at every flush. Without it (or None), it does not poll.
+
     **Growing the contract.** Later operations are added here as methods
     with their semantics, in the same terms: a state beside *free*,
     *held* and *dead*, and which operations move a pair into it.

@@ -112,6 +112,9 @@ class PostgresSpool:
         self._tables = Tables(table)
         self.durable = bool(durable)
         self.lease = seconds("lease", lease)
+        #: How often a dispatcher on this spool claims again, for the pairs of
+        #: owners that died (see the Spool contract's *Polling*).
+        self.poll_interval = min(self.lease / 3, 5.0)
         self.timeout = seconds("timeout", timeout, allow_zero=True)
         self._codec = Codec(dumps, loads)
         if name is not None and not isinstance(name, str):
