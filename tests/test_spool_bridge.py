@@ -158,5 +158,5 @@ def test_a_spool_with_a_poll_interval_is_claimed_again_while_the_dispatcher_idle
 def test_a_bad_poll_interval_is_refused_naming_it() -> None:
     spool = MemorySpool()
     spool.poll_interval = -1  # type: ignore[attr-defined]
-    with pytest.raises(ValueError, match="spool.poll_interval"):
+    with pytest.raises(ValueError, match=r"spool\.poll_interval"):
         BackgroundDispatcher(print, spool=spool)
