@@ -53,6 +53,8 @@ while one later in this list is held):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .._spool_protocol import Spool
 from ._dead import DeadLetter
 from ._encoding import Data
@@ -67,6 +69,9 @@ from ._owners import QUARANTINED as QUARANTINED  # isort: skip
 from ._wal import LOG_SEGMENT_BYTES as LOG_SEGMENT_BYTES  # isort: skip
 
 __all__ = ["Data", "DeadLetter", "PostgresSpool", "Spool", "SqliteSpool"]
+
+if TYPE_CHECKING:
+    from ._postgres import PostgresSpool
 
 
 def __getattr__(name: str) -> object:

@@ -56,6 +56,7 @@ class _Owner:
         self.token = new_token()
         self.lock = ConnectionLock()  # the connection: one operation at a time
         self.conn: Optional[psycopg.Connection[Any]] = None
+        self.timeout_ms = -1  # the session's lock_timeout, as last set
         self.leased = False  # the owner row exists: this process holds (or may hold) rows
         self.heartbeat: Optional[threading.Thread] = None
         self.stop = threading.Event()
@@ -197,7 +198,7 @@ class PostgresSpool:
                 " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, key, item, item_bytes"
             ), (token, limit)).fetchall()
 
-        found = sorted(self._run(take, deadline, owner=True))
+        found = sorted(self._run(take, deadline, owner=True, transaction=True))
         rows: List[Row] = []
         bad: List[int] = []
         for row_id, key, text, data in found:
@@ -271,7 +272,7 @@ class PostgresSpool:
                 ), (text, attempts, keys, texts, datas)).rowcount
             return made
 
-        made = self._run(bury, deadline) if moved or written else 0
+        made = self._run(bury, deadline, transaction=True) if moved or written else 0
         if refused:
             raise SpoolError(
                 f"spool {self.path}: {len(refused)} items given up cannot be encoded as dead letters",
@@ -339,7 +340,8 @@ class PostgresSpool:
         proc = self._proc
         try:
             if proc.pid == os.getpid() and proc.leased:
-                self._run(lambda conn, token: self._free_owner(conn, token), deadline_after(timeout))
+                self._run(lambda conn, token: self._free_owner(conn, token), deadline_after(timeout),
+                          transaction=True)
         except SpoolError as exc:
             log.warning("spool %s: could not free its rows at close (its lease will): %s", self.path, exc)
         finally:
@@ -436,14 +438,20 @@ class PostgresSpool:
 
     def _run(
         self, work: Callable[[psycopg.Connection[Any], str], Any], deadline: Optional[float],
-        owner: bool = False,
+        owner: bool = False, transaction: bool = False,
     ) -> Any:
-        """Run *work(conn, token)* in one transaction, bounded by *deadline* and the spool's timeout;
-        with *owner*, this process's lease is taken first (it is about to hold rows)."""
+        """Run *work(conn, token)*, bounded by *deadline* and the spool's timeout: one
+        statement on its own (autocommit: one round trip), or with *transaction*
+        several in one. With *owner*, this process's lease is taken first (it is
+        about to hold rows)."""
         proc = self._owner()
-        bound = time.monotonic() + self.timeout
-        if deadline is not None:
-            bound = min(bound, deadline)
+        now = time.monotonic()
+        bound = now + self.timeout
+        if deadline is not None and deadline < bound:
+            bound = deadline
+            ms = max(1, int((deadline - now) * 1000))
+        else:
+            ms = max(1, int(self.timeout * 1000))  # the same each time: set once per connection
         lock = proc.lock
         if not lock.acquire(timeout=max(0.0, bound - time.monotonic())):
             raise SpoolError(
@@ -459,16 +467,21 @@ class PostgresSpool:
         lock.entries = 1
         try:
             conn = self._connect(proc, bound)
-            if owner and not proc.leased:
-                self._take_lease(conn, proc)
             # Waits for locks end by the deadline; a statement that runs, rather
-            # than waits, gets at least STATEMENT_FLOOR_MS.
-            ms = max(1, int((bound - time.monotonic()) * 1000))
-            with conn.transaction():
+            # than waits, gets at least STATEMENT_FLOOR_MS. Set for the session,
+            # and only when it changes: no round trip for it most of the time.
+            if proc.timeout_ms != ms:
                 conn.execute(
-                    "SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
+                    "SELECT set_config('lock_timeout', %s, false),"
+                    " set_config('statement_timeout', %s, false)",
                     (str(ms), str(max(ms, STATEMENT_FLOOR_MS))),
                 )
+                proc.timeout_ms = ms
+            if owner and not proc.leased:
+                self._take_lease(conn, proc)
+            if not transaction:
+                return work(conn, proc.token)
+            with conn.transaction():
                 return work(conn, proc.token)
         except psycopg.Error as exc:
             raise self._fault(proc, exc) from exc
@@ -481,6 +494,7 @@ class PostgresSpool:
             return proc.conn
         left = max(1, math.ceil(bound - time.monotonic()))
         proc.conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=left)
+        proc.timeout_ms = -1
         if not self._created:
             with proc.conn.transaction():
                 proc.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._tables.lock_key,))
