@@ -82,12 +82,14 @@ class Fleet:
             self.hosts.append(subprocess.Popen(
                 [sys.executable, "-c", HOST, self.conninfo, self.table, self.receiver.url, self.up_flag,
                  str(host), str(self.lease)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=ROOT),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                env=dict(os.environ, PYTHONPATH=ROOT),
             ))
 
     def ask(self, host: int, command: str) -> Dict[str, Any]:
         proc = self.hosts[host]
-        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdin is not None
+        assert proc.stdout is not None
         proc.stdin.write(command + "\n")
         proc.stdin.flush()
         line = proc.stdout.readline()
@@ -129,7 +131,8 @@ def wait_for_unique(receiver: Receiver, count: int, timeout: float) -> bool:
     while time.monotonic() < deadline:
         if len({json.dumps(item, sort_keys=True) for item in receiver.items}) >= count:
             return True
-        receiver.wait_for_items(receiver.item_count + 1, timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+        left = max(0.0, deadline - time.monotonic())
+        receiver.wait_for_items(receiver.item_count + 1, timeout=min(1.0, left))
     return False
 
 
