@@ -721,9 +721,14 @@ class Engine(Generic[T], abc.ABC):
         """The core counters, read with the lock held. A caller that has just
         counted the lanes passes what it found (*queued*, *enqueued*)."""
         in_flight = sum(len(b.items) for b in itertools.chain(self._inflight, self._delivery.inline))
+        pending = self._pending_count(queued)
+        oldest = self._scheduler.oldest_waiting()
         return {
             "name": self.name,
-            "pending": self._pending_count(queued),
+            "pending": pending,
+            "oldest_pending_age": (
+                (None if not pending else 0.0) if oldest is None else max(0.0, self._clock() - oldest)
+            ),
             "in_flight": in_flight,
             "enqueued": self._enqueued_count() if enqueued is None else enqueued,
             "dispatched": self._dispatched,

@@ -19,6 +19,9 @@ class DispatcherStats:
     Once everything has drained, ``enqueued + replayed == dispatched +
     failed + spilled`` plus the accepted items later discarded (evicted by
     ``"drop_oldest"`` or given up at exit).
+
+    .. versionchanged:: 0.2.0
+       ``oldest_pending_age``.
     """
 
     #: The dispatcher's name (worker threads are ``batchdispatch:<name>``).
@@ -61,6 +64,19 @@ class DispatcherStats:
     #: ``"corrupt"``, ``"locked"``, ``"io"``, ``"encode"``, ``"closed"``).
     #: The dispatcher went on in memory after each.
     spool_faults: Mapping[str, int]
+    #: Seconds the oldest pending item has waited (queued, in a batch being
+    #: delivered, or in one waiting for a retry), on the dispatcher's clock;
+    #: None when nothing is pending. A wait counts from when the dispatcher
+    #: noted the item: at its enqueue (to within a worker's wake-up), except
+    #: for items that arrive behind a batch that is out (in a dispatch call,
+    #: or waiting for a retry), noted when a worker next looks (or, keyed,
+    #: ``stats()``), at the latest when that batch settles, while that
+    #: batch, older, sets the figure; items left behind by a batch (it was
+    #: full, or they have a lower priority), counted from when it was taken;
+    #: and items replayed from the spool, from when a worker takes them.
+    #: ``0.0`` while the only pending items are not noted yet. Read in
+    #: O(log n) amortized, however many keys are pending.
+    oldest_pending_age: Optional[float]
 
 
 @dataclasses.dataclass(frozen=True)
