@@ -729,6 +729,8 @@ class Engine(Generic[T], abc.ABC):
             "oldest_pending_age": (
                 (None if not pending else 0.0) if oldest is None else max(0.0, self._clock() - oldest)
             ),
+            "batch_seconds": self._delivery.seconds.snapshot(),
+            "batch_sizes": self._delivery.sizes.snapshot(),
             "in_flight": in_flight,
             "enqueued": self._enqueued_count() if enqueued is None else enqueued,
             "dispatched": self._dispatched,

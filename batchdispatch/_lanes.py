@@ -49,7 +49,7 @@ class Batch:
 
     __slots__ = (
         "__weakref__", "attempt", "first", "first_at", "id", "items", "key", "lane", "not_before", "rows",
-        "seq_first",
+        "seq_first", "took",
     )
 
     def __init__(
@@ -69,6 +69,7 @@ class Batch:
         # When its oldest item was first seen (engine clock), for
         # stats().oldest_pending_age: set when a worker first takes it.
         self.first_at: Optional[float] = None
+        self.took = 0.0  # seconds its last dispatch call took (perf_counter)
 
 
 class Lane:

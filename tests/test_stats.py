@@ -1,4 +1,5 @@
-"""The ``stats()`` fields that describe waits: ``oldest_pending_age``.
+"""The ``stats()`` fields that describe waits and batches: ``oldest_pending_age``,
+``batch_seconds`` and ``batch_sizes``, and the :class:`Histogram` snapshot.
 
 Ages are read on a :class:`FakeClock`, after a sync point (the worker has
 gone to sleep, a dispatch call has started, a listener has run), so every
@@ -8,13 +9,16 @@ figure is exact.
 from __future__ import annotations
 
 import gc
+import math
 import threading
+import time
 import weakref
 from typing import Any, List
 
 import pytest
 
 from batchdispatch import RetryPolicy
+from batchdispatch._stats import DURATION_BOUNDS, SIZE_BOUNDS, Buckets, Histogram
 
 from .conftest import FakeClock, KeyedRecorder, Recorder, poke, worker_wait_timeout
 
@@ -33,8 +37,112 @@ class Gate:
         assert self.opened.wait(30), "gate never opened"
 
 
-def test_nothing_pending_has_no_age(make, recorder: Recorder) -> None:
-    assert make(recorder).stats().oldest_pending_age is None
+# -- Histogram and Buckets ----------------------------------------------------------
+
+
+def test_a_value_on_a_bound_counts_in_that_bucket_and_above_every_bound_in_the_last() -> None:
+    buckets = Buckets((1.0, 2.0, 5.0))
+    for value in (0.5, 1.0, 1.5, 2.0, 7.0):
+        buckets.observe(value)
+    snapshot = buckets.snapshot()
+    assert snapshot == Histogram(bounds=(1.0, 2.0, 5.0), counts=(2, 2, 0, 1), sum=12.0, count=5)
+    assert snapshot.cumulative() == [(1.0, 2), (2.0, 4), (5.0, 4), (math.inf, 5)]
+    buckets.observe(3.0)
+    assert snapshot.count == 5  # a snapshot does not move with its buckets
+
+
+def test_quantile_bounds_and_the_one_line_form() -> None:
+    buckets = Buckets((1.0, 2.0, 5.0))
+    assert buckets.snapshot().quantile_bound(0.5) is None
+    assert str(buckets.snapshot()) == "count=0"
+    for value in [0.5] * 90 + [4.0] * 9 + [9.0]:
+        buckets.observe(value)
+    snapshot = buckets.snapshot()
+    assert snapshot.quantile_bound(0.5) == 1.0
+    assert snapshot.quantile_bound(0.95) == 5.0
+    assert snapshot.quantile_bound(1.0) == math.inf
+    assert str(snapshot) == "count=100 mean=0.9 p50<=1 p95<=5 p99<=5"
+    with pytest.raises(ValueError, match="q must be"):
+        snapshot.quantile_bound(0)
+
+
+def test_the_buckets_are_the_documented_ones(make, recorder: Recorder) -> None:
+    stats = make(recorder).stats()
+    assert stats.batch_seconds.bounds == DURATION_BOUNDS == (
+        0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    )
+    assert stats.batch_sizes.bounds == SIZE_BOUNDS == (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+    assert stats.batch_seconds.count == stats.batch_sizes.count == 0
+    assert stats.oldest_pending_age is None
+
+
+# -- batch_sizes and batch_seconds ------------------------------------------------------
+
+
+def test_each_dispatch_call_counts_its_size(make, recorder: Recorder) -> None:
+    d = make(recorder, delay=60, max_batch_size=3)
+    for i in range(7):
+        d.enqueue(i)
+    assert d.flush(timeout=10)
+    stats = d.stats()
+    assert [len(batch) for batch in recorder.batches] == [3, 3, 1]
+    sizes = stats.batch_sizes
+    assert (sizes.count, sizes.sum) == (3, 7.0)
+    assert dict(zip(sizes.bounds, sizes.counts)) == {
+        1: 1, 2: 0, 5: 2, 10: 0, 20: 0, 50: 0, 100: 0, 200: 0, 500: 0, 1000: 0, 2000: 0, 5000: 0,
+    }
+    assert stats.batch_seconds.count == stats.batches == 3
+
+
+def test_a_dispatch_call_is_timed_from_its_start_to_its_end(make) -> None:
+    def slow(batch: List[Any]) -> None:
+        time.sleep(0.03)  # the duration under test, not a wait for another thread
+
+    d = make(slow, delay=60)
+    d.enqueue("a")
+    started = time.perf_counter()
+    assert d.flush(timeout=10)
+    took = time.perf_counter() - started
+    seconds = d.stats().batch_seconds
+    assert seconds.count == 1
+    assert 0.03 <= seconds.sum <= took
+    assert seconds.counts[:3] == (0, 0, 0)  # nothing at or below 0.025 s
+
+
+def test_failed_calls_and_their_retries_count_and_on_error_is_not_timed(make) -> None:
+    calls: List[List[Any]] = []
+
+    def flaky(batch: List[Any]) -> None:
+        calls.append(list(batch))
+        if len(calls) == 1:
+            raise ConnectionError("down")
+
+    def slow_handler(exc: BaseException, batch: List[Any]) -> None:
+        time.sleep(0.2)  # part of the failed attempt, but not of the dispatch call
+
+    d = make(
+        flaky, delay=60, on_error=slow_handler,
+        retry=RetryPolicy(max_attempts=2, backoff=0.001, jitter=False),
+    )
+    d.enqueue("a")
+    d.enqueue("b")
+    assert d.flush(timeout=10)
+    stats = d.stats()
+    assert calls == [["a", "b"], ["a", "b"]]
+    assert stats.batches == stats.batch_seconds.count == stats.batch_sizes.count == 2
+    assert stats.batch_sizes.sum == 4
+    assert stats.batch_seconds.sum < 0.2
+
+
+def test_keyed_dispatchers_count_their_calls_too(make_keyed) -> None:
+    recorder = KeyedRecorder()
+    d = make_keyed(recorder, delay=60)
+    for n in range(10):
+        d.enqueue(n % 2, n)
+    assert d.flush(timeout=10)
+    stats = d.stats()
+    assert (stats.batch_sizes.count, stats.batch_sizes.sum) == (2, 10)
+    assert stats.batch_seconds.count == stats.batches == 2
 
 
 # -- oldest_pending_age -------------------------------------------------------------
