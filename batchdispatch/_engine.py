@@ -13,13 +13,13 @@ The parts, in the order an item meets them:
 ``_keyed_engine``           KeyedEngine: the keyed hot path, news, forgetting idle lanes
 ``_budget``                 QueueBudget: the keyed queue bound, as grants of room
 ``_lanes``                  Lane, PriorityLane, Batch: where items wait (storage only)
-``_scheduler``              Scheduler: lane deadlines, the ready queue, taking a batch
+``_scheduler``              Scheduler: lane deadlines, the ready queue, taking a batch, waits
 ``_workers``                Workers: the threads, their loop, sleeping and waking
 ``_delivery``               Delivery: an attempt, its outcome, retries; callers' delivery
 ``_spool_bridge``           SpoolBridge: what goes to the spool and comes back
 ``_events``                 Outbox: events and log lines, emitted outside the lock
 ``_drain``                  Drain: flush, shutdown, the exit hook's part
-``_stats``                  the ``stats()`` snapshots and rate-limited reports
+``_stats``                  the ``stats()`` snapshots, histograms, rate-limited reports
 ``_lifecycle``              the states and their transitions
 ``_process``                the process-wide exit and fork hooks
 ``_threadless``             uWSGI without threads: where batches are delivered

@@ -146,18 +146,19 @@ def instrument(
 
     The instruments (their units follow OpenTelemetry's conventions):
 
-    ``batchdispatch.items.enqueued``, ``.dispatched``, ``.failed``,
-    ``.dead_lettered``, ``.spilled``, ``.replayed``, ``.retried`` (``{item}``),
-    ``batchdispatch.items.dropped`` (``{item}``, attribute ``reason``),
-    ``batchdispatch.spool.faults`` (``{fault}``, attribute ``kind``),
-    ``batchdispatch.batches`` (``{batch}``), ``batchdispatch.batches.duration``
-    (``s``) and ``batchdispatch.batches.items`` (``{item}``)
-        observable counters;
-    ``batchdispatch.items.pending`` (``{item}``) and ``batchdispatch.keys.pending``
-    (``{key}``, KeyedDispatcher only)
-        observable up-down counters;
-    ``batchdispatch.items.oldest_pending_age`` (``s``, 0 when nothing is pending)
-        an observable gauge.
+    * observable counters: ``batchdispatch.items.enqueued``,
+      ``.dispatched``, ``.failed``, ``.dead_lettered``, ``.spilled``,
+      ``.replayed`` and ``.retried`` (``{item}``),
+      ``batchdispatch.items.dropped`` (``{item}``, attribute ``reason``),
+      ``batchdispatch.spool.faults`` (``{fault}``, attribute ``kind``),
+      ``batchdispatch.batches`` (``{batch}``),
+      ``batchdispatch.batches.duration`` (``s``) and
+      ``batchdispatch.batches.items`` (``{item}``);
+    * observable up-down counters: ``batchdispatch.items.pending``
+      (``{item}``) and ``batchdispatch.keys.pending`` (``{key}``,
+      KeyedDispatcher only);
+    * an observable gauge: ``batchdispatch.items.oldest_pending_age``
+      (``s``, 0 when nothing is pending).
 
     .. code-block:: python
 
