@@ -61,7 +61,8 @@ def test_the_instruments_report_each_dispatcher(make, make_keyed, reader, provid
     for key in ("a", "b", "a"):
         hooks.enqueue(key, key)
     assert events.flush(timeout=10)
-    instrumentation = instrument(provider)
+    # Only these two: dispatchers of other tests, still alive, may have spool faults.
+    instrumentation = instrument(provider, dispatchers=[events, hooks])
     try:
         points, units = collect(reader)
     finally:
