@@ -106,7 +106,10 @@ class Spool(Protocol):
     raises ``SpoolError`` (kind ``"locked"`` for a lock, having changed
     nothing). None: the implementation's own bound for other processes
     and servers (``SqliteSpool``: its *timeout*). A dispatcher passes what
-    is left of its caller's deadline, at exit and at shutdown. :meth:`append`
+    is left of its caller's deadline, at exit and at shutdown. A spool on a
+    server that does not answer by the deadline raises ``"unreachable"``:
+    a write sent before may still land (the pair is then stored, and
+    handed out at least once). :meth:`append`
     runs on ``enqueue``'s path: it should not wait for other threads, and
     waits for anything else at most the implementation's own bound.
 

@@ -23,7 +23,7 @@ from batchdispatch import BackgroundDispatcher
 from batchdispatch.exceptions import SpoolError
 from batchdispatch.spool import Spool, SqliteSpool
 
-from .services import POSTGRES_PORT, need, unique_name
+from .services import POSTGRES_PORT, REDIS_PORT, need, unique_name
 from .spools import MemorySpool, MemoryStore, busy
 
 
@@ -129,6 +129,39 @@ class PostgresHarness(Harness):
                 conn.execute(f"DROP TABLE IF EXISTS {self.table}{suffix}")
 
 
+class RedisHarness(Harness):
+    """Owners of one spool on the shared Redis (keys of the test's own, deleted after it)."""
+
+    persistent = True
+    shared = True
+
+    def __init__(self, durable: bool, directory: str) -> None:
+        super().__init__(durable)
+        need("Redis", REDIS_PORT)
+        self.redis = pytest.importorskip("redis")
+        self.url = f"redis://127.0.0.1:{REDIS_PORT}/0"
+        self.name = unique_name("spool")
+
+    def _open(self) -> Any:
+        from batchdispatch.spool import RedisSpool
+
+        return RedisSpool(self.url, self.name, durable=self.durable)
+
+    def busy(self) -> ContextManager[None]:
+        pytest.skip(
+            "Redis has no lock a write waits for; a server that does not answer by the deadline fails the "
+            "operation as 'unreachable' (tested in test_redis_spool), and the write may still land"
+        )
+
+    def cleanup(self) -> None:
+        super().cleanup()
+        client = self.redis.Redis.from_url(self.url)
+        keys = list(client.scan_iter(match=f"{{{self.name}}}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
 #: name: (Harness class, durable).
 IMPLEMENTATIONS: Dict[str, Any] = {
     "sqlite": (SqliteHarness, False),
@@ -136,6 +169,8 @@ IMPLEMENTATIONS: Dict[str, Any] = {
     "memory": (MemoryHarness, False),
     "postgres": (PostgresHarness, False),
     "postgres-durable": (PostgresHarness, True),
+    "redis": (RedisHarness, False),
+    "redis-durable": (RedisHarness, True),
 }
 
 

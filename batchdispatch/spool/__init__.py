@@ -68,10 +68,11 @@ from ._encoding import Row as Row  # isort: skip
 from ._owners import QUARANTINED as QUARANTINED  # isort: skip
 from ._wal import LOG_SEGMENT_BYTES as LOG_SEGMENT_BYTES  # isort: skip
 
-__all__ = ["Data", "DeadLetter", "PostgresSpool", "Spool", "SqliteSpool"]
+__all__ = ["Data", "DeadLetter", "PostgresSpool", "RedisSpool", "Spool", "SqliteSpool"]
 
 if TYPE_CHECKING:
     from ._postgres import PostgresSpool
+    from ._redis import RedisSpool
 
 
 def __getattr__(name: str) -> object:
@@ -80,4 +81,8 @@ def __getattr__(name: str) -> object:
         from ._postgres import PostgresSpool
 
         return PostgresSpool
+    if name == "RedisSpool":
+        from ._redis import RedisSpool
+
+        return RedisSpool
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
