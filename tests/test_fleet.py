@@ -25,18 +25,22 @@ import pytest
 from batchdispatch.testing import Receiver
 
 from .conftest import ROOT
-from .services import POSTGRES_PORT, PostgresServer, need, unique_name
+from .services import POSTGRES_PORT, REDIS_PORT, PostgresServer, RedisServer, need, unique_name
 
 psycopg = pytest.importorskip("psycopg")
+redis = pytest.importorskip("redis")
 
 HOST = """
 import json, os, sys
 from batchdispatch import BackgroundDispatcher, RetryPolicy
-from batchdispatch.spool import PostgresSpool
+from batchdispatch.spool import PostgresSpool, RedisSpool
 import requests
 
-conninfo, table, url, up_flag, host, lease = sys.argv[1:7]
-spool = PostgresSpool(conninfo, table=table, durable=True, lease=float(lease), timeout=2)
+location, table, url, up_flag, host, lease = sys.argv[1:7]
+if location.startswith("redis://"):
+    spool = RedisSpool(location, table, durable=True, lease=float(lease), timeout=2)
+else:
+    spool = PostgresSpool(location, table=table, durable=True, lease=float(lease), timeout=2)
 session = requests.Session()
 
 def dispatch(batch):
@@ -120,6 +124,13 @@ class Fleet:
                     stream.close()
         self.receiver.close()
         self.receiver = None  # type: ignore[assignment]
+        if self.conninfo.startswith("redis://"):
+            client = redis.Redis.from_url(self.conninfo)
+            keys = list(client.scan_iter(match=f"{{{self.table}}}:*"))
+            if keys:
+                client.delete(*keys)
+            client.close()
+            return
         with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
             for suffix in ("", "_owners", "_dead"):
                 conn.execute(f"DROP TABLE IF EXISTS {self.table}{suffix}")
@@ -150,7 +161,11 @@ def fleet(tmp_path: Any) -> Iterator[Any]:
         fleet.close()
 
 
-def shared_conninfo() -> str:
+def shared(kind: str) -> str:
+    """Where the shared server of *kind* is, as the hosts take it."""
+    if kind == "redis":
+        need("Redis", REDIS_PORT)
+        return f"redis://127.0.0.1:{REDIS_PORT}/0"
     need("PostgreSQL", POSTGRES_PORT)
     return f"host=127.0.0.1 port={POSTGRES_PORT} dbname=test user=postgres"
 
@@ -167,10 +182,11 @@ def check(fleet: Fleet, timeout: float, dead: Tuple[int, ...]) -> Counter[Tuple[
     return received
 
 
+@pytest.mark.parametrize("kind", ["postgres", "redis"])
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
-def test_the_survivors_deliver_what_a_dead_host_had_accepted(fleet: Any, how: str) -> None:
+def test_the_survivors_deliver_what_a_dead_host_had_accepted(fleet: Any, how: str, kind: str) -> None:
     lease = 3.0
-    hosts = fleet(shared_conninfo(), lease)
+    hosts = fleet(shared(kind), lease)
     hosts.start(3)
     hosts.enqueue(200)
     victim = hosts.hosts[0]
@@ -185,12 +201,16 @@ def test_the_survivors_deliver_what_a_dead_host_had_accepted(fleet: Any, how: st
     victim.kill()
 
 
-def test_a_restart_of_the_spools_server_loses_nothing_accepted(fleet: Any) -> None:
-    with PostgresServer() as server:
-        hosts = fleet(server.conninfo, 10.0)
+@pytest.mark.parametrize("kind", ["postgres", "redis"])
+def test_a_restart_of_the_spools_server_loses_nothing_accepted(fleet: Any, kind: str) -> None:
+    with PostgresServer() if kind == "postgres" else RedisServer() as server:
+        hosts = fleet(server.conninfo if kind == "postgres" else server.url, 10.0)  # type: ignore[union-attr]
         hosts.start(2)
         hosts.enqueue(100)
-        server.stop("immediate")  # as a crash of the server
+        if kind == "postgres":
+            server.stop("immediate")  # type: ignore[union-attr, call-arg]
+        else:
+            server.kill()  # type: ignore[union-attr]
         hosts.enqueue(100)  # accepted in memory: each append is an "unreachable" fault
         server.start()
         hosts.enqueue(100)
