@@ -73,10 +73,21 @@ def run(options: SpoolOptions, stdin: TextIO, out: TextIO, err: TextIO) -> int:
 
 def is_server(location: str) -> bool:
     """Whether *location* names a spool on a server (a URL) rather than a file."""
-    return location.startswith(("postgresql://", "postgres://"))
+    return location.startswith(("postgresql://", "postgres://", "redis://", "rediss://"))
+
+
+def _redis_location(location: str) -> Any:
+    url, _, name = location.partition("#")
+    if not name:
+        raise ValueError("a Redis location names its spool after a #: redis://host:6379/0#NAME")
+    return url, name
 
 
 def _inspector(location: str) -> Any:
+    if location.startswith(("redis://", "rediss://")):
+        from .spool._redis_inspect import RedisInspector
+
+        return RedisInspector(*_redis_location(location))
     if is_server(location):
         from .spool._pg_inspect import PgInspector
 
@@ -88,6 +99,10 @@ def _inspector(location: str) -> Any:
 
 def _open_spool(location: str) -> Any:
     """The spool at *location*, for a write (requeue, purge)."""
+    if location.startswith(("redis://", "rediss://")):
+        from .spool._redis import RedisSpool
+
+        return RedisSpool(*_redis_location(location))
     if is_server(location):
         from .spool._pg_inspect import parse_location
         from .spool._postgres import PostgresSpool

@@ -49,8 +49,25 @@ SPOOL_MODES: Tuple[Tuple[str, str, Optional[bool]], ...] = (
     ("durable", "(t) spool=SqliteSpool(path, durable=True)", True),
     ("pg-spill", "(u) spool=PostgresSpool(conninfo)", False),
     ("pg-durable", "(v) spool=PostgresSpool(conninfo, durable=True)", True),
+    ("redis-spill", "(w) spool=RedisSpool(url, name)", False),
+    ("redis-durable", "(x) spool=RedisSpool(url, name, durable=True)", True),
 )
 POSTGRES_ENV = "BATCHDISPATCH_BENCH_POSTGRES"
+REDIS_ENV = "BATCHDISPATCH_BENCH_REDIS"
+
+
+def _redis() -> Optional[str]:
+    """The Redis server's URL, or None if it (or redis-py) is not there."""
+    url = os.environ.get(REDIS_ENV, "redis://127.0.0.1:6379/0")
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=3)
+        client.ping()
+        client.close()
+    except Exception:  # noqa: BLE001 - any failure: the rows are left out
+        return None
+    return url
 
 
 def _postgres() -> Optional[str]:
@@ -69,6 +86,23 @@ def _make_spool(key: str, durable: Optional[bool], directory: str) -> Tuple[Any,
     """The spool of a run, and how to remove what it left."""
     if durable is None:
         return None, lambda: None
+    if key.startswith("redis-"):
+        import redis
+
+        from ..spool import RedisSpool
+
+        url = _redis()
+        assert url is not None
+        name = f"bench_{secrets.token_hex(6)}"
+
+        def delete() -> None:
+            client = redis.Redis.from_url(url)
+            keys = list(client.scan_iter(match=f"{{{name}}}:*"))
+            if keys:
+                client.delete(*keys)
+            client.close()
+
+        return RedisSpool(url, name, durable=durable), delete
     if not key.startswith("pg-"):
         from ..spool import SqliteSpool
 
@@ -132,11 +166,12 @@ def _run_spooled(
 def measure(options: BenchOptions, err: TextIO) -> Dict[Tuple[str, int], Tuple[float, float]]:
     """Best (seconds per enqueue, items/s) per (mode, producer threads), interleaved rounds."""
     best: Dict[Tuple[str, int], Tuple[float, float]] = {}
-    postgres = _postgres() is not None
+    available = {"pg": _postgres() is not None, "redis": _redis() is not None}
     for round_no in range(1, options.repeat + 1):
         for threads in THREAD_COUNTS:
             for key, label, durable in SPOOL_MODES:
-                if key.startswith("pg-") and not postgres:
+                server = key.partition("-")[0]
+                if not available.get(server, True):
                     continue
                 status(err, f"bench: spool, round {round_no} of {options.repeat}, {label}, {threads} thr")
                 # The durable mode costs microseconds per item: fewer items.
@@ -166,16 +201,18 @@ def report(options: BenchOptions, best: Dict[Tuple[str, int], Tuple[float, float
         rows.append(cells)
     durable = best["durable", THREAD_COUNTS[-1]][0] * 1e6
     notes = []
-    if ("pg-durable", THREAD_COUNTS[-1]) in best:
-        costs = [best["pg-durable", threads][0] * 1e6 for threads in THREAD_COUNTS]
+    for key, what, variable in (("pg-durable", "PostgresSpool", POSTGRES_ENV),
+                                ("redis-durable", "RedisSpool", REDIS_ENV)):
+        if (key, THREAD_COUNTS[-1]) not in best:
+            notes.append(f"{what}: not measured, nothing answers at {variable} (or its client is missing)")
+            continue
+        costs = [best[key, threads][0] * 1e6 for threads in THREAD_COUNTS]
         notes.append(
-            "PostgresSpool durable: " + ", ".join(
+            f"{what} durable: " + ", ".join(
                 f"{us:,.1f} us per item with {t} thread{'s' if t > 1 else ''} ({1e6 / us:,.0f} items/s)"
                 for us, t in zip(costs, THREAD_COUNTS)
             )
         )
-    else:
-        notes.append(f"PostgresSpool: not measured, nothing answers at {POSTGRES_ENV} (or no psycopg)")
     return [
         f"spool: {options.items:,} items per run ({options.spool_items:,} for (t)), best of {options.repeat},"
         " a fresh file each run;",
