@@ -150,7 +150,7 @@ class RedisHarness(Harness):
     def busy(self) -> ContextManager[None]:
         pytest.skip(
             "Redis has no lock a write waits for; a server that does not answer by the deadline fails the "
-            "operation as 'unreachable' (tested in test_redis_spool), and the write may still land"
+            "operation as 'unreachable' (tested in test_server_spools), and the write may still land"
         )
 
     def cleanup(self) -> None:

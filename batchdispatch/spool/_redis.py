@@ -20,6 +20,7 @@ would lose its entries to another host and both would deliver them.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import math
 import os
@@ -165,7 +166,7 @@ class RedisSpool:
         self._q = f"{{{name}}}:q"
         self._dead = f"{{{name}}}:dead"
         self._scripts = {
-            script: self._client.register_script(text)
+            script: (text, hashlib.sha1(text.encode()).hexdigest())
             for script, text in (("add", ADD), ("ack", ACK), ("release", RELEASE), ("free", FREE_OWNERS),
                                  ("claim", CLAIM), ("bury", BURY), ("requeue", REQUEUE))
         }
@@ -504,7 +505,15 @@ class RedisSpool:
                 log.warning("spool %s: could not renew the lease: %s", self.path, type(exc).__name__)
 
     def _script(self, name: str, keys: List[str], args: List[Any]) -> Any:
-        return self._scripts[name](keys=keys, args=args, client=self._c)
+        """Run a script by its digest (EVALSHA straight away: redis-py's Script object
+        costs about as much again per call), loading it the first time Redis misses it."""
+        text, sha = self._scripts[name]
+        client = self._c
+        try:
+            return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            client.script_load(text)
+            return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
 
     @property
     def _c(self) -> Any:
