@@ -18,28 +18,22 @@ from batchdispatch.sinks.postgres import PostgresSink, RowsRejected, WriteError 
 
 from ..services import PostgresServer, free_port  # noqa: E402
 from ..test_fork import collect, fork  # noqa: E402
+from .sql_sinks import (  # noqa: E402
+    COLUMNS,
+    REFUSE_TWICE,
+    SECRET,
+    TABLE,
+    THREE_BAD,
+    Events,
+    fast_retry,
+    item,
+    patient_retry,
+    private_server,
+    query,
+    three_bad,
+)
 
 METHODS = ["copy", "executemany"]
-
-#: Each row says which transaction (txid) and which server session (backend) wrote it.
-TABLE = """
-CREATE TABLE events (
-    seq bigserial PRIMARY KEY,
-    k text NOT NULL DEFAULT '',
-    n int NOT NULL CHECK (n >= 0),
-    s text UNIQUE,
-    tx bigint NOT NULL DEFAULT txid_current(),
-    backend int NOT NULL DEFAULT pg_backend_pid()
-)
-"""
-COLUMNS = ["k", "n", "s"]
-SECRET = "s3cret-pw-Zq81"
-
-
-def query(conninfo: str, statement: str, *params: Any) -> List[Tuple[Any, ...]]:
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        cursor = conn.execute(statement, params or None)
-        return cursor.fetchall() if cursor.description else []
 
 
 @pytest.fixture
@@ -62,33 +56,6 @@ def sinks() -> Iterator[Callable[..., PostgresSink]]:
     yield factory
     for sink in made:
         sink.close()
-
-
-class Events:
-    """Records a dispatcher's events by name, and lets a test wait for one."""
-
-    def __init__(self, dispatcher: Any, *names: str) -> None:
-        self.seen: Dict[str, List[Any]] = {name: [] for name in names}
-        self.cond = threading.Condition()
-        for name in names:
-            dispatcher.on(name, lambda payload, name=name: self._add(name, payload))
-
-    def _add(self, name: str, payload: Any) -> None:
-        with self.cond:
-            self.seen[name].append(payload)
-            self.cond.notify_all()
-
-    def wait(self, name: str, count: int = 1, timeout: float = 30.0) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: len(self.seen[name]) >= count, timeout)
-
-
-def item(n: int, k: str = "") -> Dict[str, Any]:
-    return {"k": k, "n": n, "s": f"{k}{n}"}
-
-
-def fast_retry(attempts: int = 5) -> RetryPolicy:
-    return RetryPolicy(max_attempts=attempts, backoff=0.01, multiplier=2.0, max_backoff=0.2, jitter=False)
 
 
 # -- batches and their transactions --------------------------------------------------------------
@@ -117,14 +84,11 @@ def test_1000_rows_with_3_bad_commit_the_997_at_once_and_give_up_the_3_with_the_
     d = make(sink, delay=3600, max_batch_size=1000, retry=fast_retry())
     events = Events(d, "items_exhausted", "batch_retry_scheduled")
     items = [item(n) for n in range(1000)]
-    items[17]["n"] = -17                 # the CHECK constraint
-    items[500]["n"] = "five hundred"     # not an integer
-    items[999]["s"] = "3"                # the UNIQUE constraint, against item 3 of the same batch
+    bad = three_bad(items)
     for each in items:
         d.enqueue(each)
     assert d.flush(timeout=30)
 
-    bad = [items[17], items[500], items[999]]
     good = [n for n in range(1000) if n not in (17, 500, 999)]
     assert [n for (n,) in query(conninfo, "SELECT n FROM events ORDER BY seq")] == good
     assert len(query(conninfo, "SELECT DISTINCT tx FROM events")) == 1  # the 997 in one transaction
@@ -136,13 +100,8 @@ def test_1000_rows_with_3_bad_commit_the_997_at_once_and_give_up_the_3_with_the_
     assert exhausted.error.retryable is False
     cause = exhausted.error.cause
     assert isinstance(cause, RowsRejected)
-    assert [(row.index, row.item, row.sqlstate) for row in cause.rejected] == [
-        (17, items[17], "23514"), (500, items[500], "22P02"), (999, items[999], "23505"),
-    ]
-    messages = [row.message for row in cause.rejected]
-    assert messages[0] == 'new row for relation "events" violates check constraint "events_n_check"'
-    assert messages[1] == 'invalid input syntax for type integer: "five hundred"'
-    assert messages[2] == 'duplicate key value violates unique constraint "events_s_key"'
+    assert [(row.index, row.sqlstate, row.message) for row in cause.rejected] == THREE_BAD
+    assert [row.item for row in cause.rejected] == bad
     text = str(exhausted.error)
     assert text.startswith('3 items of the batch failed: RowsRejected: 3 of 1000 rows rejected by "events": '
                            'item 17: new row for relation')
@@ -254,19 +213,7 @@ def test_a_missing_table_is_given_up_at_once(
 def test_a_serialization_failure_and_a_deadlock_are_retried_and_the_rows_arrive_once(
     sinks: Callable[..., PostgresSink], make: Callable[..., Any], conninfo: str, method: str,
 ) -> None:
-    # The server refuses the first two inserts, as a real conflict would; a
-    # sequence counts them, since it is not rolled back with the transaction.
-    query(conninfo, """
-        CREATE SEQUENCE faults;
-        CREATE FUNCTION refuse_twice() RETURNS trigger LANGUAGE plpgsql AS $$
-        DECLARE n bigint := nextval('faults');
-        BEGIN
-            IF n = 1 THEN RAISE EXCEPTION 'conflict' USING ERRCODE = 'serialization_failure'; END IF;
-            IF n = 2 THEN RAISE EXCEPTION 'deadlock' USING ERRCODE = 'deadlock_detected'; END IF;
-            RETURN NULL;
-        END $$;
-        CREATE TRIGGER refuse BEFORE INSERT ON events FOR EACH STATEMENT EXECUTE FUNCTION refuse_twice();
-    """)
+    query(conninfo, REFUSE_TWICE)
     sink = sinks(conninfo, "events", COLUMNS, method=method)
     d = make(sink, delay=3600, retry=fast_retry())
     events = Events(d, "batch_failed")
@@ -326,17 +273,14 @@ def test_the_pool_is_made_on_the_first_batch_and_its_threads_end_with_close(conn
 
 @pytest.fixture
 def server() -> Iterator[PostgresServer]:
-    with PostgresServer() as private:
-        query(private.conninfo, TABLE)
-        yield private
+    yield from private_server()
 
 
 def test_nothing_is_lost_when_the_server_restarts_between_batches(
     sinks: Callable[..., PostgresSink], make: Callable[..., Any], server: PostgresServer,
 ) -> None:
     sink = sinks(server.conninfo, "events", COLUMNS, timeout=2)
-    policy = RetryPolicy(max_attempts=1000, backoff=0.05, multiplier=2.0, max_backoff=0.5, jitter=False)
-    d = make(sink, delay=3600, max_batch_size=100, retry=policy)
+    d = make(sink, delay=3600, max_batch_size=100, retry=patient_retry())
     events = Events(d, "batch_failed")
     for n in range(500):
         d.enqueue(item(n))
@@ -357,8 +301,8 @@ def test_a_restart_while_keys_are_written_loses_nothing_and_a_unique_key_makes_i
     sinks: Callable[..., PostgresSink], make_keyed: Callable[..., Any], server: PostgresServer,
 ) -> None:
     sink = sinks(server.conninfo, "events", COLUMNS, method="executemany", ignore_conflicts=True, timeout=2)
-    policy = RetryPolicy(max_attempts=1000, backoff=0.05, multiplier=2.0, max_backoff=0.5, jitter=False)
-    d = make_keyed(sink.deliver, delay=0.005, max_batch_size=50, max_concurrent_batches=3, retry=policy)
+    d = make_keyed(sink.deliver, delay=0.005, max_batch_size=50, max_concurrent_batches=3,
+                   retry=patient_retry())
     events = Events(d, "batch_succeeded", "batch_failed")
     keys, per_key = ["a", "b", "c"], 400
     for n in range(per_key):
