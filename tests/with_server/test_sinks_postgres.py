@@ -16,6 +16,7 @@ pytest.importorskip("psycopg_pool")
 from batchdispatch import PartialFailure, RetryPolicy  # noqa: E402
 from batchdispatch.sinks.postgres import PostgresSink, RowsRejected, WriteError  # noqa: E402
 
+from ..conftest import run_python  # noqa: E402
 from ..services import PostgresServer, free_port  # noqa: E402
 from ..test_fork import collect, fork  # noqa: E402
 from .sql_sinks import (  # noqa: E402
@@ -407,3 +408,51 @@ def test_a_password_never_reaches_a_repr_an_error_or_a_log_line(
     assert "postgres@127.0.0.1:5432/test" in texts[0]
     assert "couldn't get a connection" in texts[3]
     assert all(SECRET not in text for text in texts), texts
+
+
+# -- exit ------------------------------------------------------------------------------------------
+
+
+def test_what_is_pending_at_exit_is_written_by_the_exit_hook(conninfo: str) -> None:
+    result = run_python(f"""
+        from batchdispatch import BackgroundDispatcher
+        from batchdispatch.sinks.postgres import PostgresSink
+        d = BackgroundDispatcher(PostgresSink({conninfo!r}, "events", ["k", "n", "s"]), delay=3600)
+        for n in range(100):
+            d.enqueue({{"k": "exit", "n": n, "s": str(n)}})
+        print("leaving")  # no flush, no shutdown, no close
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "leaving\n"
+    assert [n for (n,) in query(conninfo, "SELECT n FROM events ORDER BY seq")] == list(range(100))
+
+
+def test_with_the_server_down_at_exit_a_spool_keeps_the_rows_for_the_next_start(
+    server: PostgresServer, tmp_path: Any,
+) -> None:
+    spool = str(tmp_path / "events.db")
+
+    def program(rows: int, then: str = "") -> str:
+        return f"""
+            from batchdispatch import BackgroundDispatcher
+            from batchdispatch.sinks.postgres import PostgresSink
+            from batchdispatch.spool import SqliteSpool
+            sink = PostgresSink({server.conninfo!r}, "events", ["k", "n", "s"], timeout=30)
+            d = BackgroundDispatcher(sink, delay=3600, exit_timeout=2, spool=SqliteSpool({spool!r}))
+            for n in range({rows}):
+                d.enqueue({{"k": "exit", "n": n, "s": str(n)}})
+            {then}
+        """
+
+    server.stop("immediate")
+    started = time.monotonic()
+    down = run_python(program(50))
+    assert down.returncode == 0, down.stderr
+    assert time.monotonic() - started < 25  # the exit deadline bounds the wait, not the sink's 30 s
+    assert "at exit, not delivered in this process: 50 spilled to the spool for a later start" in down.stderr
+    server.start()
+    up = run_python(program(0, "assert d.flush(timeout=30); print(d.stats().replayed)"))
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.strip() == "50"
+    rows = query(server.conninfo, "SELECT n FROM events ORDER BY seq")
+    assert [n for (n,) in rows] == list(range(50))
