@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, List, Mapping, Optional, Sequence, T
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ._sql import (
     INHERITED,
@@ -41,6 +41,9 @@ METHODS = ("copy", "executemany")
 _SECRET_KEYS = ("password", "sslpassword")
 
 Row = Tuple[Any, ...]
+
+#: Seconds the sink's own connection waits, when the pool timed out, to learn why.
+_PROBE_TIMEOUT = 2
 
 
 class PostgresSink(SqlSink[Row, "psycopg.Connection[Any]"]):
@@ -82,7 +85,9 @@ class PostgresSink(SqlSink[Row, "psycopg.Connection[Any]"]):
     up, a serialization failure, a deadlock, a statement timeout, no
     connection free within *timeout*: :class:`WriteError` with
     ``retryable=True``, and nothing of the batch committed. A missing table
-    or column, a permission refused, a bad password: ``retryable=False``.
+    or column, a permission refused: ``retryable=False``. A connection the
+    server refuses (a bad password, no such database) is retryable, as libpq
+    gives it no SQLSTATE; the message says why.
     Delivery is at least once: when the connection is lost after the COMMIT
     was sent and before the server answered, the batch may have been
     committed and is written again by the retry. With ``method=
@@ -197,7 +202,13 @@ class PostgresSink(SqlSink[Row, "psycopg.Connection[Any]"]):
             raise WriteError(f"batch not written to {self.target}: the dispatcher's deadline has passed",
                              table=self.target, retryable=True)
         pool = self._current_pool()
-        conn = pool.getconn(timeout=self._timeout if left is None else min(self._timeout, left))
+        try:
+            conn = pool.getconn(timeout=self._timeout if left is None else min(self._timeout, left))
+        except PoolTimeout:
+            cause = self._why_no_connection()
+            if cause is None:
+                raise  # the server answers: every connection was busy
+            raise cause from None
         try:
             yield conn
         finally:
@@ -211,6 +222,22 @@ class PostgresSink(SqlSink[Row, "psycopg.Connection[Any]"]):
                 milliseconds = max(1, int(left * 1000))
                 session.execute("SELECT set_config('statement_timeout', %s, true)", (str(milliseconds),))
             yield
+
+    def _why_no_connection(self) -> Optional[psycopg.Error]:
+        """Why the pool could not connect, learnt from one connection of our own (None: it connects).
+
+        The pool connects in the background and only says that it timed
+        out; this connection's error says why (refused, a bad password, no
+        such database), for the WriteError's message.
+        """
+        left = seconds_left()
+        if left is not None and left < _PROBE_TIMEOUT:
+            return None
+        try:
+            psycopg.connect(self._conninfo, connect_timeout=_PROBE_TIMEOUT, autocommit=True).close()
+        except psycopg.Error as exc:
+            return exc
+        return None
 
     def _savepoint(self, session: psycopg.Connection[Any]) -> contextlib.AbstractContextManager[Any]:
         return session.transaction()

@@ -229,6 +229,19 @@ def test_a_serialization_failure_and_a_deadlock_are_retried_and_the_rows_arrive_
     assert d.stats().dispatched == 10
 
 
+def test_a_refused_connection_says_why_though_the_pool_only_timed_out(
+    sinks: Callable[..., PostgresSink], postgres_conninfo: str,
+) -> None:
+    sink = sinks(postgres_conninfo.replace("dbname=test", "dbname=no_such_database_bd"), "events", COLUMNS,
+                 timeout=1)
+    with pytest.raises(WriteError) as raised:
+        sink([item(1)])
+    # libpq gives no SQLSTATE for a refused connection: retryable, like any connection failure.
+    assert (raised.value.retryable, raised.value.sqlstate) == (True, None)
+    assert str(raised.value).startswith('batch not written to "events": OperationalError: connection failed:')
+    assert 'database "no_such_database_bd" does not exist' in str(raised.value)
+
+
 def test_a_dead_server_cannot_hold_shutdown_past_its_timeout(
     sinks: Callable[..., PostgresSink], make: Callable[..., Any],
 ) -> None:
@@ -406,7 +419,8 @@ def test_a_password_never_reaches_a_repr_an_error_or_a_log_line(
     texts = [repr(ok), repr(missing), str(events.seen["items_exhausted"][0].error), str(raised.value),
              repr(raised.value.__cause__), caplog.text]
     assert "postgres@127.0.0.1:5432/test" in texts[0]
-    assert "couldn't get a connection" in texts[3]
+    assert "Connection refused" in texts[3]  # the pool only timed out: the sink's own connection says why
+    assert raised.value.retryable
     assert all(SECRET not in text for text in texts), texts
 
 
