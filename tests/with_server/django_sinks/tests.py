@@ -17,7 +17,7 @@ import warnings
 from typing import Any, Callable, List
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.db.backends.signals import connection_created
 from django.test import TransactionTestCase
 
@@ -119,6 +119,26 @@ class ModelSinkTests(SinkTestCase):
         assert raised.value.failed_items == [-4]
         assert self.ns() == [1, 2, 3, 5]
         assert transactions() == 1
+
+    def test_inside_a_callers_atomic_block_the_rows_commit_or_roll_back_with_it(self) -> None:
+        sink = ModelSink(Event)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            before = cursor.fetchone()[0]
+
+        def in_the_callers_transaction() -> None:
+            with transaction.atomic():
+                with pytest.raises(PartialFailure):
+                    sink([item(1), item(-2), item(3)])  # split in savepoints of the caller's transaction
+                assert self.ns() == [1, 3]
+                raise LookupError("the caller rolls back")
+
+        with pytest.raises(LookupError, match="the caller rolls back"):
+            in_the_callers_transaction()
+        assert self.ns() == []
+        with connection.cursor() as cursor:  # the caller's connection was left open
+            cursor.execute("SELECT pg_backend_pid()")
+            assert cursor.fetchone()[0] == before
 
     def test_ignore_conflicts_makes_the_retry_of_a_committed_batch_harmless(self) -> None:
         sink = ModelSink(Event, ignore_conflicts=True)
