@@ -38,6 +38,12 @@ inherited: closing a connection in the child would end the parent's
 session, since libpq says goodbye to the server on close. What is dropped
 stays referenced in :data:`INHERITED`, so that no finalizer runs on it.
 
+**Logging.** psycopg logs a warning ("error ignored terminating
+<Pipeline>") each time a pipelined ``executemany`` fails; while a sink
+writes, a filter on the ``psycopg`` logger drops that one line on that
+thread, since the failure is what the sink reports (and a split would log
+it dozens of times). Every other psycopg record goes through.
+
 **Locks.** Each sink has one ``_lock``, which guards its pool (or its
 process id and closed flag); no user code (``row``) and no database call
 runs under it. ``_registry_lock`` guards the registry of live sinks; it is
