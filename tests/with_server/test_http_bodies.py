@@ -114,7 +114,9 @@ def test_another_serializer_is_halved_until_each_body_fits(
     assert len(bodies) > 1
 
 
-def test_the_limit_applies_to_the_body_before_gzip(receiver: Receiver, http_sink: Callable[..., HttpSink]) -> None:
+def test_the_limit_applies_to_the_body_before_gzip(
+    receiver: Receiver, http_sink: Callable[..., HttpSink],
+) -> None:
     batch = [event("k", n, 200) for n in range(20)]  # compresses very well
     http_sink(receiver.url, gzip=True, max_body_bytes=LIMIT)(batch)
     requests = receiver.requests
