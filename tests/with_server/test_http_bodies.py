@@ -290,8 +290,6 @@ def test_a_whole_batch_retried_keeps_the_batch_id(
 ) -> None:
     receiver.respond(503)
     dispatcher = make(http_sink(receiver.url, retries=None, max_body_bytes=LIMIT), delay=0.01, retry=QUICK)
-    ids: List[Any] = []
-    dispatcher.on("batch_started", lambda e: ids.append(e))
     dispatcher.enqueue(1)
     assert dispatcher.flush(10)
     first, second = receiver.requests
