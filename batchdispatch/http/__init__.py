@@ -49,10 +49,12 @@ from ._sinks import Endpoint, HttpSink, WebhookSink
 
 # Not public: the Flask and Django integrations check their settings with the
 # sinks' own checks and show URLs as they do, importing these from here.
+from ._bodies import _check_max_body_bytes as _check_max_body_bytes  # isort: skip
 from ._request import _check_headers as _check_headers  # isort: skip
 from ._request import _check_secret as _check_secret  # isort: skip
 from ._request import _check_url as _check_url  # isort: skip
 from ._request import _safe_url as _safe_url  # isort: skip
+from ._schemes import _check_signature as _check_signature  # isort: skip
 
 __all__ = [
     "BODY_EXCERPT",
