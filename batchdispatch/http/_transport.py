@@ -166,7 +166,10 @@ class _Transport:
         todo: Deque[_Part] = collections.deque(parts)
         while todo:
             part = todo.popleft()
-            webhook_id = _body_id(base, whole, [positions[i] for i in part.indices])
+            if record is None and len(part.indices) == whole:
+                webhook_id = base  # the whole batch, as almost always
+            else:
+                webhook_id = _body_id(base, whole, [positions[i] for i in part.indices])
             try:
                 self._post_once(target, batch, part, webhook_id, deadline)
                 continue
