@@ -128,7 +128,7 @@ class HttpSink(_Transport):
         ``respect_retry_after_header=False`` to avoid it.
     :param headers: extra headers for every request (API keys, say). They
         may override ``Content-Type`` and ``User-Agent``, not the
-        ``X-Webhook-*`` headers.
+        ``webhook-*`` headers (``X-Webhook-*`` with ``signature="x-webhook"``).
     :param timeout: seconds, or a ``(connect, read)`` pair, per attempt;
         each at most :data:`MAX_TIMEOUT`. Their sum bounds the whole call.
     :param retries: a urllib3 ``Retry``, an int (:func:`default_retry` with
@@ -154,9 +154,6 @@ class HttpSink(_Transport):
         and before gzip (default None: no limit). See *Size* above.
 
     .. versionadded:: 0.2.0
-    .. versionchanged:: 0.2.0
-       Standard Webhooks signatures by default; *signature*, *max_body_bytes*,
-       several secrets.
     """
 
     def __init__(
@@ -227,9 +224,6 @@ class Endpoint:
         (None: the sink's), so that receivers built on 0.1 and new ones can
         share a sink.
     :param max_body_bytes: the largest body for this endpoint (None: the sink's).
-
-    .. versionchanged:: 0.2.0
-       *signature*, *max_body_bytes*, several secrets.
     """
 
     url: str
