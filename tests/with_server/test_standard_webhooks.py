@@ -16,6 +16,7 @@ import requests
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from batchdispatch import RetryPolicy
+from batchdispatch.exceptions import EndpointGoneError
 from batchdispatch.http import Endpoint, HttpSink, WebhookSink, verify_webhook
 from batchdispatch.testing import Receiver
 
@@ -164,3 +165,29 @@ def test_the_receiver_refuses_unsigned_and_wrongly_signed_requests_in_either_sch
         http_sink(receiver.url, retries=None)(["unsigned"])
     assert receiver.items == ["standard", "x-webhook"]
     assert [r.verified for r in receiver.requests] == [True, False, True, False, False]
+
+
+def test_new_secrets_and_errors_never_show_a_secret(
+    receiver: Receiver, webhook_sink: Callable[..., WebhookSink], caplog: pytest.LogCaptureFixture,
+) -> None:
+    bad = "whsec_Zz9!-not-base64-do-not-leak"
+    raised: List[BaseException] = []
+    for build in (lambda: HttpSink("http://127.0.0.1:9/", secret=bad),
+                  lambda: Endpoint("http://127.0.0.1:9/", secret=[NEW, bad], signature="standard"),
+                  lambda: WebhookSink({"ep": Endpoint("http://127.0.0.1:9/", secret=bad)}),
+                  lambda: HttpSink("http://127.0.0.1:9/", secret=[NEW, OLD], signature="x-webhook"),
+                  lambda: Receiver(secret=bad),
+                  lambda: verify_webhook(b"[]", {}, bad)):
+        with pytest.raises(ValueError, match="secret") as caught:
+            build()
+        raised.append(caught.value)
+    receiver.respond(410)
+    endpoint = Endpoint(receiver.url, secret=[OLD, NEW])
+    sink = webhook_sink({"ep": endpoint})
+    with pytest.raises(EndpointGoneError) as gone:
+        sink("ep", [1])
+    texts = [str(e) for e in raised] + [str(gone.value), repr(endpoint), repr(sink), caplog.text]
+    for secret in (bad, NEW, OLD, NEW[6:], OLD[6:]):
+        assert all(secret not in text for text in texts)
+    assert "secret=<2 set>" in repr(endpoint)
+    assert "secret[1]" in str(raised[1])  # the one that is wrong, by its position
