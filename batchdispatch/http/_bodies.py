@@ -37,9 +37,12 @@ MAX_SUFFIX = 40
 
 @dataclasses.dataclass
 class _Part:
-    """Items of the batch to POST as one body: their indices in the call's batch, and the body if made."""
+    """Items of the batch to POST as one body: their indices in the call's batch, and the body if made.
 
-    indices: List[int]
+    *indices* is a ``range`` for the whole batch (no list to build per batch), a list otherwise.
+    """
+
+    indices: Sequence[int]
     body: Optional[bytes] = None
 
 
@@ -62,12 +65,12 @@ def _plan(
     """
     body = _serialize(serializer, batch, safe)
     if limit is None or len(body) <= limit:
-        return [_Part(list(range(len(batch))), body)], []
+        return [_Part(range(len(batch)), body)], []
     if serializer is json_serializer:
         return _pack_json(batch, limit)
     parts: List[_Part] = []
     oversized: List[Tuple[int, int]] = []
-    _halve(serializer, batch, list(range(len(batch))), body, limit, safe, parts, oversized)
+    _halve(serializer, batch, range(len(batch)), body, limit, safe, parts, oversized)
     return parts, oversized
 
 
@@ -101,7 +104,7 @@ def _json_part(indices: List[int], encoded: List[bytes]) -> _Part:
 
 
 def _halve(
-    serializer: Serializer, batch: List[Any], indices: List[int], body: bytes, limit: int, safe: str,
+    serializer: Serializer, batch: List[Any], indices: Sequence[int], body: bytes, limit: int, safe: str,
     parts: List[_Part], oversized: List[Tuple[int, int]],
 ) -> None:
     if len(body) <= limit:

@@ -186,10 +186,10 @@ class _Transport:
             failed += part.indices
             errors.append(error)
             if error.status == 410 or error.retryable is not False:
-                stopped = part.indices + [i for rest in todo for i in rest.indices]
-                failed += stopped[len(part.indices):]
+                rest = [i for later in todo for i in later.indices]
+                failed += rest
                 if error.status == 410:
-                    self._counters.add("endpoint_gone", len(stopped))
+                    self._counters.add("endpoint_gone", len(part.indices) + len(rest))
                 break
         if not failed:
             return
