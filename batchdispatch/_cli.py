@@ -249,8 +249,24 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument(
         "--secret-env", type=_env_name, metavar="NAME",
         help=(
-            "sign each request with the secret in environment variable NAME"
-            " (X-Webhook-Signature: sha256=HMAC of 'timestamp.body')"
+            "sign each request with the secret in environment variable NAME, per Standard Webhooks"
+            " (webhook-signature: v1,base64 HMAC-SHA256 of 'id.timestamp.body'); a value written"
+            " whsec_<base64> is that key, any other value is the key itself"
+        ),
+    )
+    send.add_argument(
+        "--signature", choices=("standard", "x-webhook"), default=sends.signature,
+        help=(
+            "standard (default): Standard Webhooks headers; x-webhook: the headers of batchdispatch 0.1"
+            " (X-Webhook-Signature: sha256=HMAC of 'timestamp.body', which does not cover the id),"
+            " for receivers built on 0.1"
+        ),
+    )
+    send.add_argument(
+        "--max-body-bytes", type=_positive_int, default=None, metavar="N",
+        help=(
+            "largest request body in bytes, before gzip: a larger batch goes out as several requests,"
+            " and a line larger on its own is not sent (default: no limit)"
         ),
     )
     send.add_argument(
@@ -337,7 +353,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "send":
             send_options = _send.SendOptions(
                 url=args.url, delay=args.delay, max_batch_size=args.max_batch_size,
-                headers=tuple(args.header), secret_env=args.secret_env, timeout=args.timeout,
+                headers=tuple(args.header), secret_env=args.secret_env, signature=args.signature,
+                max_body_bytes=args.max_body_bytes, timeout=args.timeout,
                 retries=args.retries, shutdown_timeout=args.shutdown_timeout,
             )
             return _send.run(send_options, sys.stdin.buffer, sys.stdout, sys.stderr)

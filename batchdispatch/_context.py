@@ -60,7 +60,7 @@ def current_batch_id() -> Optional[str]:
     """A unique id for the batch whose dispatch runs on this thread, or None.
 
     The id is the same for every attempt of one batch, retries included,
-    so a receiver can deduplicate (``X-Webhook-Id`` in
+    so a receiver can deduplicate (``webhook-id`` in
     :mod:`batchdispatch.http`). Called outside dispatch, it returns None.
     """
     batch: Optional[Batch] = getattr(_local, "batch", None)

@@ -30,6 +30,7 @@ from typing import (
 )
 
 from ._signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
+from ._standard_webhooks import WEBHOOK_SIGNATURE, Secret, verify_webhook, webhook_keys
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,8 +64,9 @@ class ReceivedRequest:
         repeated headers are joined with ``", "``.
     :ivar body: the body, after gzip decoding when ``Content-Encoding: gzip``.
     :ivar items: the decoded JSON value, or None if the body is not JSON.
-    :ivar verified: with a receiver secret, whether the signature checked out;
-        None without a secret.
+    :ivar verified: with a receiver secret, whether the signature checked
+        out (Standard Webhooks, or the ``X-Webhook-Signature`` of 0.1); None
+        without a secret.
     :ivar status: the status code the receiver answered with.
     :ivar received_at: ``time.monotonic()`` when the request had been read.
     """
@@ -200,9 +202,14 @@ class Receiver:
     Each request is recorded (see :class:`ReceivedRequest`) before it is
     answered, so once a client has its response the request is already in
     :attr:`requests`. Answers come from :meth:`respond`, in order, then 200.
-    With a *secret*, requests are checked with :func:`verify_signature`;
-    a request that fails the check is answered 401 without consuming a
-    scripted answer, and its items are not kept.
+    With a *secret*, requests are checked: one with a ``webhook-signature``
+    header with :func:`~batchdispatch.webhooks.verify_webhook` (Standard
+    Webhooks, the sinks' default), one with ``X-Webhook-Signature`` with
+    :func:`~batchdispatch.webhooks.verify_signature` (``signature="x-webhook"``).
+    A request that fails the check is answered 401 without consuming a
+    scripted answer, and its items are not kept. With *max_body_bytes*, a
+    larger body is answered 413 the same way, as an ingest API with a
+    size limit does.
 
     .. code-block:: python
 
@@ -220,12 +227,17 @@ class Receiver:
     :meth:`close` ends every thread it started, idle keep-alive connections
     included.
 
-    :param secret: check signatures with this secret (None: do not check).
+    :param secret: check signatures with this secret, or any of a list of
+        them (None: do not check). A ``whsec_<base64>`` secret is the key it
+        encodes for Standard Webhooks, and used as it is for ``X-Webhook-Signature``,
+        as the sinks do.
     :param host: the address to bind.
     :param port: the port to bind (0: any free port).
     :param tolerance: seconds of timestamp difference accepted by the check.
     :param ssl_context: serve HTTPS with this server-side context (the URL
         then starts with ``https://``).
+    :param max_body_bytes: answer 413 to a request whose body, as received
+        (before gzip decoding), is larger (None: no limit).
 
     .. versionadded:: 0.2.0
        Public, in :mod:`batchdispatch.testing`.
@@ -234,13 +246,21 @@ class Receiver:
     def __init__(
         self,
         *,
-        secret: Union[str, bytes, None] = None,
+        secret: Optional[Secret] = None,
         host: str = "127.0.0.1",
         port: int = 0,
         tolerance: float = 300,
         ssl_context: Optional[ssl.SSLContext] = None,
+        max_body_bytes: Optional[int] = None,
     ) -> None:
+        if secret is not None:
+            webhook_keys(secret)  # a bad secret is an error here, not on a connection thread
+        if max_body_bytes is not None and (
+            isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1
+        ):
+            raise ValueError(f"max_body_bytes must be a positive int or None, got {max_body_bytes!r}")
         self._secret = secret
+        self._max_body_bytes = max_body_bytes
         self._ssl_context = ssl_context
         self._host = host
         self._port = port
@@ -376,14 +396,14 @@ class Receiver:
             items: Any = json.loads(body) if body else None
         except ValueError:
             items = None
+        too_large = self._max_body_bytes is not None and len(raw) > self._max_body_bytes
         verified: Optional[bool] = None
-        if self._secret is not None:
-            verified = verify_signature(
-                body, headers.get(SIGNATURE_HEADER.lower(), ""), self._secret,
-                headers.get(TIMESTAMP_HEADER.lower(), ""), self._tolerance,
-            )
+        if self._secret is not None and not too_large:
+            verified = _verified(body, headers, self._secret, self._tolerance)
         with self._cond:
-            if verified is False:
+            if too_large:
+                response = Response(413, body=b"request body too large")
+            elif verified is False:
                 response = Response(401, body=b"bad signature")
             else:
                 response = self._script.popleft() if self._script else Response()
@@ -410,6 +430,18 @@ class Receiver:
             else:
                 self._items.append(items)
             self._cond.notify_all()
+
+
+def _verified(body: bytes, headers: Mapping[str, str], secret: Secret, tolerance: float) -> bool:
+    """Whether the request is signed with *secret* (or one of them), in whichever scheme it uses."""
+    if WEBHOOK_SIGNATURE in headers:
+        return verify_webhook(body, headers, secret, tolerance=tolerance)
+    signature = headers.get(SIGNATURE_HEADER.lower())
+    if signature is None:
+        return False
+    secrets = secret if isinstance(secret, (list, tuple)) else (secret,)
+    timestamp = headers.get(TIMESTAMP_HEADER.lower(), "")
+    return any(verify_signature(body, signature, one, timestamp, tolerance) for one in secrets)
 
 
 # -- recording sinks -------------------------------------------------------------

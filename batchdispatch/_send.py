@@ -4,7 +4,9 @@ Each non-blank line of the input is one JSON value (an object, usually).
 The lines are enqueued, in order, on a
 :class:`~batchdispatch.BackgroundDispatcher` whose dispatch callable is an
 :class:`~batchdispatch.http.HttpSink`, so they reach the endpoint as JSON
-arrays of up to ``--max-batch-size`` items, signed when a secret is given.
+arrays of up to ``--max-batch-size`` items (and, with ``--max-body-bytes``,
+of bodies within that size), signed per Standard Webhooks when a secret is
+given (``--signature x-webhook``: the headers of batchdispatch 0.1).
 
 What it promises, and how:
 
@@ -96,6 +98,10 @@ class SendOptions:
     headers: Tuple[Tuple[str, str], ...] = ()
     #: The environment variable holding the signing secret (None: unsigned).
     secret_env: Optional[str] = None
+    #: The signature scheme: ``"standard"`` (Standard Webhooks) or ``"x-webhook"`` (0.1's headers).
+    signature: str = "standard"
+    #: The largest request body in bytes, before gzip (None: no limit).
+    max_body_bytes: Optional[int] = None
     #: Seconds the sink waits to connect and for each read (None: HttpSink's default).
     timeout: Optional[float] = None
     #: urllib3 retries of each request (None: HttpSink's default; 0: none).
@@ -224,7 +230,10 @@ def _run(
 
     from .http import HttpSink  # here: requests is imported only by the commands that use it
 
-    sink_options: Dict[str, Any] = {"headers": dict(options.headers) or None, "secret": secret}
+    sink_options: Dict[str, Any] = {
+        "headers": dict(options.headers) or None, "secret": secret, "signature": options.signature,
+        "max_body_bytes": options.max_body_bytes,
+    }
     if options.timeout is not None:
         sink_options["timeout"] = options.timeout
     if options.retries is not None:

@@ -6,11 +6,13 @@ clause catches anything this library raises on purpose.
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Iterable, List, Optional
+from typing import Any, Hashable, Iterable, List, Optional, Tuple
 
 __all__ = [
     "BatchDispatchError",
     "DeliveryError",
+    "EndpointGoneError",
+    "ItemTooLargeError",
     "PartialFailure",
     "QueueFullError",
     "SerializationError",
@@ -134,6 +136,75 @@ class UnknownEndpointError(DeliveryError):
 
     def __init__(self, endpoint_id: Hashable) -> None:
         super().__init__(f"unknown endpoint id {endpoint_id!r}", retryable=False)
+        self.endpoint_id = endpoint_id
+
+
+class ItemTooLargeError(DeliveryError):
+    """Items larger on their own than the sink's *max_body_bytes*: never sent, never retryable.
+
+    A sink with *max_body_bytes* sends the rest of the batch and raises a
+    :class:`PartialFailure` whose ``failed_items`` are these items and whose
+    cause is this error, so only they are given up (or, with a spool, kept
+    as dead letters). The message names each item's index in the batch and
+    its serialized size, for example ``item 3 of the batch is 6,291,458
+    bytes, over max_body_bytes (5,242,880): not sent``.
+
+    :ivar oversized: ``(index, size)`` of each such item: its index in the
+        batch and its size in bytes, serialized and uncompressed.
+    :ivar limit: the *max_body_bytes* in force.
+
+    .. versionadded:: 0.2.0
+    """
+
+    def __init__(self, oversized: Iterable[Tuple[int, int]], limit: int, *, url: str = "") -> None:
+        self.oversized = tuple(oversized)
+        self.limit = limit
+        shown = [f"{index} ({size:,} bytes)" for index, size in self.oversized[:5]]
+        if len(self.oversized) == 1:
+            index, size = self.oversized[0]
+            what = f"item {index} of the batch is {size:,} bytes,"
+        else:
+            more = f" and {len(self.oversized) - 5} more" if len(self.oversized) > 5 else ""
+            what = f"items {', '.join(shown)}{more} of the batch are"
+        super().__init__(
+            f"{what} over max_body_bytes ({limit:,}): not sent", url=url, status=None, retryable=False,
+        )
+
+    @property
+    def index(self) -> int:
+        """The index in the batch of the first item too large."""
+        return self.oversized[0][0]
+
+    @property
+    def size(self) -> int:
+        """The size in bytes of the first item too large."""
+        return self.oversized[0][1]
+
+
+class EndpointGoneError(DeliveryError):
+    """An endpoint answered 410 Gone: a :class:`~batchdispatch.http.WebhookSink` disabled it.
+
+    Never retryable. The batch that drew the 410 fails with it (``status``
+    410), and so does every later batch for that endpoint id, at once and
+    without a request (``status`` None), until
+    :meth:`~batchdispatch.http.WebhookSink.enable` is called. The
+    dispatcher gives the items up (``stats().failed``, the
+    ``items_exhausted`` event), or with a spool keeps them as dead letters
+    with this error's text; the sink counts them in
+    ``sink.stats().endpoint_gone``.
+
+    :ivar endpoint_id: the endpoint that is gone.
+    :ivar reason: ``"endpoint_gone"``, why its items were given up.
+
+    .. versionadded:: 0.2.0
+    """
+
+    #: Why the items were given up.
+    reason = "endpoint_gone"
+
+    def __init__(self, message: str, endpoint_id: Hashable, *, url: str = "", status: Optional[int] = None,
+                 body: str = "") -> None:
+        super().__init__(message, url=url, status=status, body=body, retryable=False)
         self.endpoint_id = endpoint_id
 
 

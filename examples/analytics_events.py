@@ -8,7 +8,7 @@ HttpSink, and retries what fails.
 The collector here is the small receiver that ships with batchdispatch for
 demos and tests (a private module): it listens on 127.0.0.1, checks every
 signature, and is told to answer the first request with a 503, so you can
-see a batch retried under the same X-Webhook-Id.
+see a batch retried under the same webhook-id.
 """
 
 from __future__ import annotations
@@ -73,12 +73,12 @@ def main() -> int:
         signed = all(r.verified for r in requests)
         print(f"receiver: {collector.item_count:,} events in {len(accepted)} requests,"
               f" {'all signed and verified' if signed else 'SOME NOT VERIFIED'}")
-        attempts = collections.Counter(r.headers["x-webhook-id"] for r in requests)
+        attempts = collections.Counter(r.headers["webhook-id"] for r in requests)
         for request in requests:
             if request.status != 200:
-                batch_id = request.headers["x-webhook-id"]
+                batch_id = request.headers["webhook-id"]
                 print(f"receiver: one request answered {request.status}; its batch was sent"
-                      f" {attempts[batch_id]} times under the same X-Webhook-Id")
+                      f" {attempts[batch_id]} times under the same webhook-id")
         delivered = collector.item_count == stats.enqueued == stats.dispatched
     return 0 if complete and delivered and signed else 1
 

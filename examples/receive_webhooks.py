@@ -1,13 +1,15 @@
 """Receive signed webhooks and verify them: run ``python examples/receive_webhooks.py``.
 
-A receiver must check three things before it trusts a request:
+The sender signs per Standard Webhooks (https://www.standardwebhooks.com).
+A receiver checks three things before it trusts a request:
 
-1. the signature: ``verify_signature`` recomputes the HMAC of
-   ``"{timestamp}." + body`` with the shared secret (after gzip decoding)
-   and compares it in constant time;
+1. the signature: ``verify_webhook`` recomputes the HMAC of
+   ``"{webhook-id}.{webhook-timestamp}." + body`` with the shared secret
+   (after gzip decoding) and compares it in constant time; since the id is
+   signed too, a captured request cannot be replayed under another id;
 2. the timestamp: a request older (or newer) than five minutes is refused,
    so a captured request cannot be replayed later;
-3. the ``X-Webhook-Id``: a retried batch carries the same id, so a batch
+3. the ``webhook-id``: a retried batch carries the same id, so a batch
    already processed is acknowledged and not processed twice.
 
 The receiver below is plain ``http.server``; the same few lines fit a
@@ -26,10 +28,12 @@ from typing import Any, Dict, List
 
 import requests
 
-from batchdispatch.http import HttpSink, sign, verify_signature
+from batchdispatch.http import HttpSink
+from batchdispatch.webhooks import sign_webhook, verify_webhook
 
-SECRET = "whsec-example-only"
-processed: Dict[str, int] = {}  # X-Webhook-Id -> events; a real receiver keeps this for a day or so
+# "whsec_" and the key in base64, as Standard Webhooks writes secrets. Read it from the environment.
+SECRET = "whsec_d2hzZWMtZXhhbXBsZS1vbmx5LWtleQ=="
+processed: Dict[str, int] = {}  # webhook-id -> events; a real receiver keeps this for a day or so
 lock = threading.Lock()
 
 
@@ -39,11 +43,10 @@ class WebhookReceiver(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         body = gzip.decompress(raw) if self.headers.get("Content-Encoding") == "gzip" else raw
-        if not verify_signature(body, self.headers.get("X-Webhook-Signature", ""), SECRET,
-                                self.headers.get("X-Webhook-Timestamp", ""), tolerance=300):
+        if not verify_webhook(body, self.headers, SECRET, tolerance=300):
             self.reply(401, "rejected")
             return
-        webhook_id = self.headers["X-Webhook-Id"]
+        webhook_id = self.headers["webhook-id"]
         with lock:
             duplicate = webhook_id in processed
             if not duplicate:
@@ -67,6 +70,12 @@ class WebhookReceiver(http.server.BaseHTTPRequestHandler):
 outcomes: List[str] = []
 
 
+def signed(body: bytes, webhook_id: str, timestamp: int) -> Dict[str, str]:
+    """The headers of a request signed with SECRET, as a sender makes them."""
+    return {"webhook-id": webhook_id, "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign_webhook(body, SECRET, webhook_id, timestamp)}
+
+
 def main() -> int:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), WebhookReceiver)
     thread = threading.Thread(target=server.serve_forever)
@@ -81,20 +90,21 @@ def main() -> int:
         now = int(time.time())
         with requests.Session() as session:
             tampered = body.replace(b"order.paid", b"order.refunded")
-            session.post(url, data=tampered, headers={"X-Webhook-Id": "a1", "X-Webhook-Timestamp": str(now),
-                                                      "X-Webhook-Signature": sign(body, SECRET, now)})
+            session.post(url, data=tampered, headers=signed(body, "a1", now))
             print(f"tampered body: {outcomes[-1]}")
 
+            captured = signed(body, "b2", now)
+            session.post(url, data=body, headers={**captured, "webhook-id": "b2-again"})
+            print(f"replayed under another webhook-id: {outcomes[-1]}")
+
             then = now - 600  # a genuine request, captured ten minutes ago and sent again
-            session.post(url, data=body, headers={"X-Webhook-Id": "b2", "X-Webhook-Timestamp": str(then),
-                                                  "X-Webhook-Signature": sign(body, SECRET, then)})
+            session.post(url, data=body, headers=signed(body, "c3", then))
             print(f"replayed after 10 minutes: {outcomes[-1]}")
 
-            headers = {"X-Webhook-Id": "c3", "X-Webhook-Timestamp": str(now),
-                       "X-Webhook-Signature": sign(body, SECRET, now)}
+            headers = signed(body, "d4", now)
             session.post(url, data=body, headers=headers)
             session.post(url, data=body, headers=headers)  # a retry of the same batch
-            print(f"duplicate X-Webhook-Id: {outcomes[-1]}")
+            print(f"duplicate webhook-id: {outcomes[-1]}")
     finally:
         server.shutdown()
         server.server_close()

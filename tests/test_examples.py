@@ -56,6 +56,30 @@ def test_django_project_demo_serves_requests_and_ships_every_event_once() -> Non
     assert lines[1].startswith("the receiver got 20 events in ")  # the demo checked the ids: 0 to 19, once
 
 
+RECEIVED = [
+    "/hooks: from an HttpSink signed with the old and the new key: delivered",
+    "/hooks/standardwebhooks: from an HttpSink signed with the old and the new key: delivered",
+    "/hooks: accepted 2 events; the same request again: duplicate, already processed",
+    "/hooks: a tampered body: 401",
+    "/hooks/standardwebhooks: accepted 2 events; the same request again: duplicate, already processed",
+    "/hooks/standardwebhooks: a tampered body: 401",
+]
+
+
+def test_flask_receiver_verifies_with_verify_webhook_and_with_the_standard_library() -> None:
+    result = run_example(os.path.join("examples", "flask_receiver.py"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == RECEIVED
+    assert result.stderr == ""
+
+
+def test_django_receiver_verifies_with_verify_webhook_and_with_the_standard_library() -> None:
+    result = run_example(os.path.join("examples", "django_project", "manage.py"), "receive_demo")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == RECEIVED
+    assert result.stderr == ""
+
+
 def test_django_project_check_names_the_missing_url() -> None:
     result = run_example(os.path.join("examples", "django_project", "manage.py"), "check")
     assert result.returncode == 1

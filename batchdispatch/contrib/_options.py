@@ -7,7 +7,7 @@ from typing import Any, Mapping, Optional, Tuple
 from .. import _validate
 from .._dispatcher import BackgroundDispatcher
 from ..exceptions import SpoolError
-from ..http import HttpSink
+from ..http import SIGNATURES, HttpSink
 from ..spool import SqliteSpool
 
 #: Every option (without the framework's prefix) and its default; URL has none.
@@ -19,10 +19,17 @@ DEFAULTS: Mapping[str, Any] = {
     "OVERFLOW": "drop_newest",
     "HEADERS": None,
     "SECRET": None,
+    "SIGNATURE": "standard",
+    "MAX_BODY_BYTES": None,
     "EXIT_TIMEOUT": 5.0,
     "SPOOL": None,
     "SPOOL_DURABLE": False,
 }
+
+
+def signature_for_secret(value: Any) -> str:
+    """The scheme a SECRET is checked for: SIGNATURE if it is valid (else its own error reports it)."""
+    return value if value in SIGNATURES else "standard"
 
 
 def check_spool(value: Any, key: str) -> Optional[str]:
@@ -53,7 +60,9 @@ def build(
     *,
     url: str,
     headers: Optional[Mapping[str, str]],
-    secret: Optional[str],
+    secret: Any,
+    signature: str = "standard",
+    max_body_bytes: Optional[int] = None,
     spool: Optional[str] = None,
     spool_durable: bool = False,
     **dispatcher_options: Any,
@@ -62,7 +71,7 @@ def build(
 
     The sink (and spool) are closed again if the dispatcher fails.
     """
-    sink = HttpSink(url, headers=headers, secret=secret)
+    sink = HttpSink(url, headers=headers, secret=secret, signature=signature, max_body_bytes=max_body_bytes)
     opened: Optional[SqliteSpool] = None
     try:
         if spool is not None:

@@ -37,7 +37,14 @@ from flask.cli import AppGroup
 from .. import _validate
 from .._dispatcher import BackgroundDispatcher
 from .._stats import DispatcherStats
-from ..http import HttpSink, _check_headers, _check_secret, _check_url
+from ..http import (
+    HttpSink,
+    _check_headers,
+    _check_max_body_bytes,
+    _check_secret,
+    _check_signature,
+    _check_url,
+)
 from . import _options
 
 __all__ = ["CONFIG_DEFAULTS", "EXTENSION_KEY", "BatchDispatch"]
@@ -89,7 +96,10 @@ def _read_config(config: Mapping[str, Any]) -> Dict[str, Any]:
         "max_queue_size": _validate.count(PREFIX + "MAX_QUEUE_SIZE", config[PREFIX + "MAX_QUEUE_SIZE"]),
         "overflow": overflow,
         "headers": _check_headers(config[PREFIX + "HEADERS"], PREFIX + "HEADERS"),
-        "secret": _check_secret(config[PREFIX + "SECRET"], PREFIX + "SECRET"),
+        "secret": _check_secret(config[PREFIX + "SECRET"], PREFIX + "SECRET",
+                                _options.signature_for_secret(config[PREFIX + "SIGNATURE"])),
+        "signature": _check_signature(config[PREFIX + "SIGNATURE"], PREFIX + "SIGNATURE"),
+        "max_body_bytes": _check_max_body_bytes(config[PREFIX + "MAX_BODY_BYTES"], PREFIX + "MAX_BODY_BYTES"),
         "exit_timeout": _number(PREFIX + "EXIT_TIMEOUT", config[PREFIX + "EXIT_TIMEOUT"], allow_zero=True),
         "spool": spool,
         "spool_durable": _options.check_spool_durable(
@@ -131,7 +141,12 @@ class BatchDispatch:
     ``BATCHDISPATCH_OVERFLOW``        ``drop_newest``  ``drop_newest``, ``drop_oldest``, ``raise`` or
                                                        ``spill`` (needs ``BATCHDISPATCH_SPOOL``)
     ``BATCHDISPATCH_HEADERS``         ``None``         extra request headers (str to str)
-    ``BATCHDISPATCH_SECRET``          ``None``         sign every request (``X-Webhook-Signature``)
+    ``BATCHDISPATCH_SECRET``          ``None``         sign every request (Standard Webhooks): a
+                                                       ``whsec_`` secret, or a list of them
+    ``BATCHDISPATCH_SIGNATURE``       ``standard``     ``x-webhook``: the headers of 0.1, for
+                                                       receivers built on it
+    ``BATCHDISPATCH_MAX_BODY_BYTES``  ``None``         largest request body in bytes (see
+                                                       :doc:`/http`)
     ``BATCHDISPATCH_EXIT_TIMEOUT``    ``5.0``          seconds the exit flush waits at most
     ``BATCHDISPATCH_SPOOL``           ``None``         a spool file (:doc:`/spool`): what cannot be
                                                        delivered goes there, for the next start

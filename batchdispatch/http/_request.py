@@ -3,8 +3,9 @@
 This module owns the checks of a URL, a timeout, a secret and headers
 (a bad header is named, its value never shown), :func:`_safe_url`, the
 form of a URL that messages and reprs may show, and :func:`_build_post`,
-the body and headers of one POST: defaults, the sink's headers, the call's,
-then the ``X-Webhook-*`` headers with the signature, gzipped if asked.
+the body and headers of one POST: defaults, the sink's headers, the
+endpoint's, then the id, timestamp and signature headers of the signature
+scheme (:mod:`batchdispatch.http._schemes`), gzipped if asked.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import re
 import time
 import urllib.parse
 from types import MappingProxyType
-from typing import Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import requests
 
 from .. import __version__
-from .._signing import ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from ._schemes import _normalized_secret, _Scheme, _scheme
 
 #: Seconds, or a ``(connect, read)`` pair: a sink's or an Endpoint's *timeout*.
 Timeout = Union[float, Tuple[float, float]]
@@ -68,14 +69,14 @@ def _check_timeout(timeout: object, name: str = "timeout") -> Timeout:
     return timeout  # type: ignore[return-value]
 
 
-def _check_secret(secret: object, name: str = "secret") -> Union[str, bytes, None]:
-    if secret is None:
-        return None
-    if not isinstance(secret, (str, bytes)):
-        raise TypeError(f"{name} must be a str, bytes or None, got {type(secret).__name__}")
-    if not secret:
-        raise ValueError(f"{name} must not be empty")
-    return secret
+def _check_secret(secret: object, name: str = "secret", signature: object = "standard") -> Any:
+    """*secret* checked as the *signature* scheme reads it (a list becomes a tuple); None stays None.
+
+    Errors name *name*, never the value: an empty secret, an empty list, a
+    ``whsec_`` secret that is not base64, several secrets for ``"x-webhook"``.
+    """
+    _scheme(signature, secret, name)
+    return _normalized_secret(secret)
 
 
 # RFC 9110 token characters: what a header name may be made of.
@@ -125,23 +126,26 @@ def _session_header_problem(session: requests.Session) -> str:
     return ""
 
 
-def _build_post(
-    body: bytes, *, batch_id: str, secret: Union[str, bytes, None], sink_headers: Mapping[str, str],
-    headers: Mapping[str, str], gzip: bool,
-) -> Tuple[bytes, Dict[str, str]]:
-    """The data and headers of one POST of *body*: the call's *headers* over the sink's, then the
-    ``X-Webhook-*`` headers (the signature covers *body* uncompressed); gzipped if *gzip*."""
-    timestamp = str(int(time.time()))
+def _merged_headers(sink_headers: Mapping[str, str], headers: Mapping[str, str],
+                    scheme: _Scheme) -> Mapping[str, str]:
+    """The headers every request to one target carries: defaults, the sink's, then the endpoint's,
+    without the ones *scheme* sets itself (in whatever case they were written)."""
     # identity: only a short excerpt of an answer is ever read, so it is not worth compressing.
-    sent: Dict[str, str] = {
+    merged: Dict[str, str] = {
         "Content-Type": "application/json", "User-Agent": USER_AGENT, "Accept-Encoding": "identity",
     }
-    sent.update(sink_headers)
-    sent.update(headers)
-    sent[ID_HEADER] = batch_id
-    sent[TIMESTAMP_HEADER] = timestamp
-    if secret is not None:
-        sent[SIGNATURE_HEADER] = sign(body, secret, timestamp)
+    merged.update(sink_headers)
+    merged.update(headers)
+    return MappingProxyType({k: v for k, v in merged.items() if k.lower() not in scheme.reserved})
+
+
+def _build_post(
+    body: bytes, *, webhook_id: str, scheme: _Scheme, headers: Mapping[str, str], gzip: bool,
+) -> Tuple[bytes, Dict[str, str]]:
+    """The data and headers of one POST of *body*: *headers*, then the scheme's id, timestamp and
+    signature (which covers *body* uncompressed); gzipped if *gzip*."""
+    sent = dict(headers)
+    sent.update(scheme.headers(body, webhook_id, str(int(time.time()))))
     data = bytes(body)
     if gzip:
         data = _gzip.compress(data, compresslevel=5, mtime=0)

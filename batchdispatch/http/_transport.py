@@ -2,29 +2,35 @@
 
 This module owns a sink's ``requests`` session (created with a
 :class:`~batchdispatch.http._deadline._DeadlineAdapter`, made anew in a
-forked child, closed once), the deadline of each call, the split of a batch
-refused with 413 into halves that are POSTed in turn, and the sending of one
-POST, whose answer or failure :mod:`batchdispatch.http._answers` judges.
+forked child, closed once), the deadline of each call, the loop that POSTs
+the bodies a batch becomes (:mod:`batchdispatch.http._bodies`) in order,
+halving one refused with 413, and what the call raises when not all were
+delivered; and the sending of one POST, whose answer or failure
+:mod:`batchdispatch.http._answers` judges.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
 import time
 import uuid
-from typing import Any, List, Mapping, Optional, Tuple, TypeVar, Union
+from typing import Any, Deque, Hashable, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 import requests
 import urllib3.exceptions
 
 from .. import current_batch_id, current_deadline
-from ..exceptions import DeliveryError, PartialFailure
+from ..exceptions import DeliveryError, ItemTooLargeError, PartialFailure
 from ._answers import _check_answer, _failure
+from ._bodies import _body_id, _halves, _Part, _plan, _Record, _Resume
 from ._deadline import _MIN_WAIT, _call, _DeadlineAdapter, _DeadlineTimeout
-from ._request import Timeout, _build_post, _check_headers, _check_timeout, _safe_url
+from ._request import Timeout, _build_post, _check_headers, _check_timeout, _merged_headers, _safe_url
 from ._retries import _DEFAULT, _bounded_retry, _resolve_retries
+from ._schemes import _Scheme
 from ._serializers import Serializer, _serialize, json_serializer
+from ._sink_stats import SinkStats, _Counters
 
 _T = TypeVar("_T", bound="_Transport")
 
@@ -67,8 +73,8 @@ class _Transport:
         self._own_session = session is None
         self._lock = threading.Lock()
         self._closed = False
-        #: Batches split in two after a 413 (read by tests and operators; see issue 15 for more).
-        self._splits = 0
+        self._counters = _Counters()
+        self._resume = _Resume()
         self._pid = os.getpid()
         self._session: Optional[requests.Session] = session if session is not None else self._new_session()
 
@@ -105,86 +111,122 @@ class _Transport:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _post(
-        self,
-        url: str,
-        batch: List[Any],
-        *,
-        secret: Union[str, bytes, None],
-        headers: Mapping[str, str],
-        timeout: Timeout,
-    ) -> None:
-        """POST *batch*; on a 413, POST each half of it instead, and so on.
+    def _target_for(
+        self, url: str, *, scheme: _Scheme, headers: Mapping[str, str], timeout: Timeout,
+        max_body_bytes: Optional[int],
+    ) -> _Target:
+        """The target of *url*: the sink's headers, then *headers*, then the scheme's own."""
+        return _Target(url, scheme, _merged_headers(self._headers, headers, scheme), timeout, max_body_bytes)
 
-        The halves share the call's deadline. Each body has an id of its
-        own (``<batch id>.<first>-<end>``, the same on every retry of that
-        body). What still fails is raised as a PartialFailure with the
-        error of its last failure: only a single item refused with 413 is
-        final on its own.
+    def stats(self) -> SinkStats:
+        """What the sink has done since it was built: bodies posted, 413 splits, items given up by cause."""
+        return self._counters.snapshot()
+
+    def _gone(self, slot: Hashable, target: _Target, error: DeliveryError) -> DeliveryError:
+        """The error a 410 answer fails with. HttpSink: *error* as it is (final); WebhookSink disables."""
+        return error
+
+    def _post(self, target: _Target, batch: List[Any], slot: Hashable = None) -> None:
+        """POST *batch* as one body, or as several under the target's *max_body_bytes*, in order.
+
+        A body refused with 413 is sent as two halves instead, and so on.
+        All share the call's deadline. A part that fails and may succeed
+        later (a 503, a timeout) stops the call: it and the parts after it
+        are retried later, so the receiver sees the items in order. A part
+        that can never succeed (too large alone, a 400) is given up and the
+        call goes on; a 410 stops it, giving up the rest.
+
+        Raised when not everything was delivered: the error itself when
+        one error failed the whole batch, else a PartialFailure of the
+        items not delivered, whose cause is the 410, else the error that
+        stopped the call, else the last error (then final for all).
         """
-        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-        now = time.monotonic()
-        deadline = now + connect + read
+        connect, read = target.timeout if isinstance(target.timeout, tuple) else (target.timeout,) * 2
+        deadline = time.monotonic() + connect + read
         outer = current_deadline()
         if outer is not None and outer < deadline:
             deadline = outer
-        self._post_parts(url, batch, 0, current_batch_id() or uuid.uuid4().hex, deadline, None,
-                         secret=secret, headers=headers, timeout=timeout)
-
-    def _post_parts(
-        self, url: str, batch: List[Any], first: int, batch_id: str, deadline: float, part: Optional[str],
-        **options: Any,
-    ) -> None:
-        try:
-            self._post_once(url, batch, options["secret"], options["headers"], options["timeout"],
-                            deadline, batch_id if part is None else f"{batch_id}.{part}")
-            return
-        except DeliveryError as exc:
-            if exc.status != 413 or len(batch) < 2:
-                raise
-            self._splits += 1
-        failed: List[Any] = []
-        errors: List[BaseException] = []
-        half = len(batch) // 2
-        for start, items in ((first, batch[:half]), (first + half, batch[half:])):
+        record = self._resume.take(slot, batch)
+        positions: Sequence[int]
+        if record is not None:
+            base, whole, positions = record.base, record.whole, record.positions
+        else:
+            base, whole = current_batch_id() or uuid.uuid4().hex, len(batch)
+            positions = range(whole)
+        parts, oversized = _plan(self._serializer, batch, target.max_body_bytes, target.safe)
+        failed: List[int] = []
+        errors: List[DeliveryError] = []
+        if oversized:
+            assert target.max_body_bytes is not None
+            failed += [index for index, _ in oversized]
+            errors.append(ItemTooLargeError(oversized, target.max_body_bytes, url=target.safe))
+            self._counters.add("too_large", len(oversized))
+        if len(parts) > 1:
+            self._counters.add("chunked")
+        todo: Deque[_Part] = collections.deque(parts)
+        while todo:
+            part = todo.popleft()
+            if record is None and len(part.indices) == whole:
+                webhook_id = base  # the whole batch, as almost always
+            else:
+                webhook_id = _body_id(base, whole, [positions[i] for i in part.indices])
             try:
-                self._post_parts(url, items, start, batch_id, deadline, f"{start}-{start + len(items)}",
-                                 **options)
-            except PartialFailure as exc:
-                failed += exc.failed_items
-                errors.append(exc.cause or exc)
+                self._post_once(target, batch, part, webhook_id, deadline)
+                continue
             except DeliveryError as exc:
-                failed += items
-                errors.append(exc)
-        if failed:
-            # Retryable if any part may go through later; else (413s of single items) final.
-            retryable = [error for error in errors if getattr(error, "retryable", True) is not False]
-            raise PartialFailure(failed, (retryable or errors)[-1])
+                error = exc
+            if error.status == 413 and len(part.indices) > 1:
+                self._counters.split(target.safe, len(part.body or b""), len(part.indices))
+                todo.extendleft(reversed(_halves(part)))
+                continue
+            if error.status == 413:
+                self._counters.add("too_large")
+            elif error.status == 410:
+                error = self._gone(slot, target, error)
+            failed += part.indices
+            errors.append(error)
+            if error.status == 410 or error.retryable is not False:
+                rest = [i for later in todo for i in later.indices]
+                failed += rest
+                if error.status == 410:
+                    self._counters.add("endpoint_gone", len(part.indices) + len(rest))
+                break
+        if not failed:
+            return
+        failed.sort()
+        cause = errors[-1]  # the one that stopped the call, if any: a 410, or one that may succeed later
+        if cause.retryable is not False:
+            self._resume.keep(slot, _Record(base, whole, [positions[i] for i in failed],
+                                            [batch[i] for i in failed]))
+        if len(errors) == 1 and len(failed) == len(batch):
+            raise cause  # nothing was delivered: the dispatcher keeps the batch's id
+        raise PartialFailure([batch[i] for i in failed], cause)
 
     def _post_once(
-        self, url: str, batch: List[Any], secret: Union[str, bytes, None], headers: Mapping[str, str],
-        timeout: Timeout, deadline: float, batch_id: str,
+        self, target: _Target, batch: List[Any], part: _Part, webhook_id: str, deadline: float,
     ) -> None:
-        safe = _safe_url(url)
-        body = _serialize(self._serializer, batch, safe)
-        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        safe = target.safe
+        if part.body is None:
+            part.body = _serialize(self._serializer, [batch[i] for i in part.indices], safe)
+        connect, read = target.timeout if isinstance(target.timeout, tuple) else (target.timeout,) * 2
         now = time.monotonic()
         if deadline - now < _MIN_WAIT:
             raise DeliveryError(f"POST {safe}: not sent, the dispatcher's deadline has passed", url=safe)
-        data, sent = _build_post(body, batch_id=batch_id, secret=secret, sink_headers=self._headers,
-                                 headers=headers, gzip=self._gzip)
+        data, sent = _build_post(part.body, webhook_id=webhook_id, scheme=target.scheme,
+                                 headers=target.headers, gzip=self._gzip)
         session = self._current_session()
         response: Optional[requests.Response] = None
         failure: Optional[Tuple[DeliveryError, Optional[BaseException]]] = None
+        self._counters.add("posts")
         outer_call, _call.deadline = getattr(_call, "deadline", None), deadline
         try:
             response = session.post(
-                url, data=data, headers=sent, verify=self._verify, stream=True,
+                target.url, data=data, headers=sent, verify=self._verify, stream=True,
                 timeout=_DeadlineTimeout(connect, read, deadline),  # type: ignore[arg-type]
                 allow_redirects=False,  # a redirected POST may turn into a GET and lose the batch
             )
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, ValueError) as exc:
-            failure = _failure(exc, safe, timeout, session)
+            failure = _failure(exc, safe, target.timeout, session)
         finally:
             _call.deadline = outer_call
         if failure is not None:
@@ -194,4 +236,20 @@ class _Transport:
             error, cause = failure
             raise error from cause
         assert response is not None
-        _check_answer(response, safe, len(batch), deadline, now, self._retries.respect_retry_after_header)
+        _check_answer(response, safe, len(part.indices), deadline, now,
+                      self._retries.respect_retry_after_header)
+
+
+class _Target:
+    """Where and how one call POSTs: built once per HttpSink and per Endpoint, read without a lock."""
+
+    __slots__ = ("headers", "max_body_bytes", "safe", "scheme", "timeout", "url")
+
+    def __init__(self, url: str, scheme: _Scheme, headers: Mapping[str, str], timeout: Timeout,
+                 max_body_bytes: Optional[int]) -> None:
+        self.url = url
+        self.safe = _safe_url(url)
+        self.scheme = scheme
+        self.headers = headers
+        self.timeout = timeout
+        self.max_body_bytes = max_body_bytes

@@ -89,7 +89,21 @@ def test_two_aliases_ship_to_two_receivers(make_receiver: Callable[..., Receiver
         assert audit.items == [{"who": 1}, {"who": 2}, {"who": 3}]
         assert [len(r.items) for r in audit.requests] == [2, 1]
         assert all(r.verified and r.headers["x-source"] == "django" for r in audit.requests)
-        assert all(r.headers.get("x-webhook-signature") is None for r in events.requests)
+        assert all(r.headers["webhook-signature"].startswith("v1,") for r in audit.requests)
+        assert all(r.headers.get("webhook-signature") is None for r in events.requests)
+
+
+def test_signature_and_max_body_bytes_reach_the_sink(make_receiver: Callable[..., Receiver]) -> None:
+    receiver = make_receiver(secret="s3cret", max_body_bytes=40)
+    setting = {"default": config(receiver.url, SECRET="s3cret", SIGNATURE="x-webhook", MAX_BODY_BYTES=40)}
+    events = [{"n": n, "pad": "xxxxxxxxxx"} for n in range(4)]
+    with override_settings(BATCHDISPATCH=setting):
+        post(Client(), "default", events)
+        assert dispatchers["default"].flush(timeout=10)
+    assert receiver.items == events
+    requests = receiver.requests
+    assert len(requests) == 4  # one event per body: two would be over 40 bytes
+    assert all(r.verified is True and "x-webhook-signature" in r.headers for r in requests)
 
 
 def test_dispatchers_are_built_and_started_lazily(receiver: Receiver) -> None:
@@ -181,7 +195,7 @@ def test_unknown_alias_and_bad_settings_raise_naming_alias_and_key(receiver: Rec
 
 
 URL = "http://127.0.0.1:9/ingest"
-NONE_ALLOWED = ("MAX_BATCH_SIZE", "MAX_QUEUE_SIZE", "HEADERS", "SECRET")
+NONE_ALLOWED = ("MAX_BATCH_SIZE", "MAX_QUEUE_SIZE", "HEADERS", "SECRET", "MAX_BODY_BYTES")
 
 
 def test_a_spool_takes_what_the_receiver_did_not_and_the_next_dispatcher_delivers_it(
@@ -223,6 +237,11 @@ def test_a_spool_takes_what_the_receiver_did_not_and_the_next_dispatcher_deliver
         ({"default": {"URL": URL, "SPOOL_DURABLE": 1}}, ["batchdispatch.E008"]),
         ({"default": {"URL": URL, "HEADERS": {"X-Key": 1}}}, ["batchdispatch.E006"]),
         ({"default": {"URL": URL, "SECRET": ""}}, ["batchdispatch.E007"]),
+        ({"default": {"URL": URL, "SECRET": "whsec_!"}}, ["batchdispatch.E007"]),
+        ({"default": {"URL": URL, "SECRET": ["a", "b"]}}, []),
+        ({"default": {"URL": URL, "SECRET": ["a", "b"], "SIGNATURE": "x-webhook"}}, ["batchdispatch.E007"]),
+        ({"default": {"URL": URL, "SIGNATURE": "hmac"}}, ["batchdispatch.E007"]),
+        ({"default": {"URL": URL, "MAX_BODY_BYTES": "5MB"}}, ["batchdispatch.E004"]),
         ({"default": {"URL": URL, "DELEY": 1}}, ["batchdispatch.W001"]),
         ({"default": {"DELAY": -1}, "audit": {"URL": URL, "OVERFLOW": 1}},
          ["batchdispatch.E003", "batchdispatch.E004", "batchdispatch.E005"]),

@@ -95,6 +95,21 @@ def test_secret_signs_and_headers_are_sent(
     assert all(r.headers["x-api-key"] == "k-123" for r in requests)
 
 
+def test_signature_and_max_body_bytes_reach_the_sink(
+    make_app: AppFactory, make_receiver: Callable[..., Receiver],
+) -> None:
+    receiver = make_receiver(secret="s3cret", max_body_bytes=40)
+    app, ext = make_app(receiver.url, SECRET="s3cret", SIGNATURE="x-webhook", MAX_BODY_BYTES=40, DELAY=60)
+    events = [{"n": n, "pad": "xxxxxxxxxx"} for n in range(4)]
+    post_events(app, events)
+    with app.app_context():
+        assert ext.flush(timeout=10)
+    assert receiver.items == events
+    requests = receiver.requests
+    assert len(requests) == 4  # one event per body: two would be over 40 bytes
+    assert all(r.verified is True and "x-webhook-signature" in r.headers for r in requests)
+
+
 def test_a_wrong_secret_is_refused_by_the_receiver(
     make_app: AppFactory, make_receiver: Callable[..., Receiver],
 ) -> None:
@@ -173,6 +188,8 @@ def test_defaults_are_set_in_the_config(make_app: AppFactory, receiver: Receiver
         "BATCHDISPATCH_OVERFLOW": "drop_newest",
         "BATCHDISPATCH_HEADERS": None,
         "BATCHDISPATCH_SECRET": None,
+        "BATCHDISPATCH_SIGNATURE": "standard",
+        "BATCHDISPATCH_MAX_BODY_BYTES": None,
         "BATCHDISPATCH_EXIT_TIMEOUT": 5.0,
         "BATCHDISPATCH_SPOOL": None,
         "BATCHDISPATCH_SPOOL_DURABLE": False,
@@ -198,6 +215,11 @@ def test_defaults_are_set_in_the_config(make_app: AppFactory, receiver: Receiver
         ({"HEADERS": {"X-Count": 1}}, TypeError, "BATCHDISPATCH_HEADERS must map str to str"),
         ({"HEADERS": ["X-A"]}, TypeError, "BATCHDISPATCH_HEADERS must be a mapping"),
         ({"SECRET": ""}, ValueError, "BATCHDISPATCH_SECRET must not be empty"),
+        ({"SECRET": "whsec_!"}, ValueError, "BATCHDISPATCH_SECRET: what follows 'whsec_' is not valid"),
+        ({"SECRET": ["a", "b"], "SIGNATURE": "x-webhook"}, ValueError,
+         "BATCHDISPATCH_SECRET: signature='x-webhook' signs with one secret"),
+        ({"SIGNATURE": "hmac"}, ValueError, "BATCHDISPATCH_SIGNATURE must be 'standard' or 'x-webhook'"),
+        ({"MAX_BODY_BYTES": 0}, ValueError, "BATCHDISPATCH_MAX_BODY_BYTES must be at least 1 byte"),
         ({"EXIT_TIMEOUT": -1}, ValueError, "BATCHDISPATCH_EXIT_TIMEOUT must be a non-negative number"),
         ({"SPOOL": "/no/such/dir/events.db"}, ValueError, "BATCHDISPATCH_SPOOL: .*directory /no/such/dir "),
         ({"SPOOL": 3}, TypeError, "BATCHDISPATCH_SPOOL: path must be a str or os.PathLike, got int"),

@@ -35,7 +35,9 @@ from batchdispatch.http import (
     default_retry,
     json_serializer,
     sign,
+    sign_webhook,
     verify_signature,
+    verify_webhook,
 )
 from batchdispatch.testing import Receiver, Response
 
@@ -84,7 +86,7 @@ def test_503_503_200_is_delivered_once_with_one_webhook_id(
     assert dispatcher.flush(10)
     requests_seen = receiver.requests
     assert [r.status for r in requests_seen] == [503, 503, 200]
-    assert len({r.headers["x-webhook-id"] for r in requests_seen}) == 1
+    assert len({r.headers["webhook-id"] for r in requests_seen}) == 1
     assert receiver.items == [{"n": 0}, {"n": 1}, {"n": 2}]
     stats = dispatcher.stats()
     assert (stats.dispatched, stats.batches, stats.failed) == (3, 1, 0)
@@ -100,7 +102,7 @@ def test_a_dispatcher_retry_of_the_same_batch_keeps_its_webhook_id(
     assert dispatcher.flush(10)
     first, second = receiver.requests
     assert (first.status, second.status) == (503, 200)
-    assert first.headers["x-webhook-id"] == second.headers["x-webhook-id"]
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
     (failed,) = events.of(BatchFailed)
     assert isinstance(failed.error, DeliveryError)
     assert (failed.error.status, failed.error.retryable) == (503, True)
@@ -113,7 +115,7 @@ def test_separate_calls_outside_a_dispatcher_get_fresh_ids(
     sink = http_sink(receiver.url)
     sink([1])
     sink([2])
-    ids = [r.headers["x-webhook-id"] for r in receiver.requests]
+    ids = [r.headers["webhook-id"] for r in receiver.requests]
     assert len(set(ids)) == 2
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
 
@@ -327,9 +329,33 @@ def test_signed_requests_verify_at_the_receiver_and_carry_the_headers(
     assert headers["content-type"] == "application/json"
     assert headers["user-agent"] == f"batchdispatch/{batchdispatch.__version__}"
     assert headers["api-key"] == API_KEY
-    assert before <= int(headers["x-webhook-timestamp"]) <= time.time()
-    assert headers["x-webhook-signature"] == sign(request.body, SECRET, headers["x-webhook-timestamp"])
+    webhook_id, timestamp = headers["webhook-id"], headers["webhook-timestamp"]
+    assert before <= int(timestamp) <= time.time()
+    assert headers["webhook-signature"] == sign_webhook(request.body, SECRET, webhook_id, timestamp)
+    assert headers["webhook-signature"].startswith("v1,")
+    assert verify_webhook(request.body, headers, SECRET)
+    assert not any(name.startswith("x-webhook") for name in headers)
     assert "content-encoding" not in headers
+
+
+def test_signature_x_webhook_sends_the_headers_of_0_1_byte_for_byte(
+    make_receiver: Callable[..., Receiver], http_sink: Callable[..., HttpSink], make: Any,
+) -> None:
+    receiver = make_receiver(secret=SECRET)
+    receiver.respond(503)
+    sink = http_sink(receiver.url, secret=SECRET, signature="x-webhook", retries=None)
+    dispatcher = make(sink, delay=0.01, retry=QUICK)
+    dispatcher.enqueue({"n": 1})
+    assert dispatcher.flush(10)
+    first, second = receiver.requests
+    assert (first.status, second.status, second.verified) == (503, 200, True)
+    headers = second.headers
+    assert headers["x-webhook-id"] == first.headers["x-webhook-id"]
+    signature, timestamp = headers["x-webhook-signature"], headers["x-webhook-timestamp"]
+    assert signature == sign(second.body, SECRET, timestamp)
+    assert verify_signature(second.body, signature, SECRET, timestamp)
+    assert not any(name.startswith("webhook-") for name in headers)
+    assert "signed x-webhook" in repr(sink)
 
 
 def test_a_wrong_secret_is_refused_by_the_receiver_and_given_up(
@@ -362,13 +388,19 @@ def test_gzip_bodies_round_trip_and_the_signature_covers_the_uncompressed_json(
 def test_user_headers_may_override_content_type_but_not_the_webhook_headers(
     receiver: Receiver, http_sink: Callable[..., HttpSink],
 ) -> None:
-    sink = http_sink(receiver.url, headers={"Content-Type": "application/x-ndjson", "X-Webhook-Id": "mine"},
-                     serializer=lambda batch: "\n".join(json.dumps(i) for i in batch).encode())
-    sink([1, 2])
-    (request,) = receiver.requests
-    assert request.headers["content-type"] == "application/x-ndjson"
-    assert request.headers["x-webhook-id"] != "mine"
-    assert request.body == b"1\n2"
+    mine = {"Content-Type": "application/x-ndjson", "Webhook-Id": "mine", "webhook-timestamp": "1",
+            "X-Webhook-Id": "mine too"}
+    ndjson = {"serializer": lambda batch: "\n".join(json.dumps(i) for i in batch).encode()}
+    http_sink(receiver.url, headers=mine, **ndjson)([1, 2])
+    http_sink(receiver.url, headers=mine, signature="x-webhook", **ndjson)([3])
+    standard, legacy = receiver.requests
+    assert standard.headers["content-type"] == "application/x-ndjson"
+    assert standard.headers["webhook-id"] != "mine"  # in whatever case it was written
+    assert standard.headers["webhook-timestamp"] != "1"
+    assert standard.headers["x-webhook-id"] == "mine too"  # not a header of this scheme
+    assert standard.body == b"1\n2"
+    assert legacy.headers["x-webhook-id"] != "mine too"
+    assert legacy.headers["webhook-id"] == "mine"
 
 
 # -- serialization ----------------------------------------------------------
@@ -616,7 +648,8 @@ def test_webhook_sink_applies_per_endpoint_secrets_headers_and_timeouts(
     headers_a = to_a.headers
     assert (headers_a["x-tenant"], headers_a["x-shared"], headers_a["x-sink"]) == ("a", "sink", "yes")
     assert (to_b.headers["x-shared"], to_b.path) == ("endpoint", "/hooks/b")
-    assert "x-webhook-signature" not in slow.requests[0].headers
+    assert "webhook-signature" not in slow.requests[0].headers
+    assert "webhook-id" in slow.requests[0].headers
     assert (a.items, b.items, slow.items) == ([{"to": "a"}], [{"to": "b"}], [])
     stats = hooks.stats()
     assert (stats.dispatched, stats.failed) == (2, 1)  # the 0.3 s endpoint timed out, not the sink's 30 s
@@ -725,10 +758,12 @@ def _run_example(name: str) -> Any:
 
 def test_example_signed_webhooks_runs() -> None:
     lines = _run_example("signed_webhooks.py").stdout.splitlines()
-    assert "ep-shop: delivered 20 events in 1 request, signature verified" in lines
-    assert "ep-flaky: 503, then delivered 20 events with the same X-Webhook-Id" in lines
-    assert "ep-gone: gave up 20 events after 1 attempt: HTTP 410" in lines
-    assert lines[-1] == "delivered 40, failed 20"
+    assert lines == [
+        "ep-shop: delivered 20 events in 1 request, 2 signatures, verified with the new key",
+        "ep-flaky: 503, then delivered 20 events with the same webhook-id",
+        "ep-gone: answered 410 to 1 request; disabled ['ep-gone'], 40 events given up",
+        "delivered 40, failed 40",
+    ]
 
 
 def test_example_receive_webhooks_runs() -> None:
@@ -736,6 +771,7 @@ def test_example_receive_webhooks_runs() -> None:
     assert lines == [
         "genuine request: accepted 3 events",
         "tampered body: rejected (401)",
+        "replayed under another webhook-id: rejected (401)",
         "replayed after 10 minutes: rejected (401)",
-        "duplicate X-Webhook-Id: ignored, already processed",
+        "duplicate webhook-id: ignored, already processed",
     ]

@@ -270,11 +270,11 @@ def test_a_413_splits_the_batch_in_two_until_accepted(
     sink = http_sink(receiver.url)
     sink([1, 2, 3])
     assert [r.items for r in receiver.requests] == [[1, 2, 3], [1], [2, 3]]
-    first, *halves = [r.headers["x-webhook-id"] for r in receiver.requests]
+    first, *halves = [r.headers["webhook-id"] for r in receiver.requests]
     # Each body has an id of its own, derived from the batch's.
     assert [h.split(".")[0] for h in halves] == [first, first]
     assert len({first, *halves}) == 3
-    assert sink._splits == 1
+    assert sink.stats().splits == 1
 
 
 def test_a_single_item_refused_with_413_is_final_and_the_rest_delivered(

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from batchdispatch.http import verify_signature
+from batchdispatch.http import verify_signature, verify_webhook
 from batchdispatch.testing import Response
 
 from ..conftest import run_on_terminal
@@ -58,8 +58,8 @@ def summary(stdout: str) -> Dict[str, str]:
 
 
 def attempts_per_batch(receiver: Any) -> List[int]:
-    """How many requests each batch took, by its X-Webhook-Id."""
-    return list(collections.Counter(r.headers["x-webhook-id"] for r in receiver.requests).values())
+    """How many requests each batch took, by its webhook-id."""
+    return list(collections.Counter(r.headers["webhook-id"] for r in receiver.requests).values())
 
 
 def test_every_line_is_delivered_in_order(receiver: Any) -> None:
@@ -107,12 +107,34 @@ def test_headers_and_signature_reach_the_receiver(make_receiver: Callable[..., A
     assert receiver.items == events
     for request in receiver.requests:
         assert request.verified is True  # the receiver checked it with its own secret
-        signature, timestamp = request.headers["x-webhook-signature"], request.headers["x-webhook-timestamp"]
-        assert verify_signature(request.body, signature, secret, timestamp)
-        assert not verify_signature(request.body, signature, "another secret", timestamp)
+        assert request.headers["webhook-signature"].startswith("v1,")
+        assert verify_webhook(request.body, request.headers, secret)
+        assert not verify_webhook(request.body, request.headers, "another secret")
         assert request.headers["api-key"] == "123"
         assert request.headers["x-tenant"] == "42"
     assert secret not in result.stdout + result.stderr
+
+
+def test_signature_x_webhook_signs_as_0_1_did(make_receiver: Callable[..., Any]) -> None:
+    secret = "s3cret-never-printed"
+    receiver = make_receiver(secret=secret)
+    result = send(receiver.url, "--secret-env", SECRET_ENV, "--signature", "x-webhook",
+                  stdin=jsonl([{"n": 1}]), env={SECRET_ENV: secret})
+    assert result.returncode == 0, result.stderr
+    (request,) = receiver.requests
+    assert request.verified is True
+    signature, timestamp = request.headers["x-webhook-signature"], request.headers["x-webhook-timestamp"]
+    assert verify_signature(request.body, signature, secret, timestamp)
+    assert "webhook-signature" not in request.headers
+
+
+def test_max_body_bytes_sends_a_batch_in_bodies_within_it(receiver: Any) -> None:
+    events = [{"n": n, "pad": "x" * 40} for n in range(30)]
+    result = send(receiver.url, "--max-body-bytes", "200", "--max-batch-size", "30", stdin=jsonl(events))
+    assert result.returncode == 0, result.stderr
+    assert receiver.items == events
+    assert receiver.request_count > 1
+    assert all(len(r.body) <= 200 for r in receiver.requests)
 
 
 def test_a_wrong_secret_is_refused_and_reported(make_receiver: Callable[..., Any]) -> None:
@@ -301,7 +323,7 @@ def test_the_analytics_example_ships_every_event() -> None:
     received = r"^receiver: 1,000 events in \d+ requests, all signed and verified$"
     assert re.search(received, result.stdout, re.MULTILINE)
     assert "stats: enqueued 1000, dispatched 1000, failed 0, dropped 0" in lines
-    retried = "receiver: one request answered 503; its batch was sent 2 times under the same X-Webhook-Id"
+    retried = "receiver: one request answered 503; its batch was sent 2 times under the same webhook-id"
     assert retried in lines
     assert "gave up" not in result.stdout
 

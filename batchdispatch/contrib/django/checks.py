@@ -4,10 +4,13 @@
 ``batchdispatch.E001``    ``BATCHDISPATCH`` is not a dict.
 ``batchdispatch.E002``    An alias's options are not a dict.
 ``batchdispatch.E003``    An alias has no ``URL``, or it is not an http(s) URL with a host.
-``batchdispatch.E004``    A bad ``DELAY``, ``MAX_BATCH_SIZE``, ``MAX_QUEUE_SIZE`` or ``EXIT_TIMEOUT``.
+``batchdispatch.E004``    A bad ``DELAY``, ``MAX_BATCH_SIZE``, ``MAX_QUEUE_SIZE``, ``EXIT_TIMEOUT`` or
+                          ``MAX_BODY_BYTES``.
 ``batchdispatch.E005``    An unknown ``OVERFLOW`` policy, or ``"spill"`` without a ``SPOOL``.
 ``batchdispatch.E006``    ``HEADERS`` is not a mapping of str to str.
-``batchdispatch.E007``    ``SECRET`` is not a non-empty str or bytes.
+``batchdispatch.E007``    ``SECRET`` is not a valid secret (a non-empty str or bytes, a ``whsec_`` secret
+                          in base64, or a list of them) for ``SIGNATURE``, or ``SIGNATURE`` is not
+                          ``"standard"`` or ``"x-webhook"``.
 ``batchdispatch.E008``    ``SPOOL`` is not a path in an existing directory, or ``SPOOL_DURABLE`` not a bool.
 ``batchdispatch.W001``    An unknown option (a typo?); it is ignored.
 ========================  ==========================================================

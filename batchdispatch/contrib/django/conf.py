@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from django.conf import settings  # type: ignore[import-untyped]
 
 from ... import _validate
-from ...http import _check_headers, _check_secret, _check_url
+from ...http import _check_headers, _check_max_body_bytes, _check_secret, _check_signature, _check_url
 from .. import _options
 
 #: The name of the Django setting.
@@ -35,6 +35,8 @@ CHECK_IDS: Mapping[str, str] = {
     "OVERFLOW": "batchdispatch.E005",
     "HEADERS": "batchdispatch.E006",
     "SECRET": "batchdispatch.E007",
+    "SIGNATURE": "batchdispatch.E007",
+    "MAX_BODY_BYTES": "batchdispatch.E004",
     "SPOOL": "batchdispatch.E008",
     "SPOOL_DURABLE": "batchdispatch.E008",
 }
@@ -66,6 +68,8 @@ class AliasOptions:
     headers: Optional[Mapping[str, str]]
     secret: Any
     exit_timeout: float
+    signature: str = "standard"
+    max_body_bytes: Optional[int] = None
     spool: Optional[str] = None
     spool_durable: bool = False
 
@@ -81,7 +85,8 @@ def aliases() -> List[str]:
     return [str(alias) for alias in value] if isinstance(value, Mapping) else []
 
 
-def _option_checks() -> Dict[str, Any]:
+def _option_checks(options: Mapping[Any, Any]) -> Dict[str, Any]:
+    signature = _options.signature_for_secret(options.get("SIGNATURE", DEFAULTS["SIGNATURE"]))
     return {
         "URL": lambda v: _check_url(v, "URL"),
         "DELAY": lambda v: _validate.seconds("DELAY", v),
@@ -89,7 +94,9 @@ def _option_checks() -> Dict[str, Any]:
         "MAX_QUEUE_SIZE": lambda v: _validate.count("MAX_QUEUE_SIZE", v),
         "OVERFLOW": _validate.overflow_policy,
         "HEADERS": lambda v: None if v is None else dict(_check_headers(v, "HEADERS")),
-        "SECRET": lambda v: _check_secret(v, "SECRET"),
+        "SECRET": lambda v: _check_secret(v, "SECRET", signature),
+        "SIGNATURE": lambda v: _check_signature(v, "SIGNATURE"),
+        "MAX_BODY_BYTES": lambda v: _check_max_body_bytes(v, "MAX_BODY_BYTES"),
         "EXIT_TIMEOUT": lambda v: _validate.seconds("EXIT_TIMEOUT", v, allow_zero=True),
         "SPOOL": lambda v: _options.check_spool(v, "SPOOL"),
         "SPOOL_DURABLE": lambda v: _options.check_spool_durable(v, "SPOOL_DURABLE"),
@@ -114,7 +121,7 @@ def resolve(alias: Any, options: Any) -> Tuple[Optional[AliasOptions], List[Prob
         problems.append(Problem("batchdispatch.E003", f"{where} has no URL",
                                 hint="Set 'URL' to the http:// or https:// address to POST batches to."))
     values: Dict[str, Any] = {}
-    for key, check in _option_checks().items():
+    for key, check in _option_checks(options).items():
         value = options.get(key, DEFAULTS[key])
         if key == "URL" and value is None:
             continue
@@ -134,6 +141,7 @@ def resolve(alias: Any, options: Any) -> Tuple[Optional[AliasOptions], List[Prob
         max_batch_size=values["MAX_BATCH_SIZE"], max_queue_size=values["MAX_QUEUE_SIZE"],
         overflow=values["OVERFLOW"], headers=values["HEADERS"], secret=values["SECRET"],
         exit_timeout=values["EXIT_TIMEOUT"], spool=values["SPOOL"], spool_durable=values["SPOOL_DURABLE"],
+        signature=values["SIGNATURE"], max_body_bytes=values["MAX_BODY_BYTES"],
     ), problems
 
 

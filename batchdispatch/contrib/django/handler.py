@@ -141,6 +141,7 @@ class DispatcherHandler:
             raise ImproperlyConfigured(next(p.message for p in problems if p.is_error))
         return _options.build(
             f"django:{alias}", url=options.url, headers=options.headers, secret=options.secret,
+            signature=options.signature, max_body_bytes=options.max_body_bytes,
             delay=options.delay, max_batch_size=options.max_batch_size,
             max_queue_size=options.max_queue_size, overflow=options.overflow,
             exit_timeout=options.exit_timeout, spool=options.spool, spool_durable=options.spool_durable,

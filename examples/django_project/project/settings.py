@@ -23,6 +23,13 @@ WSGI_APPLICATION = "project.wsgi.application"
 DATABASES: dict = {}
 USE_TZ = True
 
+# The secrets webhooks are verified with (project/webhooks.py), space-separated in the
+# environment: one, or the old and the new one while a key is rotated.
+WEBHOOK_SECRETS = os.environ.get(
+    "WEBHOOK_SECRETS",
+    "whsec_b2xkLWtleS1leGFtcGxlLW9ubHktMzItYnl0ZXM= whsec_bmV3LWtleS1leGFtcGxlLW9ubHktMzItYnl0ZXM=",
+).split()
+
 BATCHDISPATCH = {
     "default": {
         # None: `manage.py check` reports batchdispatch.E003, and the first lookup raises.

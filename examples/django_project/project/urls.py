@@ -1,9 +1,13 @@
-"""``GET /view?id=<id>``: one event per request."""
+"""``GET /view?id=<id>``: one event per request; ``POST /hooks``: signed webhooks received."""
 
 from __future__ import annotations
 
 from django.urls import path
 
-from . import views
+from . import views, webhooks
 
-urlpatterns = [path("view", views.view)]
+urlpatterns = [
+    path("view", views.view),
+    path("hooks", webhooks.hooks),
+    path("hooks/standardwebhooks", webhooks.hooks_standardwebhooks),
+]
