@@ -7,6 +7,7 @@
   process-wide fork hook, through which a forked child drops its parent's
   connections without closing them;
 * :func:`resolve`, where a batch goes: a fixed name, or a callable of the key;
+* :func:`deadline_left`, the time the dispatcher leaves a call (at exit and shutdown);
 * :func:`json_item`, one item as compact UTF-8 JSON, or a
   :class:`~batchdispatch.exceptions.SerializationError` naming its index and
   type, never its value;
@@ -22,10 +23,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.parse
 import weakref
 from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Union, overload
 
+from .. import current_deadline
 from ..exceptions import DeliveryError, PartialFailure, SerializationError
 
 
@@ -131,6 +134,21 @@ def resolve(target: Target, key: Any, name: str, where: str) -> str:
 
 class _NotJSON(TypeError):
     """A value of a type JSON cannot represent; the message is the type's name."""
+
+
+def deadline_left(where: str) -> Optional[float]:
+    """Seconds left before the dispatcher's deadline (:func:`~batchdispatch.current_deadline`), or None.
+
+    A deadline that has passed is a retryable DeliveryError: nothing is sent
+    that could not be waited for (it might land and be sent again).
+    """
+    deadline = current_deadline()
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeliveryError(f"{where}: not sent, the dispatcher's deadline has passed", url=where)
+    return left
 
 
 def _refuse(value: object) -> Any:

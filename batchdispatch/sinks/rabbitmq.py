@@ -27,10 +27,18 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import pika
 import pika.exceptions
 
-from .. import current_deadline
 from ..exceptions import DeliveryError, SerializationError
 from ._amqp import LinkError, Outcome, _describe, _Link
-from ._base import NO_KEY, Failures, _Sink, check_optional_callable, check_url, json_item, safe_url
+from ._base import (
+    NO_KEY,
+    Failures,
+    _Sink,
+    check_optional_callable,
+    check_url,
+    deadline_left,
+    json_item,
+    safe_url,
+)
 
 __all__ = ["DELIVERY_MODE", "FINAL_REPLY_CODES", "RabbitMQSink"]
 
@@ -280,10 +288,8 @@ class RabbitMQSink(_Sink):
 
     def _publish(self, routing_key: str, messages: List[Tuple[bytes, Any]], positions: List[int],
                  failures: Failures) -> None:
-        deadline = time.monotonic() + self._timeout
-        outer = current_deadline()
-        if outer is not None and outer < deadline:
-            deadline = outer
+        left = deadline_left(self._where)
+        deadline = time.monotonic() + (self._timeout if left is None else min(left, self._timeout))
         try:
             link = self._link(deadline)
         except LinkError as exc:

@@ -33,6 +33,7 @@ from ._base import (
     check_optional_callable,
     check_target,
     check_url,
+    deadline_left,
     json_item,
     resolve,
     safe_url,
@@ -266,6 +267,7 @@ class RedisStreamSink(_Sink):
         failures = Failures()
         commands = self._commands(stream, batch, failures)
         if commands:
+            deadline_left(self._where)
             self._send(client, stream, commands, failures)
         failures.raise_for(batch)
 

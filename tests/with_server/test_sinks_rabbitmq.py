@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
 
-from batchdispatch import PartialFailure, RetryPolicy
+from batchdispatch import PartialFailure, RetryPolicy, _context
 from batchdispatch.exceptions import DeliveryError, SerializationError
 
 from ..services import HOST, RABBITMQ_PORT, unique_name
@@ -326,6 +326,36 @@ def test_no_confirm_in_time_is_retryable_and_a_retry_delivers(broker: Broker, si
         sink([1, 2, 3])
     assert wait_for(lambda: broker.count(queue) == 6)
     assert broker.items(queue) == [1, 2, 3, 1, 2, 3]
+
+
+def test_the_dispatchers_deadline_bounds_the_wait(broker: Broker, sinks: Any) -> None:
+    queue = broker.queue()
+    with Proxy(RABBITMQ_PORT) as proxy:
+        proxy.swallow_after(b"\x00\x3c\x00\x28")
+        sink = sinks(f"amqp://guest:guest@{HOST}:{proxy.port}/%2F", routing_key=queue, timeout=60)
+        _context._local.deadline = time.monotonic() + 1.0  # as the dispatcher sets it at exit and shutdown
+        try:
+            started = time.monotonic()
+            with pytest.raises(DeliveryError, match="no confirm") as caught:
+                sink([1])
+            took = time.monotonic() - started
+        finally:
+            _context._local.deadline = None
+    assert took < 5  # the deadline, not the sink's timeout of 60 s
+    assert caught.value.retryable
+
+
+def test_a_deadline_already_passed_sends_nothing(broker: Broker, sinks: Any) -> None:
+    queue = broker.queue()
+    sink = sinks(routing_key=queue)
+    _context._local.deadline = time.monotonic() - 1
+    try:
+        with pytest.raises(DeliveryError, match="not sent, the dispatcher's deadline has passed") as caught:
+            sink([1])
+    finally:
+        _context._local.deadline = None
+    assert caught.value.retryable
+    assert broker.count(queue) == 0
 
 
 def test_a_broker_that_does_not_answer_is_retryable(sinks: Any) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
-from batchdispatch import PartialFailure, RetryPolicy
+from batchdispatch import PartialFailure, RetryPolicy, _context
 from batchdispatch.exceptions import DeliveryError, SerializationError
 
 from ..services import HOST, RedisServer, unique_name
@@ -364,6 +364,18 @@ def test_nothing_is_lost_when_the_server_is_killed_and_started_mid_run(make: Any
     assert stats.dispatched == 4000
     assert first_occurrences(entries) == items  # every item, in order
     assert len(entries) - len(items) <= 50  # duplicates: at most the unanswered end of one batch
+
+
+def test_a_deadline_already_passed_sends_nothing(client: Any, stream: str, sinks: Any) -> None:
+    sink = sinks(client, stream)
+    _context._local.deadline = time.monotonic() - 1  # as the dispatcher sets it at exit and shutdown
+    try:
+        with pytest.raises(DeliveryError, match="not sent, the dispatcher's deadline has passed") as caught:
+            sink([1])
+    finally:
+        _context._local.deadline = None
+    assert caught.value.retryable
+    assert client.exists(stream) == 0
 
 
 # -- fork ------------------------------------------------------------------------------------------
