@@ -49,7 +49,8 @@ def measure(options: BenchOptions, err: TextIO) -> List[Row]:
     try:
         connection: Any = pika.BlockingConnection(parameters)
     except pika.exceptions.AMQPError as exc:
-        raise Unavailable(f"RabbitMQ does not answer on 127.0.0.1:5672: {type(exc).__name__}") from None
+        where = f"{parameters.host}:{parameters.port}"
+        raise Unavailable(f"RabbitMQ does not answer on {where}: {type(exc).__name__}") from None
     queue = f"batchdispatch-bench-{uuid.uuid4().hex[:12]}"
     try:
         channel = connection.channel()
