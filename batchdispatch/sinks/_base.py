@@ -155,8 +155,29 @@ def _refuse(value: object) -> Any:
     raise _NotJSON(type(value).__name__)
 
 
-# One encoder, made once: json.dumps with options builds a new one per call.
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_refuse).encode
+def _make_encode() -> Callable[[Any], str]:
+    """Compact JSON of one value, by an encoder made once.
+
+    ``json.dumps`` and ``JSONEncoder.encode`` make a new C encoder on every
+    call, which is half the cost of encoding a small item; this one is made
+    once (``json.encoder.c_make_encoder``, where the interpreter has it) and
+    reused. It keeps no circular-reference markers between calls: a cycle
+    ends in a RecursionError, reported as "nested too deep".
+    """
+    encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_refuse)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    basestring = getattr(json.encoder, "c_encode_basestring", None)
+    if make is None or basestring is None:  # PyPy, or a Python without _json
+        return encoder.encode
+    c_encoder = make(None, _refuse, basestring, None, ":", ",", False, False, False)
+
+    def encode(value: Any) -> str:
+        return "".join(c_encoder(value, 0))
+
+    return encode
+
+
+_encode = _make_encode()
 
 
 def json_item(item: Any, index: int, where: str) -> bytes:

@@ -29,6 +29,7 @@ from ..exceptions import DeliveryError, SerializationError
 from ._base import (
     Failures,
     Target,
+    _encode,
     _Sink,
     check_optional_callable,
     check_target,
@@ -265,37 +266,45 @@ class RedisStreamSink(_Sink):
             message = "the stream's name does not encode to UTF-8"
             raise DeliveryError(message, url=self._where, retryable=False) from None
         failures = Failures()
-        commands = self._commands(stream, batch, failures)
-        if commands:
+        sent, commands = self._commands(stream, batch, failures)
+        if sent:
             deadline_left(self._where)
-            self._send(client, stream, commands, failures)
+            self._send(client, stream, sent, b"".join(commands), failures)
         failures.raise_for(batch)
 
-    def _commands(self, stream: bytes, batch: List[Any], failures: Failures) -> List[Tuple[int, bytes]]:
-        """Each item's ``XADD`` as it goes on the wire (RESP), with its index; those that fail to encode,
-        in *failures*."""
+    def _commands(self, stream: bytes, batch: List[Any], failures: Failures) -> Tuple[List[int], List[bytes]]:
+        """The index of each item that could be encoded, and its ``XADD`` as it goes on the wire (RESP);
+        the others, in *failures*."""
         head = _bulk(b"XADD") + _bulk(stream) + self._trim + _bulk(b"*")
         base = 3 + self._trim_args
         where = self._where
-        commands: List[Tuple[int, bytes]] = []
+        sent: List[int] = []
+        commands: List[bytes] = []
         if self._fields is None:
+            # The hot path: one JSON field per entry, encoded inline.
             start = b"*%d\r\n" % (base + 2) + head + _bulk(b"data")
+            encode = _encode
             for index, item in enumerate(batch):
                 try:
-                    value = json_item(item, index, where)
-                except SerializationError as exc:
-                    failures.add(index, exc)
-                    continue
-                commands.append((index, b"%s$%d\r\n%s\r\n" % (start, len(value), value)))
-            return commands
+                    value = encode(item).encode("utf-8")
+                except Exception:  # noqa: BLE001 - json_item says what is wrong, naming the item
+                    try:
+                        value = json_item(item, index, where)
+                    except SerializationError as exc:
+                        failures.add(index, exc)
+                        continue
+                sent.append(index)
+                commands.append(b"%s$%d\r\n%s\r\n" % (start, len(value), value))
+            return sent, commands
         for index, item in enumerate(batch):
             try:
                 pairs = self._encode_fields(item, index)
             except SerializationError as exc:
                 failures.add(index, exc)
                 continue
-            commands.append((index, b"*%d\r\n" % (base + len(pairs)) + head + b"".join(map(_bulk, pairs))))
-        return commands
+            sent.append(index)
+            commands.append(b"*%d\r\n" % (base + len(pairs)) + head + b"".join(map(_bulk, pairs)))
+        return sent, commands
 
     def _encode_fields(self, item: Any, index: int) -> List[bytes]:
         """``fields(item)`` as a flat list of field, value, field, value... in bytes."""
@@ -326,10 +335,10 @@ class RedisStreamSink(_Sink):
             flat += (encoded_name, encoded_value)
         return flat
 
-    def _send(self, client: redis.Redis, stream: bytes, commands: List[Tuple[int, bytes]],
+    def _send(self, client: redis.Redis, stream: bytes, sent: List[int], payload: bytes,
               failures: Failures) -> None:
-        """Send every command at once, then read every reply; record in *failures* what did not land."""
-        sent = [index for index, _ in commands]
+        """Send the commands of the items *sent* at once, then read every reply; record in *failures*
+        what did not land."""
         pool = client.connection_pool
         try:
             connection = _get_connection(pool)
@@ -338,7 +347,7 @@ class RedisStreamSink(_Sink):
             return
         try:
             try:
-                connection.send_packed_command([b"".join(command for _, command in commands)])
+                connection.send_packed_command([payload])
             except RedisError as exc:  # redis-py has closed the connection
                 failures.add_all(sent, self._lost(exc, stream, "sending failed"))
                 return
