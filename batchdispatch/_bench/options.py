@@ -32,7 +32,7 @@ class BenchOptions:
     #: Items written one at a time, per engine, in the sinks section.
     sink_per_item: int = 3_000
     #: Items written through each sink, in batches, in the sinks section.
-    sink_items: int = 100_000
+    sink_items: int = 50_000
     #: The sections to run, from :data:`SECTIONS`.
     sections: Tuple[str, ...] = SECTIONS
 

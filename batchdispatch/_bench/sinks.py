@@ -22,6 +22,19 @@ PARTS: Sequence[str] = ("sinks_redis", "sinks_rabbitmq")
 Row = Tuple[str, str, float, float]
 
 
+#: Rounds of a part at most: each runs the per-item way, then the sink, and the best of each is kept.
+MAX_ROUNDS = 3
+
+
+def rounds(options: BenchOptions) -> int:
+    """How many rounds a part runs: ``--repeat``, at most :data:`MAX_ROUNDS` (the per-item ways are slow).
+
+    Alternating the two ways, rather than running one after the other,
+    lets a busy moment of a shared machine weigh on both alike.
+    """
+    return max(1, min(options.repeat, MAX_ROUNDS))
+
+
 class Unavailable(Exception):
     """A part cannot run here: its server does not answer, or its client is missing."""
 
