@@ -17,8 +17,9 @@ replies to learn which entries landed, and what each failure means.
 from __future__ import annotations
 
 import inspect
+import itertools
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import redis
 from redis.backoff import NoBackoff
@@ -59,6 +60,8 @@ RETRYABLE_REPLIES = frozenset({
 SOCKET_TIMEOUT = 10.0
 #: Seconds a client made from a URL may take to connect (the URL's ``socket_connect_timeout`` wins).
 CONNECT_TIMEOUT = 5.0
+#: Commands sent at a time while the rest of the batch is encoded.
+SEND_EVERY = 100
 
 # redis-py raises these for some error replies, with the code taken off the message.
 _CODES = {
@@ -266,20 +269,19 @@ class RedisStreamSink(_Sink):
             message = "the stream's name does not encode to UTF-8"
             raise DeliveryError(message, url=self._where, retryable=False) from None
         failures = Failures()
-        sent, commands = self._commands(stream, batch, failures)
-        if sent:
+        commands = self._commands(stream, batch, failures)
+        first = next(commands, None)
+        if first is not None:
             deadline_left(self._where)
-            self._send(client, stream, sent, b"".join(commands), failures)
+            self._send(client, stream, itertools.chain((first,), commands), failures)
         failures.raise_for(batch)
 
-    def _commands(self, stream: bytes, batch: List[Any], failures: Failures) -> Tuple[List[int], List[bytes]]:
-        """The index of each item that could be encoded, and its ``XADD`` as it goes on the wire (RESP);
-        the others, in *failures*."""
+    def _commands(self, stream: bytes, batch: List[Any], failures: Failures) -> Iterator[Tuple[int, bytes]]:
+        """Each item's index and ``XADD`` as it goes on the wire (RESP), made as they are sent; the items
+        that cannot be encoded go to *failures* instead."""
         head = _bulk(b"XADD") + _bulk(stream) + self._trim + _bulk(b"*")
         base = 3 + self._trim_args
         where = self._where
-        sent: List[int] = []
-        commands: List[bytes] = []
         if self._fields is None:
             # The hot path: one JSON field per entry, encoded inline.
             start = b"*%d\r\n" % (base + 2) + head + _bulk(b"data")
@@ -293,18 +295,15 @@ class RedisStreamSink(_Sink):
                     except SerializationError as exc:
                         failures.add(index, exc)
                         continue
-                sent.append(index)
-                commands.append(b"%s$%d\r\n%s\r\n" % (start, len(value), value))
-            return sent, commands
+                yield index, b"%s$%d\r\n%s\r\n" % (start, len(value), value)
+            return
         for index, item in enumerate(batch):
             try:
                 pairs = self._encode_fields(item, index)
             except SerializationError as exc:
                 failures.add(index, exc)
                 continue
-            sent.append(index)
-            commands.append(b"*%d\r\n" % (base + len(pairs)) + head + b"".join(map(_bulk, pairs)))
-        return sent, commands
+            yield index, b"*%d\r\n" % (base + len(pairs)) + head + b"".join(map(_bulk, pairs))
 
     def _encode_fields(self, item: Any, index: int) -> List[bytes]:
         """``fields(item)`` as a flat list of field, value, field, value... in bytes."""
@@ -335,21 +334,32 @@ class RedisStreamSink(_Sink):
             flat += (encoded_name, encoded_value)
         return flat
 
-    def _send(self, client: redis.Redis, stream: bytes, sent: List[int], payload: bytes,
+    def _send(self, client: redis.Redis, stream: bytes, commands: Iterator[Tuple[int, bytes]],
               failures: Failures) -> None:
-        """Send the commands of the items *sent* at once, then read every reply; record in *failures*
-        what did not land."""
+        """Send the commands :data:`SEND_EVERY` at a time as they are made, so that the server works
+        while the next are encoded, then read every reply; record in *failures* what did not land."""
         pool = client.connection_pool
+        sent: List[int] = []
         try:
             connection = _get_connection(pool)
         except RedisError as exc:
-            failures.add_all(sent, self._lost(exc, stream, "could not connect"))
+            failures.add_all([index for index, _ in commands], self._lost(exc, stream, "could not connect"))
             return
         try:
+            chunk: List[bytes] = []
+            send = connection.send_packed_command
             try:
-                connection.send_packed_command([payload])
-            except RedisError as exc:  # redis-py has closed the connection
-                failures.add_all(sent, self._lost(exc, stream, "sending failed"))
+                for index, command in commands:
+                    sent.append(index)
+                    chunk.append(command)
+                    if len(chunk) == SEND_EVERY:
+                        send([b"".join(chunk)], check_health=len(sent) == SEND_EVERY)  # the first time only
+                        chunk = []
+                if chunk:
+                    send([b"".join(chunk)], check_health=len(sent) <= SEND_EVERY)
+            except RedisError as exc:  # redis-py has closed the connection; what was sent may have landed
+                error = self._lost(exc, stream, "sending failed")
+                failures.add_all(sent + [index for index, _ in commands], error)
                 return
             refused: Dict[str, DeliveryError] = {}
             for position, index in enumerate(sent):
