@@ -96,9 +96,10 @@ class RedisStreamSink(_Sink):
         events = KeyedDispatcher(sink, delay=0.2, retry=RetryPolicy(max_attempts=10, max_backoff=30))
         events.enqueue("acme", {"event": "login"})
 
-    Each batch is one round trip: an ``XADD`` per item, in order, sent
-    together on one connection of the client's pool without ``MULTI``
-    (a pipeline, not a transaction), then every reply read. Each entry
+    Each batch is one pipeline: an ``XADD`` per item, in order, written to
+    one connection of the client's pool (:data:`SEND_EVERY` at a time, as
+    they are encoded) without ``MULTI`` (a pipeline, not a transaction),
+    then every reply read. Each entry
     gets an id from the server (``*``) and, by default, one field,
     ``data``, holding the item's compact JSON (UTF-8); ``fields(item)``
     returns the entry's fields instead, a mapping of str or bytes to str,
