@@ -123,9 +123,11 @@ class RedisStreamSink(_Sink):
       stream; ``NOPERM``);
     * a connection error or a timeout is retryable. Entries whose replies
       were read landed; those from the first reply that did not arrive on
-      may or may not have landed, and fail, to be retried: a retry can add
-      one of them twice. Delivery is **at least once**, and a duplicate is
-      never more than the unanswered end of one batch;
+      (all of them, when the connection is lost while the batch is still
+      being written) may or may not have landed, and fail, to be retried:
+      a retry can add one of them twice. Delivery is **at least once**,
+      and only entries of one batch whose replies were not read can be
+      duplicated;
     * a refused password or ACL (redis-py's ``AuthenticationError``) is final.
 
     An entry refused for a passing reason (``OOM``, say) is retried after

@@ -5,10 +5,11 @@ server's bytes at a chosen point of the first connection whose client
 sends a chosen byte string, the way a connection lost at that moment
 would. Every other connection passes through untouched.
 
-* ``cut_after_replies(trigger, replies)``: once the client has sent
-  *trigger* (a Redis command's name, say), pass that many complete RESP
-  replies back, then close both sides, as a connection reset would, with
-  the rest of the replies unread;
+* ``cut_after_replies(trigger, replies, requests)``: once the client has
+  sent *trigger* (a Redis command's name, say), pass that many complete
+  RESP replies back and, once the client has sent *requests* triggers in
+  all, close the client's side, as a connection reset would, with the
+  rest of the replies unread (the server still gets everything sent);
 * ``swallow_after(trigger)``: once the client has sent *trigger*, pass
   nothing more back (the server's answers, heartbeats included, are lost).
 """
@@ -52,6 +53,9 @@ class Proxy:
         self.trigger: Optional[bytes] = None
         self.replies: Optional[int] = None  # None: swallow everything once armed
         self.broken = threading.Event()  # set once the chosen connection was broken
+        self.requests = 0  # triggers to have gone to the server before the cut
+        self.forwarded = 0  # triggers that did
+        self.all_forwarded = threading.Event()
         self._claimed = False
         self._lock = threading.Lock()
         self._threads: List[threading.Thread] = []
@@ -59,8 +63,8 @@ class Proxy:
         self._accepter = threading.Thread(target=self._accept, name="test-proxy", daemon=True)
         self._accepter.start()
 
-    def cut_after_replies(self, trigger: bytes, replies: int) -> Proxy:
-        self.trigger, self.replies = trigger, replies
+    def cut_after_replies(self, trigger: bytes, replies: int, requests: int = 0) -> Proxy:
+        self.trigger, self.replies, self.requests = trigger, replies, requests
         return self
 
     def swallow_after(self, trigger: bytes) -> Proxy:
@@ -110,17 +114,23 @@ class Proxy:
 
     def _upstream(self, client: socket.socket, server: socket.socket, armed: threading.Event) -> None:
         """Client to server, all of it; arm this connection when the trigger goes by (first one only)."""
+        tail = b""
         with contextlib.suppress(OSError):
             while True:
                 data = client.recv(65536)
                 if not data:
                     break
-                if self.trigger is not None and self.trigger in data and not armed.is_set():
+                if self.trigger is not None and self.trigger in tail + data and not armed.is_set():
                     with self._lock:
                         if not self._claimed:
                             self._claimed = True
                             armed.set()
                 server.sendall(data)
+                if armed.is_set() and self.trigger is not None:
+                    self.forwarded += (tail + data).count(self.trigger)
+                    if self.forwarded >= self.requests:
+                        self.all_forwarded.set()
+                    tail = data[-(len(self.trigger) - 1):]
         # A half close: the server still carries out everything it was sent, then sees the end.
         self._shut(server, socket.SHUT_WR)
 
@@ -146,6 +156,7 @@ class Proxy:
                 ends = reply_ends(pending)
                 if len(ends) >= self.replies:
                     client.sendall(pending[:ends[self.replies - 1]] if self.replies else b"")
+                    self.all_forwarded.wait(30)
                     self._shut(client, socket.SHUT_RDWR)
                     cut = True
         self._shut(client, socket.SHUT_RDWR)
