@@ -188,6 +188,8 @@ class RabbitMQSink(_Sink):
         # The properties of every message, when they are the same for all.
         self._fixed = None if callable(properties) else self._complete(properties)
         self._closed = False
+        # The sink's one lock: it guards _links and the links' busy flags, and is held only to
+        # read or change them, never while pika or your code runs.
         self._lock = threading.Lock()
         self._local = threading.local()
         # Every open link of this process, with its thread, so that close() reaches them all.
@@ -210,14 +212,21 @@ class RabbitMQSink(_Sink):
     # -- connections ------------------------------------------------------------------------------
 
     def _link(self, deadline: float) -> _Link:
-        """This thread's link, opened anew if it has none that works; marked busy."""
+        """This thread's link, opened anew if it has none that works; marked busy, so that close()
+        leaves it to this thread."""
         link: Optional[_Link] = getattr(self._local, "link", None)
         if link is not None:
-            try:
-                link.refresh()
-            except Exception:  # noqa: BLE001 - whatever pika raised, this link is done
-                link.failure = link.failure or LinkError("the connection failed while idle", None)
-            if not link.usable:
+            with self._lock:
+                mine = link in self._links  # close() may have taken it while it was idle
+                link.busy = mine
+            if mine:
+                try:
+                    link.refresh()
+                except Exception:  # noqa: BLE001 - whatever pika raised, this link is done
+                    link.failure = link.failure or LinkError("the connection failed while idle", None)
+            if not mine:  # close() has it, and closes it
+                self._local.link = link = None
+            elif not link.usable:
                 self._drop(link)
                 link = None
         if link is None:
@@ -230,26 +239,27 @@ class RabbitMQSink(_Sink):
             try:
                 link.open(deadline)
             except BaseException:
-                link.busy = False
                 self._drop(link)
                 raise
-        link.busy = True
         return link
 
     def _drop(self, link: _Link, graceful: bool = True) -> None:
-        """Forget *link* and close it (it is this thread's, or its thread is gone), gracefully or not."""
+        """Forget this thread's *link* and close it, gracefully or not, unless close() took it first."""
         with self._lock:
-            self._links.pop(link, None)
+            registered = self._links.pop(link, None) is not None
         if getattr(self._local, "link", None) is link:
             self._local.link = None
-        link.close(graceful)
+        if registered:
+            link.close(graceful)
 
     def _reap(self) -> None:
         """Close the links of threads that have ended (a dispatcher shut down and started again)."""
         with self._lock:
             dead = [link for link, thread in self._links.items() if _ended(thread) and not link.busy]
+            for link in dead:
+                del self._links[link]
         for link in dead:
-            self._drop(link)
+            link.close()
 
     def close(self) -> None:
         """Close every connection of this process; a thread delivering closes its own when done. Idempotent.
@@ -323,7 +333,8 @@ class RabbitMQSink(_Sink):
             self._drop(link, graceful=False)
             raise
         finally:
-            link.busy = False
+            with self._lock:
+                link.busy = False
             if self._closed:
                 self._drop(link)
 

@@ -461,6 +461,32 @@ def test_an_idle_link_closed_by_the_broker_is_opened_again_without_failing(
     assert broker.items(queue) == [1, 2]
 
 
+def test_close_leaves_a_delivering_threads_connection_to_it(broker: Broker, sinks: Any) -> None:
+    queue = broker.queue()
+    with Proxy(RABBITMQ_PORT) as proxy:
+        proxy.swallow_after(b"\x00\x3c\x00\x28")  # the batch waits for confirms that never come
+        sink = sinks(f"amqp://guest:guest@{HOST}:{proxy.port}/%2F", routing_key=queue, timeout=3)
+        errors: List[BaseException] = []
+
+        def deliver() -> None:
+            try:
+                sink([1])
+            except BaseException as exc:  # noqa: BLE001 - checked below
+                errors.append(exc)
+
+        thread = threading.Thread(target=deliver)
+        thread.start()
+        assert proxy.broken.wait(30)  # published: the thread waits for its confirm
+        sink.close()
+        assert len(sink._links) == 1  # busy: left to its thread
+        thread.join(30)
+    assert not thread.is_alive()
+    assert sink._links == {}  # closed by its thread once done
+    assert len(errors) == 1
+    assert isinstance(errors[0], DeliveryError)
+    assert "no confirm" in str(errors[0])
+
+
 # -- secrets, arguments, closing -------------------------------------------------------------------
 
 
