@@ -15,9 +15,10 @@ import logging
 from ._context import current_batch_id, current_deadline
 from ._dispatcher import BackgroundDispatcher
 from ._keyed import KeyedDispatcher
+from ._live import dispatchers
 from ._log import _LastResort
 from ._retry import RetryPolicy
-from ._stats import DispatcherStats, KeyedStats
+from ._stats import DispatcherStats, Histogram, KeyedStats
 from ._types import DispatchFunc, ErrorHandler
 from ._unit import flush_after
 from .exceptions import BatchDispatchError, PartialFailure, QueueFullError, SpoolError
@@ -30,6 +31,7 @@ __all__ = [
     "DispatchFunc",
     "DispatcherStats",
     "ErrorHandler",
+    "Histogram",
     "KeyedDispatcher",
     "KeyedStats",
     "PartialFailure",
@@ -39,6 +41,7 @@ __all__ = [
     "__version__",
     "current_batch_id",
     "current_deadline",
+    "dispatchers",
     "flush_after",
 ]
 

@@ -1,7 +1,9 @@
 """Delivery: one attempt of a batch, and what its outcome does.
 
 :meth:`Delivery.attempt` calls the user's code with the engine lock
-released; :meth:`Delivery.settle` then records the outcome under the lock:
+released, and times the call; :meth:`Delivery.settle` then records the
+outcome under the lock (the call's duration and size among it, in
+``seconds`` and ``sizes``):
 the items delivered, a ``PartialFailure``'s failed items kept, a retry
 scheduled (its backoff, or the receiver's ``Retry-After`` within the
 policy's cap), or the items given up, to the spool where one keeps them.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Hashable, List, Optional, Set, Tuple, Union
 
 from . import _context
@@ -24,7 +27,7 @@ from ._deadlines import acquire, monotonic
 from ._lanes import Batch
 from ._lifecycle import DRAINING, EXIT_CLOSED, NO_RETRIES, RUNNING
 from ._retry import retryable
-from ._stats import RateLimit
+from ._stats import DURATION_BOUNDS, SIZE_BOUNDS, Buckets, RateLimit
 from ._workers import Signal
 from .events import BatchFailed, BatchRetryScheduled, BatchSucceeded, ItemsExhausted
 from .exceptions import PartialFailure
@@ -45,6 +48,9 @@ class Delivery:
         self.inline: Set[Batch] = set()
         self.inline_lock = threading.RLock()
         self.error_log = RateLimit(engine.LOG_INTERVAL, monotonic)
+        # Each dispatch call's duration and size, counted by settle (lock held).
+        self.seconds = Buckets(DURATION_BOUNDS)
+        self.sizes = Buckets(SIZE_BOUNDS)
 
     def attempt(self, batch: Batch, deadline: Optional[float] = None) -> Optional[BaseException]:
         """Call the user's code for one attempt. Never called with the lock held.
@@ -57,11 +63,14 @@ class Delivery:
             deadline = engine._deliver_by
         saved = _context.enter_call(self.engine, batch, deadline)
         try:
+            started = time.perf_counter()
             try:
                 engine._call(batch.key, batch.items)
             except BaseException as exc:  # noqa: BLE001 - the worker must survive anything
+                batch.took = time.perf_counter() - started  # the call's, not on_error's
                 self._handle_error(exc, self.failed_items(exc, batch.items, report=True))
                 return exc
+            batch.took = time.perf_counter() - started
             return None
         finally:
             _context.leave_call(saved)
@@ -108,6 +117,8 @@ class Delivery:
         lane, key = batch.lane, batch.key
         engine._inflight.discard(batch)
         engine._batches += 1
+        self.seconds.observe(batch.took)
+        self.sizes.observe(len(batch.items))
         if batch in engine._bridge.exit_spilled:
             engine._bridge.exit_spilled.discard(batch)  # in the spool already; the dispatcher is closed
             engine._open.discard(batch)

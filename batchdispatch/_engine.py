@@ -13,13 +13,13 @@ The parts, in the order an item meets them:
 ``_keyed_engine``           KeyedEngine: the keyed hot path, news, forgetting idle lanes
 ``_budget``                 QueueBudget: the keyed queue bound, as grants of room
 ``_lanes``                  Lane, PriorityLane, Batch: where items wait (storage only)
-``_scheduler``              Scheduler: lane deadlines, the ready queue, taking a batch
+``_scheduler``              Scheduler: lane deadlines, the ready queue, taking a batch, waits
 ``_workers``                Workers: the threads, their loop, sleeping and waking
 ``_delivery``               Delivery: an attempt, its outcome, retries; callers' delivery
 ``_spool_bridge``           SpoolBridge: what goes to the spool and comes back
 ``_events``                 Outbox: events and log lines, emitted outside the lock
 ``_drain``                  Drain: flush, shutdown, the exit hook's part
-``_stats``                  the ``stats()`` snapshots and rate-limited reports
+``_stats``                  the ``stats()`` snapshots, histograms, rate-limited reports
 ``_lifecycle``              the states and their transitions
 ``_process``                the process-wide exit and fork hooks
 ``_threadless``             uWSGI without threads: where batches are delivered
@@ -724,9 +724,16 @@ class Engine(Generic[T], abc.ABC):
         """The core counters, read with the lock held. A caller that has just
         counted the lanes passes what it found (*queued*, *enqueued*)."""
         in_flight = sum(len(b.items) for b in itertools.chain(self._inflight, self._delivery.inline))
+        pending = self._pending_count(queued)
+        oldest = self._scheduler.oldest_waiting()
         return {
             "name": self.name,
-            "pending": self._pending_count(queued),
+            "pending": pending,
+            "oldest_pending_age": (
+                (None if not pending else 0.0) if oldest is None else max(0.0, self._clock() - oldest)
+            ),
+            "batch_seconds": self._delivery.seconds.snapshot(),
+            "batch_sizes": self._delivery.sizes.snapshot(),
             "in_flight": in_flight,
             "enqueued": self._enqueued_count() if enqueued is None else enqueued,
             "dispatched": self._dispatched,

@@ -239,6 +239,9 @@ class KeyedEngine(Engine[T]):
     def stats(self) -> KeyedStats:
         """Return a consistent snapshot of the counters, with per-key figures."""
         with self._lock:
+            # Lanes producers reported since a worker last looked: stamped
+            # now with the time of their report, for oldest_pending_age.
+            self._take_news()
             # One pass over the lanes, O(keys): items appended without the
             # lock are counted nowhere but in their lane's deque. Each deque
             # is read once, so pending, enqueued and the per-key figures agree.

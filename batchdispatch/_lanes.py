@@ -47,7 +47,10 @@ class Spooled:
 class Batch:
     """Items taken from a lane, through every attempt until settled."""
 
-    __slots__ = ("attempt", "first", "id", "items", "key", "lane", "not_before", "rows", "seq_first")
+    __slots__ = (
+        "__weakref__", "attempt", "first", "first_at", "id", "items", "key", "lane", "not_before", "rows",
+        "seq_first", "took",
+    )
 
     def __init__(
         self, lane: Optional[Lane], items: List[Any], first: int, key: Hashable = None, seq_first: int = NEVER
@@ -63,6 +66,10 @@ class Batch:
         # Spool row id of each item (0: not in the spool), or None when no
         # item is: acked once delivered.
         self.rows: Optional[List[int]] = None
+        # When its oldest item was first seen (engine clock), for
+        # stats().oldest_pending_age: set when a worker first takes it.
+        self.first_at: Optional[float] = None
+        self.took = 0.0  # seconds its last dispatch call took (perf_counter)
 
 
 class Lane:

@@ -14,6 +14,19 @@ Keyed with ``"drop_oldest"`` and a bound, it also keeps a heap of lane
 ages (``ages``: when each lane's oldest waiting item was first seen), so
 that the oldest key is found in O(log n).
 
+For ``stats().oldest_pending_age`` it keeps a heap of every pending
+item's wait (``waiting``): an entry for a lane when its first waiting item
+is stamped (:meth:`Scheduler.stamp`), and one for a batch when a worker
+first takes it (:meth:`Scheduler.take`), with the time its oldest item was
+first seen. An entry stands while its lane still holds items from that
+stamp, or while its batch is open (out, or waiting for a retry); stale
+ones are dropped when they reach the top, and the heap is rebuilt once it
+outgrows twice the lanes and open batches, so that the oldest wait is
+read in O(log n) amortized, however many keys wait. A batch is held by a
+weak reference, so that a stale entry does not keep its items alive. A
+batch replayed from the spool counts its wait from when a worker first
+takes it.
+
 Every method here is called with the engine lock held.
 """
 
@@ -22,7 +35,8 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
-from typing import TYPE_CHECKING, Any, Deque, List, Optional, Tuple
+import weakref
+from typing import TYPE_CHECKING, Any, Deque, List, Optional, Set, Tuple, Union
 
 from ._lanes import NEVER, Batch, Lane
 from ._lifecycle import RUNNING
@@ -30,6 +44,9 @@ from .events import BatchStarted
 
 if TYPE_CHECKING:
     from ._engine import Engine
+
+#: What an entry of ``Scheduler.waiting`` stands for: a lane, or a batch (weakly).
+Waiter = Union[Lane, "weakref.ReferenceType[Batch]"]
 
 
 class Scheduler:
@@ -42,6 +59,10 @@ class Scheduler:
         self.ready: Deque[Lane] = collections.deque()
         # Keyed, "drop_oldest" with a bound: a heap of lane ages (see KeyedEngine).
         self.ages: Optional[List[Tuple[float, int, Lane]]] = None
+        # When each lane's and open batch's oldest item was first seen, for
+        # stats().oldest_pending_age: a heap of (time, ticket, lane or a
+        # weak reference to a batch).
+        self.waiting: List[Tuple[float, int, Waiter]] = []
 
     def set_wake(self, lane: Lane, wake_at: int) -> None:
         """Publish a keyed lane's ``wake_at``; closing, every append keeps looking (-1). Lock held."""
@@ -71,12 +92,54 @@ class Scheduler:
                 ages[:] = [entry for entry in ages if self.aged(entry)]
                 heapq.heapify(ages)
             heapq.heappush(ages, (now, next(self.ticket), lane))
+        self.note_waiting(now, lane)
         return now
 
     def aged(self, entry: Tuple[float, int, Lane]) -> bool:
         """Whether an entry of ``_ages`` still stands for its lane's first_at. Lock held."""
         lane = entry[2]
         return lane.first_at == entry[0] and self.engine._lanes.get(lane.key) is lane
+
+    def note_waiting(self, since: float, holder: Union[Lane, Batch]) -> None:
+        """Note that *holder*'s oldest item has waited since *since*. Lock held."""
+        waiting = self.waiting
+        engine = self.engine
+        if len(waiting) > 2 * (len(engine._lanes) + len(engine._open)) + 64:
+            # Stale entries outnumber the live ones: rebuild, amortized O(1)
+            # per note. A lane stamped twice at one time (a clock that did
+            # not move) has two live entries: one is kept.
+            lanes: Set[Lane] = set()
+            live = []
+            for entry in waiting:
+                if self.still_waiting(entry):
+                    lane = entry[2]
+                    if isinstance(lane, Lane):
+                        if lane in lanes:
+                            continue
+                        lanes.add(lane)
+                    live.append(entry)
+            waiting[:] = live
+            heapq.heapify(waiting)
+        waiter: Waiter = holder if isinstance(holder, Lane) else weakref.ref(holder)
+        heapq.heappush(waiting, (since, next(self.ticket), waiter))
+
+    def still_waiting(self, entry: Tuple[float, int, Waiter]) -> bool:
+        """Whether an entry of ``waiting`` still stands for pending items. Lock held."""
+        holder = entry[2]
+        engine = self.engine
+        if isinstance(holder, Lane):
+            live = engine._lanes.get(holder.key) is holder
+            return live and holder.first_at == entry[0] and holder.size() > 0
+        return holder() in engine._open
+
+    def oldest_waiting(self) -> Optional[float]:
+        """When the oldest pending item that has an entry was first seen, or None. Lock held."""
+        waiting = self.waiting
+        while waiting:
+            if self.still_waiting(waiting[0]):
+                return waiting[0][0]
+            heapq.heappop(waiting)
+        return None
 
     def push_timer(self, due: float, lane: Lane) -> None:
         """Add a deadline. Idle workers sleep until the earliest one (or for
@@ -170,11 +233,16 @@ class Scheduler:
             if engine._bridge.wrapped:
                 engine._bridge.unwrap(batch)
             engine._open.add(batch)
+            batch.first_at = now if lane.first_at is None else lane.first_at
+            self.note_waiting(batch.first_at, batch)
             lane.last_take = now
             lane.first_at = None
             engine._overflowing = False
             if engine._blocked:
                 engine._notify_progress()
+        elif batch.first_at is None:  # replayed from the spool: it waits here from now
+            batch.first_at = now
+            self.note_waiting(now, batch)
         batch.not_before = None
         batch.attempt += 1
         lane.due_at = None

@@ -38,7 +38,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Deque, Dict, Hashable, List, Optional, Set, Tuple
 
 from ._deadlines import acquire, monotonic
-from ._lanes import NEVER, Batch, Lane, Spooled
+from ._lanes import INF, NEVER, Batch, Lane, Spooled
 from ._lifecycle import RUNNING
 from ._spool_protocol import Spool
 from ._stats import RateLimit
@@ -116,6 +116,10 @@ class SpoolBridge:
         self.faults: Dict[str, int] = {}
         self.fault_log = RateLimit(self.engine.LOG_INTERVAL, monotonic)
         self.exit_spilled: Set[Batch] = set()  # in dispatch when exit spilled them: settled already
+        # A spool shared by a fleet (poll_interval): look again this often for
+        # pairs other owners freed (a host that died), while running.
+        self.poll: Optional[float] = getattr(self.spool, "poll_interval", None)
+        self.next_poll: Optional[float] = None
 
     @property
     def store(self) -> Spool:
@@ -445,6 +449,19 @@ class SpoolBridge:
             return [line]
         log.log(*line, exc_info=None if isinstance(exc, SpoolError) else exc)
         return []
+
+    def poll_due(self, now: float) -> float:
+        """With a ``poll_interval``, ask for a claim once per interval; return when the
+        next one is due (INF without). Lock held."""
+        if self.poll is None or self.engine._state != RUNNING:
+            return INF
+        if self.next_poll is None:
+            self.next_poll = now + self.poll
+        elif now >= self.next_poll:
+            self.next_poll = now + self.poll
+            if self.backlog is None:
+                self.backlog = "room"
+        return self.next_poll
 
     def wants_claim(self) -> bool:
         """Whether a worker should claim spooled items before its next batch. Lock held."""

@@ -71,9 +71,50 @@ def run(options: SpoolOptions, stdin: TextIO, out: TextIO, err: TextIO) -> int:
     return _run(options, stdin, Output(out, "stdout"), Output(err, "stderr"))
 
 
-def _run(options: SpoolOptions, stdin: TextIO, out: Output, err: Output) -> int:
+def is_server(location: str) -> bool:
+    """Whether *location* names a spool on a server (a URL) rather than a file."""
+    return location.startswith(("postgresql://", "postgres://", "redis://", "rediss://"))
+
+
+def _redis_location(location: str) -> Any:
+    url, _, name = location.partition("#")
+    if not name:
+        raise ValueError("a Redis location names its spool after a #: redis://host:6379/0#NAME")
+    return url, name
+
+
+def _inspector(location: str) -> Any:
+    if location.startswith(("redis://", "rediss://")):
+        from .spool._redis_inspect import RedisInspector
+
+        return RedisInspector(*_redis_location(location))
+    if is_server(location):
+        from .spool._pg_inspect import PgInspector
+
+        return PgInspector(location)
     from .spool._inspect import Inspector
 
+    return Inspector(location)
+
+
+def _open_spool(location: str) -> Any:
+    """The spool at *location*, for a write (requeue, purge)."""
+    if location.startswith(("redis://", "rediss://")):
+        from .spool._redis import RedisSpool
+
+        return RedisSpool(*_redis_location(location))
+    if is_server(location):
+        from .spool._pg_inspect import parse_location
+        from .spool._postgres import PostgresSpool
+
+        conninfo, table = parse_location(location)
+        return PostgresSpool(conninfo, table=table, name="spool command")
+    from .spool import SqliteSpool
+
+    return SqliteSpool(location, name="spool command")
+
+
+def _run(options: SpoolOptions, stdin: TextIO, out: Output, err: Output) -> int:
     key: Hashable = None
     stored_key: Optional[str] = None
     if options.key is not None:
@@ -83,8 +124,8 @@ def _run(options: SpoolOptions, stdin: TextIO, out: Output, err: Output) -> int:
         except (TypeError, ValueError) as exc:
             err.write(f"error: --key: {exc}\n")
             return EXIT_USAGE
-    inspector = Inspector(options.path)
     try:
+        inspector = _inspector(options.path)
         if options.action is None:
             _summary(inspector, options, out)
             status = EXIT_OK
@@ -98,6 +139,12 @@ def _run(options: SpoolOptions, stdin: TextIO, out: Output, err: Output) -> int:
             inspector.summary()  # the file exists and is a spool: SqliteSpool would create one
             status = _write(options, key, stored_key, inspector, stdin, out, err)
     except SpoolError as exc:
+        err.write(f"error: {exc}\n")
+        return EXIT_USAGE
+    except ImportError as exc:  # a spool on a server, without its client
+        err.write(f"error: {options.path.split(':')[0]} spools need {exc.name}: pip install it\n")
+        return EXIT_USAGE
+    except ValueError as exc:  # a malformed location
         err.write(f"error: {exc}\n")
         return EXIT_USAGE
     out.flush()
@@ -204,11 +251,9 @@ def _write(
     options: SpoolOptions, key: Hashable, stored_key: Optional[str], inspector: Any,
     stdin: TextIO, out: Output, err: Output,
 ) -> int:
-    from .spool import SqliteSpool
-
     keyed: Dict[str, Any] = {} if options.key is None else {"key": key}
     if options.action == "requeue":
-        with SqliteSpool(options.path, name="spool command") as spool:
+        with _open_spool(options.path) as spool:
             moved = spool.requeue(**keyed)
         out.write(f"requeued {moved:,} dead letters: the next start delivers them\n")
         return EXIT_OK
@@ -230,7 +275,7 @@ def _write(
         if answer not in ("y", "yes"):
             out.write("nothing deleted\n")
             return EXIT_INCOMPLETE
-    with SqliteSpool(options.path, name="spool command") as spool:
+    with _open_spool(options.path) as spool:
         deleted = spool.purge(older_than=options.older_than, **keyed)
     out.write(f"purged {deleted:,} dead letters\n")
     return EXIT_OK

@@ -106,7 +106,10 @@ class Spool(Protocol):
     raises ``SpoolError`` (kind ``"locked"`` for a lock, having changed
     nothing). None: the implementation's own bound for other processes
     and servers (``SqliteSpool``: its *timeout*). A dispatcher passes what
-    is left of its caller's deadline, at exit and at shutdown. :meth:`append`
+    is left of its caller's deadline, at exit and at shutdown. A spool on a
+    server that does not answer by the deadline raises ``"unreachable"``:
+    a write sent before may still land (the pair is then stored, and
+    handed out at least once). :meth:`append`
     runs on ``enqueue``'s path: it should not wait for other threads, and
     waits for anything else at most the implementation's own bound.
 
@@ -141,6 +144,12 @@ class Spool(Protocol):
     pairs, in the order they died) and ``purge(key=..., older_than=...)``
     to delete them, as :class:`~batchdispatch.spool.SqliteSpool` does.
     Dead pairs survive what free ones survive.
+
+    **Polling.** An implementation whose pairs other owners free while a
+    dispatcher runs (a host of a fleet died, its lease ran out) may set an
+    attribute ``poll_interval``, in seconds: a running dispatcher then
+    claims again that often, besides at its first batch, after a spill and
+    at every flush. Without it (or None), it does not poll.
 
     **Growing the contract.** Later operations are added here as methods
     with their semantics, in the same terms: a state beside *free*,

@@ -106,6 +106,8 @@ def spool_option(value: Any, overflow: str, spill_exhausted: Any) -> Any:
     """Check ``spool=`` (any :class:`~batchdispatch.spool.Spool`) and the options that need one."""
     if value is not None and not isinstance(value, Spool):
         raise TypeError(f"spool must be a Spool (such as SqliteSpool) or None, got {type(value).__name__}")
+    if value is not None:
+        optional_seconds("spool.poll_interval", getattr(value, "poll_interval", None))
     flag("spill_exhausted", spill_exhausted)
     if value is None and overflow == "spill":
         raise ValueError("overflow='spill' needs a spool: pass spool=SqliteSpool(path)")

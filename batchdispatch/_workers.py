@@ -154,6 +154,7 @@ class Workers:
         while True:
             engine._take_news()
             now = clock()
+            poll_at = engine._bridge.poll_due(now)
             if engine._bridge.backlog is not None or engine._bridge.replay:
                 if engine._bridge.wants_claim():
                     return Signal.CLAIM
@@ -178,7 +179,7 @@ class Workers:
                 timers[0][2].due_at != timers[0][0] or not timers[0][2].awaits_take()
             ):
                 heapq.heappop(timers)  # stale: the lane was taken or rescheduled
-            until = timers[0][0] if timers else INF
+            until = min(timers[0][0] if timers else INF, poll_at)
             if engine._outbox.waiting():
                 return Signal.EMIT  # events posted by producers (drops): emit before sleeping
             # Queue up as a sleeper first, then publish the threshold (keyed:

@@ -138,12 +138,15 @@ class UnknownEndpointError(DeliveryError):
 
 
 class SpoolError(BatchDispatchError):
-    """A :class:`~batchdispatch.spool.SqliteSpool` operation failed.
+    """A spool operation failed (:class:`~batchdispatch.spool.SqliteSpool`,
+    :class:`~batchdispatch.spool.PostgresSpool`, or any other
+    :class:`~batchdispatch.spool.Spool`).
 
-    The message names the spool's file and the cause; the underlying error
-    (a :class:`sqlite3.Error` or :class:`OSError`, or the serializer's own
-    exception) is ``__cause__``. Nothing in the file is damaged by the
-    failure: a write that fails is rolled back whole.
+    The message names the spool (its file, or its server and table,
+    without credentials) and the cause; the underlying error (a
+    :class:`sqlite3.Error`, :class:`OSError`, a database client's error,
+    or the serializer's own exception) is ``__cause__``. Nothing stored is
+    damaged by the failure: a write that fails is rolled back whole.
 
     .. code-block:: python
 
@@ -152,7 +155,8 @@ class SpoolError(BatchDispatchError):
         except SpoolError as exc:
             faults[exc.kind] += 1   # "full", say: keep the items in memory
 
-    :ivar path: the spool's file.
+    :ivar path: the spool's file, or where a spool on a server lives
+        (``postgresql://host:port/db#table``, no credentials).
     :ivar kind: what went wrong, one of :attr:`KINDS`: ``"corrupt"`` (not a
         spool file, or a damaged one), ``"full"`` (no space left),
         ``"read_only"`` (the file or its directory cannot be written),
@@ -162,8 +166,9 @@ class SpoolError(BatchDispatchError):
         directory, or a file of its write-ahead log, was removed while in
         use and could not be made again), ``"io"`` (any other error of the
         file system or SQLite), ``"encode"`` (an item or key the spool
-        cannot serialize; the spool itself is fine) and ``"closed"`` (the
-        spool was closed).
+        cannot serialize; the spool itself is fine), ``"unreachable"`` (the
+        spool's server could not be reached, or the connection to it was
+        lost) and ``"closed"`` (the spool was closed).
     :ivar refused: for an ``"encode"`` error from ``put``: the indices, in
         the input, of the items that could not be encoded, ascending. Every
         other item was written. None for every other error, which means
@@ -173,11 +178,11 @@ class SpoolError(BatchDispatchError):
         None otherwise.
 
     .. versionchanged:: 0.2.0
-        ``refused``, ``rows`` and the kind ``"removed"``.
+        ``refused``, ``rows`` and the kinds ``"removed"`` and ``"unreachable"``.
     """
 
     #: Every value :attr:`kind` takes.
-    KINDS = ("corrupt", "full", "read_only", "locked", "removed", "io", "encode", "closed")
+    KINDS = ("corrupt", "full", "read_only", "locked", "removed", "io", "encode", "unreachable", "closed")
 
     def __init__(
         self,

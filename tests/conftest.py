@@ -19,7 +19,7 @@ from batchdispatch._lifecycle import DRAINING, RUNNING
 from batchdispatch.spool import SqliteSpool
 
 # The shared servers' fixtures (see tests/services.py), for every test.
-from .services import postgres_conninfo, rabbitmq_url, redis_url  # noqa: F401
+from .services import postgres_conninfo, rabbitmq_url, redis_url, spools  # noqa: F401
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

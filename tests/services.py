@@ -27,9 +27,11 @@ import subprocess
 import tempfile
 import time
 import uuid
-from typing import Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import pytest
+
+from batchdispatch.spool import SqliteSpool
 
 #: Set to 1 (by .ci/run) to make a test fail, not skip, when a server it needs does not answer.
 REQUIRE_ENV = "BATCHDISPATCH_REQUIRE_SERVICES"
@@ -248,3 +250,61 @@ def _listdir(path: str) -> List[str]:
     except OSError:
         return []
 
+
+# -- every spool, for tests of the Spool contract as dispatchers use it -------------------
+
+
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
+def spools(request: Any, path: str) -> Iterator[Callable[..., Any]]:
+    """Open spools on the test's storage (a file, a table, a stream), closed after the test.
+
+    The tests that take it are about the Spool contract as a dispatcher uses
+    it, so they run against every implementation.
+    """
+    made: List[Any] = []
+    name = unique_name("spooled")
+    cleanup: Callable[[], None] = lambda: None  # noqa: E731
+    if request.param == "postgres":
+        need("PostgreSQL", POSTGRES_PORT)
+        psycopg = pytest.importorskip("psycopg")
+        from batchdispatch.spool import PostgresSpool
+
+        conninfo = f"host=127.0.0.1 port={POSTGRES_PORT} dbname=test user=postgres"
+
+        def open_spool(**options: Any) -> Any:
+            return PostgresSpool(conninfo, table=name, **options)
+
+        def cleanup() -> None:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                for suffix in ("", "_owners", "_dead"):
+                    conn.execute(f"DROP TABLE IF EXISTS {name}{suffix}")
+    elif request.param == "redis":
+        need("Redis", REDIS_PORT)
+        redis = pytest.importorskip("redis")
+        from batchdispatch.spool import RedisSpool
+
+        url = f"redis://127.0.0.1:{REDIS_PORT}/0"
+
+        def open_spool(**options: Any) -> Any:
+            return RedisSpool(url, name, **options)
+
+        def cleanup() -> None:
+            client = redis.Redis.from_url(url)
+            keys = list(client.scan_iter(match=f"{{{name}}}:*"))
+            if keys:
+                client.delete(*keys)
+            client.close()
+    else:
+        def open_spool(**options: Any) -> Any:
+            return SqliteSpool(options.pop("path", path), **options)
+
+    def factory(**options: Any) -> Any:
+        options.setdefault("timeout", 2.0)
+        spool = open_spool(**options)
+        made.append(spool)
+        return spool
+
+    yield factory
+    for spool in made:
+        spool.close()
+    cleanup()

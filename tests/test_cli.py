@@ -237,6 +237,10 @@ def test_bench_quick_prints_the_table() -> None:
     assert rows[1].split("|")[3].strip() == "1.00x"
     assert re.search(r"^end-to-end \(d\)/\(c\): [\d.]+x with 1 producer thread", out, re.MULTILINE)
     assert re.search(r"^idle wake-ups in [\d.]+ s: \d+ \(waits with a timeout: \d+\)$", out, re.MULTILINE)
+    # (p): (d) while another thread scrapes its Prometheus collector (in the test extra).
+    assert re.search(r"^prometheus: \(p\) is \(d\) with DispatcherCollector registered", out, re.MULTILINE)
+    scraped = re.findall(r"^  [\d,.]+ ns/enq vs [\d,.]+ for \(d\) with (\d) thr, [\d.]+x$", out, re.MULTILINE)
+    assert scraped == ["1", "4"]
     assert re.search(r"^keyed: 1,000 keys in turn; \(e\) with delay=5", out, re.MULTILINE)
     assert re.search(r"^\| \(b\) per key: lock \+ dict of lists +\|", out, re.MULTILINE)
     assert re.search(r"^\| \(e\) KeyedDispatcher +\|", out, re.MULTILINE)

@@ -38,106 +38,106 @@ def exhausted_events(dispatcher: Any) -> List[ItemsExhausted]:
 
 @pytest.mark.parametrize("durable", [False, True])
 def test_items_refused_for_good_become_dead_letters_and_are_not_replayed(
-    make: Any, path: str, durable: bool
+    make: Any, spools: Any, durable: bool
 ) -> None:
-    with SqliteSpool(path, durable=durable) as spool:
-        d = make(refuse, delay=60, spool=spool)
-        seen = exhausted_events(d)
-        for n in range(3):
-            d.enqueue({"n": n})
-        assert d.flush(timeout=10)
-        stats = d.stats()
-        assert (stats.failed, stats.dead_lettered, stats.pending) == (3, 3, 0)
-        items = ({"n": 0}, {"n": 1}, {"n": 2})
-        assert [(e.items, e.attempts, e.dead_lettered) for e in seen] == [(items, 1, True)]
-        d.shutdown(timeout=10)
-        letters = spool.dead_letters()
-        assert [letter.item for letter in letters] == [{"n": 0}, {"n": 1}, {"n": 2}]
-        assert {(letter.key, letter.attempts, letter.error) for letter in letters} == {
-            (None, 1, "Refused: 400 Bad Request: 3 items"),
-        }
-        assert spool.count() == 0  # nothing waits: the next start replays nothing
+    spool = spools(durable=durable)
+    d = make(refuse, delay=60, spool=spool)
+    seen = exhausted_events(d)
+    for n in range(3):
+        d.enqueue({"n": n})
+    assert d.flush(timeout=10)
+    stats = d.stats()
+    assert (stats.failed, stats.dead_lettered, stats.pending) == (3, 3, 0)
+    items = ({"n": 0}, {"n": 1}, {"n": 2})
+    assert [(e.items, e.attempts, e.dead_lettered) for e in seen] == [(items, 1, True)]
+    d.shutdown(timeout=10)
+    letters = spool.dead_letters()
+    assert [letter.item for letter in letters] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert {(letter.key, letter.attempts, letter.error) for letter in letters} == {
+        (None, 1, "Refused: 400 Bad Request: 3 items"),
+    }
+    assert spool.count() == 0  # nothing waits: the next start replays nothing
     recorder = Recorder()
-    with SqliteSpool(path) as spool:
-        again = make(recorder, delay=60, spool=spool)
-        again.enqueue("new")
-        assert again.flush(timeout=10)
-        assert recorder.items == ["new"]
-        assert spool.count(dead=True) == 3
+    spool = spools()
+    again = make(recorder, delay=60, spool=spool)
+    again.enqueue("new")
+    assert again.flush(timeout=10)
+    assert recorder.items == ["new"]
+    assert spool.count(dead=True) == 3
 
 
 def test_retries_run_out_into_the_dead_letters_unless_spill_exhausted_parks_them(
-    make: Any, path: str
+    make: Any, spools: Any
 ) -> None:
     def unavailable(batch: List[Any]) -> None:
         raise ConnectionError("503 Service Unavailable")
 
     policy = RetryPolicy(max_attempts=3, backoff=0.01, jitter=False)
-    with SqliteSpool(path) as spool:
-        d = make(unavailable, delay=60, spool=spool, retry=policy)
-        d.enqueue("a")
-        assert d.flush(timeout=10)
-        assert [(letter.item, letter.attempts) for letter in spool.dead_letters()] == [("a", 3)]
-        parked = make(unavailable, delay=60, spool=spool, retry=policy, spill_exhausted=True, name="parks")
-        parked.enqueue("b")
-        assert parked.flush(timeout=10)
-        assert parked.stats().dead_lettered == 0
-        assert [letter.item for letter in spool.dead_letters()] == ["a"]  # "b" waits for the next start
-        assert spool.count() == 1
+    spool = spools()
+    d = make(unavailable, delay=60, spool=spool, retry=policy)
+    d.enqueue("a")
+    assert d.flush(timeout=10)
+    assert [(letter.item, letter.attempts) for letter in spool.dead_letters()] == [("a", 3)]
+    parked = make(unavailable, delay=60, spool=spool, retry=policy, spill_exhausted=True, name="parks")
+    parked.enqueue("b")
+    assert parked.flush(timeout=10)
+    assert parked.stats().dead_lettered == 0
+    assert [letter.item for letter in spool.dead_letters()] == ["a"]  # "b" waits for the next start
+    assert spool.count() == 1
 
 
-def test_dead_letters_false_deletes_what_is_given_up_as_before(make: Any, path: str) -> None:
-    with SqliteSpool(path, durable=True) as spool:
-        d = make(refuse, delay=60, spool=spool, dead_letters=False)
-        seen = exhausted_events(d)
-        d.enqueue("x")
-        assert d.flush(timeout=10)
-        assert (d.stats().failed, d.stats().dead_lettered) == (1, 0)
-        assert [e.dead_lettered for e in seen] == [False]
-        d.shutdown(timeout=10)
-        assert (spool.count(), spool.count(dead=True)) == (0, 0)
+def test_dead_letters_false_deletes_what_is_given_up_as_before(make: Any, spools: Any) -> None:
+    spool = spools(durable=True)
+    d = make(refuse, delay=60, spool=spool, dead_letters=False)
+    seen = exhausted_events(d)
+    d.enqueue("x")
+    assert d.flush(timeout=10)
+    assert (d.stats().failed, d.stats().dead_lettered) == (1, 0)
+    assert [e.dead_lettered for e in seen] == [False]
+    d.shutdown(timeout=10)
+    assert (spool.count(), spool.count(dead=True)) == (0, 0)
 
 
-def test_replayed_rows_given_up_move_to_the_dead_letters(make: Any, path: str) -> None:
-    with SqliteSpool(path) as spool:
-        spool.put([("k", "old-1"), ("k", "old-2")])
-        d = make(refuse, delay=60, spool=spool)
-        assert d.flush(timeout=10)  # claims the backlog and tries it
-        assert d.stats().replayed == 2
-        assert [letter.item for letter in spool.dead_letters()] == ["old-1", "old-2"]
-        assert spool.count() == 0
+def test_replayed_rows_given_up_move_to_the_dead_letters(make: Any, spools: Any) -> None:
+    spool = spools()
+    spool.put([("k", "old-1"), ("k", "old-2")])
+    d = make(refuse, delay=60, spool=spool)
+    assert d.flush(timeout=10)  # claims the backlog and tries it
+    assert d.stats().replayed == 2
+    assert [letter.item for letter in spool.dead_letters()] == ["old-1", "old-2"]
+    assert spool.count() == 0
 
 
-def test_a_partial_failure_buries_only_the_failed_items_with_their_keys(make_keyed: Any, path: str) -> None:
+def test_a_partial_failure_buries_only_the_failed_items_with_their_keys(make_keyed: Any, spools: Any) -> None:
     def deliver(key: str, batch: List[Any]) -> None:
         raise PartialFailure([item for item in batch if item % 2], Refused("odd ones refused"))
 
-    with SqliteSpool(path, durable=True) as spool:
-        d = make_keyed(deliver, delay=60, spool=spool)
-        for n in range(4):
-            d.enqueue("tenant-1", n)
-        assert d.flush(timeout=10)
-        stats = d.stats()
-        assert (stats.dispatched, stats.failed, stats.dead_lettered) == (2, 2, 2)
-        d.shutdown(timeout=10)
-        letters = [(letter.key, letter.item) for letter in spool.dead_letters()]
-        assert letters == [("tenant-1", 1), ("tenant-1", 3)]
-        assert spool.count() == 0  # the delivered ones acked, the failed ones moved
+    spool = spools(durable=True)
+    d = make_keyed(deliver, delay=60, spool=spool)
+    for n in range(4):
+        d.enqueue("tenant-1", n)
+    assert d.flush(timeout=10)
+    stats = d.stats()
+    assert (stats.dispatched, stats.failed, stats.dead_lettered) == (2, 2, 2)
+    d.shutdown(timeout=10)
+    letters = [(letter.key, letter.item) for letter in spool.dead_letters()]
+    assert letters == [("tenant-1", 1), ("tenant-1", 3)]
+    assert spool.count() == 0  # the delivered ones acked, the failed ones moved
 
 
-def test_requeued_dead_letters_are_delivered_by_the_next_start(make: Any, path: str) -> None:
-    with SqliteSpool(path) as spool:
-        d = make(refuse, delay=60, spool=spool)
-        d.enqueue("fixed later")
-        assert d.flush(timeout=10)
-        d.shutdown(timeout=10)
-        assert spool.requeue() == 1
+def test_requeued_dead_letters_are_delivered_by_the_next_start(make: Any, spools: Any) -> None:
+    spool = spools()
+    d = make(refuse, delay=60, spool=spool)
+    d.enqueue("fixed later")
+    assert d.flush(timeout=10)
+    d.shutdown(timeout=10)
+    assert spool.requeue() == 1
     recorder = Recorder()
-    with SqliteSpool(path) as spool:
-        d = make(recorder, delay=60, spool=spool)
-        assert d.flush(timeout=10)
-        assert recorder.items == ["fixed later"]
-        assert (spool.count(), spool.count(dead=True)) == (0, 0)
+    spool = spools()
+    d = make(recorder, delay=60, spool=spool)
+    assert d.flush(timeout=10)
+    assert recorder.items == ["fixed later"]
+    assert (spool.count(), spool.count(dead=True)) == (0, 0)
 
 
 def test_without_a_spool_nothing_changes(make: Any) -> None:

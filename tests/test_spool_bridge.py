@@ -11,10 +11,12 @@ from __future__ import annotations
 import threading
 from typing import Any, List
 
-from batchdispatch import SpoolError
+import pytest
+
+from batchdispatch import BackgroundDispatcher, SpoolError
 from batchdispatch.spool import Spool
 
-from .conftest import KeyedRecorder, Recorder
+from .conftest import KeyedRecorder, Recorder, poke
 from .spools import MemorySpool, MemoryStore
 
 
@@ -121,3 +123,40 @@ def test_a_failing_spool_is_counted_and_the_dispatcher_goes_on(make: Any, caplog
     assert stats.spool_faults == {"full": 1}
     assert stats.dropped_by_reason == {"queue_full": 1}
     assert "no room left" in caplog.text  # the spool's own words, not a path it does not have
+
+
+# -- polling a spool shared by a fleet --------------------------------------------------------
+
+
+def test_a_spool_with_a_poll_interval_is_claimed_again_while_the_dispatcher_idles(clock: Any) -> None:
+    store = MemoryStore()
+    spool = MemorySpool(store)
+    spool.poll_interval = 5.0  # type: ignore[attr-defined]
+    other = MemorySpool(store)  # another host of the fleet
+    recorder = Recorder()
+    d = BackgroundDispatcher(recorder, delay=0.01, spool=spool, clock=clock)
+    try:
+        d.enqueue("first")
+        clock.advance(1)
+        poke(d, clock)
+        assert d.flush(timeout=10)
+        assert recorder.items == ["first"]
+        other.put([(None, "freed by a host that died")])
+        clock.advance(2)  # before the interval: not looked at
+        poke(d, clock)
+        assert recorder.items == ["first"]
+        clock.advance(4)  # past it: claimed and delivered, with no flush
+        poke(d, clock)
+        assert recorder.wait_batches(2)
+        assert recorder.items == ["first", "freed by a host that died"]
+    finally:
+        d.shutdown(timeout=10)
+        other.close()
+        spool.close()
+
+
+def test_a_bad_poll_interval_is_refused_naming_it() -> None:
+    spool = MemorySpool()
+    spool.poll_interval = -1  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match=r"spool\.poll_interval"):
+        BackgroundDispatcher(print, spool=spool)

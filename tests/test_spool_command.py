@@ -18,6 +18,7 @@ from batchdispatch.spool import SqliteSpool
 from batchdispatch.testing import Receiver
 
 from .conftest import ROOT, Recorder, run_all_on_terminal
+from .services import POSTGRES_PORT, REDIS_PORT, free_port, need, unique_name
 
 
 def spool_command(*args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -206,3 +207,170 @@ def test_a_missing_foreign_or_corrupt_file_is_one_line_and_status_2(tmp_path: An
             assert path in result.stderr, result.stderr
             assert problem in result.stderr, result.stderr
     assert not os.path.exists(missing)  # not created by a look
+
+
+# -- a spool on PostgreSQL -------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_location() -> Iterator[str]:
+    need("PostgreSQL", POSTGRES_PORT)
+    psycopg = pytest.importorskip("psycopg")
+    table = unique_name("cli")
+    conninfo = f"postgresql://postgres:not-a-real-secret@127.0.0.1:{POSTGRES_PORT}/test"
+    yield f"{conninfo}#{table}"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for suffix in ("", "_owners", "_dead"):
+            conn.execute(f"DROP TABLE IF EXISTS {table}{suffix}")
+
+
+PG_HOLDER = """
+import sys
+from batchdispatch.spool import PostgresSpool
+conninfo, _, table = sys.argv[1].partition("#")
+spool = PostgresSpool(conninfo, table=table, durable=True)
+spool.claim(int(sys.argv[2]))
+for n in range(int(sys.argv[3])):
+    spool.append("logged", n)
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_postgres_spool_is_summed_up_listed_requeued_and_purged(pg_location: str) -> None:
+    from batchdispatch.spool import PostgresSpool
+
+    conninfo, _, table = pg_location.partition("#")
+    with PostgresSpool(conninfo, table=table) as spool:
+        spool.put([("k", n) for n in range(6)])
+        spool.bury([(0, "k", "dead-1"), (0, "j", "dead-2")], error=ValueError("400"), attempts=3)
+    holders = []
+    try:
+        for claim, append in ((2, 1), (1, 3)):
+            holder = subprocess.Popen(
+                [sys.executable, "-c", PG_HOLDER, pg_location, str(claim), str(append)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                env=dict(os.environ, PYTHONPATH=ROOT),
+            )
+            holders.append(holder)
+            assert holder.stdout is not None
+            assert holder.stdout.readline() == "ready\n"
+        holders[1].send_signal(signal.SIGKILL)
+        holders[1].wait(10)
+        first = summary(pg_location)
+        assert {name: first[name] for name in (
+            "waiting", "claimed_live", "claimed_ended", "logged_live", "logged_ended", "dead",
+        )} == {
+            "waiting": 3, "claimed_live": 2, "claimed_ended": 1,
+            "logged_live": 1, "logged_ended": 3, "dead": 2,
+        }
+        assert first["size"] > 0
+        assert "not-a-real-secret" not in spool_command(pg_location).stdout
+        assert summary(pg_location)["claimed_ended"] == 1  # read only: nothing was freed
+    finally:
+        for holder in holders:
+            if holder.poll() is None:
+                holder.kill()
+            holder.wait(10)
+            for stream in (holder.stdin, holder.stdout):
+                if stream is not None:
+                    stream.close()
+    listed = spool_command(pg_location, "list", "--dead", "--json").stdout.splitlines()
+    dead = [json.loads(line) for line in listed]
+    assert [(row["key"], row["item"], row["attempts"]) for row in dead] == [
+        ("k", "dead-1", 3), ("j", "dead-2", 3),
+    ]
+    assert spool_command(pg_location, "export", "--dead").stdout == '"dead-1"\n"dead-2"\n'
+    requeued = spool_command(pg_location, "requeue", "--key", "j")
+    assert requeued.stdout == "requeued 1 dead letters: the next start delivers them\n"
+    purged = spool_command(pg_location, "purge", "--dead", "--yes")
+    assert purged.stdout == "purged 1 dead letters\n"
+    assert summary(pg_location)["dead"] == 0
+
+
+def test_a_postgres_location_without_tables_or_server_is_one_line_and_status_2(pg_location: str) -> None:
+    missing = spool_command(pg_location)
+    assert missing.returncode == 2
+    assert "does not exist" in missing.stderr
+    assert missing.stderr.count("\n") == 1
+    assert "not-a-real-secret" not in missing.stderr
+    port = free_port()
+    down = spool_command(f"postgresql://postgres:not-a-real-secret@127.0.0.1:{port}/test#t")
+    assert down.returncode == 2
+    assert "cannot connect" in down.stderr
+    assert "not-a-real-secret" not in down.stderr
+
+
+# -- a spool on Redis ----------------------------------------------------------------------------
+
+
+REDIS_HOLDER = """
+import sys
+from batchdispatch.spool import RedisSpool
+url, _, name = sys.argv[1].partition("#")
+spool = RedisSpool(url, name, durable=True)
+spool.claim(int(sys.argv[2]))
+for n in range(int(sys.argv[3])):
+    spool.append("logged", n)
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.fixture
+def redis_location() -> Iterator[str]:
+    need("Redis", REDIS_PORT)
+    redis = pytest.importorskip("redis")
+    name = unique_name("cli")
+    url = f"redis://:not-a-real-secret@127.0.0.1:{REDIS_PORT}/0"
+    yield f"{url}#{name}"
+    client = redis.Redis(host="127.0.0.1", port=REDIS_PORT)
+    keys = list(client.scan_iter(match=f"{{{name}}}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def test_a_redis_spool_is_summed_up_listed_requeued_and_purged(redis_location: str) -> None:
+    from batchdispatch.spool import RedisSpool
+
+    url, _, name = redis_location.partition("#")
+    with RedisSpool(url, name) as spool:
+        spool.put([("k", n) for n in range(6)])
+        spool.bury([(0, "k", "dead-1"), (0, "j", "dead-2")], error=ValueError("400"), attempts=3)
+    holders = []
+    try:
+        for claim, append in ((2, 1), (1, 3)):
+            holder = subprocess.Popen(
+                [sys.executable, "-c", REDIS_HOLDER, redis_location, str(claim), str(append)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                env=dict(os.environ, PYTHONPATH=ROOT),
+            )
+            holders.append(holder)
+            assert holder.stdout is not None
+            assert holder.stdout.readline() == "ready\n"
+        holders[1].send_signal(signal.SIGKILL)
+        holders[1].wait(10)
+        first = summary(redis_location)
+        assert {name: first[name] for name in (
+            "waiting", "claimed_live", "claimed_ended", "logged_live", "logged_ended", "dead",
+        )} == {
+            "waiting": 3, "claimed_live": 2, "claimed_ended": 1,
+            "logged_live": 1, "logged_ended": 3, "dead": 2,
+        }
+        assert "not-a-real-secret" not in spool_command(redis_location).stdout
+    finally:
+        for holder in holders:
+            if holder.poll() is None:
+                holder.kill()
+            holder.wait(10)
+            for stream in (holder.stdin, holder.stdout):
+                if stream is not None:
+                    stream.close()
+    assert spool_command(redis_location, "export", "--dead").stdout == '"dead-1"\n"dead-2"\n'
+    assert spool_command(redis_location, "requeue", "--key", "j").stdout.startswith("requeued 1 dead letters")
+    assert spool_command(redis_location, "purge", "--dead", "--yes").stdout == "purged 1 dead letters\n"
+    missing = spool_command(redis_location.partition("#")[0] + "#nothing-here")
+    assert missing.returncode == 2
+    assert "not a spool" in missing.stderr
+    assert "not-a-real-secret" not in missing.stderr

@@ -23,6 +23,7 @@ from batchdispatch import BackgroundDispatcher
 from batchdispatch.exceptions import SpoolError
 from batchdispatch.spool import Spool, SqliteSpool
 
+from .services import POSTGRES_PORT, REDIS_PORT, need, unique_name
 from .spools import MemorySpool, MemoryStore, busy
 
 
@@ -95,11 +96,81 @@ class MemoryHarness(Harness):
         return busy(self.store)
 
 
-#: name: (Harness class, durable). Issue 18 adds Redis and PostgreSQL here.
+class PostgresHarness(Harness):
+    """Owners of one table on the shared PostgreSQL (a table of the test's own, dropped after it)."""
+
+    persistent = True
+    shared = True
+
+    def __init__(self, durable: bool, directory: str) -> None:
+        super().__init__(durable)
+        need("PostgreSQL", POSTGRES_PORT)
+        self.psycopg = pytest.importorskip("psycopg")
+        self.conninfo = f"host=127.0.0.1 port={POSTGRES_PORT} dbname=test user=postgres"
+        self.table = unique_name("spool")
+
+    def _open(self) -> Any:
+        from batchdispatch.spool import PostgresSpool
+
+        return PostgresSpool(self.conninfo, table=self.table, durable=self.durable, timeout=5.0)
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        self._open().close()  # the tables exist
+        with self.psycopg.connect(self.conninfo) as conn:
+            conn.execute(f"LOCK TABLE {self.table} IN ACCESS EXCLUSIVE MODE")  # another host's transaction
+            yield
+            conn.rollback()
+
+    def cleanup(self) -> None:
+        super().cleanup()
+        with self.psycopg.connect(self.conninfo, autocommit=True) as conn:
+            for suffix in ("", "_owners", "_dead"):
+                conn.execute(f"DROP TABLE IF EXISTS {self.table}{suffix}")
+
+
+class RedisHarness(Harness):
+    """Owners of one spool on the shared Redis (keys of the test's own, deleted after it)."""
+
+    persistent = True
+    shared = True
+
+    def __init__(self, durable: bool, directory: str) -> None:
+        super().__init__(durable)
+        need("Redis", REDIS_PORT)
+        self.redis = pytest.importorskip("redis")
+        self.url = f"redis://127.0.0.1:{REDIS_PORT}/0"
+        self.name = unique_name("spool")
+
+    def _open(self) -> Any:
+        from batchdispatch.spool import RedisSpool
+
+        return RedisSpool(self.url, self.name, durable=self.durable)
+
+    def busy(self) -> ContextManager[None]:
+        pytest.skip(
+            "Redis has no lock a write waits for; a server that does not answer by the deadline fails the "
+            "operation as 'unreachable' (tested in test_server_spools), and the write may still land"
+        )
+
+    def cleanup(self) -> None:
+        super().cleanup()
+        client = self.redis.Redis.from_url(self.url)
+        keys = list(client.scan_iter(match=f"{{{self.name}}}:*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+#: name: (Harness class, durable).
 IMPLEMENTATIONS: Dict[str, Any] = {
     "sqlite": (SqliteHarness, False),
     "sqlite-durable": (SqliteHarness, True),
     "memory": (MemoryHarness, False),
+    "postgres": (PostgresHarness, False),
+    "postgres-durable": (PostgresHarness, True),
+    "redis": (RedisHarness, False),
+    "redis-durable": (RedisHarness, True),
 }
 
 

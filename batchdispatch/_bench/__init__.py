@@ -7,9 +7,10 @@ it runs the sections asked for, in this order, each in a module of its own:
     Four buffers measured in one run, on the same machine, by the same
     producer loop (:mod:`.designs`): (a) a bare ``deque.append``, (b) a lock
     around ``list.append``, (c) a ``queue.Queue`` with a ``get()`` per item,
-    (d) BackgroundDispatcher; the keyed buffers over 1,000 keys and parallel
-    delivery (:mod:`.keyed`); and whether an idle dispatcher wakes up
-    (:mod:`.idle`).
+    (d) BackgroundDispatcher, and (d) again while another thread scrapes
+    its Prometheus collector, (p); the keyed buffers over 1,000 keys and
+    parallel delivery (:mod:`.keyed`); and whether an idle dispatcher wakes
+    up (:mod:`.idle`).
 ``spool`` (:mod:`.spool`)
     What ``spool=`` costs an enqueue, without a spool and in each mode.
 ``scale`` (:mod:`.scale`)

@@ -7,6 +7,12 @@
 (c) a :class:`queue.Queue` whose consumer thread calls ``get()`` once per
     item and collects batches, the design most batching libraries use;
 (d) :class:`~batchdispatch.BackgroundDispatcher`.
+
+Beside them, (p) is (d) with the Prometheus collector of
+:mod:`batchdispatch.contrib.prometheus` registered and scraped from another
+thread while producers run, to show what a scrape costs an ``enqueue``
+(nothing is added to it, but a scrape shares the GIL). It needs
+``prometheus_client``; without it, :func:`scraped_design` returns None.
 """
 
 from __future__ import annotations
@@ -173,6 +179,61 @@ class _Dispatcher(_Design):
 
 
 DESIGNS: Sequence[Type[_Design]] = (_BareDeque, LockAndList, _QueueAndGet, _Dispatcher)
+
+
+class Scraped(_Dispatcher):
+    """(d), with a DispatcherCollector on a registry that another thread scrapes all along."""
+
+    key = "p"
+    label = "(p) (d), Prometheus scraped"
+    #: Seconds between two scrapes: far more often than Prometheus's usual
+    #: 15 s, so that several land in every run.
+    SCRAPE_INTERVAL = 0.005
+    #: Scrapes made, over every run.
+    scrapes = 0
+
+    def open(self) -> Put:
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        from ..contrib.prometheus import DispatcherCollector
+
+        put = super().open()
+        registry = CollectorRegistry()
+        registry.register(DispatcherCollector(dispatchers=[self.dispatcher]))
+        self.stop = threading.Event()
+        self.failure: Optional[str] = None
+
+        def scrape() -> None:
+            while not self.stop.wait(self.SCRAPE_INTERVAL):
+                try:
+                    text = generate_latest(registry)
+                except Exception as exc:  # noqa: BLE001 - reported by close()
+                    self.failure = repr(exc)
+                    return
+                if b"batchdispatch_items_enqueued_total" not in text:
+                    self.failure = "the scrape lacks the dispatcher's metrics"
+                    return
+                Scraped.scrapes += 1
+
+        self.scraper = threading.Thread(target=scrape, name="bench-scraper", daemon=True)
+        self.scraper.start()
+        return put
+
+    def close(self) -> None:
+        self.stop.set()
+        join_consumer(self.scraper, self.label)
+        super().close()
+        if self.failure is not None:
+            raise BenchError(f"{self.label}: {self.failure}")
+
+
+def scraped_design() -> Optional[Type[_Design]]:
+    """(p), or None if prometheus_client is not installed."""
+    try:
+        import prometheus_client  # noqa: F401 - only whether it is there
+    except ImportError:
+        return None
+    return Scraped
 
 
 def run_once(make: Type[_Design], threads: int, items: int) -> Tuple[float, Optional[float]]:

@@ -1,6 +1,7 @@
 """The ``enqueue`` section: what an enqueue costs, next to the alternatives.
 
-It runs the four designs of :mod:`.designs` and the keyed ones of
+It runs the four designs of :mod:`.designs` (and (p), (d) scraped by
+Prometheus, if prometheus_client is installed) and the keyed ones of
 :mod:`.keyed`, with 1 and with 4 producer threads, in interleaved rounds so
 that a slow patch of the machine hits every design alike, and keeps the
 best figure of each; then parallel delivery across keys, and the idle
@@ -13,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict, List, Optional, TextIO, Tuple
 
-from .designs import DESIGNS, run_once
+from .designs import DESIGNS, Scraped, run_once, scraped_design
 from .harness import DELAY, THREAD_COUNTS
 from .idle import measure_idle
 from .keyed import (
@@ -59,9 +60,11 @@ class _Results:
 def measure(options: BenchOptions, err: TextIO) -> _Results:
     """Run every design, plain and keyed, then parallel delivery and the idle check."""
     results = _Results()
+    scraped = scraped_design()
+    designs = [*DESIGNS, scraped] if scraped is not None else DESIGNS
     for round_no in range(1, options.repeat + 1):
         for threads in THREAD_COUNTS:
-            for design in DESIGNS:
+            for design in designs:
                 status(err, f"bench: round {round_no} of {options.repeat}, {design.label}, {threads} thr")
                 results.add((design.key, threads), *run_once(design, threads, options.items))
             for keyed in KEYED_DESIGNS:
@@ -117,7 +120,24 @@ def report(options: BenchOptions, results: _Results) -> List[str]:
         f"idle wake-ups in {options.idle:g} s: {results.wakeups}"
         f" (waits with a timeout: {results.timed_waits})",
         "",
+        *_scraped_report(results),
         *_keyed_report(results),
+    ]
+
+
+def _scraped_report(results: _Results) -> List[str]:
+    """(p) next to (d): what a Prometheus scrape on another thread costs an enqueue."""
+    if ("p", THREAD_COUNTS[0]) not in results.per_enqueue:
+        return ["prometheus: not measured (prometheus_client is not installed)", ""]
+    cells = []
+    for threads in THREAD_COUNTS:
+        ns, base = results.per_enqueue["p", threads] * 1e9, results.per_enqueue["d", threads] * 1e9
+        cells.append(f"{ns:,.1f} ns/enq vs {base:,.1f} for (d) with {threads} thr, {ratio(ns, base)}")
+    return [
+        f"prometheus: (p) is (d) with DispatcherCollector registered and scraped every"
+        f" {Scraped.SCRAPE_INTERVAL * 1000:g} ms on another thread ({Scraped.scrapes:,} scrapes in all):",
+        *(f"  {cell}" for cell in cells),
+        "",
     ]
 
 

@@ -16,7 +16,7 @@ from .options import BenchOptions
 from .output import table
 
 #: The modules of this package that measure one engine each, in the order they run.
-PARTS: Sequence[str] = ("sinks_redis", "sinks_rabbitmq")
+PARTS: Sequence[str] = ("sinks_sql", "sinks_redis", "sinks_rabbitmq")
 
 #: (engine, the per-item way, its items/s, the sink's items/s)
 Row = Tuple[str, str, float, float]

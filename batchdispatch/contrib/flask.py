@@ -240,7 +240,9 @@ def _format(value: Any) -> str:
         return repr(dict(value))
     if isinstance(value, BaseException):
         return f"{type(value).__name__}: {value}"
-    return str(value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)  # a Histogram: its one-line form (count, mean, quantile bounds)
 
 
 def _make_cli(app: Flask) -> click.Group:

@@ -53,6 +53,8 @@ while one later in this list is held):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .._spool_protocol import Spool
 from ._dead import DeadLetter
 from ._encoding import Data
@@ -66,4 +68,21 @@ from ._encoding import Row as Row  # isort: skip
 from ._owners import QUARANTINED as QUARANTINED  # isort: skip
 from ._wal import LOG_SEGMENT_BYTES as LOG_SEGMENT_BYTES  # isort: skip
 
-__all__ = ["Data", "DeadLetter", "Spool", "SqliteSpool"]
+__all__ = ["Data", "DeadLetter", "PostgresSpool", "RedisSpool", "Spool", "SqliteSpool"]
+
+if TYPE_CHECKING:
+    from ._postgres import PostgresSpool
+    from ._redis import RedisSpool
+
+
+def __getattr__(name: str) -> object:
+    # The spools on servers import their clients (psycopg, redis) only when asked for.
+    if name == "PostgresSpool":
+        from ._postgres import PostgresSpool
+
+        return PostgresSpool
+    if name == "RedisSpool":
+        from ._redis import RedisSpool
+
+        return RedisSpool
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

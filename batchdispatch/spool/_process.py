@@ -19,7 +19,7 @@ import secrets
 import sqlite3
 import threading
 import weakref
-from typing import TYPE_CHECKING, Dict, List, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Protocol, Tuple
 
 from . import _owners
 
@@ -27,17 +27,25 @@ if TYPE_CHECKING:
     from ._wal import Segment
 
 
-class ForkAware(Protocol):
-    """What the fork hooks need of a spool."""
+class Held(Protocol):
+    """A spool's per-process state, as the fork hooks see it: the lock _before_fork takes."""
 
-    _proc: Process
+    @property
+    def lock(self) -> ConnectionLock: ...
+
+
+class ForkAware(Protocol):
+    """What the fork hooks need of a spool (SqliteSpool, PostgresSpool)."""
+
+    @property
+    def _proc(self) -> Held: ...
 
     @property
     def _closed(self) -> bool: ...
 
     def _before_fork(self) -> bool: ...
 
-    def _after_fork_in_child(self) -> Process: ...
+    def _after_fork_in_child(self) -> object: ...
 
 
 class ConnectionLock:
@@ -113,7 +121,7 @@ class Process:
 
 _spools: weakref.WeakSet[ForkAware] = weakref.WeakSet()
 _spools_lock = threading.Lock()
-_abandoned: List[sqlite3.Connection] = []  # connections a forked child must never touch, kept referenced
+_abandoned: List[Any] = []  # connections a forked child must never touch, kept referenced
 _held: List[ForkAware] = []  # spools whose lock _before_fork holds, for the parent to release
 
 
@@ -128,7 +136,7 @@ def unregister(spool: ForkAware) -> None:
         _spools.discard(spool)
 
 
-def abandon(conn: sqlite3.Connection) -> None:
+def abandon(conn: Any) -> None:
     """Keep a connection copied from the parent referenced for ever: closing it could touch
     the parent's locks."""
     _abandoned.append(conn)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 from typing import Any, Callable, Dict, Iterator, List
 
@@ -279,7 +280,10 @@ def test_stats_command_prints_each_alias(make_receiver: Callable[..., Receiver])
         lines = out.getvalue().splitlines()
         assert lines[1] == ("  enqueued=3 dispatched=3 failed=0 retried=0 dropped=0 pending=0 batches=1 "
                             "worker_alive=True")
-        assert lines[3] == "  not started in this process"
+        assert lines[2] == "  oldest_pending_age=None"
+        assert re.fullmatch(r"  batch_seconds: count=1 mean=\S+ p50<=\S+ p95<=\S+ p99<=\S+", lines[3])
+        assert lines[4] == "  batch_sizes: count=1 mean=3 p50<=5 p95<=5 p99<=5"
+        assert lines[6] == "  not started in this process"
         assert "hidden" not in out.getvalue()
     assert events.items == [1, 2, 3]
 

@@ -312,6 +312,10 @@ def test_cli_stats_prints_the_counters(make_app: AppFactory, receiver: Receiver)
     assert "pending: 2" in lines
     assert "dropped_by_reason: {}" in lines
     assert "last_error: None" in lines
+    (age,) = [line for line in lines if line.startswith("oldest_pending_age: ")]
+    assert float(age.split(": ")[1]) >= 0  # two items wait for the minute's delay
+    assert "batch_seconds: count=0" in lines
+    assert "batch_sizes: count=0" in lines
 
 
 def test_cli_flush_delivers_and_reports(make_app: AppFactory, receiver: Receiver) -> None:

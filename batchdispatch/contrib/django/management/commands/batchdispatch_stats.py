@@ -69,6 +69,10 @@ class Command(BaseCommand):  # type: ignore[misc]
                 f"retried={stats.retried} dropped={stats.dropped}{f' ({dropped})' if dropped else ''} "
                 f"pending={stats.pending} batches={stats.batches} worker_alive={stats.worker_alive}"
             )
+            age = stats.oldest_pending_age
+            self.stdout.write(f"  oldest_pending_age={'None' if age is None else f'{age:.6g}'}")
+            self.stdout.write(f"  batch_seconds: {stats.batch_seconds}")
+            self.stdout.write(f"  batch_sizes: {stats.batch_sizes}")
             if stats.last_error is not None:
                 self.stdout.write(f"  last_error={type(stats.last_error).__name__}: {stats.last_error}")
         if late:

@@ -1,0 +1,218 @@
+"""What RedisSpool and PostgresSpool add to the contract: leases, faults of their
+server, deadlines, secrets and arguments. Real servers throughout: the shared ones,
+and private ones on free ports where a test stops or pauses its server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Iterator, List
+
+import pytest
+
+from batchdispatch import BackgroundDispatcher
+from batchdispatch.exceptions import SpoolError
+
+from .conftest import Recorder
+from .services import POSTGRES_PORT, REDIS_PORT, PostgresServer, RedisServer, need, unique_name
+
+redis = pytest.importorskip("redis")
+psycopg = pytest.importorskip("psycopg")
+
+PG = f"host=127.0.0.1 port={POSTGRES_PORT} dbname=test user=postgres"
+REMOTE = "elsewhere:0123456789ab:4026531836:4242:feedfacecafe"  # an owner on another host
+
+
+@pytest.fixture
+def redis_spool_name() -> Iterator[str]:
+    need("Redis", REDIS_PORT)
+    name = unique_name("spool")
+    yield name
+    client = redis.Redis(host="127.0.0.1", port=REDIS_PORT)
+    keys = list(client.scan_iter(match=f"{{{name}}}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def pg_table() -> Iterator[str]:
+    need("PostgreSQL", POSTGRES_PORT)
+    table = unique_name("spool")
+    yield table
+    with psycopg.connect(PG, autocommit=True) as c:
+        for suffix in ("", "_owners", "_dead"):
+            c.execute(f"DROP TABLE IF EXISTS {table}{suffix}")
+
+
+
+# -- leases: an owner elsewhere is dead only once its lease has run out -----------------------
+
+
+def test_redis_frees_an_owner_elsewhere_once_its_lease_is_gone(redis_spool_name: str) -> None:
+    from batchdispatch.spool import RedisSpool
+
+    url = f"redis://127.0.0.1:{REDIS_PORT}/0"
+    client = redis.Redis.from_url(url)
+    with RedisSpool(url, redis_spool_name) as spool:
+        spool.put([(None, "held elsewhere")])
+        q = f"{{{redis_spool_name}}}:q"
+        entry = client.xpending_range(q, "batchdispatch", "-", "+", 1)[0]["message_id"]
+        client.xclaim(q, "batchdispatch", REMOTE, 0, [entry], justid=True)  # a host elsewhere holds it
+        lease = f"{{{redis_spool_name}}}:lease:{REMOTE}"
+        client.set(lease, b"1", px=60_000)
+        assert spool.claim(10) == []  # its lease runs: not ours to take
+        client.delete(lease)  # it stopped renewing, and the lease ran out
+        assert [item for _, _, item in spool.claim(10)] == ["held elsewhere"]
+    client.close()
+
+
+def test_postgres_frees_an_owner_elsewhere_once_its_lease_ran_out(pg_table: str) -> None:
+    from batchdispatch.spool import PostgresSpool
+
+    with PostgresSpool(PG, table=pg_table) as spool:
+        spool.put([(None, "held elsewhere")])
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f"UPDATE {pg_table} SET owner = %s", (REMOTE,))
+            conn.execute(f"INSERT INTO {pg_table}_owners VALUES (%s, now() + interval '1 minute')", (REMOTE,))
+            assert spool.claim(10) == []  # its lease runs: not ours to take
+            conn.execute(f"UPDATE {pg_table}_owners SET expires = now() - interval '1 second'")
+        assert [item for _, _, item in spool.claim(10)] == ["held elsewhere"]
+
+
+def test_postgres_renews_its_lease_while_it_lives(pg_table: str) -> None:
+    from batchdispatch.spool import PostgresSpool
+
+    with PostgresSpool(PG, table=pg_table, lease=0.6) as spool:
+        spool.put([(None, 1)], claim=True)  # an owner now: its lease is taken
+        with psycopg.connect(PG, autocommit=True) as conn:
+            def expires() -> Any:
+                return conn.execute(f"SELECT expires FROM {pg_table}_owners").fetchone()[0]
+
+            first = expires()
+            deadline = time.monotonic() + 10
+            while expires() == first:  # renewed every 0.2 s by its heartbeat
+                assert time.monotonic() < deadline, "the lease was never renewed"
+                time.sleep(0.05)
+
+
+# -- the server fails: a fault, and the dispatcher goes on in memory ---------------------------------
+
+
+def _spools_on(server: Any, kind: str, name: str) -> Any:
+    from batchdispatch.spool import PostgresSpool, RedisSpool
+
+    if kind == "redis":
+        return RedisSpool(server.url, name, durable=True, timeout=2)
+    return PostgresSpool(server.conninfo, table=name, durable=True, timeout=2)
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+def test_a_server_that_is_gone_is_an_unreachable_fault_and_delivery_goes_on(kind: str) -> None:
+    server = RedisServer() if kind == "redis" else PostgresServer()
+    with server:
+        spool = _spools_on(server, kind, "gone")
+        recorder = Recorder()
+        d = BackgroundDispatcher(recorder, delay=0.01, spool=spool)
+        try:
+            d.enqueue("stored")
+            assert d.flush(timeout=10)
+            server.stop() if kind == "postgres" else server.kill()  # type: ignore[attr-defined]
+            started = time.monotonic()
+            for n in range(5):
+                d.enqueue(n)  # each append fails fast: kept in memory
+            assert d.flush(timeout=10)
+            assert time.monotonic() - started < 10
+            assert recorder.items == ["stored", 0, 1, 2, 3, 4]
+            assert d.stats().spool_faults.get("unreachable", 0) >= 5
+        finally:
+            d.shutdown(timeout=10)
+            spool.close()
+
+
+def test_a_redis_that_does_not_answer_fails_by_the_deadline() -> None:
+    from batchdispatch.spool import RedisSpool
+
+    with RedisServer() as server:
+        spool = RedisSpool(server.url, "paused", timeout=5)
+        spool.put([(None, "before")])
+        pauser = redis.Redis.from_url(server.url)
+        pauser.execute_command("CLIENT", "PAUSE", 3000, "ALL")
+        try:
+            started = time.monotonic()
+            with pytest.raises(SpoolError) as info:
+                spool.put([(None, "during")], timeout=0.3)
+            assert info.value.kind == "unreachable"
+            assert time.monotonic() - started < 2
+        finally:
+            pauser.execute_command("CLIENT", "UNPAUSE")
+            pauser.close()
+            spool.close()
+
+
+# -- secrets and arguments ------------------------------------------------------------------------------
+
+
+def test_passwords_never_show_in_reprs_or_errors() -> None:
+    from batchdispatch.spool import PostgresSpool, RedisSpool
+
+    with RedisServer() as server:
+        url = server.url.replace("redis://", "redis://:hunter2-secret@")
+        spool = RedisSpool(url, "secret")
+        assert "hunter2" not in repr(spool)
+        server.kill()
+        with pytest.raises(SpoolError) as info:
+            spool.put([(None, 1)])
+        assert "hunter2" not in str(info.value)
+        spool.close()
+    with PostgresServer() as pg:
+        conninfo = pg.conninfo + " password=hunter2-secret"
+        spool = PostgresSpool(conninfo, table="t")
+        assert "hunter2" not in repr(spool)
+        pg.stop()
+        with pytest.raises(SpoolError) as info:
+            spool.put([(None, 1)])
+        assert info.value.kind == "unreachable"
+        assert "hunter2" not in str(info.value)
+        spool.close()
+
+
+def test_bad_arguments_are_named() -> None:
+    from batchdispatch.spool import PostgresSpool, RedisSpool
+
+    cases: List[Any] = [
+        (lambda: RedisSpool(f"redis://127.0.0.1:{REDIS_PORT}/0", "has {braces}"), ValueError, "name"),
+        (lambda: RedisSpool(42, "x"), TypeError, "client"),
+        (lambda: RedisSpool(f"redis://127.0.0.1:{REDIS_PORT}/0", "x", lease=0), ValueError, "lease"),
+        (lambda: PostgresSpool(PG, table="drop table; --"), ValueError, "table"),
+        (lambda: PostgresSpool(b"host=x"), TypeError, "conninfo"),  # type: ignore[arg-type]
+        (lambda: PostgresSpool(PG, lease=float("nan")), ValueError, "lease"),
+    ]
+    for make, error, name in cases:
+        with pytest.raises(error, match=name):
+            make()
+
+
+def test_a_signal_handler_that_appends_inside_an_append_gets_locked_at_once(pg_table: str) -> None:
+    from batchdispatch.spool import PostgresSpool
+
+    spool = PostgresSpool(PG, table=pg_table, durable=True)
+    results: List[Any] = []
+    inner = threading.Event()
+
+    def write(pairs: Any) -> List[int]:  # the group's write, interrupted by a "handler" on this thread
+        if not inner.is_set():
+            inner.set()
+            try:
+                spool.append(None, "from the handler")
+            except SpoolError as exc:
+                results.append(exc.kind)
+        return original(pairs)
+
+    original = spool._appends._write
+    spool._appends._write = write
+    try:
+        assert spool.append(None, "outer") < 0
+        assert results == ["locked"]
+    finally:
+        spool.close()
