@@ -29,6 +29,10 @@ class BenchOptions:
     spool_items: int = 20_000
     #: Keys (or priorities) waiting in each run of the scale section.
     scale_keys: Tuple[int, ...] = (1_000, 10_000, 100_000)
+    #: Items written one at a time, per engine, in the sinks section.
+    sink_per_item: int = 3_000
+    #: Items written through each sink, in batches, in the sinks section.
+    sink_items: int = 50_000
     #: The sections to run, from :data:`SECTIONS`.
     sections: Tuple[str, ...] = SECTIONS
 
@@ -36,5 +40,5 @@ class BenchOptions:
 #: Settings of ``--quick``: seconds, not minutes; the figures are rough.
 QUICK = BenchOptions(
     items=4_000, repeat=1, idle=0.2, http_posts=100, http_items=5_000, spool_items=1_000,
-    scale_keys=(1_000, 10_000),
+    scale_keys=(1_000, 10_000), sink_per_item=200, sink_items=5_000,
 )

@@ -16,10 +16,23 @@ from .options import BenchOptions
 from .output import table
 
 #: The modules of this package that measure one engine each, in the order they run.
-PARTS: Sequence[str] = ("sinks_sql",)
+PARTS: Sequence[str] = ("sinks_sql", "sinks_redis", "sinks_rabbitmq")
 
 #: (engine, the per-item way, its items/s, the sink's items/s)
 Row = Tuple[str, str, float, float]
+
+
+#: Rounds of a part at most: each runs the per-item way, then the sink, and the best of each is kept.
+MAX_ROUNDS = 3
+
+
+def rounds(options: BenchOptions) -> int:
+    """How many rounds a part runs: ``--repeat``, at most :data:`MAX_ROUNDS` (the per-item ways are slow).
+
+    Alternating the two ways, rather than running one after the other,
+    lets a busy moment of a shared machine weigh on both alike.
+    """
+    return max(1, min(options.repeat, MAX_ROUNDS))
 
 
 class Unavailable(Exception):

@@ -37,13 +37,14 @@ def test_the_sql_part_measures_each_sink_against_its_per_item_way() -> None:
     assert result.returncode == 0, result.stderr
     rows = re.findall(r"^\| (.+?) +\| +(.+?) \| +([\d,]+) \| +([\d,]+) \| +([\d.]+)x \|$", result.stdout,
                       re.MULTILINE)
-    assert [(engine, way) for engine, way, *_ in rows] == [
+    sql = ("PostgreSQL", "SQLAlchemy", "Django")  # the other parts' rows are tested with them
+    assert [(engine, way) for engine, way, *_ in rows if engine.startswith(sql)] == [
         ("PostgreSQL: PostgresSink, COPY", "INSERT per item, autocommit"),
         ("PostgreSQL: PostgresSink, executemany", "INSERT per item, autocommit"),
         ("SQLAlchemy Core: TableSink", "execute per item, a transaction each"),
         ("Django ORM: ModelSink", "Model.objects.create per item"),
     ]
-    assert "not measured" not in result.stdout
+    assert "sinks_sql: not measured" not in result.stdout
     assert query(SHARED, "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bench_%'") == []  # dropped
 
 
