@@ -20,6 +20,10 @@ it runs the sections asked for, in this order, each in a module of its own:
 ``sinks`` (:mod:`.sinks`)
     Each sink of :mod:`batchdispatch.sinks` against the per-item way, on
     the servers of the machine (a part whose server does not answer says so).
+``app`` (:mod:`.app`, only with ``--only app``)
+    What shipping one event per request costs a Flask app under gunicorn,
+    with HttpSink and with the PostHog and Segment clients, and what each
+    loses to a slow receiver.
 
 Each figure is the best of several repetitions (HTTP: one run). The shared
 pieces are in :mod:`.harness` (the payload, the counting sink, the producer
@@ -34,12 +38,12 @@ import sys
 from typing import List, TextIO
 
 from .. import __version__
-from . import enqueue, http, scale, sinks, spool
+from . import app, enqueue, http, scale, sinks, spool
 from .harness import DELAY, MAX_BATCH_SIZE, BenchError
-from .options import QUICK, SECTIONS, BenchOptions
+from .options import DEFAULT_SECTIONS, QUICK, SECTIONS, BenchOptions
 from .output import status
 
-__all__ = ["QUICK", "SECTIONS", "BenchError", "BenchOptions", "run"]
+__all__ = ["DEFAULT_SECTIONS", "QUICK", "SECTIONS", "BenchError", "BenchOptions", "run"]
 
 
 def run(options: BenchOptions, out: TextIO, err: TextIO) -> int:
@@ -72,10 +76,11 @@ def run(options: BenchOptions, out: TextIO, err: TextIO) -> int:
             scaled = scale.measure(options, err)
             report += ([""] if report else []) + scale.report(options, scaled)
         if "http" in options.sections:
-            runs = http.measure(options, err)
-            report += ([""] if report else []) + http.report(runs)
+            report += ([""] if report else []) + http.report(http.measure(options, err))
         if "sinks" in options.sections:
             report += ([""] if report else []) + sinks.report(options, sinks.measure(options, err))
+        if "app" in options.sections:
+            report += ([""] if report else []) + app.report(app.measure(options, err))
     except BenchError as exc:
         status(err, "")
         err.write(f"error: {exc}\n")
