@@ -78,10 +78,15 @@ class Run:
     posts: int
     exit_seconds: float
     kept: int = 0  # events left in the spool file (the spill variant), and not received
+    shipper_cpu: float = 0.0  # seconds of CPU of the shipper's threads, all workers, the whole run
 
     @property
     def cpu_per_request(self) -> float:
         return self.cpu / self.load.requests if self.load.requests else 0.0
+
+    @property
+    def shipper_per_event(self) -> float:
+        return self.shipper_cpu / sum(self.served) if sum(self.served) else 0.0
 
     @property
     def handover_per_request(self) -> float:
@@ -150,6 +155,9 @@ def _gunicorn_command(port: int) -> List[str]:
     return [
         sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", str(WORKERS),
         "--worker-class", "gthread", "--threads", str(THREADS), "--graceful-timeout", str(GRACEFUL),
+        # A listening socket per worker: the kernel spreads the connections between
+        # them, where a shared one lets whichever worker accepts first take most.
+        "--reuse-port",
         "--timeout", "120", "--log-level", "warning", *control, "batchdispatch._bench.app_server:app",
     ]
 
@@ -219,25 +227,24 @@ def run_once(variant: str, counter: Counter, seconds: float, warmup: float) -> R
         received, events, posts = counter.counts()
         served = tuple(r["served"] for r in reports)
         handover = sum(r["handover_ns"] for r in reports)
-        return Run(variant, load, cpu, served, handover, received, events, posts, exit_seconds, kept)
+        shipper = sum(r.get("shipper_cpu", 0.0) for r in reports)
+        return Run(variant, load, cpu, served, handover, received, events, posts, exit_seconds, kept, shipper)
 
 
 def _spooled(path: str) -> List[object]:
-    """The ids of the events left in the spool file at *path*, for the next start to deliver."""
-    from ..spool import SqliteSpool
+    """The ids of the events left in the spool file at *path*, for the next start; read only."""
+    from ..spool._inspect import Inspector
 
     if not os.path.exists(path):
         return []
-    spool = SqliteSpool(path)
+    inspector = Inspector(path)
     ids: List[object] = []
-    try:
-        while True:
-            rows = spool.claim(1000)
-            if not rows:
-                return ids
-            ids += [item["properties"]["id"] for _, _, item in rows]
-    finally:
-        spool.close()
+    for row in [*inspector.rows(), *inspector.rows(dead=True)]:
+        try:
+            ids.append(json.loads(row.data)["properties"]["id"])
+        except (TypeError, ValueError, KeyError):
+            ids.append(("undecodable", row.id))
+    return ids
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,6 +322,7 @@ def report(measured: Measured) -> List[str]:
         rate = statistics.median(rates)
         cpu = statistics.median(r.cpu_per_request for r in runs)
         handover = statistics.median(r.handover_per_request for r in runs)
+        shipper = statistics.median(r.shipper_per_event for r in runs)
         cost = f"{(1 - rate / bare_rate) * 100:.1f}%" if bare_rate and key != "bare" else "-"
         served = sum(sum(r.served) for r in runs)
         received = sum(r.received + r.kept for r in runs) if key != "bare" else None
@@ -323,15 +331,18 @@ def report(measured: Measured) -> List[str]:
             measured.labels[key], f"{len(runs)}", f"{rate:,.0f}", _spread(rates, 1, 0), cost,
             f"{cpu * 1e6:,.0f}", f"{(cpu - (bare_cpu or 0)) * 1e6:+,.0f}" if versus else "-",
             f"{(handover - (bare_handover or 0)) * 1e6:+,.1f}" if versus else "-",
+            f"{shipper * 1e6:,.1f}" if key != "bare" else "-",
             f"{served:,}", "-" if received is None else f"{received:,}", _shares(runs),
         ])
     header = ["variant", "runs", "req/s", "spread", "cost", "CPU us/req", "vs bare", "hand-over us",
-              "served", "received", "least worker"]
+              "shipper us/event", "served", "received", "least worker"]
     lines += ["", *table(header, rows)]
     lines += [
         "",
         "hand-over us: the request thread's CPU for the enqueue (or capture, track), over the bare app's",
-        "empty call. served: requests to /view in all the runs, warm-up included; received: unique events",
+        "empty call. shipper us/event: CPU of the shipper's own threads (batchdispatch's worker, the",
+        "clients' consumers) per event, the whole run. served: requests to /view in all the runs, warm-up",
+        "included; received: unique events",
         "at the receiver (and in the spool file) once gunicorn had exited after SIGTERM. least worker: the",
         "smallest share of the requests one worker served in a run (50% is an even split).",
     ]

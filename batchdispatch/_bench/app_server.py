@@ -18,7 +18,11 @@ events (:data:`VARIANTS`):
 ``GET /view`` builds the event, hands it over, and answers 200 with a short
 JSON body. The CPU the request thread spends handing it over is measured
 with :func:`time.thread_time_ns` and added up per worker, for every
-variant alike (``bare`` measures an empty call).
+variant alike (``bare`` measures an empty call). At exit, before the
+shipper's own exit hooks stop its threads, the CPU of every thread that is
+neither the main thread nor one of gunicorn's request threads (the
+shipper's worker or consumer threads) is read from
+``/proc/self/task/<id>/stat``.
 """
 
 from __future__ import annotations
@@ -47,6 +51,30 @@ _served = itertools.count()
 _cpu_lock = threading.Lock()  # guards _cpu_ns: a += from four request threads is not atomic
 _cpu_ns = [0]
 _report: Dict[str, Any] = {}
+_hooked = threading.Event()  # set once the exit hook that reads the shipper's threads is registered
+
+
+def _shipper_cpu() -> None:
+    """The CPU seconds of the shipper's threads so far: all but the main one and gunicorn's request threads.
+
+    Registered with atexit after the shipper's first hand-over, so it runs
+    before the shipper's exit hooks (atexit runs the last registered first)
+    join its threads.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    names = []
+    for thread in threading.enumerate():
+        if thread is threading.main_thread() or thread.name.startswith("ThreadPoolExecutor"):
+            continue
+        try:
+            with open(f"/proc/self/task/{thread.native_id}/stat", encoding="ascii", errors="replace") as file:
+                fields = file.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+        names.append(thread.name)
+    _report.update(shipper_cpu=total / ticks, shipper_threads=names)
 
 
 def _batchdispatch(app: Flask) -> Callable[[Dict[str, Any]], object]:
@@ -136,6 +164,9 @@ def create_app() -> Flask:
         spent = clock() - started
         with _cpu_lock:
             _cpu_ns[0] += spent
+            if not _hooked.is_set():
+                _hooked.set()
+                atexit.register(_shipper_cpu)
         return {"ok": True}
 
     @app.get("/health")
