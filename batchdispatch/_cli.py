@@ -321,8 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--only", choices=_bench.SECTIONS, default=None,
         help=(
             "run one section: enqueue, spool, scale, http or sinks (default: all five), or app: a Flask"
-            " app under gunicorn with HttpSink, PostHog and Segment (about ten minutes; --repeat sets its"
-            " rounds; needs the bench extra; only run when asked for)"
+            " app under gunicorn with HttpSink, PostHog and Segment (about eight minutes; --repeat sets its"
+            " rounds, 10 by default; needs the bench extra; only run when asked for)"
         ),
     )
     _add_spool_parser(commands)
@@ -367,6 +367,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             preset,
             items=preset.items if args.items is None else args.items,
             repeat=preset.repeat if args.repeat is None else args.repeat,
+            app_rounds=preset.app_rounds if args.repeat is None else args.repeat,
             sections=_bench.DEFAULT_SECTIONS if args.only is None else (args.only,),
         )
         return _bench.run(bench_options, sys.stdout, sys.stderr)

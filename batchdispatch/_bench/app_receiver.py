@@ -4,8 +4,9 @@ One HTTP server on 127.0.0.1, in the bench's process, takes the POSTs of
 every variant: a JSON array of events (:class:`~batchdispatch.http.HttpSink`),
 or an object whose ``batch`` holds them (PostHog's ``/batch/``, Segment's
 ``/v1/batch``), gzipped or not. Each event carries a unique id (its
-``properties.id``, set by :mod:`.app_server`); the receiver counts the ids
-it has seen, and the events it got twice. With *delay*, it waits that long
+``properties.id``, ``<pid>-<n>``, set by :mod:`.app_server`); the receiver
+counts, per sending process, the ids it has seen, the events in all
+(duplicates included) and the POSTs. With *delay*, it waits that long
 before it answers each POST, as a slow ingest endpoint does.
 
 Unlike :class:`~batchdispatch.testing.Receiver`, it keeps no request and
@@ -14,11 +15,12 @@ no event, only the ids: a run of the section ships a few million events.
 
 from __future__ import annotations
 
+import collections
 import gzip
 import http.server
 import json
 import threading
-from typing import Any, Iterable, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, Optional, Set, Tuple
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -73,7 +75,10 @@ def _event_id(event: Any) -> Optional[str]:
 
 
 class Counter:
-    """The receiver: :meth:`start` it, point the clients at :attr:`url`, read :meth:`counts`.
+    """The receiver: :meth:`start` it, point the clients at :attr:`url`, read :meth:`tally`.
+
+    Ids are ``<pid>-<n>``: what arrived is counted per process that sent it,
+    so that several gunicorns can share one receiver.
 
     :param delay: seconds to wait before answering each POST (0: at once).
     """
@@ -81,10 +86,11 @@ class Counter:
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
         self.closing = threading.Event()
-        self._lock = threading.Lock()  # guards _ids, _events, _posts
+        self._lock = threading.Lock()  # guards _ids and the counts
         self._ids: Set[str] = set()
-        self._events = 0
-        self._posts = 0
+        self._unique: Dict[str, int] = collections.Counter()
+        self._events: Dict[str, int] = collections.Counter()
+        self._posts: Dict[str, int] = collections.Counter()
         self._server: Optional[_Server] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -115,27 +121,29 @@ class Counter:
         self.close()
 
     def count(self, body: bytes) -> None:
-        """Count the events of one request body (unparsable bodies count as a POST without events)."""
+        """Count the events of one request body (an unparsable body counts as nothing)."""
         try:
-            ids: List[Optional[str]] = [_event_id(event) for event in _events(json.loads(body))]
+            ids = [i for i in (_event_id(event) for event in _events(json.loads(body))) if i is not None]
         except ValueError:
-            ids = []
+            return
         with self._lock:
-            self._posts += 1
-            self._events += len(ids)
-            self._ids.update(i for i in ids if i is not None)
+            if ids:
+                self._posts[ids[0].partition("-")[0]] += 1
+            for event_id in ids:
+                pid = event_id.partition("-")[0]
+                self._events[pid] += 1
+                if event_id not in self._ids:
+                    self._ids.add(event_id)
+                    self._unique[pid] += 1
 
     def unseen(self, ids: Iterable[object]) -> int:
         """How many of *ids* (of events kept elsewhere, a spool) were not received."""
         with self._lock:
             return len(set(ids) - self._ids)
 
-    def reset(self) -> None:
+    def tally(self, pids: Iterable[int]) -> Tuple[int, int, int]:
+        """(unique events, events in all, POSTs) sent by the processes *pids*."""
+        keys = [str(pid) for pid in pids]
         with self._lock:
-            self._ids.clear()
-            self._events = self._posts = 0
-
-    def counts(self) -> Tuple[int, int, int]:
-        """(unique events, events in all, POSTs) since the last :meth:`reset`."""
-        with self._lock:
-            return len(self._ids), self._events, self._posts
+            return (sum(self._unique[k] for k in keys), sum(self._events[k] for k in keys),
+                    sum(self._posts[k] for k in keys))

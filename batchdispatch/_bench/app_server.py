@@ -6,9 +6,12 @@ events (:data:`VARIANTS`):
 
 ``BATCHDISPATCH_BENCH_VARIANT``
     ``bare`` (nothing is shipped), ``sink`` (:class:`~batchdispatch.contrib.flask.BatchDispatch`
-    with its defaults), ``sink100`` (batches of 100, delay 0.5 s), ``spill``
-    (as ``sink100``, with ``overflow="spill"`` and a spool), ``posthog`` or
-    ``segment`` (their clients, batches of 100 every 0.5 s).
+    with its defaults), ``sink100`` (batches of 100, delay 0.5 s), ``orjson``
+    (as ``sink100``, a BackgroundDispatcher over an HttpSink with
+    :func:`~batchdispatch.http.orjson_serializer`, which the Flask extension
+    does not set), ``spill`` (as ``sink100``, with ``overflow="spill"`` and
+    a spool), ``posthog`` or ``segment`` (their clients, batches of 100
+    every 0.5 s).
 ``BATCHDISPATCH_BENCH_RECEIVER``
     The base URL of the bench's receiver.
 ``BATCHDISPATCH_BENCH_DIR``
@@ -38,7 +41,7 @@ from typing import Any, Callable, Dict
 from flask import Flask
 
 #: What may ship the events, by the name the bench gives it.
-VARIANTS = ("bare", "sink", "sink100", "spill", "posthog", "segment")
+VARIANTS = ("bare", "sink", "sink100", "orjson", "spill", "posthog", "segment")
 #: The table's settings: at most 100 events per batch, a batch at least every half second.
 BATCH, DELAY = 100, 0.5
 
@@ -98,6 +101,23 @@ def _batchdispatch(app: Flask) -> Callable[[Dict[str, Any]], object]:
     return events.enqueue
 
 
+def _orjson() -> Callable[[Dict[str, Any]], object]:
+    from .._dispatcher import BackgroundDispatcher
+    from ..http import HttpSink, orjson_serializer
+
+    sink = HttpSink(f"{_receiver}/batchdispatch", serializer=orjson_serializer)
+    dispatcher: BackgroundDispatcher[Any] = BackgroundDispatcher(
+        sink, max_batch_size=BATCH, delay=DELAY, name="bench-orjson",
+    )
+
+    def report() -> None:
+        stats = dispatcher.stats()
+        _report.update(dropped=stats.dropped, spilled=stats.spilled, failed=stats.failed)
+
+    _report["stats"] = report
+    return dispatcher.enqueue
+
+
 def _posthog() -> Callable[[Dict[str, Any]], object]:
     from posthog import Posthog
 
@@ -142,6 +162,8 @@ def create_app() -> Flask:
     atexit.register(_write_report)
     if _variant in ("sink", "sink100", "spill"):
         send = _batchdispatch(app)
+    elif _variant == "orjson":
+        send = _orjson()
     elif _variant == "posthog":
         send = _posthog()
     elif _variant == "segment":

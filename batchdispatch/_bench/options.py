@@ -37,8 +37,10 @@ class BenchOptions:
     sink_per_item: int = 3_000
     #: Items written through each sink, in batches, in the sinks section.
     sink_items: int = 50_000
-    #: Seconds of load per run of the app section (its rounds are *repeat*).
-    app_seconds: float = 8.0
+    #: Rounds of the app section: each loads every variant once, in turn.
+    app_rounds: int = 10
+    #: Seconds of each load in the app section.
+    app_seconds: float = 4.0
     #: The sections to run, from :data:`SECTIONS`.
     sections: Tuple[str, ...] = DEFAULT_SECTIONS
 
@@ -46,5 +48,5 @@ class BenchOptions:
 #: Settings of ``--quick``: seconds, not minutes; the figures are rough.
 QUICK = BenchOptions(
     items=4_000, repeat=1, idle=0.2, http_posts=100, http_items=5_000, spool_items=1_000,
-    scale_keys=(1_000, 10_000), sink_per_item=200, sink_items=5_000, app_seconds=1.0,
+    scale_keys=(1_000, 10_000), sink_per_item=200, sink_items=5_000, app_rounds=1, app_seconds=1.0,
 )
