@@ -64,6 +64,7 @@ def rows(text: str) -> Dict[str, List[str]]:
     return found
 
 
+@pytest.mark.timeout(TIMEOUT + 60)
 def test_bench_only_app_serves_each_variant_and_loses_nothing_at_a_graceful_stop() -> None:
     pytest.importorskip("flask")
     pytest.importorskip("gunicorn")
