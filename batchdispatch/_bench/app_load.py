@@ -4,8 +4,8 @@
 connections for *seconds* and returns a :class:`Load`: requests answered,
 errors, and requests per second. With ``wrk`` on the PATH it runs ``wrk
 -t2 -c<connections> -d<seconds>s``, whose figures are read from its
-output. Without it, two processes (``python -m batchdispatch._bench.app_load``)
-each hold half the connections, one thread and one
+output. Without it, two Python processes (running :func:`main`) each hold half
+the connections, one thread and one
 :class:`http.client.HTTPConnection` per connection; Python is slower at
 this than wrk, so its rate is lower and the report says which was used.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -79,11 +80,16 @@ def run_load(url: str, connections: int, seconds: float) -> Load:
             raise RuntimeError(f"wrk exited with {done.returncode}: {done.stderr.strip()[-300:]}")
         return parse_wrk(done.stdout)
     shares = [connections // PROCESSES + (1 if k < connections % PROCESSES else 0) for k in range(PROCESSES)]
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, PYTHONPATH=path)
     started = time.perf_counter()
+    # -c, not -m: running this module as __main__ would import it twice (the package imports it).
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", __name__, url, str(share), repr(seconds)],
-            stdout=subprocess.PIPE, text=True,
+            [sys.executable, "-c", f"import sys; from {__name__} import main; sys.exit(main(sys.argv[1:]))",
+             url, str(share), repr(seconds)],
+            stdout=subprocess.PIPE, text=True, env=env,
         )
         for share in shares if share
     ]
@@ -126,7 +132,7 @@ def _connection_loop(url: str, deadline: float, counts: List[int], index: int) -
 
 
 def main(argv: Sequence[str]) -> int:
-    """``python -m batchdispatch._bench.app_load URL CONNECTIONS SECONDS``: print a JSON Load."""
+    """One load process: ``main([URL, CONNECTIONS, SECONDS])`` prints a JSON Load."""
     url, connections, seconds = argv[0], int(argv[1]), float(argv[2])
     counts = [0] * (2 * connections)
     started = time.perf_counter()
@@ -141,6 +147,3 @@ def main(argv: Sequence[str]) -> int:
     print(json.dumps({"requests": sum(counts[0::2]), "errors": sum(counts[1::2]), "seconds": elapsed}))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
