@@ -188,8 +188,8 @@ def report(measured: Measured) -> List[str]:
         " enqueues one event;",
         f"every variant served at once, loaded in turn from {CONNECTIONS} keep-alive connections"
         f" ({measured.generator}), {measured.seconds:g} s each,",
-        f"{measured.rounds} rounds. Medians, and the lowest to highest of the rounds."
-        " cost: 1 - req/s / req/s(bare) in each round;",
+        f"{measured.rounds} round{'' if measured.rounds == 1 else 's'}. Medians, and the lowest to highest"
+        " of the rounds. cost: 1 - req/s / req/s(bare) in each round;",
         "CPU: the workers' utime + stime per request; CPU cost: 1 - CPU(bare) / CPU(variant), the capacity"
         " lost where the",
         "CPU is the limit, which other load on the machine moves less than req/s.",
