@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Dict
 
+import pytest
+
 from batchdispatch.testing import Receiver, Response
 
 from .conftest import ROOT, run_python
@@ -125,3 +127,11 @@ def test_cron_job_exits_1_without_hanging_when_the_collector_does_not_answer() -
     assert "cron_job: 5 events were not delivered\n" in result.stderr
     # 0.5 s of flush, 1 s of grace at shutdown and 1 s at exit, plus start-up.
     assert took < 10
+
+
+def test_celery_example_delivers_every_event_through_a_real_prefork_worker() -> None:
+    pytest.importorskip("celery")
+    result = run_example(os.path.join("examples", "celery_tasks.py"), timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # One flush per pool child at its shutdown: 2 children, so at most 2 requests.
+    assert re.fullmatch(r"20 tasks done; the receiver got 20 events in [12] request\(s\)\n", result.stdout)
