@@ -11,7 +11,7 @@ HERE = Path(__file__).resolve().parent
 # Document the checkout this file lives in, not an installed copy.
 sys.path.insert(0, str(HERE.parent))
 
-import batchdispatch
+import batchdispatch  # noqa: E402 (after the sys.path line above)
 
 project = "batchdispatch"
 author = "The batchdispatch developers"

@@ -39,6 +39,10 @@ NOT_RUN: Dict[Tuple[str, str], str] = {
 }
 
 
+#: Snippets whose output is compared on one Python only: argparse lays out help differently by version.
+OUTPUT_ON_ONE_PYTHON = {"cli_help": (3, 11)}
+
+
 @dataclass
 class Block:
     """A Python block as a reader sees it."""
@@ -243,6 +247,8 @@ def test_snippet_runs_and_prints_what_the_docs_show(name: str, request: pytest.F
     result = _run(name)
     assert result.returncode == 0, result.stdout + result.stderr
     expected = os.path.join(SNIPPETS, name + ".out")
+    if sys.version_info[:2] != OUTPUT_ON_ONE_PYTHON.get(name, sys.version_info[:2]):
+        return  # it ran; its output is compared on the one Python that made it
     if os.path.exists(expected):
         with open(expected, encoding="utf-8") as file:
             assert result.stdout == file.read()

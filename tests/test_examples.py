@@ -146,7 +146,8 @@ def test_serverless_handler_delivers_before_each_invocation_returns_and_stays_bo
         "invocation 1: 200; arrived so far: [0, 1]",
         "invocation 2: 200; arrived so far: [0, 1, 2]",
     ]
-    assert re.fullmatch(r"invocation 3, collector stalled: returned after [23] s; not yet delivered: 1", lines[3])
+    stalled = r"invocation 3, collector stalled: returned after [23] s; not yet delivered: 1"
+    assert re.fullmatch(stalled, lines[3])
     assert "flush_after: flushing <BackgroundDispatcher name='lambda'" in result.stderr
 
 

@@ -1,4 +1,4 @@
-"""The scripts page's fork pool, whose tasks flush before the child takes the next one: ``python docs/snippets/scripts_pool.py``.
+"""The scripts page's fork pool, whose tasks flush as they end: ``python docs/snippets/scripts_pool.py``.
 
 Without ``flush_after`` this pool would deliver nothing: pool children
 end with ``os._exit``. scripts_pool.out is what it prints.
