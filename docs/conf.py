@@ -71,5 +71,22 @@ class _NoMystConfigDump(logging.Filter):
         return "MdParserConfig(" not in str(record.msg) + str(record.args)
 
 
+#: Exceptions importable from the top level, documented once, where they are defined.
+_ALIASES = {
+    f"batchdispatch.{name}": f"batchdispatch.exceptions.{name}"
+    for name in ("BatchDispatchError", "PartialFailure", "QueueFullError", "SpoolError")
+}
+
+
+def _resolve_alias(app: Any, env: Any, node: Any, contnode: Any) -> Any:
+    """Let :class:`batchdispatch.PartialFailure` find batchdispatch.exceptions.PartialFailure."""
+    target = _ALIASES.get(node.get("reftarget"))
+    if target is None or node.get("refdomain") != "py":
+        return None
+    return env.get_domain("py").resolve_xref(
+        env, node["refdoc"], app.builder, node["reftype"], target, node, contnode)
+
+
 def setup(app: Any) -> None:
     logging.getLogger("sphinx.myst_parser.sphinx_ext.main").addFilter(_NoMystConfigDump())
+    app.connect("missing-reference", _resolve_alias)

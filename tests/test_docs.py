@@ -30,12 +30,72 @@ DOCS = os.path.join(ROOT, "docs")
 SNIPPETS = os.path.join(DOCS, "snippets")
 README = os.path.join(ROOT, "README.md")
 
+#: The reason of the blocks below: written before this test, not yet moved into docs/snippets/.
+_LATER = "not yet a snippet that a test runs (issue 16 follow-up): convert it, then remove it from here"
+
 #: ``code-block:: python`` blocks that no test runs, by page and first line, with the reason.
 NOT_RUN: Dict[Tuple[str, str], str] = {
     ("kafka.rst", "# kafka_events.py"):
         "needs confluent-kafka and a Kafka broker; neither is on the test machines",
     ("kafka.rst", "# gunicorn.conf.py"):
         "a gunicorn hook that imports the Kafka recipe above",
+    ('analytics.rst', 'import os'): _LATER,
+    ('django.rst', '# settings.py'): _LATER,
+    ('django.rst', 'from batchdispatch.contrib.django import dispatchers'): _LATER,
+    ('django.rst', 'from django.test import TestCase, override_settings'): _LATER,
+    ('django_orm.rst', '# analytics/events.py'): _LATER,
+    ('django_orm.rst', "# settings.py: keep the worker's connection between batches"): _LATER,
+    ('django_orm.rst', 'class AuditEntry(models.Model):'): _LATER,
+    ('flask.rst', 'from flask import Flask'): _LATER,
+    ('flask.rst', 'import pytest'): _LATER,
+    ('guarantees.rst', 'import signal, sys'): _LATER,
+    ('http.rst', 'from batchdispatch import BackgroundDispatcher, RetryPolicy'): _LATER,
+    ('http.rst', 'import requests'): _LATER,
+    ('http.rst', 'from batchdispatch import KeyedDispatcher, RetryPolicy'): _LATER,
+    ('logging.rst', 'import logging'): _LATER,
+    ('logging.rst', '# myapp/logship.py'): _LATER,
+    ('logging.rst', 'LOGGING = {'): _LATER,
+    ('logging.rst', '"ship": {'): _LATER,
+    ('logging.rst', 'log = logging.getLogger("shop.checkout")'): _LATER,
+    ('logging.rst', 'class ServiceHandler(BatchHandler):'): _LATER,
+    ('logging.rst', '# myapp/logship.py, imported by create_app()'): _LATER,
+    ('metrics.rst', 'import batchdispatch'): _LATER,
+    ('metrics.rst', 'from prometheus_client import REGISTRY, start_http_server'): _LATER,
+    ('metrics.rst', 'from prometheus_client import REGISTRY, make_wsgi_app'): _LATER,
+    ('metrics.rst', '# myapp/apps.py'): _LATER,
+    ('metrics.rst', 'from batchdispatch.contrib.opentelemetry import instrument'): _LATER,
+    ('postgres.rst', 'from batchdispatch import BackgroundDispatcher, RetryPolicy'): _LATER,
+    ('postgres.rst', 'from flask import Flask, current_app, request'): _LATER,
+    ('postgres.rst', '# analytics/events.py'): _LATER,
+    ('postgres.rst', 'PostgresSink(dsn, "events", ["id", "kind", "at"], method="executemany", ignore_conflicts=True)'): _LATER,
+    ('rabbitmq.rst', 'from batchdispatch import BackgroundDispatcher, RetryPolicy'): _LATER,
+    ('rabbitmq.rst', 'import pika'): _LATER,
+    ('rabbitmq.rst', 'from batchdispatch import KeyedDispatcher'): _LATER,
+    ('rabbitmq.rst', '# events.py'): _LATER,
+    ('rabbitmq.rst', '# myapp/events.py'): _LATER,
+    ('receiving.rst', 'from batchdispatch.webhooks import verify_webhook'): _LATER,
+    ('receiving.rst', '# urls.py'): _LATER,
+    ('receiving.rst', 'import base64, hashlib, hmac, time'): _LATER,
+    ('receiving.rst', 'if "webhook-signature" in request.headers:'): _LATER,
+    ('redis.rst', 'from batchdispatch import BackgroundDispatcher, RetryPolicy'): _LATER,
+    ('redis.rst', 'RedisStreamSink(client, "logins", fields=lambda item: {"user": item["user"], "at": item["at"]})'): _LATER,
+    ('redis.rst', 'from batchdispatch import KeyedDispatcher'): _LATER,
+    ('redis.rst', '# events.py'): _LATER,
+    ('redis.rst', '# myapp/events.py'): _LATER,
+    ('spool.rst', 'from batchdispatch.spool import SqliteSpool'): _LATER,
+    ('spool.rst', 'from batchdispatch import BackgroundDispatcher'): _LATER,
+    ('spool.rst', 'from batchdispatch.spool import Spool'): _LATER,
+    ('spool.rst', 'from batchdispatch import BackgroundDispatcher'): _LATER,
+    ('sqlalchemy.rst', 'from sqlalchemy import Column, DateTime, Integer, MetaData, Table, Text, create_engine'): _LATER,
+    ('sqlalchemy.rst', 'from flask import Flask, current_app'): _LATER,
+    ('sqlalchemy.rst', 'from sqlalchemy.dialects.postgresql import insert    # or sqlalchemy.dialects.sqlite'): _LATER,
+    ('testing.rst', 'from batchdispatch.testing import receiver, recording_sink  # noqa: F401'): _LATER,
+    ('testing.rst', '# test_shop.py'): _LATER,
+    ('testing.rst', '# nightly_report.py'): _LATER,
+    ('testing.rst', '# test_nightly_report.py'): _LATER,
+    ('testing.rst', 'from batchdispatch import KeyedDispatcher'): _LATER,
+    ('testing.rst', 'from batchdispatch import BackgroundDispatcher, RetryPolicy'): _LATER,
+    ('webhooks.rst', 'import os'): _LATER,
 }
 
 
@@ -252,3 +312,49 @@ def test_snippet_runs_and_prints_what_the_docs_show(name: str, request: pytest.F
     if os.path.exists(expected):
         with open(expected, encoding="utf-8") as file:
             assert result.stdout == file.read()
+
+
+def _read(*parts: str) -> str:
+    with open(os.path.join(ROOT, *parts), encoding="utf-8") as file:
+        return file.read()
+
+
+def test_the_lifecycle_diagram_has_every_state_of_the_code() -> None:
+    from batchdispatch._lifecycle import State
+
+    drawn = set(re.findall(r"^\s+([A-Z_]+) \[label=", _read("docs", "diagrams", "lifecycle.dot"), re.M))
+    assert drawn == {state.name for state in State}
+
+
+def test_the_configuration_page_lists_every_option_of_the_integrations() -> None:
+    from batchdispatch.contrib._options import DEFAULTS
+
+    page = _read("docs", "configuration.rst")
+    listed = set(re.findall(r"^   \* - ``BATCHDISPATCH_([A-Z_]+)``$", page, re.M))
+    assert listed == set(DEFAULTS)
+    assert set(re.findall(r"^     - ``([A-Z_]+)``$", page, re.M)) == set(DEFAULTS)  # the Django column
+
+
+def test_the_phone_layout_of_the_guarantees_table_labels_its_columns_as_the_header_does() -> None:
+    page = _read("docs", "guarantees.rst")
+    header = page[page.index(":class: guarantees"):]
+    cells = re.findall(r"^   [* ] - (.*)$", header, re.M)[1:6]  # the header row, after "Case"
+    labels = re.findall(r'nth-child\(\d\)::before \{ content: "(.*)"; \}', _read("docs", "_static", "tables.css"))
+    assert labels == [cell.strip("`") for cell in cells]
+
+
+def test_nothing_outside_the_package_imports_its_private_receiver() -> None:
+    offenders = []
+    for folder in ("docs", "examples", "tests"):
+        for directory, _, files in os.walk(os.path.join(ROOT, folder)):
+            for name in files:
+                if name.endswith((".py", ".rst", ".md")) and name != "test_docs.py":
+                    text = _read(directory, name)
+                    if re.search(r"batchdispatch\._receiver|from batchdispatch import _receiver", text):
+                        offenders.append(os.path.relpath(os.path.join(directory, name), ROOT))
+    assert not offenders, f"use batchdispatch.testing instead: {offenders}"
+
+
+def test_the_output_the_readme_shows_is_what_its_example_prints() -> None:
+    shown = _read("docs", "snippets", "first_example.out")
+    assert f"```text\n{shown}```" in _read("README.md")
