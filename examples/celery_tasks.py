@@ -30,11 +30,12 @@ STATE = os.environ.get("CELERY_DEMO_DIR", os.path.join(tempfile.gettempdir(), "b
 
 
 def _filesystem_broker(app: Celery) -> None:
-    for folder in ("queue", "processed", "results"):
+    for folder in ("queue", "processed", "results", "control"):
         os.makedirs(os.path.join(STATE, folder), exist_ok=True)
     app.conf.broker_transport_options = {
         "data_folder_in": os.path.join(STATE, "queue"), "data_folder_out": os.path.join(STATE, "queue"),
         "processed_folder": os.path.join(STATE, "processed"),
+        "control_folder": os.path.join(STATE, "control"),  # else Celery makes ./control
     }
     app.conf.result_backend = "file://" + os.path.join(STATE, "results")
 

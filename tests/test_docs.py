@@ -34,7 +34,7 @@ README = os.path.join(ROOT, "README.md")
 _LATER = "not yet a snippet that a test runs (issue 16 follow-up): convert it, then remove it from here"
 
 #: ``code-block:: python`` blocks that no test runs, by page and first line, with the reason.
-NOT_RUN: Dict[Tuple[str, str], str] = {
+NOT_RUN: Dict[Tuple[str, str], str] = {  # keyed by first line: two blocks may share one
     ("kafka.rst", "# kafka_events.py"):
         "needs confluent-kafka and a Kafka broker; neither is on the test machines",
     ("kafka.rst", "# gunicorn.conf.py"):
@@ -67,7 +67,9 @@ NOT_RUN: Dict[Tuple[str, str], str] = {
     ('postgres.rst', 'from batchdispatch import BackgroundDispatcher, RetryPolicy'): _LATER,
     ('postgres.rst', 'from flask import Flask, current_app, request'): _LATER,
     ('postgres.rst', '# analytics/events.py'): _LATER,
-    ('postgres.rst', 'PostgresSink(dsn, "events", ["id", "kind", "at"], method="executemany", ignore_conflicts=True)'): _LATER,
+    ('postgres.rst',
+     'PostgresSink(dsn, "events", ["id", "kind", "at"], method="executemany", ignore_conflicts=True)'):
+        _LATER,
     ('rabbitmq.rst', 'from batchdispatch import BackgroundDispatcher, RetryPolicy'): _LATER,
     ('rabbitmq.rst', 'import pika'): _LATER,
     ('rabbitmq.rst', 'from batchdispatch import KeyedDispatcher'): _LATER,
@@ -78,17 +80,20 @@ NOT_RUN: Dict[Tuple[str, str], str] = {
     ('receiving.rst', 'import base64, hashlib, hmac, time'): _LATER,
     ('receiving.rst', 'if "webhook-signature" in request.headers:'): _LATER,
     ('redis.rst', 'from batchdispatch import BackgroundDispatcher, RetryPolicy'): _LATER,
-    ('redis.rst', 'RedisStreamSink(client, "logins", fields=lambda item: {"user": item["user"], "at": item["at"]})'): _LATER,
+    ('redis.rst',
+     'RedisStreamSink(client, "logins", fields=lambda item: {"user": item["user"], "at": item["at"]})'):
+        _LATER,
     ('redis.rst', 'from batchdispatch import KeyedDispatcher'): _LATER,
     ('redis.rst', '# events.py'): _LATER,
     ('redis.rst', '# myapp/events.py'): _LATER,
     ('spool.rst', 'from batchdispatch.spool import SqliteSpool'): _LATER,
     ('spool.rst', 'from batchdispatch import BackgroundDispatcher'): _LATER,
     ('spool.rst', 'from batchdispatch.spool import Spool'): _LATER,
-    ('spool.rst', 'from batchdispatch import BackgroundDispatcher'): _LATER,
-    ('sqlalchemy.rst', 'from sqlalchemy import Column, DateTime, Integer, MetaData, Table, Text, create_engine'): _LATER,
+    ('sqlalchemy.rst',
+     'from sqlalchemy import Column, DateTime, Integer, MetaData, Table, Text, create_engine'): _LATER,
     ('sqlalchemy.rst', 'from flask import Flask, current_app'): _LATER,
-    ('sqlalchemy.rst', 'from sqlalchemy.dialects.postgresql import insert    # or sqlalchemy.dialects.sqlite'): _LATER,
+    ('sqlalchemy.rst',
+     'from sqlalchemy.dialects.postgresql import insert    # or sqlalchemy.dialects.sqlite'): _LATER,
     ('testing.rst', 'from batchdispatch.testing import receiver, recording_sink  # noqa: F401'): _LATER,
     ('testing.rst', '# test_shop.py'): _LATER,
     ('testing.rst', '# nightly_report.py'): _LATER,
@@ -339,7 +344,8 @@ def test_the_phone_layout_of_the_guarantees_table_labels_its_columns_as_the_head
     page = _read("docs", "guarantees.rst")
     header = page[page.index(":class: guarantees"):]
     cells = re.findall(r"^   [* ] - (.*)$", header, re.M)[1:6]  # the header row, after "Case"
-    labels = re.findall(r'nth-child\(\d\)::before \{ content: "(.*)"; \}', _read("docs", "_static", "tables.css"))
+    css = _read("docs", "_static", "tables.css")
+    labels = re.findall(r'nth-child\(\d\)::before \{ content: "(.*)"; \}', css)
     assert labels == [cell.strip("`") for cell in cells]
 
 

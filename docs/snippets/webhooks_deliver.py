@@ -1,4 +1,4 @@
-"""The webhooks page's own deliver functions, against two receivers on 127.0.0.1: ``python docs/snippets/webhooks_deliver.py``.
+"""The webhooks page's deliver functions, against receivers: ``python docs/snippets/webhooks_deliver.py``.
 
 webhooks_deliver.out is what it prints.
 """
@@ -64,7 +64,8 @@ hooks.enqueue("endpoint-2", {"event": "a"})
 hooks.enqueue("endpoint-2", {"event": "b, refused"})
 assert hooks.shutdown(timeout=10)
 stats = hooks.stats()
-print(f"endpoint-2: {stats.dispatched} delivered, {stats.failed} given up at once, {crm.request_count} request")
+print(f"endpoint-2: {stats.dispatched} delivered, {stats.failed} given up at once, "
+      f"{crm.request_count} request")
 session.close()
 shop.close()
 crm.close()
