@@ -321,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--only", choices=_bench.SECTIONS, default=None,
         help="run one section: the enqueue designs, or HTTP delivery (default: both)",
     )
+    bench.add_argument(
+        "--json", metavar="PATH", default=None, dest="json_path",
+        help="also write the figures of the enqueue and http sections to PATH, as JSON",
+    )
     _add_spool_parser(commands)
     return parser
 
@@ -364,6 +368,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             items=preset.items if args.items is None else args.items,
             repeat=preset.repeat if args.repeat is None else args.repeat,
             sections=_bench.SECTIONS if args.only is None else (args.only,),
+            json_path=args.json_path,
         )
         return _bench.run(bench_options, sys.stdout, sys.stderr)
     except KeyboardInterrupt:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import time
-from typing import Any, List, Sequence, TextIO
+from typing import Any, Dict, List, Sequence, TextIO
 
 from .._dispatcher import BackgroundDispatcher
 from .harness import DRAIN_TIMEOUT, PAYLOAD, BenchError
@@ -118,6 +118,11 @@ def measure(options: BenchOptions, err: TextIO) -> List[_HttpRun]:
         status(err, f"bench: HTTP, {options.http_items:,} items in batches of {HTTP_BATCH}")
         runs.append(_batched_posts(receiver, options.http_items))
     return runs
+
+
+def figures(runs: Sequence[_HttpRun]) -> List[Dict[str, Any]]:
+    """The runs' figures, for ``bench --json``."""
+    return [dataclasses.asdict(run) for run in runs]
 
 
 def report(runs: Sequence[_HttpRun]) -> List[str]:
