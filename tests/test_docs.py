@@ -46,8 +46,6 @@ NOT_RUN: Dict[Tuple[str, str], str] = {  # keyed by first line: two blocks may s
     ('django_orm.rst', '# analytics/events.py'): _LATER,
     ('django_orm.rst', "# settings.py: keep the worker's connection between batches"): _LATER,
     ('django_orm.rst', 'class AuditEntry(models.Model):'): _LATER,
-    ('flask.rst', 'from flask import Flask'): _LATER,
-    ('flask.rst', 'import pytest'): _LATER,
     ('guarantees.rst', 'import signal, sys'): _LATER,
     ('http.rst', 'from batchdispatch import BackgroundDispatcher, RetryPolicy'): _LATER,
     ('http.rst', 'import requests'): _LATER,
@@ -94,12 +92,6 @@ NOT_RUN: Dict[Tuple[str, str], str] = {  # keyed by first line: two blocks may s
     ('sqlalchemy.rst', 'from flask import Flask, current_app'): _LATER,
     ('sqlalchemy.rst',
      'from sqlalchemy.dialects.postgresql import insert    # or sqlalchemy.dialects.sqlite'): _LATER,
-    ('testing.rst', 'from batchdispatch.testing import receiver, recording_sink  # noqa: F401'): _LATER,
-    ('testing.rst', '# test_shop.py'): _LATER,
-    ('testing.rst', '# nightly_report.py'): _LATER,
-    ('testing.rst', '# test_nightly_report.py'): _LATER,
-    ('testing.rst', 'from batchdispatch import KeyedDispatcher'): _LATER,
-    ('testing.rst', 'from batchdispatch import BackgroundDispatcher, RetryPolicy'): _LATER,
     ('webhooks.rst', 'import os'): _LATER,
 }
 
