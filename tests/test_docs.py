@@ -40,9 +40,6 @@ NOT_RUN: Dict[Tuple[str, str], str] = {  # keyed by first line: two blocks may s
     ("kafka.rst", "# gunicorn.conf.py"):
         "a gunicorn hook that imports the Kafka recipe above",
     ('analytics.rst', 'import os'): _LATER,
-    ('django.rst', '# settings.py'): _LATER,
-    ('django.rst', 'from batchdispatch.contrib.django import dispatchers'): _LATER,
-    ('django.rst', 'from django.test import TestCase, override_settings'): _LATER,
     ('django_orm.rst', '# analytics/events.py'): _LATER,
     ('django_orm.rst', "# settings.py: keep the worker's connection between batches"): _LATER,
     ('django_orm.rst', 'class AuditEntry(models.Model):'): _LATER,
