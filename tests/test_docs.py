@@ -39,11 +39,9 @@ NOT_RUN: Dict[Tuple[str, str], str] = {  # keyed by first line: two blocks may s
         "needs confluent-kafka and a Kafka broker; neither is on the test machines",
     ("kafka.rst", "# gunicorn.conf.py"):
         "a gunicorn hook that imports the Kafka recipe above",
-    ('analytics.rst', 'import os'): _LATER,
     ('django_orm.rst', '# analytics/events.py'): _LATER,
     ('django_orm.rst', "# settings.py: keep the worker's connection between batches"): _LATER,
     ('django_orm.rst', 'class AuditEntry(models.Model):'): _LATER,
-    ('guarantees.rst', 'import signal, sys'): _LATER,
     ('metrics.rst', 'import batchdispatch'): _LATER,
     ('metrics.rst', 'from prometheus_client import REGISTRY, start_http_server'): _LATER,
     ('metrics.rst', 'from prometheus_client import REGISTRY, make_wsgi_app'): _LATER,
