@@ -42,12 +42,6 @@ NOT_RUN: Dict[Tuple[str, str], str] = {  # keyed by first line: two blocks may s
     ('django_orm.rst', '# analytics/events.py'): _LATER,
     ('django_orm.rst', "# settings.py: keep the worker's connection between batches"): _LATER,
     ('django_orm.rst', 'class AuditEntry(models.Model):'): _LATER,
-    ('postgres.rst', 'from batchdispatch import BackgroundDispatcher, RetryPolicy'): _LATER,
-    ('postgres.rst', 'from flask import Flask, current_app, request'): _LATER,
-    ('postgres.rst', '# analytics/events.py'): _LATER,
-    ('postgres.rst',
-     'PostgresSink(dsn, "events", ["id", "kind", "at"], method="executemany", ignore_conflicts=True)'):
-        _LATER,
     ('rabbitmq.rst', 'from batchdispatch import BackgroundDispatcher, RetryPolicy'): _LATER,
     ('rabbitmq.rst', 'import pika'): _LATER,
     ('rabbitmq.rst', 'from batchdispatch import KeyedDispatcher'): _LATER,
