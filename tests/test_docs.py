@@ -47,13 +47,6 @@ NOT_RUN: Dict[Tuple[str, str], str] = {  # keyed by first line: two blocks may s
     ('rabbitmq.rst', 'from batchdispatch import KeyedDispatcher'): _LATER,
     ('rabbitmq.rst', '# events.py'): _LATER,
     ('rabbitmq.rst', '# myapp/events.py'): _LATER,
-    ('redis.rst', 'from batchdispatch import BackgroundDispatcher, RetryPolicy'): _LATER,
-    ('redis.rst',
-     'RedisStreamSink(client, "logins", fields=lambda item: {"user": item["user"], "at": item["at"]})'):
-        _LATER,
-    ('redis.rst', 'from batchdispatch import KeyedDispatcher'): _LATER,
-    ('redis.rst', '# events.py'): _LATER,
-    ('redis.rst', '# myapp/events.py'): _LATER,
     ('sqlalchemy.rst',
      'from sqlalchemy import Column, DateTime, Integer, MetaData, Table, Text, create_engine'): _LATER,
     ('sqlalchemy.rst', 'from flask import Flask, current_app'): _LATER,
