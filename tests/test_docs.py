@@ -39,9 +39,6 @@ NOT_RUN: Dict[Tuple[str, str], str] = {  # keyed by first line: two blocks may s
         "needs confluent-kafka and a Kafka broker; neither is on the test machines",
     ("kafka.rst", "# gunicorn.conf.py"):
         "a gunicorn hook that imports the Kafka recipe above",
-    ('django_orm.rst', '# analytics/events.py'): _LATER,
-    ('django_orm.rst', "# settings.py: keep the worker's connection between batches"): _LATER,
-    ('django_orm.rst', 'class AuditEntry(models.Model):'): _LATER,
     ("sqlalchemy.rst", "from flask import Flask, current_app"):
         "needs Flask-SQLAlchemy, which no extra of batchdispatch installs; the test machines lack it",
 }
