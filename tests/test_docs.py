@@ -30,9 +30,6 @@ DOCS = os.path.join(ROOT, "docs")
 SNIPPETS = os.path.join(DOCS, "snippets")
 README = os.path.join(ROOT, "README.md")
 
-#: The reason of the blocks below: written before this test, not yet moved into docs/snippets/.
-_LATER = "not yet a snippet that a test runs (issue 16 follow-up): convert it, then remove it from here"
-
 #: ``code-block:: python`` blocks that no test runs, by page and first line, with the reason.
 NOT_RUN: Dict[Tuple[str, str], str] = {  # keyed by first line: two blocks may share one
     ("kafka.rst", "# kafka_events.py"):
