@@ -550,7 +550,8 @@ print(d.flush(timeout=120), d.stats().replayed, d.spool.count())
     assert (flushed, left) == ("True", "0")
     items = delivered_items(delivered)
     assert len(accepted) >= kills
-    assert not set(accepted) - set(items), "accepted items were lost"
+    lost = sorted(set(accepted) - set(items))
+    assert not lost, f"{len(lost)} accepted items were lost: {lost[:20]}"
     assert int(replayed) == len(items) - len(before_restart)
     assert len(items) - len(set(items)) <= kills * 50
 
