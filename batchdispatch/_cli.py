@@ -325,6 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
             " rounds, 10 by default; needs the bench extra; only run when asked for)"
         ),
     )
+    bench.add_argument(
+        "--json", metavar="PATH", default=None, dest="json_path",
+        help="also write the figures of the enqueue and http sections to PATH, as JSON",
+    )
     _add_spool_parser(commands)
     return parser
 
@@ -369,6 +373,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             repeat=preset.repeat if args.repeat is None else args.repeat,
             app_rounds=preset.app_rounds if args.repeat is None else args.repeat,
             sections=_bench.DEFAULT_SECTIONS if args.only is None else (args.only,),
+            json_path=args.json_path,
         )
         return _bench.run(bench_options, sys.stdout, sys.stderr)
     except KeyboardInterrupt:

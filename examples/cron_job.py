@@ -1,7 +1,7 @@
 """A cron job that ships its events and says whether they arrived: run ``python examples/cron_job.py``.
 
-That one command starts a receiver on 127.0.0.1 (the small one that ships
-with batchdispatch, a private module) and ships there. From cron, point it
+That one command starts a receiver on 127.0.0.1
+(:class:`batchdispatch.testing.Receiver`) and ships there. From cron, point it
 at the real collector::
 
     */15 * * * * BATCHDISPATCH_URL=https://events.example.com/ingest python /srv/app/examples/cron_job.py
@@ -11,7 +11,10 @@ when the job's work ends, not whenever the interpreter's exit hook gets to
 them, and the flush waits ``--timeout`` seconds at most. The exit status
 tells cron (and its monitoring) what happened: 0 when every event was
 delivered, 1 when some were not (the collector refused them, or did not
-answer in time).
+answer in time). However the collector behaves (refusing connections,
+answering 4xx or 5xx, or not answering at all), the job ends within about
+``--timeout`` plus two seconds: the flush waits ``--timeout`` at most, the
+shutdown and the exit hook one second each (``GRACE``).
 """
 
 from __future__ import annotations

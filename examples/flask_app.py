@@ -1,17 +1,18 @@
 """A Flask app that records one event per request: run ``python examples/flask_app.py``.
 
-That one command starts a receiver on 127.0.0.1 (the small one that ships
-with batchdispatch, a private module), serves this app on another port of
+That one command starts a receiver on 127.0.0.1
+(:class:`batchdispatch.testing.Receiver`), serves this app on another port of
 127.0.0.1, sends it a few requests, and prints what reached the receiver.
 
 In a real deployment the configuration comes from the environment, as
-``BATCHDISPATCH_<KEY>`` variables (JSON values, or plain strings), and
-nothing is started for you::
+Flask reads it with ``app.config.from_prefixed_env()``: a variable
+``FLASK_BATCHDISPATCH_<KEY>`` sets the key ``BATCHDISPATCH_<KEY>`` (a JSON
+value, or a plain string), and nothing is started for you::
 
-    BATCHDISPATCH_URL=https://events.example.com/ingest gunicorn -w 2 examples.flask_app:app
-    BATCHDISPATCH_URL=http://127.0.0.1:9000/ flask --app examples/flask_app.py run
+    FLASK_BATCHDISPATCH_URL=https://events.example.com/ingest gunicorn -w 2 examples.flask_app:app
+    FLASK_BATCHDISPATCH_URL=http://127.0.0.1:9000/ flask --app examples/flask_app.py run
 
-Without ``BATCHDISPATCH_URL``, importing the module fails at once with
+Without ``FLASK_BATCHDISPATCH_URL``, importing the module fails at once with
 ``BATCHDISPATCH_URL is required``: only ``python examples/flask_app.py``
 starts a receiver of its own. ``GET /view?id=<id>`` enqueues
 ``{"event": "page_view", "id": <id>, "pid": <worker pid>}`` and answers 202.
@@ -19,13 +20,12 @@ starts a receiver of its own. ``GET /view?id=<id>`` enqueues
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import threading
 import uuid
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import requests
 from flask import Flask, request
@@ -40,22 +40,10 @@ DEMO_REQUESTS = 20
 events = BatchDispatch()
 
 
-def config_from_environ(environ: Mapping[str, str]) -> Dict[str, Any]:
-    """``BATCHDISPATCH_*`` variables, each value parsed as JSON if it is JSON (``5`` is a number)."""
-    config: Dict[str, Any] = {}
-    for name, text in environ.items():
-        if name.startswith("BATCHDISPATCH_"):
-            try:
-                config[name] = json.loads(text)
-            except ValueError:
-                config[name] = text
-    return config
-
-
 def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:
     """Build the app from the environment, then *config*; no thread starts here."""
     app = Flask(__name__)
-    app.config.update(config_from_environ(os.environ))
+    app.config.from_prefixed_env()  # FLASK_BATCHDISPATCH_URL=... sets BATCHDISPATCH_URL
     app.config.update(config or {})
     events.init_app(app)  # checks the config: an error names the bad key
 

@@ -156,24 +156,30 @@ class _Server:
 
 
 class RedisServer(_Server):
-    """``redis-server`` on a free port, nothing kept on disk; ``kill()`` it and ``start()`` it again."""
+    """``redis-server`` on a free port, nothing kept on disk; ``kill()`` it and ``start()`` it again.
+
+    With *password*, clients must give it (``requirepass``): :attr:`url` does.
+    """
 
     name = "redis"
 
-    def __init__(self) -> None:
+    def __init__(self, password: Optional[str] = None) -> None:
         super().__init__()
         if shutil.which("redis-server") is None:
             missing("redis-server is not installed: a private Redis cannot be started")
+        self.password = password
         self.proc: Optional[subprocess.Popen[bytes]] = None
 
     @property
     def url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}{HOST}:{self.port}/0"
 
     def start(self) -> None:
+        auth = ["--requirepass", self.password] if self.password else []
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
-             "--dir", self.directory],
+             "--dir", self.directory, *auth],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         self.wait_until_it_answers()

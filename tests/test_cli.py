@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib.util
 import io
 import itertools
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Type
+from typing import Any, List, Type
 
 import pytest
 
@@ -287,6 +288,25 @@ def test_bench_only_http_runs_that_section_alone() -> None:
     assert ("orjson_serializer" in names) == (importlib.util.find_spec("orjson") is not None)
     assert "(a) deque.append" not in result.stdout
     assert "idle wake-ups" not in result.stdout
+
+
+def test_bench_json_writes_the_figures_the_table_prints(tmp_path: Any) -> None:
+    path = tmp_path / "bench.json"
+    result = run_cli("bench", "--quick", "--only", "enqueue", "--json", str(path))
+    assert result.returncode == 0, result.stderr
+    with open(path, encoding="utf-8") as file:
+        figures = json.load(file)
+    assert figures["python"].startswith(f"{sys.version_info[0]}.{sys.version_info[1]}.")
+    assert "http" not in figures  # that section did not run
+    designs = figures["enqueue"]["designs"]
+    assert [design["key"] for design in designs] == ["a", "b", "c", "d"]
+    for design in designs:
+        row = rf"^\| {re.escape(design['label'])} +\| +([\d,.]+) \|"
+        printed = re.search(row, result.stdout, re.MULTILINE)
+        assert printed, design["label"]
+        assert printed[1] == f"{design['ns_per_enqueue']['1']:,.1f}"  # the table's figure, unrounded
+    assert set(designs[3]["items_per_s"]) == {"1", "4"}
+    assert designs[0]["items_per_s"] == {}  # (a) has no consumer
 
 
 class _ClosedPipe(io.StringIO):

@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Dict
 
+import pytest
+
 from batchdispatch.testing import Receiver, Response
 
 from .conftest import ROOT, run_python
@@ -124,4 +126,40 @@ def test_cron_job_exits_1_without_hanging_when_the_collector_does_not_answer() -
     assert "batchdispatch:cron: exit flush timed out with 5 items undelivered" in result.stderr
     assert "cron_job: 5 events were not delivered\n" in result.stderr
     # 0.5 s of flush, 1 s of grace at shutdown and 1 s at exit, plus start-up.
+    assert took < 10
+
+
+def test_celery_example_delivers_every_event_through_a_real_prefork_worker() -> None:
+    pytest.importorskip("celery")
+    result = run_example(os.path.join("examples", "celery_tasks.py"), timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # One flush per pool child at its shutdown: 2 children, so at most 2 requests.
+    assert re.fullmatch(r"20 tasks done; the receiver got 20 events in [12] request\(s\)\n", result.stdout)
+
+
+def test_serverless_handler_delivers_before_each_invocation_returns_and_stays_bounded() -> None:
+    result = run_example(os.path.join("examples", "serverless_handler.py"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:3] == [
+        "invocation 0: 200; arrived so far: [0]",
+        "invocation 1: 200; arrived so far: [0, 1]",
+        "invocation 2: 200; arrived so far: [0, 1, 2]",
+    ]
+    stalled = r"invocation 3, collector stalled: returned after [23] s; not yet delivered: 1"
+    assert re.fullmatch(stalled, lines[3])
+    assert "flush_after: flushing <BackgroundDispatcher name='lambda'" in result.stderr
+
+
+def test_cron_job_exits_1_in_a_bounded_time_when_the_collector_is_down() -> None:
+    with Receiver() as receiver:
+        url = receiver.url  # closed at the end of the block: nothing listens there any more
+    started = time.monotonic()
+    result = run_example(os.path.join("examples", "cron_job.py"), "--url", url, "--timeout", "2")
+    took = time.monotonic() - started
+    assert result.returncode == 1, result.stderr
+    # Failed, or still pending when the flush gave up (urllib3 was backing off): never delivered.
+    assert result.stdout.startswith("enqueued 5, delivered 0, ")
+    assert "cron_job: 5 events were not delivered\n" in result.stderr
+    # 2 s of flush at most, then a shutdown and an exit hook of 1 s each, plus start-up.
     assert took < 10

@@ -18,7 +18,7 @@ from batchdispatch.spool import SqliteSpool
 from batchdispatch.testing import Receiver
 
 from .conftest import ROOT, Recorder, run_all_on_terminal
-from .services import POSTGRES_PORT, REDIS_PORT, free_port, need, unique_name
+from .services import POSTGRES_PORT, RedisServer, free_port, need, unique_name
 
 
 def spool_command(*args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -319,16 +319,10 @@ sys.stdin.readline()
 
 @pytest.fixture
 def redis_location() -> Iterator[str]:
-    need("Redis", REDIS_PORT)
-    redis = pytest.importorskip("redis")
-    name = unique_name("cli")
-    url = f"redis://:not-a-real-secret@127.0.0.1:{REDIS_PORT}/0"
-    yield f"{url}#{name}"
-    client = redis.Redis(host="127.0.0.1", port=REDIS_PORT)
-    keys = list(client.scan_iter(match=f"{{{name}}}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    """A spool on a private Redis that asks for a password, which must show nowhere."""
+    pytest.importorskip("redis")
+    with RedisServer(password="not-a-real-secret") as server:
+        yield f"{server.url}#{unique_name('cli')}"
 
 
 def test_a_redis_spool_is_summed_up_listed_requeued_and_purged(redis_location: str) -> None:

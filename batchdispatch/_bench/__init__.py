@@ -25,6 +25,9 @@ it runs the sections asked for, in this order, each in a module of its own:
     with HttpSink and with the PostHog and Segment clients, and what each
     loses to a slow receiver.
 
+``--json PATH`` also writes the figures of the enqueue and http sections
+to *PATH*, as JSON; the report printed is the same.
+
 Each figure is the best of several repetitions (HTTP: one run). The shared
 pieces are in :mod:`.harness` (the payload, the counting sink, the producer
 race), :mod:`.options` and :mod:`.output` (tables, ratios, status line).
@@ -32,10 +35,11 @@ race), :mod:`.options` and :mod:`.output` (tables, ratios, status line).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
-from typing import List, TextIO
+from typing import Any, Dict, List, TextIO
 
 from .. import __version__
 from . import app, enqueue, http, scale, sinks, spool
@@ -66,9 +70,19 @@ def run(options: BenchOptions, out: TextIO, err: TextIO) -> int:
     out.write("\n")
     out.flush()
     report: List[str] = []
+    figures: Dict[str, Any] = {
+        "version": __version__,
+        "python": f"{platform.python_version()} ({platform.python_implementation()})",
+        "platform": platform.platform(),
+        "cpus": os.cpu_count() or 1,
+        "items": options.items,
+        "repeat": options.repeat,
+    }
     try:
         if "enqueue" in options.sections:
-            report += enqueue.report(options, enqueue.measure(options, err))
+            measured = enqueue.measure(options, err)
+            figures["enqueue"] = enqueue.figures(measured)
+            report += enqueue.report(options, measured)
         if "spool" in options.sections:
             spooled = spool.measure(options, err)
             report += ([""] if report else []) + spool.report(options, spooled)
@@ -76,7 +90,10 @@ def run(options: BenchOptions, out: TextIO, err: TextIO) -> int:
             scaled = scale.measure(options, err)
             report += ([""] if report else []) + scale.report(options, scaled)
         if "http" in options.sections:
-            report += ([""] if report else []) + http.report(http.measure(options, err))
+            sent = http.measure(options, err)
+            figures["http"] = http.figures(sent)
+            figures["http_worker_cpu"] = http.cpu_figures(sent)
+            report += ([""] if report else []) + http.report(sent)
         if "sinks" in options.sections:
             report += ([""] if report else []) + sinks.report(options, sinks.measure(options, err))
         if "app" in options.sections:
@@ -88,4 +105,9 @@ def run(options: BenchOptions, out: TextIO, err: TextIO) -> int:
     status(err, "")
     out.write("\n".join(report) + "\n")
     out.flush()
+    if options.json_path is not None:
+        # The same figures as the report, for docs/charts/make_charts.py and the like.
+        with open(options.json_path, "w", encoding="utf-8") as file:
+            json.dump(figures, file, indent=2)
+            file.write("\n")
     return 0

@@ -12,7 +12,7 @@ end-to-end rate of each design, and their ratios.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, List, Optional, TextIO, Tuple
+from typing import Any, Dict, List, Optional, TextIO, Tuple
 
 from .designs import DESIGNS, Scraped, run_once, scraped_design
 from .harness import DELAY, THREAD_COUNTS
@@ -83,6 +83,25 @@ def measure(options: BenchOptions, err: TextIO) -> _Results:
     status(err, f"bench: idle wake-ups over {options.idle:g} s")
     results.wakeups, results.timed_waits = measure_idle(options.idle)
     return results
+
+
+def figures(results: _Results) -> Dict[str, Any]:
+    """The plain designs' figures, for ``bench --json``: ns per enqueue and items/s, by thread count."""
+    return {
+        "designs": [
+            {
+                "key": design.key,
+                "label": design.label,
+                "ns_per_enqueue": {str(t): results.per_enqueue[design.key, t] * 1e9 for t in THREAD_COUNTS},
+                "items_per_s": {
+                    str(t): results.rate[design.key, t]
+                    for t in THREAD_COUNTS if (design.key, t) in results.rate
+                },
+            }
+            for design in DESIGNS
+        ],
+        "idle_wakeups": results.wakeups,
+    }
 
 
 def report(options: BenchOptions, results: _Results) -> List[str]:

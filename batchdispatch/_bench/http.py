@@ -181,6 +181,17 @@ def measure(options: BenchOptions, err: TextIO) -> HttpMeasured:
     return HttpMeasured(runs, cpu)
 
 
+def figures(measured: HttpMeasured) -> List[Dict[str, Any]]:
+    """The runs' figures, for ``bench --json``."""
+    return [dataclasses.asdict(run) for run in measured.runs]
+
+
+def cpu_figures(measured: HttpMeasured) -> List[Dict[str, Any]]:
+    """The worker's CPU per event, for ``bench --json``: one entry per serializer and batch size."""
+    return [{"serializer": name, "batch": size, "us_per_event": seconds * 1e6}
+            for (name, size), seconds in measured.cpu.items()]
+
+
 def report(measured: HttpMeasured) -> List[str]:
     runs = measured.runs
     plain, session, batched = runs

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Tuple
+from typing import Optional, Tuple
 
 #: The sections of the bench, in the order they run: the enqueue designs
 #: (plain, keyed, parallel delivery, idle wake-ups), the spool, growth with
@@ -43,6 +43,8 @@ class BenchOptions:
     app_seconds: float = 4.0
     #: The sections to run, from :data:`SECTIONS`.
     sections: Tuple[str, ...] = DEFAULT_SECTIONS
+    #: Also write the figures of the enqueue and http sections to this file, as JSON.
+    json_path: Optional[str] = None
 
 
 #: Settings of ``--quick``: seconds, not minutes; the figures are rough.

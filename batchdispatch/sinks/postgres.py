@@ -202,6 +202,16 @@ class PostgresSink(SqlSink[Row, "psycopg.Connection[Any]"]):
             raise WriteError(f"batch not written to {self.target}: the dispatcher's deadline has passed",
                              table=self.target, retryable=True)
         pool = self._current_pool()
+        if pool is None:
+            # No thread can start for a pool (Python 3.12+ at interpreter
+            # exit): this batch goes through a connection of its own.
+            wait = self._timeout if left is None else min(self._timeout, left)
+            conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=max(1, math.ceil(wait)))
+            try:
+                yield conn
+            finally:
+                conn.close()
+            return
         try:
             conn = pool.getconn(timeout=self._timeout if left is None else min(self._timeout, left))
         except PoolTimeout:
@@ -271,7 +281,9 @@ class PostgresSink(SqlSink[Row, "psycopg.Connection[Any]"]):
 
     # -- the pool
 
-    def _current_pool(self) -> ConnectionPool[Any]:
+    def _current_pool(self) -> Optional[ConnectionPool[Any]]:
+        """The sink's pool, made and opened on first use; None where its threads
+        cannot start (at interpreter exit on Python 3.12 and later)."""
         with self._lock:
             if self._closed:
                 raise WriteError(f"the PostgresSink of {self.target} is closed", table=self.target,
@@ -282,7 +294,10 @@ class PostgresSink(SqlSink[Row, "psycopg.Connection[Any]"]):
                     kwargs={"autocommit": True}, check=ConnectionPool.check_connection,
                     timeout=self._timeout, name=f"batchdispatch:{self.target}", num_workers=1,
                 )
-                pool.open(wait=False)
+                try:
+                    pool.open(wait=False)
+                except RuntimeError:  # "can't create new thread at interpreter shutdown"
+                    return None
                 self._pool = pool
             return self._pool
 

@@ -86,10 +86,10 @@ def test_sigterm_delivers_every_event_exactly_once(
 ) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = dict(
-        os.environ, PYTHONPATH=ROOT, BATCHDISPATCH_URL=receiver.url,
-        BATCHDISPATCH_DELAY="60", BATCHDISPATCH_EXIT_TIMEOUT=str(EXIT_TIMEOUT),
-    )
+    # The Django example reads BATCHDISPATCH_*; Flask's from_prefixed_env(), FLASK_BATCHDISPATCH_*.
+    settings = dict(BATCHDISPATCH_URL=receiver.url, BATCHDISPATCH_DELAY="60",
+                    BATCHDISPATCH_EXIT_TIMEOUT=str(EXIT_TIMEOUT))
+    env = dict(os.environ, PYTHONPATH=ROOT, **settings, **{f"FLASK_{k}": v for k, v in settings.items()})
     command = [
         sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2",
         "--graceful-timeout", str(GRACEFUL_TIMEOUT), "--timeout", "30", "--log-level", "info",
