@@ -9,7 +9,9 @@ its deadline gives up the retries, to the spool where there is one. At
 interpreter exit, the process hook (:mod:`._process`) closes every
 dispatcher at once and then calls :meth:`Drain.exit` for each, within its
 own ``exit_timeout``: what is still queued then goes to the spool, or is
-counted as ``"exit"`` drops.
+counted as ``"exit"`` drops. With a spool, the exit flush stops a fifth of
+the budget (a second at most) before its end, to leave the writes time to
+wait for another process's (``SPILL_SHARE``).
 
 Listeners run on another thread while shutdown and exit wait for them,
 so that a slow one cannot hold either past its deadline
@@ -39,6 +41,12 @@ log = logging.getLogger("batchdispatch")
 #: Seconds shutdown and exit wait for listeners past their deadline at
 #: most (the listeners run on another thread, see Drain.emit_within).
 EVENTS_ALLOWANCE = 0.25
+#: With a spool, the share of the exit budget the exit flush leaves to the
+#: spill of what it could not deliver, and its cap in seconds: processes
+#: that share a spool file and stop together (gunicorn's workers at
+#: SIGTERM) reach their deadlines together, and each write must be able to
+#: wait for the others' instead of finding the file locked and dropping.
+SPILL_SHARE, SPILL_RESERVE = 0.2, 1.0
 
 
 class Drain:
@@ -230,7 +238,10 @@ class Drain:
 
     def _exit(self, deadline: float, interrupted: bool) -> None:
         engine = self.engine
-        if not interrupted and engine.flush_on_exit and self.join(deadline, reason="exit flush"):
+        flush_until = deadline
+        if engine.spool is not None:
+            flush_until -= min(SPILL_RESERVE, SPILL_SHARE * max(0.0, deadline - monotonic()))
+        if not interrupted and engine.flush_on_exit and self.join(flush_until, reason="exit flush"):
             if engine.spool is not None:
                 engine._bridge.io(wait=True, deadline=deadline)
             return

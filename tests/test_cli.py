@@ -6,6 +6,7 @@ not to a pass/fail verdict on a shared machine.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import itertools
 import json
@@ -257,6 +258,7 @@ def test_bench_quick_prints_the_table() -> None:
         ("100", "100"), ("100", "100"), ("5,000", "50"),
     ]
     assert re.search(r"^HTTP batched \(h\)/\(f\): [\d.]+x, \(h\)/\(g\): [\d.]+x$", out, re.MULTILINE)
+    assert "App: a Flask app under gunicorn" not in out  # app runs only when asked for
 
 
 def test_bench_only_spool_measures_the_three_modes() -> None:
@@ -278,6 +280,12 @@ def test_bench_only_http_runs_that_section_alone() -> None:
     result = run_cli("bench", "--quick", "--only", "http")
     assert result.returncode == 0, result.stderr
     assert "(h) BackgroundDispatcher + HttpSink" in result.stdout
+    # The worker's CPU per event, batches of 100 and 1,000, with each serializer installed.
+    assert re.search(r"^\| serializer +\| us/event, batches of 100 \| us/event, batches of 1,000 \|$",
+                     result.stdout, re.MULTILINE)
+    names = re.findall(r"^\| (\w+_serializer) +\| +[\d.]+ \| +[\d.]+ \|$", result.stdout, re.MULTILINE)
+    assert names[0] == "json_serializer"
+    assert ("orjson_serializer" in names) == (importlib.util.find_spec("orjson") is not None)
     assert "(a) deque.append" not in result.stdout
     assert "idle wake-ups" not in result.stdout
 

@@ -20,6 +20,10 @@ it runs the sections asked for, in this order, each in a module of its own:
 ``sinks`` (:mod:`.sinks`)
     Each sink of :mod:`batchdispatch.sinks` against the per-item way, on
     the servers of the machine (a part whose server does not answer says so).
+``app`` (:mod:`.app`, only with ``--only app``)
+    What shipping one event per request costs a Flask app under gunicorn,
+    with HttpSink and with the PostHog and Segment clients, and what each
+    loses to a slow receiver.
 
 ``--json PATH`` also writes the figures of the enqueue and http sections
 to *PATH*, as JSON; the report printed is the same.
@@ -38,12 +42,12 @@ import sys
 from typing import Any, Dict, List, TextIO
 
 from .. import __version__
-from . import enqueue, http, scale, sinks, spool
+from . import app, enqueue, http, scale, sinks, spool
 from .harness import DELAY, MAX_BATCH_SIZE, BenchError
-from .options import QUICK, SECTIONS, BenchOptions
+from .options import DEFAULT_SECTIONS, QUICK, SECTIONS, BenchOptions
 from .output import status
 
-__all__ = ["QUICK", "SECTIONS", "BenchError", "BenchOptions", "run"]
+__all__ = ["DEFAULT_SECTIONS", "QUICK", "SECTIONS", "BenchError", "BenchOptions", "run"]
 
 
 def run(options: BenchOptions, out: TextIO, err: TextIO) -> int:
@@ -86,11 +90,14 @@ def run(options: BenchOptions, out: TextIO, err: TextIO) -> int:
             scaled = scale.measure(options, err)
             report += ([""] if report else []) + scale.report(options, scaled)
         if "http" in options.sections:
-            runs = http.measure(options, err)
-            figures["http"] = http.figures(runs)
-            report += ([""] if report else []) + http.report(runs)
+            sent = http.measure(options, err)
+            figures["http"] = http.figures(sent)
+            figures["http_worker_cpu"] = http.cpu_figures(sent)
+            report += ([""] if report else []) + http.report(sent)
         if "sinks" in options.sections:
             report += ([""] if report else []) + sinks.report(options, sinks.measure(options, err))
+        if "app" in options.sections:
+            report += ([""] if report else []) + app.report(app.measure(options, err))
     except BenchError as exc:
         status(err, "")
         err.write(f"error: {exc}\n")

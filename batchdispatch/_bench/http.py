@@ -5,14 +5,22 @@ Items per second delivered to a :class:`~batchdispatch.testing.Receiver` on
 without this library would write it, (g) one ``post`` per item on a shared
 :class:`requests.Session`, and (h) a BackgroundDispatcher over an
 :class:`~batchdispatch.http.HttpSink` with batches of 100.
+
+Then what a worker thread spends per event: the CPU time
+(:func:`time.thread_time`) of the thread that calls an HttpSink with
+batches of 100 and of 1,000 analytics events, with the default
+:func:`~batchdispatch.http.json_serializer` and with
+:func:`~batchdispatch.http.orjson_serializer` if orjson is installed. Only
+that thread's CPU counts: the receiver's threads, in the same process, do not.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 import time
-from typing import Any, Dict, List, Sequence, TextIO
+from typing import Any, Dict, List, Optional, TextIO, Tuple
 
 from .._dispatcher import BackgroundDispatcher
 from .harness import DRAIN_TIMEOUT, PAYLOAD, BenchError
@@ -105,11 +113,53 @@ def _batched_posts(receiver: Any, items: int) -> _HttpRun:
     return _HttpRun(label, items, receiver.request_count, items / elapsed)
 
 
-def measure(options: BenchOptions, err: TextIO) -> List[_HttpRun]:
-    """Run (f), (g) and (h) once each against one embedded receiver."""
+#: Batch sizes of the worker CPU rows.
+CPU_BATCHES = (100, 1000)
+
+
+def event(n: int) -> Dict[str, Any]:
+    """An analytics event as the app section's Flask app builds it: a name, a user and properties."""
+    return {"event": "page_view", "user": f"user-{n % 1000}",
+            "properties": {"id": f"4242-{n}", "path": "/view", "at": time.time()}}
+
+
+def _worker_cpu(receiver: Any, items: int, size: int, serializer: Optional[Any]) -> float:
+    """Seconds of this thread's CPU per event, calling an HttpSink with batches of *size* events."""
+    from ..http import HttpSink
+
+    batches = [[event(size * b + k) for k in range(size)] for b in range(max(2, items // size))]
+    with HttpSink(receiver.url, serializer=serializer) as sink:
+        sink(batches[0])  # warm-up: the connection is open
+        receiver.clear()
+        started = time.thread_time()
+        for batch in batches[1:]:
+            sink(batch)
+        spent = time.thread_time() - started
+    sent = size * (len(batches) - 1)
+    if receiver.item_count != sent:
+        raise BenchError(f"worker CPU: the receiver got {receiver.item_count:,} of {sent:,} events")
+    receiver.clear()
+    return spent / sent
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpMeasured:
+    """The runs (f), (g), (h), and the worker's CPU per event by (serializer, batch size)."""
+
+    runs: List[_HttpRun]
+    cpu: Dict[Tuple[str, int], float]
+
+
+def measure(options: BenchOptions, err: TextIO) -> HttpMeasured:
+    """Run (f), (g) and (h) once each, then the worker CPU rows, against one embedded receiver."""
+    from ..http import orjson_serializer
     from ..testing import Receiver
 
     runs = []
+    cpu: Dict[Tuple[str, int], float] = {}
+    serializers: List[Tuple[str, Any]] = [("json_serializer", None)]
+    if importlib.util.find_spec("orjson") is not None:
+        serializers.append(("orjson_serializer", orjson_serializer))
     with Receiver() as receiver:
         for with_session in (False, True):
             session = "a session" if with_session else "no session"
@@ -117,15 +167,33 @@ def measure(options: BenchOptions, err: TextIO) -> List[_HttpRun]:
             runs.append(_per_item_posts(receiver, options.http_posts, with_session))
         status(err, f"bench: HTTP, {options.http_items:,} items in batches of {HTTP_BATCH}")
         runs.append(_batched_posts(receiver, options.http_items))
-    return runs
+        receiver.clear()
+        # In turn, round after round: a busy moment of the machine weighs on each alike.
+        samples: Dict[Tuple[str, int], List[float]] = {}
+        items = max(CPU_BATCHES[-1] * 2, options.http_items // 5)
+        for _ in range(max(1, min(options.repeat, 3))):
+            for name, serializer in serializers:
+                for size in CPU_BATCHES:
+                    status(err, f"bench: HTTP, worker CPU, {name}, batches of {size}")
+                    spent = _worker_cpu(receiver, items, size, serializer)
+                    samples.setdefault((name, size), []).append(spent)
+        cpu = {key: min(values) for key, values in samples.items()}
+    return HttpMeasured(runs, cpu)
 
 
-def figures(runs: Sequence[_HttpRun]) -> List[Dict[str, Any]]:
+def figures(measured: HttpMeasured) -> List[Dict[str, Any]]:
     """The runs' figures, for ``bench --json``."""
-    return [dataclasses.asdict(run) for run in runs]
+    return [dataclasses.asdict(run) for run in measured.runs]
 
 
-def report(runs: Sequence[_HttpRun]) -> List[str]:
+def cpu_figures(measured: HttpMeasured) -> List[Dict[str, Any]]:
+    """The worker's CPU per event, for ``bench --json``: one entry per serializer and batch size."""
+    return [{"serializer": name, "batch": size, "us_per_event": seconds * 1e6}
+            for (name, size), seconds in measured.cpu.items()]
+
+
+def report(measured: HttpMeasured) -> List[str]:
+    runs = measured.runs
     plain, session, batched = runs
     rows = [
         [run.label, f"{run.items:,}", f"{run.requests:,}", f"{run.items_per_s:,.0f}",
@@ -141,4 +209,13 @@ def report(runs: Sequence[_HttpRun]) -> List[str]:
         "",
         f"HTTP batched (h)/(f): {ratio(batched.items_per_s, plain.items_per_s)},"
         f" (h)/(g): {ratio(batched.items_per_s, session.items_per_s)}",
+        "",
+        "Worker CPU per event: time.thread_time() of the thread calling HttpSink (defaults, own session),",
+        "per event of {event, user, properties: {id, path, at}}; the best of up to 3 rounds.",
+        "",
+        *table(
+            ["serializer", *(f"us/event, batches of {size:,}" for size in CPU_BATCHES)],
+            [[name, *(f"{measured.cpu[(name, size)] * 1e6:.2f}" for size in CPU_BATCHES)]
+             for name in dict.fromkeys(name for name, _ in measured.cpu)],
+        ),
     ]

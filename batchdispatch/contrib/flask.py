@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union, cast
 
 import click
 from flask import Flask, current_app, has_app_context
@@ -195,9 +195,13 @@ class BatchDispatch:
 
     def _state(self) -> _State:
         app: Optional[Flask] = None
-        if has_app_context() and EXTENSION_KEY in current_app.extensions:
-            app = current_app
-        elif self._app is not None:
+        if has_app_context():
+            # One look through the proxy, not one per attribute: this runs on every enqueue.
+            current: Flask = cast(Any, current_app)._get_current_object()
+            found: Optional[_State] = current.extensions.get(EXTENSION_KEY)
+            if found is not None:
+                return found
+        if self._app is not None:
             app = self._app
         elif has_app_context():
             app = current_app

@@ -43,7 +43,7 @@ from ._answers import BODY_EXCERPT, BODY_READ_LIMIT
 from ._request import MAX_TIMEOUT, USER_AGENT, Timeout
 from ._retries import RETRY_STATUSES, default_retry
 from ._schemes import SIGNATURES
-from ._serializers import Serializer, json_serializer
+from ._serializers import Serializer, json_serializer, orjson_serializer
 from ._sink_stats import SinkStats
 from ._sinks import Endpoint, HttpSink, WebhookSink
 
@@ -72,6 +72,7 @@ __all__ = [
     "WebhookSink",
     "default_retry",
     "json_serializer",
+    "orjson_serializer",
     "sign",
     "sign_webhook",
     "verify_signature",

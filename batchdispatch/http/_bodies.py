@@ -4,7 +4,7 @@ This module owns:
 
 * :func:`_plan`: the bodies one batch is sent as. The batch is serialized
   once; if that is within *max_body_bytes* (or there is no limit) it is
-  the one body, as before. Otherwise the default JSON serializer's items
+  the one body, as before. Otherwise the JSON serializers' items
   are packed in order into as few bodies as fit, and another serializer's
   batch is halved until each part fits. An item larger than the limit on
   its own is set apart, never sent.
@@ -26,10 +26,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import threading
-from typing import Any, Dict, Hashable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
-from .. import _json
-from ._serializers import Serializer, _serialize, json_serializer
+from ._serializers import Serializer, _item_encoder, _serialize
 
 #: A ``webhook-id`` suffix longer than this (a part with many gaps) is replaced by its digest.
 MAX_SUFFIX = 40
@@ -66,20 +65,24 @@ def _plan(
     body = _serialize(serializer, batch, safe)
     if limit is None or len(body) <= limit:
         return [_Part(range(len(batch)), body)], []
-    if serializer is json_serializer:
-        return _pack_json(batch, limit)
+    encode = _item_encoder(serializer)
+    if encode is not None:
+        return _pack_json(batch, limit, encode)
     parts: List[_Part] = []
     oversized: List[Tuple[int, int]] = []
     _halve(serializer, batch, range(len(batch)), body, limit, safe, parts, oversized)
     return parts, oversized
 
 
-def _pack_json(batch: List[Any], limit: int) -> Tuple[List[_Part], List[Tuple[int, int]]]:
+def _pack_json(
+    batch: List[Any], limit: int, encode: Callable[[Any], bytes],
+) -> Tuple[List[_Part], List[Tuple[int, int]]]:
     """Items packed in order into JSON arrays of at most *limit* bytes: ``[`` + items joined by ``,`` + ``]``.
 
-    Byte for byte what :func:`json_serializer` makes of the same items.
+    Byte for byte what :func:`json_serializer` makes of the same items,
+    with its *encode*.
     """
-    encoded = [_json.dumps(item).encode("utf-8") for item in batch]
+    encoded = [encode(item) for item in batch]
     parts: List[_Part] = []
     oversized: List[Tuple[int, int]] = []
     current: List[int] = []

@@ -6,7 +6,9 @@ forked child, closed once), the deadline of each call, the loop that POSTs
 the bodies a batch becomes (:mod:`batchdispatch.http._bodies`) in order,
 halving one refused with 413, and what the call raises when not all were
 delivered; and the sending of one POST, whose answer or failure
-:mod:`batchdispatch.http._answers` judges.
+:mod:`batchdispatch.http._answers` judges. A POST on the sink's own session
+goes straight to its adapter (:mod:`batchdispatch.http._direct`); one on a
+session the user passed goes through ``session.post``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..exceptions import DeliveryError, ItemTooLargeError, PartialFailure
 from ._answers import _check_answer, _failure
 from ._bodies import _body_id, _halves, _Part, _plan, _Record, _Resume
 from ._deadline import _MIN_WAIT, _call, _DeadlineAdapter, _DeadlineTimeout
+from ._direct import _Route, _send
 from ._request import Timeout, _build_post, _check_headers, _check_timeout, _merged_headers, _safe_url
 from ._retries import _DEFAULT, _bounded_retry, _resolve_retries
 from ._schemes import _Scheme
@@ -219,12 +222,19 @@ class _Transport:
         failure: Optional[Tuple[DeliveryError, Optional[BaseException]]] = None
         self._counters.add("posts")
         outer_call, _call.deadline = getattr(_call, "deadline", None), deadline
+        timeout = _DeadlineTimeout(connect, read, deadline)
         try:
-            response = session.post(
-                target.url, data=data, headers=sent, verify=self._verify, stream=True,
-                timeout=_DeadlineTimeout(connect, read, deadline),  # type: ignore[arg-type]
-                allow_redirects=False,  # a redirected POST may turn into a GET and lose the batch
-            )
+            if self._own_session:
+                route = target.route
+                if route is None or route.session is not session:  # the first call, or a forked child's
+                    route = target.route = _Route(session, target.url, self._verify)
+                response = _send(route, data, sent, timeout)  # never follows a redirect
+            else:
+                response = session.post(
+                    target.url, data=data, headers=sent, verify=self._verify, stream=True,
+                    timeout=timeout,  # type: ignore[arg-type]
+                    allow_redirects=False,  # a redirected POST may turn into a GET and lose the batch
+                )
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, ValueError) as exc:
             failure = _failure(exc, safe, target.timeout, session)
         finally:
@@ -243,7 +253,7 @@ class _Transport:
 class _Target:
     """Where and how one call POSTs: built once per HttpSink and per Endpoint, read without a lock."""
 
-    __slots__ = ("headers", "max_body_bytes", "safe", "scheme", "timeout", "url")
+    __slots__ = ("headers", "max_body_bytes", "route", "safe", "scheme", "timeout", "url")
 
     def __init__(self, url: str, scheme: _Scheme, headers: Mapping[str, str], timeout: Timeout,
                  max_body_bytes: Optional[int]) -> None:
@@ -253,3 +263,5 @@ class _Target:
         self.headers = headers
         self.timeout = timeout
         self.max_body_bytes = max_body_bytes
+        #: How the sink's own session reaches *url* (made on first use, again in a forked child).
+        self.route: Optional[_Route] = None

@@ -29,6 +29,7 @@ from batchdispatch.exceptions import (
 )
 from batchdispatch.http import (
     RETRY_STATUSES,
+    USER_AGENT,
     Endpoint,
     HttpSink,
     WebhookSink,
@@ -575,6 +576,42 @@ def test_the_own_session_mounts_the_retries_and_is_closed(receiver: Receiver) ->
     with pytest.raises(DeliveryError, match="closed") as caught:
         sink([2])
     assert caught.value.retryable is False
+
+
+def test_the_own_session_sends_back_the_cookies_an_answer_sets(receiver: Receiver) -> None:
+    # The own session sends without Session.request (see http/_direct.py), and keeps its jar as it did.
+    receiver.respond(Response(200, headers={"Set-Cookie": "lb=node-2; Path=/"}))
+    with HttpSink(receiver.url) as sink:
+        sink([1])
+        sink([2])
+    first, second = receiver.requests
+    assert "cookie" not in first.headers
+    assert second.headers["cookie"] == "lb=node-2"
+
+
+def test_the_own_session_sends_the_headers_it_always_sent(receiver: Receiver) -> None:
+    with HttpSink(receiver.url, headers={"api-key": "k"}) as sink:
+        sink([1])
+    headers = receiver.requests[0].headers
+    assert headers["accept"] == "*/*"  # requests' session defaults, as before
+    assert headers["connection"] == "keep-alive"
+    assert headers["accept-encoding"] == "identity"
+    assert headers["user-agent"] == USER_AGENT
+    assert headers["content-type"] == "application/json"
+    assert (headers["content-length"], headers["api-key"]) == ("3", "k")
+
+
+def test_the_own_session_goes_through_the_proxy_of_the_environment(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The receiver stands for the proxy: a proxied request names the whole URL as its target.
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", receiver.url)
+    with HttpSink("http://ingest.example.invalid/events") as sink:
+        sink([1])
+    assert receiver.requests[0].path == "http://ingest.example.invalid/events"
+    assert receiver.items == [1]
 
 
 def test_a_user_session_is_used_as_it_is_and_left_open(receiver: Receiver) -> None:
