@@ -9,9 +9,10 @@ ever unpickled: reading a spool does not run code.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Hashable, Optional, Tuple, Union
+from typing import Any, Callable, Hashable, Iterable, List, Optional, Tuple, Union
 
 from .. import _json
+from ..exceptions import SpoolError
 
 #: What a *dumps* callable returns and a *loads* callable receives.
 Data = Union[bytes, str]
@@ -84,3 +85,56 @@ def _hashable(value: Any) -> Hashable:
         return tuple(_hashable(v) for v in value)
     result: Hashable = value
     return result
+
+
+#: How many refused items an "encode" error names; the rest are counted.
+REFUSALS_SHOWN = 3
+
+
+class Encoded:
+    """The pairs of a ``put``, encoded: the rows to write, and those refused, by index.
+
+    Every spool's ``put`` writes :attr:`written` and then, if something was
+    refused, raises :meth:`refusal` (the contract: the others are written).
+    """
+
+    def __init__(self, codec: Codec, pairs: Iterable[Pair]) -> None:
+        self.rows: List[Optional[Tuple[str, Data]]] = []
+        self.refused: List[Tuple[int, Unencodable]] = []
+        for index, (key, item) in enumerate(pairs):
+            try:
+                self.rows.append(codec.encode(key, item, f"item {index}"))
+            except Unencodable as exc:
+                self.rows.append(None)
+                self.refused.append((index, exc))
+
+    @property
+    def cause(self) -> Optional[BaseException]:
+        """The serializer's error for the first refused item (raise the refusal from it)."""
+        return self.refused[0][1].__cause__ if self.refused else None
+
+    @property
+    def written(self) -> List[Tuple[str, Data]]:
+        """The rows that were encoded, in input order."""
+        return [row for row in self.rows if row is not None]
+
+    def refusal(self, path: str, ids: List[int]) -> SpoolError:
+        """The ``"encode"`` error, once the others were written with *ids*: it names the
+        refused items by index and type (never by value), as ``refused`` and ``rows`` do."""
+        written = iter(ids)
+        rows = [0 if row is None else next(written) for row in self.rows]
+        return refusal(path, self.refused, rows)
+
+
+def refusal(path: str, refused: List[Tuple[int, Unencodable]], rows: List[int]) -> SpoolError:
+    """An ``"encode"`` error for the *refused* (index, reason) of a write whose *rows* are aligned."""
+    shown = "; ".join(exc.reason for _, exc in refused[:REFUSALS_SHOWN])
+    more = len(refused) - REFUSALS_SHOWN
+    if more > 0:
+        shown += f"; and {more} more"
+    written = len(rows) - len(refused)
+    outcome = f"the other {written} were written" if written else "nothing was written"
+    return SpoolError(
+        f"spool {path}: {len(refused)} of {len(rows)} items refused ({outcome}): {shown}",
+        path=path, kind="encode", refused=[index for index, _ in refused], rows=rows,
+    )

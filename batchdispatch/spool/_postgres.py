@@ -32,7 +32,7 @@ from .._validate import seconds
 from ..exceptions import SpoolError
 from . import _process
 from ._dead import DeadLetter, error_text
-from ._encoding import Codec, Data, Pair, Row, Unencodable, decode_key
+from ._encoding import Codec, Data, Encoded, Pair, Row, Unencodable, decode_key
 from ._group_commit import GroupCommit
 from ._identity import dead_here, new_token
 from ._pg_tables import QUARANTINED, Tables, split_data
@@ -163,25 +163,12 @@ class PostgresSpool:
     ) -> List[int]:
         """Write *pairs* in one transaction; return their ids, in order (see the Spool contract)."""
         deadline = deadline_after(timeout)
-        rows: List[Optional[Tuple[str, Data]]] = []
-        refused: List[Tuple[int, Unencodable]] = []
-        for index, (key, item) in enumerate(pairs):
-            try:
-                rows.append(self._codec.encode(key, item, f"item {index}"))
-            except Unencodable as exc:
-                rows.append(None)
-                refused.append((index, exc))
-        written = [row for row in rows if row is not None]
+        encoded = Encoded(self._codec, pairs)
+        written = encoded.written
         ids = self._insert(written, owner=claim, appended=False, deadline=deadline) if written else []
-        if not refused:
+        if not encoded.refused:
             return ids
-        new_ids = iter(ids)
-        aligned = [0 if row is None else next(new_ids) for row in rows]
-        shown = "; ".join(exc.reason for _, exc in refused[:3])
-        raise SpoolError(
-            f"spool {self.path}: {len(refused)} of {len(rows)} items refused: {shown}",
-            path=self.path, kind="encode", refused=[index for index, _ in refused], rows=aligned,
-        ) from refused[0][1].__cause__
+        raise encoded.refusal(self.path, ids) from encoded.cause
 
     def claim(self, limit: int, *, timeout: Optional[float] = None) -> List[Row]:
         """Take up to *limit* of the oldest free pairs for this owner, after freeing those of dead owners."""

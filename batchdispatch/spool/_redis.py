@@ -34,7 +34,7 @@ from .._validate import seconds
 from ..exceptions import SpoolError
 from . import _process
 from ._dead import DeadLetter, error_text
-from ._encoding import Codec, Data, Pair, Row, Unencodable, decode_key
+from ._encoding import Codec, Data, Encoded, Pair, Row, Unencodable, decode_key
 from ._group_commit import GroupCommit
 from ._identity import dead_here, new_token
 from ._process import ConnectionLock
@@ -209,26 +209,13 @@ class RedisSpool:
         self, pairs: Iterable[Pair], *, claim: bool = False, timeout: Optional[float] = None,
     ) -> List[int]:
         """Add *pairs* in one script; return their ids, in order (see the Spool contract)."""
-        rows: List[Optional[Tuple[str, Data]]] = []
-        refused: List[Tuple[int, Unencodable]] = []
-        for index, (key, item) in enumerate(pairs):
-            try:
-                rows.append(self._codec.encode(key, item, f"item {index}"))
-            except Unencodable as exc:
-                rows.append(None)
-                refused.append((index, exc))
-        written = [row for row in rows if row is not None]
+        encoded = Encoded(self._codec, pairs)
+        written = encoded.written
         ids = self._add(written, owner=claim, appended=False) if written else []
-        if not refused:
+        if not encoded.refused:
             self._owner()
             return ids
-        new_ids = iter(ids)
-        aligned = [0 if row is None else next(new_ids) for row in rows]
-        shown = "; ".join(exc.reason for _, exc in refused[:3])
-        raise SpoolError(
-            f"spool {self.path}: {len(refused)} of {len(rows)} items refused: {shown}",
-            path=self.path, kind="encode", refused=[index for index, _ in refused], rows=aligned,
-        ) from refused[0][1].__cause__
+        raise encoded.refusal(self.path, ids) from encoded.cause
 
     @_bounded
     def claim(self, limit: int, *, timeout: Optional[float] = None) -> List[Row]:

@@ -30,7 +30,7 @@ from ..exceptions import SpoolError
 from . import _dead as dead
 from ._connection import Database
 from ._dead import DeadLetter, error_text
-from ._encoding import Codec, Data, Pair, Row, Unencodable, decode_key
+from ._encoding import Codec, Data, Encoded, Pair, Row, Unencodable, decode_key, refusal
 from ._owners import QUARANTINED, Owners
 from ._process import Process, abandon, register, unregister
 from ._records import item_body
@@ -39,8 +39,6 @@ from ._wal import WriteAheadLog
 
 log = logging.getLogger("batchdispatch.spool")
 
-#: How many refused items an encode error of put names; the rest are counted.
-_REFUSALS_SHOWN = 3
 #: The default of the *key* filters of the dead-letter operations: every key.
 ANY_KEY: Any = object()
 
@@ -142,37 +140,16 @@ class SqliteSpool:
         this process's threads.
         """
         deadline = deadline_after(timeout)
-        rows: List[Optional[Tuple[str, Data]]] = []
-        refused: List[Tuple[int, Unencodable]] = []
-        for index, (key, item) in enumerate(pairs):
-            try:
-                rows.append(self._codec.encode(key, item, f"item {index}"))
-            except Unencodable as exc:
-                rows.append(None)
-                refused.append((index, exc))
-        written = [row for row in rows if row is not None]
+        encoded = Encoded(self._codec, pairs)
+        written = encoded.written
         ids: List[int] = []
         if written:
             proc = self._process()
             with self._db.hold(proc, deadline):
                 ids = self._db.insert(proc, written, owner=self._owners.own(proc) if claim else None)
-        if not refused:
+        if not encoded.refused:
             return ids
-        new_ids = iter(ids)
-        aligned = [0 if row is None else next(new_ids) for row in rows]
-        raise self._refusal(refused, aligned) from refused[0][1].__cause__
-
-    def _refusal(self, refused: List[Tuple[int, Unencodable]], rows: List[int]) -> SpoolError:
-        shown = "; ".join(exc.reason for _, exc in refused[:_REFUSALS_SHOWN])
-        more = len(refused) - _REFUSALS_SHOWN
-        if more > 0:
-            shown += f"; and {more} more"
-        written = len(rows) - len(refused)
-        outcome = f"the other {written} were written" if written else "nothing was written"
-        return SpoolError(
-            f"spool {self.path}: {len(refused)} of {len(rows)} items refused ({outcome}): {shown}",
-            path=self.path, kind="encode", refused=[index for index, _ in refused], rows=rows,
-        )
+        raise encoded.refusal(self.path, ids) from encoded.cause
 
     def append(self, key: Hashable, item: Any) -> int:
         """Write one pair to this process's write-ahead log; return its id once it is there.
@@ -349,7 +326,7 @@ class SqliteSpool:
                 self._log.ack(proc, logged, deadline)
         if refused:
             indices = {index for index, _ in refused}
-            raise self._refusal(refused, [0 if n in indices else row for n, row in enumerate(rows)])
+            raise refusal(self.path, refused, [0 if n in indices else row for n, row in enumerate(rows)])
         return made
 
     def dead_letters(
