@@ -138,3 +138,32 @@ def refusal(path: str, refused: List[Tuple[int, Unencodable]], rows: List[int]) 
         f"spool {path}: {len(refused)} of {len(rows)} items refused ({outcome}): {shown}",
         path=path, kind="encode", refused=[index for index, _ in refused], rows=rows,
     )
+
+
+#: The default of the dead-letter operations' *key* filter: every key.
+ANY_KEY: Any = object()
+
+
+def key_filter(codec: Codec, key: Any) -> Optional[str]:
+    """*key* as the spool stores it, to select by; None for :data:`ANY_KEY`."""
+    if key is ANY_KEY:
+        return None
+    try:
+        encoded, _ = codec.encode(key, None, "the key filter")
+    except Unencodable as exc:
+        raise TypeError(f"key must be a key the spool can store: {exc.reason}") from None
+    return encoded
+
+
+def check_limit(limit: Any, optional: bool = False) -> None:
+    """A *limit* of ``claim`` (an int of at least 1) or of a listing (None, too)."""
+    if optional and limit is None:
+        return
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        what = "None or an int" if optional else "an int"
+        raise ValueError(f"limit must be {what} of at least 1, got {limit!r}")
+
+
+def check_attempts(attempts: Any) -> None:
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
+        raise ValueError(f"attempts must be an int of at least 0, got {attempts!r}")

@@ -32,7 +32,19 @@ from .._validate import seconds
 from ..exceptions import SpoolError
 from . import _process
 from ._dead import DeadLetter, error_text
-from ._encoding import Codec, Data, Encoded, Pair, Row, Unencodable, decode_key
+from ._encoding import (
+    ANY_KEY,
+    Codec,
+    Data,
+    Encoded,
+    Pair,
+    Row,
+    Unencodable,
+    check_attempts,
+    check_limit,
+    decode_key,
+    key_filter,
+)
 from ._group_commit import GroupCommit
 from ._identity import dead_here, new_token
 from ._pg_tables import QUARANTINED, Tables, split_data
@@ -41,8 +53,6 @@ from ._waits import deadline_after
 
 log = logging.getLogger("batchdispatch.spool")
 
-#: Any key, for the dead-letter operations' filters.
-ANY_KEY: Any = object()
 #: The least ``statement_timeout`` of an operation, in ms, however close its deadline:
 #: lock waits end by the deadline, a statement that runs may take this long past it.
 STATEMENT_FLOOR_MS = 1000
@@ -172,8 +182,7 @@ class PostgresSpool:
 
     def claim(self, limit: int, *, timeout: Optional[float] = None) -> List[Row]:
         """Take up to *limit* of the oldest free pairs for this owner, after freeing those of dead owners."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be an int of at least 1, got {limit!r}")
+        check_limit(limit)
         deadline = deadline_after(timeout)
         t = self._tables
 
@@ -222,8 +231,7 @@ class PostgresSpool:
         timeout: Optional[float] = None,
     ) -> int:
         """Make pairs dead letters (see the Spool contract); return how many were made."""
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
-            raise ValueError(f"attempts must be an int of at least 0, got {attempts!r}")
+        check_attempts(attempts)
         deadline = deadline_after(timeout)
         text = error_text(error)
         moved: List[int] = []
@@ -273,8 +281,7 @@ class PostgresSpool:
         self, *, key: Any = ANY_KEY, limit: Optional[int] = None, timeout: Optional[float] = None,
     ) -> List[DeadLetter]:
         """The dead letters, oldest first: of *key* only if given, *limit* at most."""
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise ValueError(f"limit must be None or an int of at least 1, got {limit!r}")
+        check_limit(limit, optional=True)
         where, params = self._key_filter(key)
         found = self._run(lambda conn, token: conn.execute(self._tables.q(
             "SELECT id, key, item, item_bytes, error, attempts, extract(epoch FROM at)"
@@ -345,13 +352,8 @@ class PostgresSpool:
     # -- inside ------------------------------------------------------------------------
 
     def _key_filter(self, key: Any) -> Tuple[str, Tuple[Any, ...]]:
-        if key is ANY_KEY:
-            return "", ()
-        try:
-            encoded, _ = self._codec.encode(key, None, "the key filter")
-        except Unencodable as exc:
-            raise TypeError(f"key must be a key the spool can store: {exc.reason}") from None
-        return " WHERE key = %s", (encoded,)
+        encoded = key_filter(self._codec, key)
+        return ("", ()) if encoded is None else (" WHERE key = %s", (encoded,))
 
     def _insert(
         self, pairs: Sequence[Tuple[str, Data]], *, owner: bool, appended: bool, deadline: Optional[float],

@@ -34,7 +34,19 @@ from .._validate import seconds
 from ..exceptions import SpoolError
 from . import _process
 from ._dead import DeadLetter, error_text
-from ._encoding import Codec, Data, Encoded, Pair, Row, Unencodable, decode_key
+from ._encoding import (
+    ANY_KEY,
+    Codec,
+    Data,
+    Encoded,
+    Pair,
+    Row,
+    Unencodable,
+    check_attempts,
+    check_limit,
+    decode_key,
+    key_filter,
+)
 from ._group_commit import GroupCommit
 from ._identity import dead_here, new_token
 from ._process import ConnectionLock
@@ -43,8 +55,6 @@ from ._waits import deadline_after
 
 log = logging.getLogger("batchdispatch.spool")
 
-#: Any key, for the dead-letter operations' filters.
-ANY_KEY: Any = object()
 #: Bits of an entry id's sequence number in the int ids of the contract.
 _SEQ_BITS = 22
 
@@ -220,8 +230,7 @@ class RedisSpool:
     @_bounded
     def claim(self, limit: int, *, timeout: Optional[float] = None) -> List[Row]:
         """Take up to *limit* of the oldest free pairs, after freeing those of dead owners."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be an int of at least 1, got {limit!r}")
+        check_limit(limit)
         proc = self._lease()
 
         def take() -> Any:
@@ -276,8 +285,7 @@ class RedisSpool:
         timeout: Optional[float] = None,
     ) -> int:
         """Make pairs dead letters (see the Spool contract); return how many were made."""
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
-            raise ValueError(f"attempts must be an int of at least 0, got {attempts!r}")
+        check_attempts(attempts)
         proc = self._owner()
         held: List[str] = []
         written: List[Any] = []
@@ -312,9 +320,8 @@ class RedisSpool:
         self, *, key: Any = ANY_KEY, limit: Optional[int] = None, timeout: Optional[float] = None,
     ) -> List[DeadLetter]:
         """The dead letters, oldest first: of *key* only if given, *limit* at most."""
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise ValueError(f"limit must be None or an int of at least 1, got {limit!r}")
-        wanted = self._key_filter(key)
+        check_limit(limit, optional=True)
+        wanted = key_filter(self._codec, key)
         letters: List[DeadLetter] = []
         for entry_id, fields in self._dead_entries():
             if wanted is not None and fields.get(b"k", b"").decode() != wanted:
@@ -331,7 +338,7 @@ class RedisSpool:
     @_bounded
     def requeue(self, *, key: Any = ANY_KEY, timeout: Optional[float] = None) -> int:
         """Move dead letters back to the queue as its newest free entries; return how many."""
-        wanted = self._key_filter(key)
+        wanted = key_filter(self._codec, key)
         ids = [entry_id for entry_id, fields in self._dead_entries()
                if wanted is None or fields.get(b"k", b"").decode() == wanted]
         self._group()
@@ -348,7 +355,7 @@ class RedisSpool:
         """Delete dead letters (of *key*, given up at least *older_than* seconds ago, if given)."""
         if older_than is not None:
             older_than = seconds("older_than", older_than, allow_zero=True)
-        wanted = self._key_filter(key)
+        wanted = key_filter(self._codec, key)
         now_ms = int(self._call(lambda: self._c.time())[0]) * 1000
         ids = [
             entry_id for entry_id, fields in self._dead_entries()
@@ -417,14 +424,6 @@ class RedisSpool:
         return [(entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields)
                 for entry_id, fields in found]
 
-    def _key_filter(self, key: Any) -> Optional[str]:
-        if key is ANY_KEY:
-            return None
-        try:
-            encoded, _ = self._codec.encode(key, None, "the key filter")
-        except Unencodable as exc:
-            raise TypeError(f"key must be a key the spool can store: {exc.reason}") from None
-        return encoded
 
     def _lease_key(self, token: str) -> str:
         return f"{{{self.name}}}:lease:{token}"

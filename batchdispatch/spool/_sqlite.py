@@ -30,7 +30,20 @@ from ..exceptions import SpoolError
 from . import _dead as dead
 from ._connection import Database
 from ._dead import DeadLetter, error_text
-from ._encoding import Codec, Data, Encoded, Pair, Row, Unencodable, decode_key, refusal
+from ._encoding import (
+    ANY_KEY,
+    Codec,
+    Data,
+    Encoded,
+    Pair,
+    Row,
+    Unencodable,
+    check_attempts,
+    check_limit,
+    decode_key,
+    key_filter,
+    refusal,
+)
 from ._owners import QUARANTINED, Owners
 from ._process import Process, abandon, register, unregister
 from ._records import item_body
@@ -39,8 +52,6 @@ from ._wal import WriteAheadLog
 
 log = logging.getLogger("batchdispatch.spool")
 
-#: The default of the *key* filters of the dead-letter operations: every key.
-ANY_KEY: Any = object()
 
 
 class SqliteSpool:
@@ -184,8 +195,7 @@ class SqliteSpool:
         again. A row whose data cannot be decoded is left in the file,
         never handed out, and logged. *timeout*: as for :meth:`put`.
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be an int of at least 1, got {limit!r}")
+        check_limit(limit)
         deadline = deadline_after(timeout)
         proc = self._process()
         with self._db.hold(proc, deadline):
@@ -292,8 +302,7 @@ class SqliteSpool:
         ``"encode"``, after the others are written). *timeout*: as for
         :meth:`put`.
         """
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 0:
-            raise ValueError(f"attempts must be an int of at least 0, got {attempts!r}")
+        check_attempts(attempts)
         deadline = deadline_after(timeout)
         text = error_text(error)
         moved: List[int] = []
@@ -337,10 +346,9 @@ class SqliteSpool:
         One whose item cannot be decoded is listed with the stored data
         (str or bytes) as its item. *timeout*: as for :meth:`put`.
         """
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise ValueError(f"limit must be None or an int of at least 1, got {limit!r}")
+        check_limit(limit, optional=True)
         deadline = deadline_after(timeout)
-        encoded = self._key_filter(key)
+        encoded = key_filter(self._codec, key)
         proc = self._process()
         with self._db.hold(proc, deadline):
             found = self._db.run(proc, lambda conn: dead.select(conn, encoded, limit))
@@ -359,7 +367,7 @@ class SqliteSpool:
         many. The next :meth:`claim` (a dispatcher's next start) takes
         them. *timeout*: as for :meth:`put`."""
         deadline = deadline_after(timeout)
-        encoded = self._key_filter(key)
+        encoded = key_filter(self._codec, key)
         proc = self._process()
         with self._db.hold(proc, deadline):
             moved: int = self._db.transaction(proc, lambda conn: dead.requeue(conn, encoded))
@@ -374,20 +382,12 @@ class SqliteSpool:
         if older_than is not None:
             older_than = seconds("older_than", older_than, allow_zero=True)
         deadline = deadline_after(timeout)
-        encoded = self._key_filter(key)
+        encoded = key_filter(self._codec, key)
         proc = self._process()
         with self._db.hold(proc, deadline):
             deleted: int = self._db.transaction(proc, lambda conn: dead.purge(conn, encoded, older_than))
         return deleted
 
-    def _key_filter(self, key: Any) -> Optional[str]:
-        if key is ANY_KEY:
-            return None
-        try:
-            encoded, _ = self._codec.encode(key, None, "the key filter")
-        except Unencodable as exc:
-            raise TypeError(f"key must be a key the spool can store: {exc.reason}") from None
-        return encoded
 
     def close(self, *, timeout: Optional[float] = None) -> None:
         """Free the rows this spool still holds and close the file. Idempotent.
