@@ -318,12 +318,15 @@ def test_a_restart_while_keys_are_written_loses_nothing_and_a_unique_key_makes_i
     d = make_keyed(sink.deliver, delay=0.005, max_batch_size=50, max_concurrent_batches=3,
                    retry=patient_retry())
     events = Events(d, "batch_succeeded", "batch_failed")
-    keys, per_key = ["a", "b", "c"], 400
-    for n in range(per_key):
+    keys, per_key, after_stop = ["a", "b", "c"], 400, 100
+    for n in range(per_key - after_stop):
         for k in keys:
             d.enqueue(k, item(n, k))
     assert events.wait("batch_succeeded")
     server.stop("immediate")  # while the three workers write batches: a COMMIT may be cut unanswered
+    for n in range(per_key - after_stop, per_key):  # work that certainly meets the server down
+        for k in keys:
+            d.enqueue(k, item(n, k))
     assert events.wait("batch_failed")
     server.start()
     assert d.flush(timeout=120)
