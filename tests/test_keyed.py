@@ -1118,10 +1118,24 @@ def test_flush_covers_what_was_enqueued_before_it_while_producers_go_on(make_key
 
 
 def test_drop_oldest_evicts_from_the_key_that_has_waited_longest(make_keyed, clock: FakeClock) -> None:
+    # The one worker is busy with another key throughout: a full queue kicks a
+    # worker to send early, and a free one could take a1 before c1 arrives.
     rec = KeyedRecorder()
+    busy, release = threading.Event(), threading.Event()
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        if key == "busy":
+            busy.set()
+            release.wait(30)
+        rec(key, batch)
+
     dropped: List[Any] = []
-    d = make_keyed(rec, delay=3600.0, max_queue_size=3, overflow="drop_oldest", clock=clock)
+    d = make_keyed(deliver, delay=3600.0, max_queue_size=3, overflow="drop_oldest", clock=clock,
+                   max_concurrent_batches=1)
     d.on("items_dropped", lambda event: dropped.append((event.key, event.items)))
+    d.enqueue("busy", 0)
+    assert not d.flush(key="busy", timeout=0)
+    assert busy.wait(10)
     d.enqueue("a", "a0")
     clock.advance(1.0)
     d.enqueue("b", "b0")
@@ -1129,9 +1143,10 @@ def test_drop_oldest_evicts_from_the_key_that_has_waited_longest(make_keyed, clo
     clock.advance(1.0)
     assert d.enqueue("c", "c0")  # full: a has waited longest, and a0 is its oldest item
     assert d.enqueue("c", "c1")  # a still has: then a1
+    release.set()
     assert d.flush(timeout=10)
     assert dropped == [("a", ("a0",)), ("a", ("a1",))]
-    assert sorted(rec.calls) == [("b", ["b0"]), ("c", ["c0", "c1"])]
+    assert sorted(rec.calls) == [("b", ["b0"]), ("busy", [0]), ("c", ["c0", "c1"])]
 
 
 def test_a_lane_evicts_its_oldest_item_whatever_its_priority() -> None:
