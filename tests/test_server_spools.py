@@ -46,6 +46,37 @@ def pg_table() -> Iterator[str]:
 
 
 
+# -- connections: a closed spool holds none of its own ------------------------------------------
+
+
+def _redis_client_ids(client: Any) -> set:
+    return {entry["id"] for entry in client.client_list()}
+
+
+def test_a_closed_redis_spool_leaves_no_connection_of_its_own_and_the_callers_alone(
+    redis_spool_name: str,
+) -> None:
+    from batchdispatch.spool import RedisSpool
+
+    url = f"redis://127.0.0.1:{REDIS_PORT}/0"
+    watcher = redis.Redis.from_url(url)
+    given = redis.Redis.from_url(url)
+    try:
+        before = _redis_client_ids(watcher)
+        for client in (url, given):
+            spool = RedisSpool(client, redis_spool_name, durable=True)
+            spool.append("k", 1)  # a lease, its heartbeat and a group-commit write
+            spool.put([("k", 2)])
+            spool.ack([row for row, _, _ in spool.claim(10, timeout=0.5)])  # a client of short timeouts too
+            spool.close(timeout=0.5)
+        given.ping()  # the caller's client still works ...
+        left = _redis_client_ids(watcher) - before
+        assert len(left) == 1  # ... and is all that is left: the spool made from the URL closed its own
+    finally:
+        given.close()
+        watcher.close()
+
+
 # -- leases: an owner elsewhere is dead only once its lease has run out -----------------------
 
 

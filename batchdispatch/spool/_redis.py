@@ -151,6 +151,7 @@ class RedisSpool:
                 f"name must be a non-empty str without braces, spaces or line breaks, got {name!r}"
             )
         self.timeout = seconds("timeout", timeout, allow_zero=True)
+        self._owns_client = isinstance(client, str)  # closed with the spool; a client given is the caller's
         if isinstance(client, str):
             try:
                 self._client = redis.Redis.from_url(
@@ -383,15 +384,17 @@ class RedisSpool:
         try:
             if proc.pid == os.getpid() and proc.leased:
                 self._call(lambda: self._script("free", [self._q], [GROUP, FREE, proc.token]))
-                self._client.delete(self._lease_key(proc.token))
+                self._call(lambda: self._c.delete(self._lease_key(proc.token)))
         except SpoolError as exc:
             log.warning("spool %s: could not free its entries at close (its lease will): %s", self.path, exc)
-        except redis.RedisError as exc:
-            log.warning("spool %s: could not end its lease at close: %s", self.path, type(exc).__name__)
         finally:
             self._closed = True
             proc.stop.set()
             _process.unregister(self)
+            with self._quick_lock:
+                quick, self._quick = list(self._quick.values()), {}
+            for client in [*quick, self._client]:
+                self._disconnect(client)
 
     # -- inside ------------------------------------------------------------------------
 
@@ -488,7 +491,10 @@ class RedisSpool:
                     )
                     self._client.set(key, b"1", px=int(self.lease * 1000))
             except redis.RedisError as exc:
-                log.warning("spool %s: could not renew the lease: %s", self.path, type(exc).__name__)
+                if not proc.stop.is_set():  # closed meanwhile: nothing to renew
+                    log.warning("spool %s: could not renew the lease: %s", self.path, type(exc).__name__)
+            if proc.stop.is_set():  # closed while renewing: leave no connection behind
+                self._disconnect(self._client)
 
     def _script(self, name: str, keys: List[str], args: List[Any]) -> Any:
         """Run a script by its digest (EVALSHA straight away: redis-py's Script object
@@ -509,13 +515,20 @@ class RedisSpool:
     def _call(self, work: Callable[[], Any], deadline: Optional[float] = None) -> Any:
         """Run *work*, its commands answered by *deadline* (see _client_for), faults as SpoolError."""
         previous = getattr(self._local, "client", None)
-        self._local.client = self._client_for(deadline) if previous is None else previous
+        self._local.client = client = self._client_for(deadline) if previous is None else previous
         try:
             return work()
         except redis.RedisError as exc:
             raise self._fault(exc) from exc
         finally:
             self._local.client = previous
+            if self._closed:  # it ran while the spool closed: leave no connection behind
+                self._disconnect(client)
+
+    def _disconnect(self, client: Any) -> None:
+        """Close the connections of *client* if the spool made it (a client given is the caller's)."""
+        if client is not self._client or self._owns_client:
+            client.connection_pool.disconnect()
 
     def _client_for(self, deadline: Optional[float]) -> Any:
         """The client whose socket timeouts end by *deadline*: the spool's own when it
@@ -538,7 +551,7 @@ class RedisSpool:
             self._quick[bucket] = client  # the most recent last
             while len(self._quick) > 8:
                 oldest = next(iter(self._quick))
-                self._quick.pop(oldest).close()
+                self._disconnect(self._quick.pop(oldest))
         return client
 
     def _fault(self, exc: redis.RedisError) -> SpoolError:
