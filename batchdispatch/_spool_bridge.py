@@ -110,6 +110,9 @@ class SpoolBridge:
         self.spills = 0  # spills committed: a claim that found the spool empty may have missed one
         self.replay: Deque[Batch] = collections.deque()  # claimed, waiting for their lane
         self.replay_out: Set[Batch] = set()  # claimed and on their lane, not settled
+        # A worker is claiming (one at a time): its rows are out of the spool
+        # and not yet in replay, so a flush must wait for it.
+        self.claiming = False
         self.spilled = 0
         self.replayed = 0
         self.dead_lettered = 0
@@ -464,14 +467,19 @@ class SpoolBridge:
         return self.next_poll
 
     def wants_claim(self) -> bool:
-        """Whether a worker should claim spooled items before its next batch. Lock held."""
+        """Whether this worker should claim spooled items before its next batch:
+        if so, the claim is its own (one worker claims at a time), and it must
+        call :meth:`claim_backlog`. Lock held."""
         engine = self.engine
-        if self.backlog is None or engine._state != RUNNING or self.replay or self.replay_out:
+        if self.backlog is None or engine._state != RUNNING or self.claiming:
+            return False
+        if self.replay or self.replay_out:
             return False
         # Without taking back the lanes' spare room (that would send their
         # producers to the lock): the grants bound the queue from above.
         half = max(1, engine._queue_limit // 2)
-        return self.backlog == "start" or engine._queued_below(half, reclaim=False)
+        self.claiming = self.backlog == "start" or engine._queued_below(half, reclaim=False)
+        return self.claiming
 
     def claim_backlog(self) -> None:
         """Claim the oldest spooled items and queue them as batches for their lanes. Lock not held."""
@@ -483,7 +491,13 @@ class SpoolBridge:
         except Exception as exc:  # noqa: BLE001 - the dispatcher goes on without the backlog
             self.fault(exc, "claiming spooled items")
             rows = []
+        except BaseException:
+            with engine._lock:
+                self.claiming = False
+                engine._notify_progress()
+            raise
         with engine._lock:
+            self.claiming = False
             if len(rows) < limit and self.spills == spills:
                 self.backlog = None  # drained (or failing): until this process spills again
             if not rows:
@@ -545,4 +559,4 @@ class SpoolBridge:
         if not everything:
             return True
         claimable = self.backlog is not None and self.engine._state == RUNNING
-        return not (claimable or self.replay or self.replay_out)
+        return not (claimable or self.claiming or self.replay or self.replay_out)

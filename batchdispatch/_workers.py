@@ -100,6 +100,7 @@ class Workers:
                     engine._bridge.replay.clear()
                     engine._bridge.replay_out.clear()
                     engine._bridge.backlog = None
+                    engine._bridge.claiming = False
                     engine._notify_progress()
                     self.kick_all()  # the other workers see the state and stop
             raise

@@ -232,6 +232,26 @@ def test_overflow_spill_takes_everything_and_delivers_it_once_there_is_room(
     assert stats.enqueued + stats.replayed == stats.dispatched + stats.spilled == 100 + stats.spilled
 
 
+def test_one_worker_claims_at_a_time_and_a_flush_waits_for_its_claim(
+    make_keyed: Any, spools: Callable[..., SqliteSpool]
+) -> None:
+    """Two workers claiming at once: the one that found the spool empty marked the
+    backlog drained while the other still held rows outside the engine, and a
+    flush returned before they were delivered (seen on Redis under load)."""
+    hooks = make_keyed(KeyedRecorder(), delay=0.01, spool=spools(), max_concurrent_batches=4)
+    assert hooks.flush(timeout=10)  # the claim at start is done
+    bridge = hooks._bridge
+    with hooks._lock:
+        bridge.backlog = "room"  # as after a spill
+        assert bridge.wants_claim()  # this worker claims ...
+        assert not bridge.wants_claim()  # ... and no other one meanwhile
+        assert not bridge.settled(True)  # a flush waits for the claim's rows
+    bridge.claim_backlog()
+    with hooks._lock:
+        assert bridge.settled(True)
+    assert hooks.flush(timeout=10)
+
+
 def test_overflow_spill_with_a_queue_of_one_still_replays(
     make: Any, spools: Callable[..., SqliteSpool]
 ) -> None:
