@@ -107,6 +107,9 @@ class _Owner:
         self.lock = ConnectionLock()  # what the fork hooks take; redis-py's pool is its own
         self.leased = False
         self.stop = threading.Event()
+        # The group commit's own connection, used by one writer at a time
+        # (made on first use, outside the pool's books: closed with the owner).
+        self.appender: Any = None
 
 
 class RedisSpool:
@@ -213,7 +216,40 @@ class RedisSpool:
         return -self._appends.submit(encoded)
 
     def _write_appends(self, pairs: List[Tuple[str, Data]]) -> List[int]:
-        return self._add(pairs, owner=True, appended=True)
+        """The group commit's write: the add script on the owner's own connection.
+
+        Straight on a connection, not through ``Redis.execute_command``: that
+        path costs about 50 us of CPU per command (redis-py 8), more than the
+        round trip itself, and it is paid once per group. One writer at a time
+        uses it (the group commit's leader); a broken one is retried as the
+        client would, on a fresh connection.
+        """
+        proc = self._lease()
+        self._group()
+        text, sha = self._scripts["add"]
+        command = ("EVALSHA", sha, 1, self._q, *self._add_args(pairs, proc.token, appended=True))
+        conn = proc.appender
+        if conn is None:
+            conn = proc.appender = self._client.connection_pool.make_connection()
+
+        def once() -> Any:
+            try:
+                conn.send_packed_command(conn.pack_command(*command), check_health=False)
+                return conn.read_response()
+            except redis.exceptions.NoScriptError:
+                self._client.script_load(text)
+                conn.send_packed_command(conn.pack_command(*command), check_health=False)
+                return conn.read_response()
+
+        try:
+            ids = conn.retry.call_with_retry(once, lambda _: conn.disconnect())
+        except redis.RedisError as exc:
+            conn.disconnect()
+            raise self._fault(exc) from exc
+        finally:
+            if self._closed:  # it ran while the spool closed: leave no connection behind
+                conn.disconnect()
+        return [to_int(entry_id) for entry_id in ids]
 
     @_bounded
     def put(
@@ -395,17 +431,24 @@ class RedisSpool:
                 quick, self._quick = list(self._quick.values()), {}
             for client in [*quick, self._client]:
                 self._disconnect(client)
+            if proc.appender is not None:
+                proc.appender.disconnect()
 
     # -- inside ------------------------------------------------------------------------
 
     def _add(self, pairs: List[Tuple[str, Data]], *, owner: bool, appended: bool) -> List[int]:
         proc = self._lease() if owner else self._owner()
-        args: List[Any] = [GROUP, proc.token if owner else FREE, "1" if appended else "0"]
-        for key, data in pairs:
-            args += [key, *_type_of(data)]
+        args = self._add_args(pairs, proc.token if owner else FREE, appended)
         self._group()
         ids = self._call(lambda: self._script("add", [self._q], args))
         return [to_int(entry_id) for entry_id in ids]
+
+    def _add_args(self, pairs: List[Tuple[str, Data]], consumer: str, appended: bool) -> List[Any]:
+        """The add script's arguments (its one key is the queue)."""
+        args: List[Any] = [GROUP, consumer, "1" if appended else "0"]
+        for key, data in pairs:
+            args += [key, *_type_of(data)]
+        return args
 
     def _decode(self, fields: Any, lenient: bool = False) -> Tuple[Hashable, Any]:
         if isinstance(fields, list):  # as a script returns them: field, value, field, value, ...
@@ -577,6 +620,8 @@ class RedisSpool:
 
     def _after_fork_in_child(self) -> _Owner:
         """The child is a new owner: the parent's entries and lease stay the parent's."""
+        if self._proc.appender is not None:
+            self._proc.appender.disconnect()  # the child's copy only: redis-py shuts no socket down here
         self._proc = _Owner()
         self._appends.reset_after_fork()
         return self._proc
