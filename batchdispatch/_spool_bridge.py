@@ -466,10 +466,10 @@ class SpoolBridge:
                 self.backlog = "room"
         return self.next_poll
 
-    def wants_claim(self) -> bool:
-        """Whether this worker should claim spooled items before its next batch:
-        if so, the claim is its own (one worker claims at a time), and it must
-        call :meth:`claim_backlog`. Lock held."""
+    def take_claim(self) -> bool:
+        """Take the claim if spooled items should be claimed before the next batch:
+        True makes it this worker's, to do with :meth:`claim_backlog` (one
+        worker claims at a time). Lock held."""
         engine = self.engine
         if self.backlog is None or engine._state != RUNNING or self.claiming:
             return False

@@ -157,7 +157,7 @@ class Workers:
             now = clock()
             poll_at = engine._bridge.poll_due(now)
             if engine._bridge.backlog is not None or engine._bridge.replay:
-                if engine._bridge.wants_claim():
+                if engine._bridge.take_claim():
                     return Signal.CLAIM
                 engine._bridge.inject_replays(now)
             seen = engine._discover(now)

@@ -243,8 +243,8 @@ def test_one_worker_claims_at_a_time_and_a_flush_waits_for_its_claim(
     bridge = hooks._bridge
     with hooks._lock:
         bridge.backlog = "room"  # as after a spill
-        assert bridge.wants_claim()  # this worker claims ...
-        assert not bridge.wants_claim()  # ... and no other one meanwhile
+        assert bridge.take_claim()  # this worker claims ...
+        assert not bridge.take_claim()  # ... and no other one meanwhile
         assert not bridge.settled(True)  # a flush waits for the claim's rows
     bridge.claim_backlog()
     with hooks._lock:

@@ -224,32 +224,23 @@ class RedisSpool:
         uses it (the group commit's leader); a broken one is retried as the
         client would, on a fresh connection.
         """
-        proc = self._lease()
-        self._group()
-        text, sha = self._scripts["add"]
-        command = ("EVALSHA", sha, 1, self._q, *self._add_args(pairs, proc.token, appended=True))
+        proc = self._owner()
         conn = proc.appender
         if conn is None:
             conn = proc.appender = self._client.connection_pool.make_connection()
 
-        def once() -> Any:
-            try:
-                conn.send_packed_command(conn.pack_command(*command), check_health=False)
-                return conn.read_response()
-            except redis.exceptions.NoScriptError:
-                self._client.script_load(text)
+        def on_conn(*command: Any) -> Any:
+            def once() -> Any:
                 conn.send_packed_command(conn.pack_command(*command), check_health=False)
                 return conn.read_response()
 
+            return conn.retry.call_with_retry(once, lambda _: conn.disconnect())  # then on a fresh one
+
         try:
-            ids = conn.retry.call_with_retry(once, lambda _: conn.disconnect())
-        except redis.RedisError as exc:
-            conn.disconnect()
-            raise self._fault(exc) from exc
+            return self._add(pairs, owner=True, appended=True, execute=on_conn)
         finally:
             if self._closed:  # it ran while the spool closed: leave no connection behind
                 conn.disconnect()
-        return [to_int(entry_id) for entry_id in ids]
 
     @_bounded
     def put(
@@ -436,19 +427,17 @@ class RedisSpool:
 
     # -- inside ------------------------------------------------------------------------
 
-    def _add(self, pairs: List[Tuple[str, Data]], *, owner: bool, appended: bool) -> List[int]:
+    def _add(
+        self, pairs: List[Tuple[str, Data]], *, owner: bool, appended: bool,
+        execute: Optional[Callable[..., Any]] = None,
+    ) -> List[int]:
         proc = self._lease() if owner else self._owner()
-        args = self._add_args(pairs, proc.token if owner else FREE, appended)
-        self._group()
-        ids = self._call(lambda: self._script("add", [self._q], args))
-        return [to_int(entry_id) for entry_id in ids]
-
-    def _add_args(self, pairs: List[Tuple[str, Data]], consumer: str, appended: bool) -> List[Any]:
-        """The add script's arguments (its one key is the queue)."""
-        args: List[Any] = [GROUP, consumer, "1" if appended else "0"]
+        args: List[Any] = [GROUP, proc.token if owner else FREE, "1" if appended else "0"]
         for key, data in pairs:
             args += [key, *_type_of(data)]
-        return args
+        self._group()
+        ids = self._call(lambda: self._script("add", [self._q], args, execute=execute))
+        return [to_int(entry_id) for entry_id in ids]
 
     def _decode(self, fields: Any, lenient: bool = False) -> Tuple[Hashable, Any]:
         if isinstance(fields, list):  # as a script returns them: field, value, field, value, ...
@@ -539,16 +528,20 @@ class RedisSpool:
             if proc.stop.is_set():  # closed while renewing: leave no connection behind
                 self._disconnect(self._client)
 
-    def _script(self, name: str, keys: List[str], args: List[Any]) -> Any:
+    def _script(
+        self, name: str, keys: List[str], args: List[Any], execute: Optional[Callable[..., Any]] = None,
+    ) -> Any:
         """Run a script by its digest (EVALSHA straight away: redis-py's Script object
-        costs about as much again per call), loading it the first time Redis misses it."""
+        costs about as much again per call), loading it the first time Redis misses it.
+        *execute* runs the command (the operation's client's ``execute_command`` by default)."""
         text, sha = self._scripts[name]
         client = self._c
+        run = execute or client.execute_command
         try:
-            return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+            return run("EVALSHA", sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
             client.script_load(text)
-            return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+            return run("EVALSHA", sha, len(keys), *keys, *args)
 
     @property
     def _c(self) -> Any:
