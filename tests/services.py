@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -230,6 +231,25 @@ class PostgresServer(_Server):
     def stop(self, mode: str = "fast") -> None:
         """``pg_ctl stop -m fast`` (connections cut, a clean stop) or ``immediate`` (as a crash)."""
         self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """The whole server stopped (SIGSTOP to the postmaster and every backend), as a host
+        that stops answering: the kernel still takes connections and acknowledges what is sent,
+        and nothing answers. Resumed (SIGCONT) on leaving the block."""
+        with open(os.path.join(self.data, "postmaster.pid")) as file:
+            postmaster = int(file.readline())
+        children = subprocess.run(
+            ["pgrep", "-P", str(postmaster)], stdout=subprocess.PIPE, text=True, timeout=30,
+        ).stdout.split()
+        pids = [postmaster, *map(int, children)]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
 
     def _run(self, program: str, *args: str) -> None:
         subprocess.run(

@@ -181,6 +181,47 @@ def test_a_redis_that_does_not_answer_fails_by_the_deadline() -> None:
             spool.close()
 
 
+@pytest.mark.parametrize("operation", ["put", "claim", "count", "durable append", "connect"])
+def test_a_postgres_that_does_not_answer_fails_by_the_deadline(operation: str) -> None:
+    # A paused server still takes connections and acknowledges what is sent, so
+    # neither its own timeouts nor the kernel's end the wait: the spool must.
+    from batchdispatch.spool import PostgresSpool
+
+    with PostgresServer() as server:
+        spool = PostgresSpool(server.conninfo, table="paused", durable=True, timeout=0.5)
+        spool.put([(None, "before")])  # connected, the tables made, the lease taken
+        if operation == "connect":
+            server.stop()  # the connection is gone: the next operation makes a new one
+            server.start()
+        calls = {
+            "put": lambda: spool.put([(None, "during")], timeout=0.3),
+            "claim": lambda: spool.claim(10, timeout=0.3),
+            "count": lambda: spool.count(timeout=0.3),
+            "durable append": lambda: spool.append(None, "during"),  # bounded by the spool's timeout
+            "connect": lambda: spool.count(timeout=0.3),
+        }
+        outcome: List[Any] = []
+
+        def call() -> None:
+            started = time.monotonic()
+            try:
+                calls[operation]()
+            except SpoolError as exc:
+                outcome.append((exc.kind, time.monotonic() - started))
+
+        with server.paused():
+            caller = threading.Thread(target=call, daemon=True)
+            caller.start()
+            caller.join(30)
+            assert not caller.is_alive(), "still waiting for a server that does not answer"
+        kind, took = outcome[0]
+        assert kind == "unreachable"
+        assert took < 2  # 0.3 s (0.5 s for the append), with room for a loaded machine
+        # Once the server answers again, the spool goes on, on a new connection.
+        assert [item for _, _, item in spool.claim(10, timeout=10)][:1] == ["before"]
+        spool.close(timeout=10)
+
+
 # -- secrets and arguments ------------------------------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ from psycopg import errors as pg_errors
 from .._validate import seconds
 from ..exceptions import SpoolError
 from . import _process
+from ._cutoff import Cutoff, connect_by
 from ._dead import DeadLetter, error_text
 from ._encoding import (
     ANY_KEY,
@@ -49,13 +50,13 @@ from ._group_commit import GroupCommit
 from ._identity import dead_here, new_token
 from ._pg_tables import QUARANTINED, Tables, split_data
 from ._process import ConnectionLock
-from ._waits import deadline_after
+from ._waits import ANSWER_FLOOR, deadline_after
 
 log = logging.getLogger("batchdispatch.spool")
 
-#: The least ``statement_timeout`` of an operation, in ms, however close its deadline:
-#: lock waits end by the deadline, a statement that runs may take this long past it.
-STATEMENT_FLOOR_MS = 1000
+
+#: Ends an operation that the server has not answered by its deadline (see :mod:`._cutoff`).
+_CUTOFF = Cutoff("batchdispatch-spool-cutoff")
 
 
 class _Owner:
@@ -139,6 +140,7 @@ class PostgresSpool:
         self._proc = _Owner()
         self._appends: GroupCommit[Tuple[str, Data]] = GroupCommit(self._write_appends, self.path)
         _process.register(self)
+        _CUTOFF.attach()
 
     def __repr__(self) -> str:
         mode = "durable" if self.durable else "spill"
@@ -342,12 +344,9 @@ class PostgresSpool:
             self._closed = True
             proc.stop.set()
             _process.unregister(self)
-            if proc.pid == os.getpid() and proc.conn is not None:
-                conn, proc.conn = proc.conn, None
-                try:
-                    conn.close()
-                except psycopg.Error:
-                    pass
+            _CUTOFF.detach()
+            if proc.pid == os.getpid():
+                self._drop(proc)
 
     # -- inside ------------------------------------------------------------------------
 
@@ -435,12 +434,17 @@ class PostgresSpool:
         about to hold rows)."""
         proc = self._owner()
         now = time.monotonic()
-        bound = now + self.timeout
-        if deadline is not None and deadline < bound:
-            bound = deadline
-            ms = max(1, int((deadline - now) * 1000))
-        else:
-            ms = max(1, int(self.timeout * 1000))  # the same each time: set once per connection
+        left = self.timeout
+        if deadline is not None and deadline - now < left:
+            left = max(0.0, deadline - now)
+        bound = now + left
+        answer_by = now + max(left, ANSWER_FLOOR)  # the server's answer, however close the deadline
+        # The server ends its own waits first, leaving its answer time to come back (half
+        # of what is left, 0.5 s at most): a lock held elsewhere is "locked", and the
+        # connection is kept. The same each time with the spool's own timeout, so set
+        # once per connection.
+        ms = max(1, int((left - min(left / 2, 0.5)) * 1000))
+        statement_ms = max(ms, int(ANSWER_FLOOR * 500))
         lock = proc.lock
         if not lock.acquire(timeout=max(0.0, bound - time.monotonic())):
             raise SpoolError(
@@ -454,26 +458,38 @@ class PostgresSpool:
                 "handler or a finalizer)", path=self.path, kind="locked",
             )
         lock.entries = 1
+        watch = None
         try:
-            conn = self._connect(proc, bound)
-            # Waits for locks end by the deadline; a statement that runs, rather
-            # than waits, gets at least STATEMENT_FLOOR_MS. Set for the session,
-            # and only when it changes: no round trip for it most of the time.
-            if proc.timeout_ms != ms:
-                conn.execute(
-                    "SELECT set_config('lock_timeout', %s, false),"
-                    " set_config('statement_timeout', %s, false)",
-                    (str(ms), str(max(ms, STATEMENT_FLOOR_MS))),
-                )
-                proc.timeout_ms = ms
-            if owner and not proc.leased:
-                self._take_lease(conn, proc)
-            if not transaction:
-                return work(conn, proc.token)
-            with conn.transaction():
-                return work(conn, proc.token)
+            conn = self._connect(proc, answer_by)
+            with _CUTOFF.by(conn.fileno(), answer_by) as watch:
+                if not self._created:
+                    self._create_tables(conn)
+                # Set for the session, and only when it changes: no round trip for
+                # it most of the time.
+                if proc.timeout_ms != ms:
+                    conn.execute(
+                        "SELECT set_config('lock_timeout', %s, false),"
+                        " set_config('statement_timeout', %s, false)",
+                        (str(ms), str(statement_ms)),
+                    )
+                    proc.timeout_ms = ms
+                if owner and not proc.leased:
+                    self._take_lease(conn, proc)
+                if not transaction:
+                    result = work(conn, proc.token)
+                else:
+                    with conn.transaction():
+                        result = work(conn, proc.token)
+            if watch.cut:  # done just as it was cut: the connection is no use any more
+                self._drop(proc)
+            return result
         except psycopg.Error as exc:
-            raise self._fault(proc, exc) from exc
+            raise self._fault(proc, exc, cut=watch is not None and watch.cut) from exc
+        except TimeoutError as exc:  # no connection made by the deadline
+            raise SpoolError(
+                f"spool {self.path}: the server did not answer within the timeout",
+                path=self.path, kind="unreachable",
+            ) from exc
         finally:
             lock.entries = 0
             lock.release()
@@ -481,16 +497,20 @@ class PostgresSpool:
     def _connect(self, proc: _Owner, bound: float) -> psycopg.Connection[Any]:
         if proc.conn is not None and not proc.conn.closed:
             return proc.conn
-        left = max(1, math.ceil(bound - time.monotonic()))
-        proc.conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=left)
+        conninfo = self._conninfo
+        proc.conn = connect_by(
+            lambda left: psycopg.connect(conninfo, autocommit=True, connect_timeout=max(2, math.ceil(left))),
+            bound, _close, f"batchdispatch-spool-connect:{self.name}",
+        )
         proc.timeout_ms = -1
-        if not self._created:
-            with proc.conn.transaction():
-                proc.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._tables.lock_key,))
-                for statement in self._tables.schema:
-                    proc.conn.execute(statement)
-            self._created = True
         return proc.conn
+
+    def _create_tables(self, conn: psycopg.Connection[Any]) -> None:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._tables.lock_key,))
+            for statement in self._tables.schema:
+                conn.execute(statement)
+        self._created = True
 
     def _take_lease(self, conn: psycopg.Connection[Any], proc: _Owner) -> None:
         conn.execute(self._tables.q(
@@ -531,8 +551,14 @@ class PostgresSpool:
             " ON CONFLICT (token) DO UPDATE SET expires = excluded.expires"
         ), (token, self.lease))
 
-    def _fault(self, proc: _Owner, exc: psycopg.Error) -> SpoolError:
+    def _fault(self, proc: _Owner, exc: psycopg.Error, *, cut: bool = False) -> SpoolError:
         sqlstate = getattr(exc, "sqlstate", None) or ""
+        if cut:
+            self._drop(proc)
+            return SpoolError(
+                f"spool {self.path}: the server did not answer within the timeout",
+                path=self.path, kind="unreachable",
+            )
         if isinstance(exc, (pg_errors.LockNotAvailable, pg_errors.QueryCanceled)):
             kind = "locked"
         elif isinstance(exc, pg_errors.DiskFull):
@@ -544,13 +570,16 @@ class PostgresSpool:
         else:
             kind = "io"
         if proc.conn is not None and (proc.conn.closed or proc.conn.broken or kind == "unreachable"):
-            conn, proc.conn = proc.conn, None
-            try:
-                conn.close()
-            except psycopg.Error:
-                pass
+            self._drop(proc)
         reason = type(exc).__name__ if kind == "unreachable" else f"{type(exc).__name__}: {exc}"
         return SpoolError(f"spool {self.path}: {reason}", path=self.path, kind=kind)
+
+    @staticmethod
+    def _drop(proc: _Owner) -> None:
+        """Close this process's connection; the next operation makes a new one."""
+        if proc.conn is not None:
+            conn, proc.conn = proc.conn, None
+            _close(conn)
 
     # -- fork ------------------------------------------------------------------------------
 
@@ -559,12 +588,7 @@ class PostgresSpool:
         proc = self._proc
         if proc.pid != os.getpid() or not proc.lock.acquire(timeout=self.timeout):
             return False
-        if proc.conn is not None:
-            conn, proc.conn = proc.conn, None
-            try:
-                conn.close()
-            except psycopg.Error:
-                pass
+        self._drop(proc)
         return True
 
     def _after_fork_in_child(self) -> _Owner:
@@ -575,6 +599,13 @@ class PostgresSpool:
         self._proc = _Owner()
         self._appends.reset_after_fork()
         return self._proc
+
+
+def _close(conn: psycopg.Connection[Any]) -> None:
+    try:
+        conn.close()
+    except psycopg.Error:
+        pass
 
 
 def _detach(conn: psycopg.Connection[Any]) -> None:

@@ -51,7 +51,7 @@ from ._group_commit import GroupCommit
 from ._identity import dead_here, new_token
 from ._process import ConnectionLock
 from ._redis_scripts import ACK, ADD, BURY, CLAIM, FREE, FREE_OWNERS, GROUP, RELEASE, REQUEUE, UNDECODABLE
-from ._waits import deadline_after
+from ._waits import ANSWER_FLOOR, deadline_after
 
 log = logging.getLogger("batchdispatch.spool")
 
@@ -576,7 +576,7 @@ class RedisSpool:
         current = pool.connection_kwargs.get("socket_timeout")
         if current is not None and left >= current:
             return self._client
-        bucket = max(0.05, math.floor(left * 10) / 10)
+        bucket = max(ANSWER_FLOOR, math.floor(left * 10) / 10)
         with self._quick_lock:
             client = self._quick.pop(bucket, None)
             if client is None:

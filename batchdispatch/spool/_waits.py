@@ -3,7 +3,8 @@
 Owns turning an operation's *timeout* into a deadline on
 :func:`time.monotonic`, and taking a lock no later than that deadline,
 or raising :class:`~batchdispatch.exceptions.SpoolError` kind
-``"locked"``.
+``"locked"``; and the least wait for a server's answer
+(:data:`ANSWER_FLOOR`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from typing import Any, Iterator, Optional
 
 from .._validate import optional_seconds
 from ..exceptions import SpoolError
+
+#: The least time, in seconds, an operation on a server waits for its answer, however
+#: close its deadline (even at ``timeout=0``): one round trip, with room for a busy host.
+ANSWER_FLOOR = 0.1
 
 
 def deadline_after(timeout: Optional[float]) -> Optional[float]:
