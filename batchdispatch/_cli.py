@@ -112,7 +112,7 @@ _SPOOL_EPILOG = """\
 KEY is read as JSON when it is valid JSON (5, null, ["tenant", 1]), else as
 the string itself; quote a string that looks like JSON: --key '"5"'.
 
-The summary, list and export only read the file: safe while dispatchers use
+The summary, list and export only read the spool: safe while dispatchers use
 it. requeue and purge write in one transaction each, and never take a row
 another process has claimed. Rows claimed by a running dispatcher are being
 delivered: an export made meanwhile may list items that arrive anyway.
@@ -120,7 +120,7 @@ delivered: an export made meanwhile may list items that arrive anyway.
 exit status:
   0    done
   1    export: some rows are not JSON and were skipped; purge: not confirmed
-  2    usage error, or the file is missing, corrupt or not a spool
+  2    usage error, or the spool is missing, corrupt, unreachable or not a spool
 
 examples:
   python -m batchdispatch spool /var/spool/app/events.db
@@ -134,17 +134,19 @@ examples:
 def _add_spool_parser(commands: Any) -> None:
     spool = commands.add_parser(
         "spool",
-        help="what a spool file holds; list, export, requeue or purge its dead letters",
+        help="what a spool holds; list, export, requeue or purge its dead letters",
         description=textwrap.fill(
-            "Without an action, a summary of the SqliteSpool file at PATH: rows waiting, rows claimed"
-            " by live and by ended owners, items in the write-ahead logs, dead letters, the oldest"
-            " row's age and the size on disk.",
+            "Without an action, a summary of the spool at PATH: rows waiting, rows claimed by live and"
+            " by ended owners, items in the write-ahead logs, dead letters, the oldest row's age and"
+            " the size on disk. PATH is a SqliteSpool file, or a spool on a server:"
+            " 'postgresql://user@host/db#table' (the table defaults to batchdispatch_spool) or"
+            " 'redis://host:6379/0#name'.",
             width=78,
         ),
         epilog=_SPOOL_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    spool.add_argument("path", metavar="PATH", help="the spool file")
+    spool.add_argument("path", metavar="PATH", help="the spool file, or a postgresql:// or redis:// location")
     spool.add_argument("--json", action="store_true", help="the summary as one JSON object")
     actions = spool.add_subparsers(dest="action", metavar="ACTION")
     listing = actions.add_parser("list", help="rows, oldest first", description="Rows, oldest first.")
