@@ -1,9 +1,10 @@
 """Prometheus metrics of the dispatchers: :class:`DispatcherCollector`.
 
-A custom collector for ``prometheus_client`` (``pip install
-batchdispatch[prometheus]``). Registered once, it exposes every live
-dispatcher of the process (:func:`batchdispatch.dispatchers`), each under
-the label ``dispatcher="<name>"``:
+A custom collector for ``prometheus_client`` (the ``prometheus`` extra:
+``pip install ".[prometheus]"`` from a checkout). Registered once, it
+exposes every live dispatcher of the process
+(:func:`batchdispatch.dispatchers`), each under the label
+``dispatcher="<name>"``:
 
 .. code-block:: python
 

@@ -9,7 +9,7 @@
     events = BackgroundDispatcher(sink, delay=0.1, max_batch_size=500, retry=RetryPolicy(max_attempts=5))
     events.enqueue({"event": "signup", "user": 42})
 
-Install the extra: ``pip install "batchdispatch[rabbitmq]"``. This module
+Install the extra from a checkout: ``pip install ".[rabbitmq]"``. This module
 owns the sink: its arguments, each item's body and properties, where a
 batch goes, one connection per thread (the :class:`~._amqp._Link` of
 :mod:`._amqp`), and what each message's outcome means for its item.
