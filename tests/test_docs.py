@@ -301,3 +301,22 @@ def test_nothing_outside_the_package_imports_its_private_receiver() -> None:
 def test_the_output_the_readme_shows_is_what_its_example_prints() -> None:
     shown = _read("docs", "snippets", "first_example.out")
     assert f"```text\n{shown}```" in _read("README.md")
+
+
+#: A ratio as the docs write one: "185 times", "25.77x" (not "2 workers x 4").
+RATIO = r"(?<![\w.,])(\d[\d,]*(?:\.\d+)?)(?:x|\s+times)\b"
+
+
+def _readme_section(title: str) -> str:
+    text = _read("README.md")
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end != -1 else len(text)]
+
+
+def test_every_ratio_the_readme_quotes_from_the_benchmark_is_on_the_benchmark_page() -> None:
+    quoted = re.findall(RATIO, _readme_section("Benchmark"))
+    assert quoted, "the README's benchmark section quotes no ratio: is this test reading the right section?"
+    shown = set(re.findall(RATIO, _read("docs", "benchmark.rst")))
+    missing = [ratio for ratio in quoted if ratio not in shown]
+    assert not missing, f"the README's benchmark section quotes {missing}, not on docs/benchmark.rst"
