@@ -72,7 +72,8 @@ class RabbitMQSink(_Sink):
         from batchdispatch.sinks.rabbitmq import RabbitMQSink
 
         # A topic exchange; the routing key is made of the dispatcher's key.
-        sink = RabbitMQSink(URL, exchange="audit", routing_key=lambda tenant: f"audit.{tenant}")
+        sink = RabbitMQSink("amqp://app:secret@mq.internal:5672/%2F", exchange="audit",
+                            routing_key=lambda tenant: f"audit.{tenant}")
         audit = KeyedDispatcher(sink, delay=0.5, retry=RetryPolicy(max_attempts=10, max_backoff=30))
         audit.enqueue("acme", {"who": 7, "did": "login"})
 

@@ -88,6 +88,7 @@ class RedisStreamSink(_Sink):
 
     .. code-block:: python
 
+        import redis
         from batchdispatch import KeyedDispatcher, RetryPolicy
         from batchdispatch.sinks.redis import RedisStreamSink
 
