@@ -4,6 +4,11 @@
 
     from batchdispatch import BackgroundDispatcher
 
+
+    def send(batch):  # runs on the worker thread, with a list of items
+        print(f"sending {len(batch)} items")
+
+
     dispatcher = BackgroundDispatcher(send, delay=0.1)
     dispatcher.enqueue({"msg": "hi"})
 """

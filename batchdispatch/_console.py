@@ -105,6 +105,10 @@ class ProgressLine:
 
     .. code-block:: python
 
+        import sys
+        from batchdispatch._console import ProgressLine
+
+        done = 0
         progress = ProgressLine(lambda: f"{done:,} done", sys.stderr)
         progress.start()
         ...

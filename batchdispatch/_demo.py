@@ -78,6 +78,8 @@ class MemorySink:
 
     .. code-block:: python
 
+        from batchdispatch._demo import MemorySink
+
         sink = MemorySink()
         sink([{"event": "page_view"}])
         assert (sink.items, sink.batches) == (1, 1)

@@ -30,8 +30,14 @@ def receiver() -> Iterator[Receiver]:
 
     .. code-block:: python
 
+        from batchdispatch import BackgroundDispatcher
+        from batchdispatch.http import HttpSink
+
+
         def test_events_arrive(receiver):
-            send_events(url=receiver.url)
+            with BackgroundDispatcher(HttpSink(receiver.url), delay=0.05) as events:
+                for n in range(3):
+                    events.enqueue({"n": n})
             assert receiver.wait_for_items(3, timeout=5)
     """
     with Receiver() as started:

@@ -39,7 +39,10 @@ class Response:
 
     .. code-block:: python
 
-        receiver.respond(Response(429, headers={"Retry-After": "1"}), Response(200))
+        from batchdispatch.testing import Receiver, Response
+
+        with Receiver() as receiver:  # a 429 first, then a 200
+            receiver.respond(Response(429, headers={"Retry-After": "1"}), Response(200))
 
     :param status: the HTTP status code.
     :param headers: extra response headers.

@@ -177,6 +177,10 @@ class RecordingSink(_Recording, Generic[T]):
 
         .. code-block:: python
 
+            from batchdispatch import PartialFailure
+            from batchdispatch.testing import RecordingSink
+
+            sink = RecordingSink()
             sink.fail(TimeoutError("slow"))                            # the next call
             sink.fail(lambda batch: PartialFailure(batch[:1]), times=None)  # each call: its first item
 

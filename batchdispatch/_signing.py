@@ -52,6 +52,8 @@ def sign(body: bytes, secret: Union[str, bytes], timestamp: Union[int, str]) -> 
 
     .. code-block:: python
 
+        from batchdispatch.webhooks import sign
+
         sign(b'[{"n":1}]', "s3cret", 1700000000)   # 'sha256=…'
 
     :raises ValueError: if *secret* is empty.
@@ -82,8 +84,12 @@ def verify_signature(
 
     .. code-block:: python
 
-        ok = verify_signature(request.body, request.headers["X-Webhook-Signature"],
-                              SECRET, request.headers["X-Webhook-Timestamp"])
+        from batchdispatch.webhooks import verify_signature
+
+
+        def genuine(body, headers, secret):  # body: bytes, after undoing gzip
+            return verify_signature(body, headers["X-Webhook-Signature"], secret,
+                                    headers["X-Webhook-Timestamp"])
 
     :param body: the request body as received, after any gzip decoding.
     :param signature: the ``X-Webhook-Signature`` header value.

@@ -102,7 +102,10 @@ def sign_webhook(body: bytes, secret: Secret, webhook_id: str, timestamp: Union[
 
     .. code-block:: python
 
-        now = int(time.time())
+        import time
+        from batchdispatch.webhooks import sign_webhook
+
+        body, now = b'[{"event":"signup"}]', int(time.time())
         signature = sign_webhook(body, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "msg_1", now)
         headers = {"webhook-id": "msg_1", "webhook-timestamp": str(now), "webhook-signature": signature}
 
@@ -158,7 +161,13 @@ def verify_webhook(body: bytes, headers: Any, secret: Secret, *, tolerance: floa
 
     .. code-block:: python
 
+        import os
+        from flask import Flask, abort, request
         from batchdispatch.webhooks import verify_webhook
+
+        app = Flask(__name__)
+        SECRET = os.environ["WEBHOOK_SECRET"]  # whsec_...
+
 
         @app.post("/hooks")
         def hooks():

@@ -37,8 +37,9 @@ class flush_after:
     .. code-block:: python
 
         from batchdispatch import BackgroundDispatcher, flush_after
+        from batchdispatch.http import HttpSink
 
-        events = BackgroundDispatcher(send, delay=0.5)
+        events = BackgroundDispatcher(HttpSink("https://events.example.com/ingest"), delay=0.5)
 
         @flush_after(events, timeout=2)
         def handler(event, context):

@@ -44,8 +44,13 @@ class PartialFailure(BatchDispatchError):
 
     .. code-block:: python
 
+        import requests
+        from batchdispatch import PartialFailure
+
+
         def deliver(endpoint_id, batch):
-            rejected = post(endpoint_id, batch)      # returns the items refused
+            answer = requests.post(f"https://{endpoint_id}.example.com/bulk", json=batch, timeout=10)
+            rejected = [batch[i] for i in answer.json()["rejected"]]  # the indexes it refused
             if rejected:
                 raise PartialFailure(rejected, RuntimeError("rejected"))
 
@@ -75,6 +80,9 @@ class DeliveryError(BatchDispatchError):
     policy gives the items up at once.
 
     .. code-block:: python
+
+        from batchdispatch.exceptions import DeliveryError
+
 
         def on_error(exc, batch):
             if isinstance(exc, DeliveryError) and exc.status == 413:
@@ -221,10 +229,16 @@ class SpoolError(BatchDispatchError):
 
     .. code-block:: python
 
-        try:
-            spool.put([(None, {"event": "signup"})])
-        except SpoolError as exc:
-            faults[exc.kind] += 1   # "full", say: keep the items in memory
+        from collections import Counter
+        from batchdispatch import SpoolError
+        from batchdispatch.spool import SqliteSpool
+
+        faults = Counter()
+        with SqliteSpool("events.db") as spool:
+            try:
+                spool.put([(None, {"event": "signup"})])
+            except SpoolError as exc:
+                faults[exc.kind] += 1   # "full", say: keep the items in memory
 
     :ivar path: the spool's file, or where a spool on a server lives
         (``postgresql://host:port/db#table``, no credentials).

@@ -10,11 +10,15 @@ batchdispatch 0.1 (``signature="x-webhook"``).
 
     from batchdispatch.webhooks import verify_webhook
 
+    processed = set()                    # the webhook ids handled (a table, in production)
+
+
     def handle(headers, body):           # body: bytes, after undoing gzip
         if not verify_webhook(body, headers, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"):
             return 401                   # forged, altered, replayed, or signed with another key
-        if already_processed(headers["webhook-id"]):
+        if headers["webhook-id"] in processed:
             return 200                   # a retry: acknowledge, do nothing
+        processed.add(headers["webhook-id"])
         ...
 
 :func:`sign_webhook` and :func:`sign` compute the signature headers, for

@@ -113,6 +113,9 @@ class BatchDispatch:
 
     .. code-block:: python
 
+        from flask import Flask
+        from batchdispatch.contrib.flask import BatchDispatch
+
         app = Flask(__name__)
         app.config["BATCHDISPATCH_URL"] = "https://events.example.com/ingest"
         events = BatchDispatch(app)          # or BatchDispatch() + events.init_app(app)

@@ -1,9 +1,10 @@
 """OpenTelemetry metrics of the dispatchers: :func:`instrument`.
 
-Observable instruments on a meter named ``batchdispatch`` (``pip install
-batchdispatch[opentelemetry]``; an SDK and an exporter of your choice do
-the rest), with the meanings of the Prometheus collector's metrics and the
-attribute ``dispatcher`` = the dispatcher's name:
+Observable instruments on a meter named ``batchdispatch`` (the
+``opentelemetry`` extra: ``pip install ".[opentelemetry]"`` from a
+checkout; an SDK and an exporter of your choice do the rest), with the
+meanings of the Prometheus collector's metrics and the attribute
+``dispatcher`` = the dispatcher's name:
 
 .. code-block:: python
 

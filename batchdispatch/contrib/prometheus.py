@@ -1,9 +1,10 @@
 """Prometheus metrics of the dispatchers: :class:`DispatcherCollector`.
 
-A custom collector for ``prometheus_client`` (``pip install
-batchdispatch[prometheus]``). Registered once, it exposes every live
-dispatcher of the process (:func:`batchdispatch.dispatchers`), each under
-the label ``dispatcher="<name>"``:
+A custom collector for ``prometheus_client`` (the ``prometheus`` extra:
+``pip install ".[prometheus]"`` from a checkout). Registered once, it
+exposes every live dispatcher of the process
+(:func:`batchdispatch.dispatchers`), each under the label
+``dispatcher="<name>"``:
 
 .. code-block:: python
 
@@ -59,8 +60,11 @@ class DispatcherCollector(Collector):
     .. code-block:: python
 
         from prometheus_client import CollectorRegistry, generate_latest
+        from batchdispatch import BackgroundDispatcher, KeyedDispatcher
         from batchdispatch.contrib.prometheus import DispatcherCollector
 
+        events = BackgroundDispatcher(print, delay=0.5, name="events")
+        webhooks = KeyedDispatcher(lambda key, batch: print(key, batch), delay=1.0, name="webhooks")
         registry = CollectorRegistry()
         registry.register(DispatcherCollector(dispatchers=[events, webhooks]))
         print(generate_latest(registry).decode())

@@ -2,9 +2,11 @@
 
 .. code-block:: python
 
+    import os
     from batchdispatch import BackgroundDispatcher, KeyedDispatcher
     from batchdispatch.http import Endpoint, HttpSink, WebhookSink
 
+    KEY, WHSEC = os.environ["LOGS_API_KEY"], os.environ["WEBHOOK_SECRET"]
     logs = BackgroundDispatcher(HttpSink("https://logs.example.com/ingest",
                                          headers={"api-key": KEY}), delay=0.1)
     hooks = KeyedDispatcher(WebhookSink({"ep-1": Endpoint("https://a.example/hook", secret=WHSEC)}),

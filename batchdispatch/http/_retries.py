@@ -46,8 +46,10 @@ def default_retry() -> Retry:
 
     .. code-block:: python
 
+        from batchdispatch.http import HttpSink, default_retry
+
         patient = default_retry().new(total=10)
-        sink = HttpSink(URL, retries=patient)
+        sink = HttpSink("https://events.example.com/ingest", retries=patient)
     """
     return Retry(
         total=5,

@@ -56,7 +56,9 @@ def orjson_serializer(batch: List[Any]) -> bytes:
 
     .. code-block:: python
 
-        sink = HttpSink(URL, serializer=orjson_serializer)  # pip install 'batchdispatch[orjson]'
+        from batchdispatch.http import HttpSink, orjson_serializer  # needs the orjson extra
+
+        sink = HttpSink("https://events.example.com/ingest", serializer=orjson_serializer)
 
     About ten times faster than :func:`json_serializer` on small events (the
     bench's ``http`` section measures the worker's CPU per event with

@@ -26,6 +26,10 @@ class SinkStats:
 
     .. code-block:: python
 
+        from batchdispatch.http import HttpSink
+
+        sink = HttpSink("https://events.example.com/ingest", max_body_bytes=1_000_000)
+        ...
         stats = sink.stats()
         if stats.splits:
             print(f"{stats.splits} bodies refused with 413: lower max_body_bytes")

@@ -37,9 +37,11 @@ class HttpSink(_Transport):
 
     .. code-block:: python
 
+        import os
         from batchdispatch import BackgroundDispatcher, RetryPolicy
         from batchdispatch.http import HttpSink
 
+        KEY = os.environ["LOGS_API_KEY"]
         with HttpSink("https://logs.example.com/ingest", headers={"api-key": KEY}) as sink, \\
                 BackgroundDispatcher(sink, delay=0.1, retry=RetryPolicy(max_attempts=3)) as logs:
             logs.enqueue({"event": "signup"})
@@ -208,6 +210,8 @@ class Endpoint:
     """Where a :class:`WebhookSink` delivers one endpoint id's batches.
 
     .. code-block:: python
+
+        from batchdispatch.http import Endpoint
 
         Endpoint("https://a.example/hook", secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
                  headers={"X-Tenant": "42"}, timeout=5, max_body_bytes=1_000_000)

@@ -395,6 +395,10 @@ class SqlSink(abc.ABC, Generic[R, S]):
 
         .. code-block:: python
 
+            from batchdispatch import KeyedDispatcher
+            from batchdispatch.sinks.postgres import PostgresSink
+
+            sink = PostgresSink("host=db.internal dbname=app user=app", "events", ["tenant", "kind"])
             KeyedDispatcher(sink.deliver, delay=1.0)   # one batch per key at a time, in order
         """
         self(batch)

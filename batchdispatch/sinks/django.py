@@ -53,7 +53,11 @@ class ModelSink(SqlSink[Any, None]):
 
         page_views = BackgroundDispatcher(ModelSink(PageView), delay=1.0, max_batch_size=500,
                                           retry=RetryPolicy(max_attempts=10, max_backoff=30))
-        page_views.enqueue({"path": request.path, "user_id": request.user.pk})
+
+
+        def product(request):  # a view
+            page_views.enqueue({"path": request.path, "user_id": request.user.pk})
+            ...
 
     Each batch is one ``bulk_create`` of the batch's objects inside
     ``transaction.atomic(using=using)``, on the dispatcher's worker thread.

@@ -51,6 +51,8 @@ class PostgresSink(SqlSink[Row, "psycopg.Connection[Any]"]):
 
     .. code-block:: python
 
+        from datetime import datetime, timezone
+        from psycopg.types.json import Jsonb
         from batchdispatch import BackgroundDispatcher, RetryPolicy
         from batchdispatch.sinks.postgres import PostgresSink
 
@@ -58,6 +60,7 @@ class PostgresSink(SqlSink[Row, "psycopg.Connection[Any]"]):
                             ["at", "kind", "payload"])
         events = BackgroundDispatcher(sink, delay=0.5, max_batch_size=1000,
                                       retry=RetryPolicy(max_attempts=10, max_backoff=30))
+        now = datetime.now(timezone.utc)
         events.enqueue({"at": now, "kind": "signup", "payload": Jsonb({"user": 42})})
         ...
         events.shutdown(timeout=10)

@@ -9,7 +9,7 @@
     events = BackgroundDispatcher(sink, delay=0.1, max_batch_size=500, retry=RetryPolicy(max_attempts=5))
     events.enqueue({"event": "signup", "user": 42})
 
-Install the extra: ``pip install "batchdispatch[rabbitmq]"``. This module
+Install the extra from a checkout: ``pip install ".[rabbitmq]"``. This module
 owns the sink: its arguments, each item's body and properties, where a
 batch goes, one connection per thread (the :class:`~._amqp._Link` of
 :mod:`._amqp`), and what each message's outcome means for its item.
@@ -72,7 +72,8 @@ class RabbitMQSink(_Sink):
         from batchdispatch.sinks.rabbitmq import RabbitMQSink
 
         # A topic exchange; the routing key is made of the dispatcher's key.
-        sink = RabbitMQSink(URL, exchange="audit", routing_key=lambda tenant: f"audit.{tenant}")
+        sink = RabbitMQSink("amqp://app:secret@mq.internal:5672/%2F", exchange="audit",
+                            routing_key=lambda tenant: f"audit.{tenant}")
         audit = KeyedDispatcher(sink, delay=0.5, retry=RetryPolicy(max_attempts=10, max_backoff=30))
         audit.enqueue("acme", {"who": 7, "did": "login"})
 

@@ -9,7 +9,7 @@
     events = BackgroundDispatcher(sink, delay=0.1, max_batch_size=500, retry=RetryPolicy(max_attempts=5))
     events.enqueue({"event": "signup", "user": 42})
 
-Install the extra: ``pip install "batchdispatch[redis]"``. This module owns
+Install the extra from a checkout: ``pip install ".[redis]"``. This module owns
 the sink: its arguments, the ``XADD`` commands it writes, how it reads their
 replies to learn which entries landed, and what each failure means.
 """
@@ -88,6 +88,7 @@ class RedisStreamSink(_Sink):
 
     .. code-block:: python
 
+        import redis
         from batchdispatch import KeyedDispatcher, RetryPolicy
         from batchdispatch.sinks.redis import RedisStreamSink
 

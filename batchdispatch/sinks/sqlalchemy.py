@@ -39,6 +39,7 @@ class TableSink(SqlSink[Row, Connection]):
 
     .. code-block:: python
 
+        from datetime import datetime, timezone
         from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, create_engine
         from batchdispatch import BackgroundDispatcher, RetryPolicy
         from batchdispatch.sinks.sqlalchemy import TableSink
@@ -48,7 +49,7 @@ class TableSink(SqlSink[Row, Connection]):
                        Column("kind", String(50), nullable=False), Column("at", DateTime))
         dispatcher = BackgroundDispatcher(TableSink(engine, events), delay=0.5, max_batch_size=1000,
                                           retry=RetryPolicy(max_attempts=10, max_backoff=30))
-        dispatcher.enqueue({"kind": "signup", "at": now})
+        dispatcher.enqueue({"kind": "signup", "at": datetime.now(timezone.utc)})
 
     Each batch is one ``connection.execute(insert(table), rows)`` with a
     list of parameter dicts, inside one transaction: an "executemany",

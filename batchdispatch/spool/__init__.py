@@ -2,8 +2,10 @@
 
 .. code-block:: python
 
+    from batchdispatch.http import HttpSink
     from batchdispatch.spool import SqliteSpool
 
+    deliver = HttpSink("https://events.example.com/ingest")
     with SqliteSpool("events.db") as spool:
         spool.put([(None, {"event": "signup"}), (None, {"event": "login"})])
         rows = spool.claim(100)            # [(row_id, key, item), ...], oldest first

@@ -117,10 +117,12 @@ class RedisSpool:
 
     .. code-block:: python
 
+        from batchdispatch import BackgroundDispatcher
+        from batchdispatch.http import HttpSink
         from batchdispatch.spool import RedisSpool
 
         spool = RedisSpool("redis://cache.internal:6379/0", "myapp-events", durable=True)
-        dispatcher = BackgroundDispatcher(send, spool=spool)
+        dispatcher = BackgroundDispatcher(HttpSink("https://events.example.com/ingest"), spool=spool)
 
     :param client: a ``redis.Redis`` (its pool serves every thread, and a
         forked child gets connections of its own), or a ``redis://`` URL,

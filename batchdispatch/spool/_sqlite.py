@@ -59,6 +59,8 @@ class SqliteSpool:
 
     .. code-block:: python
 
+        from batchdispatch.spool import SqliteSpool
+
         spool = SqliteSpool("/var/spool/myapp/events.db", durable=True)
         row_id = spool.append("endpoint-1", {"event": "signup"})  # on disk when it returns
         ...

@@ -51,9 +51,13 @@ class DispatcherHandler:
 
     .. code-block:: python
 
+        from django.http import HttpResponse
         from batchdispatch.contrib.django import dispatchers
 
-        dispatchers["default"].enqueue({"event": "signup", "user": user.pk})
+
+        def signup(request):  # a view
+            dispatchers["default"].enqueue({"event": "signup", "user": request.user.pk})
+            return HttpResponse(status=204)
 
     Each dispatcher is a :class:`~batchdispatch.BackgroundDispatcher` over an
     :class:`~batchdispatch.http.HttpSink`, built from the alias's options on
