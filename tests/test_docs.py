@@ -233,11 +233,7 @@ def test_no_snippet_calls_a_name_it_does_not_define() -> None:
 
 
 #: Docstring examples in the rendered modules that the name check skips, by file and object, with the reason.
-DOCSTRINGS_NOT_CHECKED: Dict[Tuple[str, str], str] = {
-    ("batchdispatch/spool/_postgres.py", "PostgresSpool"):
-        "another change is rewriting this module; its example uses BackgroundDispatcher and send "
-        "without importing or defining them, to fix once that change lands",
-}
+DOCSTRINGS_NOT_CHECKED: Dict[Tuple[str, str], str] = {}
 
 #: The directives that set the module an autodoc name is looked up in, and those that render one.
 AUTODOC = r"\s*\.\. (currentmodule|py:currentmodule|module|py:module|auto\w+)::\s*(\S+)\s*$"

@@ -116,7 +116,8 @@ def measure(options: BenchOptions, err: TextIO) -> Measured:
     rounds, seconds = options.app_rounds, options.app_seconds
     lacking = missing()
     if lacking:
-        note = f"app: not measured: needs {' and '.join(lacking)} (pip install 'batchdispatch[bench]')"
+        note = (f"app: not measured: needs {' and '.join(lacking)}"
+                " (the extra bench: pip install '.[bench]' from a checkout)")
         return Measured({}, {}, {}, [note], seconds, rounds, generator())
     labels: Dict[str, str] = {}
     notes: List[str] = []
@@ -127,7 +128,7 @@ def measure(options: BenchOptions, err: TextIO) -> Measured:
             labels[key] = _label(key, label)
         else:
             notes.append(f"app: {label}: not measured, {module} is not installed"
-                         " (pip install 'batchdispatch[bench]')")
+                         " (the extra bench: pip install '.[bench]' from a checkout)")
     warmup = max(1.0, seconds / 2)
     shipped: Dict[str, Shipped] = {}
     with Counter() as counter:

@@ -44,7 +44,7 @@ def measure(options: BenchOptions, err: TextIO) -> List[Row]:
         import pika
         import pika.exceptions
     except ImportError:
-        raise Unavailable('pika is not installed: pip install "batchdispatch[rabbitmq]"') from None
+        raise Unavailable('pika is not installed: pip install pika (the extra rabbitmq)') from None
     parameters = pika.URLParameters(URL)
     parameters.socket_timeout = 2
     try:

@@ -39,7 +39,7 @@ def measure(options: BenchOptions, err: TextIO) -> List[Row]:
     try:
         import redis
     except ImportError:
-        raise Unavailable('redis-py is not installed: pip install "batchdispatch[redis]"') from None
+        raise Unavailable('redis-py is not installed: pip install redis (the extra redis)') from None
     client: Any = redis.Redis.from_url(URL, socket_timeout=10, socket_connect_timeout=2)
     try:
         client.ping()

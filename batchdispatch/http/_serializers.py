@@ -47,7 +47,9 @@ def _orjson() -> Any:
     try:
         import orjson
     except ImportError:
-        raise ImportError("orjson_serializer needs orjson: pip install 'batchdispatch[orjson]'") from None
+        raise ImportError(
+            "orjson_serializer needs orjson: pip install orjson (batchdispatch's extra orjson)",
+        ) from None
     return orjson
 
 

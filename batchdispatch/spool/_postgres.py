@@ -78,10 +78,12 @@ class PostgresSpool:
 
     .. code-block:: python
 
+        from batchdispatch import BackgroundDispatcher
+        from batchdispatch.http import HttpSink
         from batchdispatch.spool import PostgresSpool
 
         spool = PostgresSpool("postgresql://app@db.internal/app", durable=True)
-        dispatcher = BackgroundDispatcher(send, spool=spool)
+        dispatcher = BackgroundDispatcher(HttpSink("https://events.example.com/ingest"), spool=spool)
 
     :param conninfo: a libpq connection string or ``postgresql://`` URL.
         Its password never appears in a repr, a log line or an error.

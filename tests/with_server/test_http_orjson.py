@@ -81,7 +81,7 @@ def test_without_orjson_it_says_which_extra_to_install(monkeypatch: pytest.Monke
     _serializers._orjson.cache_clear()
     monkeypatch.setitem(sys.modules, "orjson", None)  # import orjson raises ImportError
     try:
-        with pytest.raises(ImportError, match=r"pip install 'batchdispatch\[orjson\]'"):
+        with pytest.raises(ImportError, match=r"pip install orjson"):
             orjson_serializer([1])
     finally:
         _serializers._orjson.cache_clear()
