@@ -93,6 +93,7 @@ def run(options: BenchOptions, out: TextIO, err: TextIO) -> int:
             sent = http.measure(options, err)
             figures["http"] = http.figures(sent)
             figures["http_worker_cpu"] = http.cpu_figures(sent)
+            figures["http_options"] = http.variant_figures(sent)
             report += ([""] if report else []) + http.report(sent)
         if "sinks" in options.sections:
             report += ([""] if report else []) + sinks.report(options, sinks.measure(options, err))
