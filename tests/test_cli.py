@@ -292,7 +292,11 @@ def test_bench_only_http_runs_that_section_alone() -> None:
     variants = re.findall(row, result.stdout, re.MULTILINE)
     assert variants == ["defaults", "max_body_bytes=1 MiB", "secret (Standard Webhooks)",
                         "secret + max_body_bytes=1 MiB"]
-    assert re.search(r"^Signing \(Standard Webhooks\) costs the worker [+-][\d.]+ us per batch of 100,",
+    # The same variants before the POST, with no network: us per batch of 100 and of 1,000.
+    before = re.findall(r"^\| ([\w =()+.]+?) +\| +[\d.]+ \| +[\d.]+x \| +[\d.]+ \| +[\d.]+x \|$",
+                        result.stdout, re.MULTILINE)
+    assert before == variants
+    assert re.search(r"^Signing \(Standard Webhooks\) before the POST: [+-][\d.]+ us per batch of 100 ",
                      result.stdout, re.MULTILINE)
     assert "(a) deque.append" not in result.stdout
     assert "idle wake-ups" not in result.stdout
@@ -334,6 +338,7 @@ def test_bench_json_writes_the_http_options_beside_the_http_runs(tmp_path: Any) 
         assert printed, variant["label"]
         assert printed[1] == f"{variant['items_per_s']:,.0f}"
         assert set(variant["us_per_event"]) == set(variant["us_per_event_vs_defaults"]) == {"100", "1000"}
+        assert set(variant["us_per_batch_before_post"]) == {"100", "1000"}
     assert variants[0]["items_per_s_vs_defaults"] == 1.0
 
 

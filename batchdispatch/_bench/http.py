@@ -13,23 +13,18 @@ batches of 100 and of 1,000 analytics events, with the default
 :func:`~batchdispatch.http.orjson_serializer` if orjson is installed. Only
 that thread's CPU counts: the receiver's threads, in the same process, do not.
 
-Last, what the HttpSink options of issue 15 cost when every batch is under
-the limit: the sink with its defaults, with *max_body_bytes* of 1 MiB, with
-a *secret* (Standard Webhooks signing), and with both. Each is measured as
-(h) is, in items per second, and as the worker CPU rows are, per event,
-round after round in turn, so that their ratios to the defaults come from
-the same moments of the machine. The receiver does not check signatures:
-its work is the same for every variant, and only the sink's differs.
+:mod:`.http_options` runs (h) and the worker CPU rows again with the
+HttpSink options of issue 15; both take the sink's keyword arguments and a
+*check* for that.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import importlib.util
 import itertools
 import time
-from typing import Any, Dict, List, Optional, TextIO, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, TextIO, Tuple
 
 from .._dispatcher import BackgroundDispatcher
 from .harness import DRAIN_TIMEOUT, PAYLOAD, BenchError
@@ -48,28 +43,9 @@ HTTP_BATCH, HTTP_DELAY = 100, 0.01
 #: The per-item designs' request timeout, in seconds: what a careful app sets.
 HTTP_TIMEOUT = 10.0
 
-#: The *max_body_bytes* of the variants that set one: CloudWatch's limit, and
-#: far above the largest batch measured (1,000 events are about 120 kB).
-MAX_BODY_BYTES = 1024 * 1024
-#: The key the signing variants sign with: 32 bytes, written as Standard Webhooks writes a secret.
-SECRET = "whsec_" + base64.b64encode(b"batchdispatch bench signing key!").decode("ascii")
-
-
-@dataclasses.dataclass(frozen=True)
-class Variant:
-    """An HttpSink as the application would build it: *options* are its keyword arguments."""
-
-    label: str
-    options: Dict[str, Any]
-
-
-#: The sink with its defaults first: the other rows' ratios are to it.
-VARIANTS = (
-    Variant("defaults", {}),
-    Variant("max_body_bytes=1 MiB", {"max_body_bytes": MAX_BODY_BYTES}),
-    Variant("secret (Standard Webhooks)", {"secret": SECRET}),
-    Variant("secret + max_body_bytes=1 MiB", {"secret": SECRET, "max_body_bytes": MAX_BODY_BYTES}),
-)
+#: Called with the sink once a run is over and every item in, before the sink is closed:
+#: it raises BenchError if the sink did not do what the run meant to measure.
+Check = Callable[[Any], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,14 +84,15 @@ def _per_item_posts(receiver: Any, posts: int, with_session: bool) -> _HttpRun:
     return _HttpRun(label, posts, receiver.request_count, posts / elapsed)
 
 
-def _batched_posts(receiver: Any, items: int, variant: Optional[Variant] = None) -> _HttpRun:
-    """(h): BackgroundDispatcher + HttpSink, batches of HTTP_BATCH items; the sink built as *variant* says."""
+def _batched_posts(
+    receiver: Any, items: int,
+    sink_options: Optional[Mapping[str, Any]] = None, check: Optional[Check] = None,
+) -> _HttpRun:
+    """(h): BackgroundDispatcher + HttpSink(**sink_options), batches of HTTP_BATCH items."""
     from ..http import HttpSink
 
     label = f"(h) BackgroundDispatcher + HttpSink, batches of {HTTP_BATCH}"
-    if variant is not None:
-        label = f"{label}, {variant.label}"
-    sink = HttpSink(receiver.url, **(variant.options if variant is not None else {}))
+    sink = HttpSink(receiver.url, **(sink_options or {}))
     dispatcher: BackgroundDispatcher[object] = BackgroundDispatcher(
         sink, delay=HTTP_DELAY, max_batch_size=HTTP_BATCH, max_queue_size=None, name="bench-http"
     )
@@ -136,6 +113,8 @@ def _batched_posts(receiver: Any, items: int, variant: Optional[Variant] = None)
             raise BenchError(f"{label}: delivery took more than {DRAIN_TIMEOUT:g} s")
         elapsed = time.perf_counter() - started
         stats = dispatcher.stats()
+        if check is not None:
+            check(sink)
     finally:
         dispatcher.shutdown(timeout=DRAIN_TIMEOUT)
         sink.close()
@@ -144,8 +123,6 @@ def _batched_posts(receiver: Any, items: int, variant: Optional[Variant] = None)
             f"{label}: the receiver got {receiver.item_count:,} of {items:,} items"
             f" ({stats.failed:,} failed, {stats.dropped:,} dropped, last error: {stats.last_error!r})"
         )
-    if variant is not None:
-        _check_variant(receiver, sink, variant, label)
     return _HttpRun(label, items, receiver.request_count, items / elapsed)
 
 
@@ -160,22 +137,22 @@ def event(n: int) -> Dict[str, Any]:
 
 
 def _worker_cpu(
-    receiver: Any, items: int, size: int, serializer: Optional[Any], variant: Optional[Variant] = None,
+    receiver: Any, items: int, size: int, serializer: Optional[Any],
+    sink_options: Optional[Mapping[str, Any]] = None, check: Optional[Check] = None,
 ) -> float:
     """Seconds of this thread's CPU per event, calling an HttpSink with batches of *size* events."""
     from ..http import HttpSink
 
     batches = [[event(size * b + k) for k in range(size)] for b in range(max(2, items // size))]
-    options = variant.options if variant is not None else {}
-    with HttpSink(receiver.url, serializer=serializer, **options) as sink:
+    with HttpSink(receiver.url, serializer=serializer, **(sink_options or {})) as sink:
         sink(batches[0])  # warm-up: the connection is open
         receiver.clear()
         started = time.thread_time()
         for batch in batches[1:]:
             sink(batch)
         spent = time.thread_time() - started
-        if variant is not None:
-            _check_variant(receiver, sink, variant, f"worker CPU, {variant.label}, batches of {size}")
+        if check is not None:
+            check(sink)
     sent = size * (len(batches) - 1)
     if receiver.item_count != sent:
         raise BenchError(f"worker CPU: the receiver got {receiver.item_count:,} of {sent:,} events")
@@ -183,67 +160,16 @@ def _worker_cpu(
     return spent / sent
 
 
-# -- HttpSink options, every batch under the limit ----------------------------------
-
-
-def _check_variant(receiver: Any, sink: Any, variant: Variant, label: str) -> None:
-    """The sink did what *variant* asks: each batch one body (under the limit), signed if it has a secret."""
-    stats = sink.stats()
-    if stats.chunked or stats.splits:
-        raise BenchError(
-            f"{label}: {stats.chunked:,} batches sent in several bodies,"
-            f" {stats.splits:,} bodies split after a 413"
-        )
-    signature = receiver.requests[-1].headers.get("webhook-signature", "")
-    if ("secret" in variant.options) != signature.startswith("v1,"):
-        raise BenchError(f"{label}: the last request's webhook-signature is {signature[:3]!r}...")
-
-
-@dataclasses.dataclass(frozen=True)
-class VariantFigures:
-    """One variant's best figures: items per second as (h), and worker CPU seconds per event by batch size."""
-
-    variant: Variant
-    items_per_s: float
-    cpu: Dict[int, float]
-
-
-def _measure_variants(receiver: Any, options: BenchOptions, err: TextIO) -> List[VariantFigures]:
-    """Each variant once per round, in turn, starting one further along each round; the best of each."""
-    throughput: Dict[str, List[float]] = {}
-    samples: Dict[Tuple[str, int], List[float]] = {}
-    items = max(CPU_BATCHES[-1] * 2, options.http_items // 5)
-    rounds = max(1, options.repeat)
-    for round_ in range(rounds):
-        turn = VARIANTS[round_ % len(VARIANTS):] + VARIANTS[:round_ % len(VARIANTS)]
-        for variant in turn:
-            status(err, f"bench: HTTP, round {round_ + 1} of {rounds}, {variant.label}")
-            run = _batched_posts(receiver, options.http_items, variant)
-            throughput.setdefault(variant.label, []).append(run.items_per_s)
-            receiver.clear()
-            for size in CPU_BATCHES:
-                spent = _worker_cpu(receiver, items, size, None, variant)
-                samples.setdefault((variant.label, size), []).append(spent)
-    return [
-        VariantFigures(variant, max(throughput[variant.label]),
-                       {size: min(samples[(variant.label, size)]) for size in CPU_BATCHES})
-        for variant in VARIANTS
-    ]
-
-
 @dataclasses.dataclass(frozen=True)
 class HttpMeasured:
-    """The runs (f), (g), (h), the worker's CPU per event by (serializer, batch size), and the variants."""
+    """The runs (f), (g), (h), and the worker's CPU per event by (serializer, batch size)."""
 
     runs: List[_HttpRun]
     cpu: Dict[Tuple[str, int], float]
-    variants: List[VariantFigures]
-    #: Rounds the variants were measured in.
-    rounds: int
 
 
 def measure(options: BenchOptions, err: TextIO) -> HttpMeasured:
-    """Run (f), (g) and (h) once each, the worker CPU rows, then the variants, all against one receiver."""
+    """Run (f), (g) and (h) once each, then the worker CPU rows, against one embedded receiver."""
     from ..http import orjson_serializer
     from ..testing import Receiver
 
@@ -270,8 +196,7 @@ def measure(options: BenchOptions, err: TextIO) -> HttpMeasured:
                     spent = _worker_cpu(receiver, items, size, serializer)
                     samples.setdefault((name, size), []).append(spent)
         cpu = {key: min(values) for key, values in samples.items()}
-        variants = _measure_variants(receiver, options, err)
-    return HttpMeasured(runs, cpu, variants, max(1, options.repeat))
+    return HttpMeasured(runs, cpu)
 
 
 def figures(measured: HttpMeasured) -> List[Dict[str, Any]]:
@@ -283,29 +208,6 @@ def cpu_figures(measured: HttpMeasured) -> List[Dict[str, Any]]:
     """The worker's CPU per event, for ``bench --json``: one entry per serializer and batch size."""
     return [{"serializer": name, "batch": size, "us_per_event": seconds * 1e6}
             for (name, size), seconds in measured.cpu.items()]
-
-
-def variant_figures(measured: HttpMeasured) -> Dict[str, Any]:
-    """The variants' figures, for ``bench --json``: items/s and µs per event by batch size, and ratios."""
-    base = measured.variants[0]
-    return {
-        "rounds": measured.rounds,
-        "batch": HTTP_BATCH,
-        "variants": [
-            {
-                "label": figures.variant.label,
-                "secret": "secret" in figures.variant.options,
-                "max_body_bytes": figures.variant.options.get("max_body_bytes"),
-                "items_per_s": figures.items_per_s,
-                "items_per_s_vs_defaults": figures.items_per_s / base.items_per_s,
-                "us_per_event": {str(size): seconds * 1e6 for size, seconds in figures.cpu.items()},
-                "us_per_event_vs_defaults": {
-                    str(size): seconds / base.cpu[size] for size, seconds in figures.cpu.items()
-                },
-            }
-            for figures in measured.variants
-        ],
-    }
 
 
 def report(measured: HttpMeasured) -> List[str]:
@@ -334,34 +236,4 @@ def report(measured: HttpMeasured) -> List[str]:
             [[name, *(f"{measured.cpu[(name, size)] * 1e6:.2f}" for size in CPU_BATCHES)]
              for name in dict.fromkeys(name for name, _ in measured.cpu)],
         ),
-        "",
-        *_variants_report(measured),
-    ]
-
-
-def _variants_report(measured: HttpMeasured) -> List[str]:
-    base = measured.variants[0]
-    rows = [
-        [figures.variant.label, f"{figures.items_per_s:,.0f}",
-         ratio(figures.items_per_s, base.items_per_s),
-         *(cell for size in CPU_BATCHES
-           for cell in (f"{figures.cpu[size] * 1e6:.2f}", ratio(figures.cpu[size], base.cpu[size])))]
-        for figures in measured.variants
-    ]
-    header = ["HttpSink options", "items/s", "vs defaults",
-              *(cell for size in CPU_BATCHES for cell in (f"us/event, batches of {size:,}", "vs defaults"))]
-    signed = next(figures for figures in measured.variants if figures.variant.options == {"secret": SECRET})
-    extra = ", ".join(
-        f"{(signed.cpu[size] - base.cpu[size]) * size * 1e6:+.1f} us per batch of {size:,}"
-        for size in CPU_BATCHES
-    )
-    return [
-        f"HttpSink options, every batch under the limit: items/s as (h), batches of {HTTP_BATCH};",
-        "worker CPU per event as above, json_serializer; each variant in turn, round after round,",
-        f"the best of {measured.rounds} round{'s' if measured.rounds > 1 else ''};"
-        " the receiver does not check signatures.",
-        "",
-        *table(header, rows),
-        "",
-        f"Signing (Standard Webhooks) costs the worker {extra} (best against best).",
     ]
