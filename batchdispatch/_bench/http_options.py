@@ -39,8 +39,11 @@ from .output import ratio, status, table
 MAX_BODY_BYTES = 1024 * 1024
 #: The key the signing variants sign with: 32 bytes, written as Standard Webhooks writes a secret.
 SECRET = "whsec_" + base64.b64encode(b"batchdispatch bench signing key!").decode("ascii")
-#: Events serialized per timing of the work before the POST (so 250 batches of 100, 25 of 1,000).
-PREPARE_EVENTS = 25_000
+#: Events serialized per timing of the work before the POST (30 batches of 100, 3 of 1,000): a
+#: few milliseconds, short enough that some timings are not cut by another process on a busy machine.
+PREPARE_EVENTS = 3_000
+#: Rounds of that timing per ``--repeat``: each is cheap, and only the best of them counts.
+PREPARE_ROUNDS = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,9 +150,8 @@ def measure(options: BenchOptions, err: TextIO) -> OptionsMeasured:
     batches = {size: [event(k) for k in range(size)] for size in CPU_BATCHES}
     calls = {(variant.label, size): _prepare(variant, batch)
              for variant in VARIANTS for size, batch in batches.items()}
-    # Cheap, and with no network: more rounds, for a difference of a few microseconds.
-    for round_ in range(rounds * 4):
-        status(err, f"bench: HTTP options, before the POST, round {round_ + 1} of {rounds * 4}")
+    for round_ in range(rounds * PREPARE_ROUNDS):
+        status(err, f"bench: HTTP options, before the POST, round {round_ + 1} of {rounds * PREPARE_ROUNDS}")
         for variant in _turn(round_):
             for size in CPU_BATCHES:
                 loops = max(1, PREPARE_EVENTS // size)
@@ -225,7 +227,7 @@ def report(measured: OptionsMeasured) -> List[str]:
                 *(cell for size in sizes for cell in (f"us/event, batches of {size}", "vs defaults"))], sent),
         "",
         "Before the POST, no network: serialize, plan the bodies, build headers and signature;",
-        f"us per batch, the best of {measured.rounds * 4} rounds in turn.",
+        f"us per batch, the best of {measured.rounds * PREPARE_ROUNDS} rounds in turn.",
         "",
         *table(["HttpSink options",
                 *(cell for size in sizes for cell in (f"us/batch of {size}", "vs defaults"))], before),
