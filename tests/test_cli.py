@@ -286,6 +286,18 @@ def test_bench_only_http_runs_that_section_alone() -> None:
     names = re.findall(r"^\| (\w+_serializer) +\| +[\d.]+ \| +[\d.]+ \|$", result.stdout, re.MULTILINE)
     assert names[0] == "json_serializer"
     assert ("orjson_serializer" in names) == (importlib.util.find_spec("orjson") is not None)
+    # The HttpSink options of issue 15, every batch under the limit: each variant's row, with ratios.
+    figure = r" +[\d.]+ \| +[\d.]+x \|"  # us/event, then its ratio to the defaults
+    row = rf"^\| ([\w =()+.]+?) +\| +[\d,]+ \| +[\d.]+x \|{figure}{figure}$"
+    variants = re.findall(row, result.stdout, re.MULTILINE)
+    assert variants == ["defaults", "max_body_bytes=1 MiB", "secret (Standard Webhooks)",
+                        "secret + max_body_bytes=1 MiB"]
+    # The same variants before the POST, with no network: us per batch of 100 and of 1,000.
+    before = re.findall(r"^\| ([\w =()+.]+?) +\| +[\d.]+ \| +[\d.]+x \| +[\d.]+ \| +[\d.]+x \|$",
+                        result.stdout, re.MULTILINE)
+    assert before == variants
+    assert re.search(r"^Signing \(Standard Webhooks\) before the POST: [+-][\d.]+ us per batch of 100 ",
+                     result.stdout, re.MULTILINE)
     assert "(a) deque.append" not in result.stdout
     assert "idle wake-ups" not in result.stdout
 
@@ -307,6 +319,27 @@ def test_bench_json_writes_the_figures_the_table_prints(tmp_path: Any) -> None:
         assert printed[1] == f"{design['ns_per_enqueue']['1']:,.1f}"  # the table's figure, unrounded
     assert set(designs[3]["items_per_s"]) == {"1", "4"}
     assert designs[0]["items_per_s"] == {}  # (a) has no consumer
+
+
+def test_bench_json_writes_the_http_options_beside_the_http_runs(tmp_path: Any) -> None:
+    path = tmp_path / "bench.json"
+    result = run_cli("bench", "--quick", "--only", "http", "--json", str(path))
+    assert result.returncode == 0, result.stderr
+    with open(path, encoding="utf-8") as file:
+        figures = json.load(file)
+    # The keys docs/charts/make_charts.py reads are as they were: (f), (g) and (h), in that order.
+    assert [run["label"][:3] for run in figures["http"]] == ["(f)", "(g)", "(h)"]
+    variants = figures["http_options"]["variants"]
+    assert [(v["secret"], v["max_body_bytes"]) for v in variants] == [
+        (False, None), (False, 1024 * 1024), (True, None), (True, 1024 * 1024)]
+    for variant in variants:
+        row = rf"^\| {re.escape(variant['label'])} +\| +([\d,]+) \|"
+        printed = re.search(row, result.stdout, re.MULTILINE)
+        assert printed, variant["label"]
+        assert printed[1] == f"{variant['items_per_s']:,.0f}"
+        assert set(variant["us_per_event"]) == set(variant["us_per_event_vs_defaults"]) == {"100", "1000"}
+        assert set(variant["us_per_batch_before_post"]) == {"100", "1000"}
+    assert variants[0]["items_per_s_vs_defaults"] == 1.0
 
 
 class _ClosedPipe(io.StringIO):

@@ -15,8 +15,10 @@ it runs the sections asked for, in this order, each in a module of its own:
     What ``spool=`` costs an enqueue, without a spool and in each mode.
 ``scale`` (:mod:`.scale`)
     How KeyedDispatcher's costs grow with the number of keys.
-``http`` (:mod:`.http`)
-    Items per second to a receiver on 127.0.0.1, per item and batched.
+``http`` (:mod:`.http`, :mod:`.http_options`)
+    Items per second to a receiver on 127.0.0.1, per item and batched;
+    then HttpSink with *max_body_bytes*, with a *secret* and with both,
+    against its defaults, every batch under the limit.
 ``sinks`` (:mod:`.sinks`)
     Each sink of :mod:`batchdispatch.sinks` against the per-item way, on
     the servers of the machine (a part whose server does not answer says so).
@@ -42,7 +44,7 @@ import sys
 from typing import Any, Dict, List, TextIO
 
 from .. import __version__
-from . import app, enqueue, http, scale, sinks, spool
+from . import app, enqueue, http, http_options, scale, sinks, spool
 from .harness import DELAY, MAX_BATCH_SIZE, BenchError
 from .options import DEFAULT_SECTIONS, QUICK, SECTIONS, BenchOptions
 from .output import status
@@ -94,6 +96,9 @@ def run(options: BenchOptions, out: TextIO, err: TextIO) -> int:
             figures["http"] = http.figures(sent)
             figures["http_worker_cpu"] = http.cpu_figures(sent)
             report += ([""] if report else []) + http.report(sent)
+            optioned = http_options.measure(options, err)
+            figures["http_options"] = http_options.figures(optioned)
+            report += ["", *http_options.report(optioned)]
         if "sinks" in options.sections:
             report += ([""] if report else []) + sinks.report(options, sinks.measure(options, err))
         if "app" in options.sections:

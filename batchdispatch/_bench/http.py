@@ -12,6 +12,10 @@ batches of 100 and of 1,000 analytics events, with the default
 :func:`~batchdispatch.http.json_serializer` and with
 :func:`~batchdispatch.http.orjson_serializer` if orjson is installed. Only
 that thread's CPU counts: the receiver's threads, in the same process, do not.
+
+:mod:`.http_options` runs (h) and the worker CPU rows again with the
+HttpSink options of issue 15; both take the sink's keyword arguments and a
+*check* for that.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import dataclasses
 import importlib.util
 import itertools
 import time
-from typing import Any, Dict, List, Optional, TextIO, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, TextIO, Tuple
 
 from .._dispatcher import BackgroundDispatcher
 from .harness import DRAIN_TIMEOUT, PAYLOAD, BenchError
@@ -38,6 +42,10 @@ from .output import ratio, status, table
 HTTP_BATCH, HTTP_DELAY = 100, 0.01
 #: The per-item designs' request timeout, in seconds: what a careful app sets.
 HTTP_TIMEOUT = 10.0
+
+#: Called with the sink once a run is over and every item in, before the sink is closed:
+#: it raises BenchError if the sink did not do what the run meant to measure.
+Check = Callable[[Any], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,12 +84,15 @@ def _per_item_posts(receiver: Any, posts: int, with_session: bool) -> _HttpRun:
     return _HttpRun(label, posts, receiver.request_count, posts / elapsed)
 
 
-def _batched_posts(receiver: Any, items: int) -> _HttpRun:
-    """(h): BackgroundDispatcher + HttpSink, batches of HTTP_BATCH items."""
+def _batched_posts(
+    receiver: Any, items: int,
+    sink_options: Optional[Mapping[str, Any]] = None, check: Optional[Check] = None,
+) -> _HttpRun:
+    """(h): BackgroundDispatcher + HttpSink(**sink_options), batches of HTTP_BATCH items."""
     from ..http import HttpSink
 
     label = f"(h) BackgroundDispatcher + HttpSink, batches of {HTTP_BATCH}"
-    sink = HttpSink(receiver.url)
+    sink = HttpSink(receiver.url, **(sink_options or {}))
     dispatcher: BackgroundDispatcher[object] = BackgroundDispatcher(
         sink, delay=HTTP_DELAY, max_batch_size=HTTP_BATCH, max_queue_size=None, name="bench-http"
     )
@@ -102,6 +113,8 @@ def _batched_posts(receiver: Any, items: int) -> _HttpRun:
             raise BenchError(f"{label}: delivery took more than {DRAIN_TIMEOUT:g} s")
         elapsed = time.perf_counter() - started
         stats = dispatcher.stats()
+        if check is not None:
+            check(sink)
     finally:
         dispatcher.shutdown(timeout=DRAIN_TIMEOUT)
         sink.close()
@@ -123,18 +136,23 @@ def event(n: int) -> Dict[str, Any]:
             "properties": {"id": f"4242-{n}", "path": "/view", "at": time.time()}}
 
 
-def _worker_cpu(receiver: Any, items: int, size: int, serializer: Optional[Any]) -> float:
+def _worker_cpu(
+    receiver: Any, items: int, size: int, serializer: Optional[Any],
+    sink_options: Optional[Mapping[str, Any]] = None, check: Optional[Check] = None,
+) -> float:
     """Seconds of this thread's CPU per event, calling an HttpSink with batches of *size* events."""
     from ..http import HttpSink
 
     batches = [[event(size * b + k) for k in range(size)] for b in range(max(2, items // size))]
-    with HttpSink(receiver.url, serializer=serializer) as sink:
+    with HttpSink(receiver.url, serializer=serializer, **(sink_options or {})) as sink:
         sink(batches[0])  # warm-up: the connection is open
         receiver.clear()
         started = time.thread_time()
         for batch in batches[1:]:
             sink(batch)
         spent = time.thread_time() - started
+        if check is not None:
+            check(sink)
     sent = size * (len(batches) - 1)
     if receiver.item_count != sent:
         raise BenchError(f"worker CPU: the receiver got {receiver.item_count:,} of {sent:,} events")

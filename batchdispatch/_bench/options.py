@@ -27,7 +27,7 @@ class BenchOptions:
     idle: float = 1.0
     #: Requests of the per-item HTTP runs, (f) and (g).
     http_posts: int = 2_000
-    #: Items of the batched HTTP run, (h).
+    #: Items of the batched HTTP run, (h), and of each run of the HttpSink options.
     http_items: int = 100_000
     #: Items per run of the spool section.
     spool_items: int = 20_000
