@@ -25,6 +25,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 import pytest
 
 from .conftest import ROOT
+from .services import REQUIRE_ENV, START_COMMANDS
 
 DOCS = os.path.join(ROOT, "docs")
 SNIPPETS = os.path.join(DOCS, "snippets")
@@ -302,3 +303,16 @@ def test_nothing_outside_the_package_imports_its_private_receiver() -> None:
 def test_the_output_the_readme_shows_is_what_its_example_prints() -> None:
     shown = _read("docs", "snippets", "first_example.out")
     assert f"```text\n{shown}```" in _read("README.md")
+
+
+def test_developers_md_gives_the_start_command_of_each_server_the_tests_quote() -> None:
+    """DEVELOPERS.md and tests/services.py say the same: a test that finds a server
+    down quotes START_COMMANDS, and a reader of DEVELOPERS.md must find those."""
+    text = _read("DEVELOPERS.md")
+    for name, command in START_COMMANDS.items():
+        assert f"# {name}\n{command}\n" in text, name
+    assert REQUIRE_ENV in text
+
+
+def test_the_readme_links_developers_md() -> None:
+    assert "(DEVELOPERS.md)" in _read("README.md")
