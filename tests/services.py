@@ -5,7 +5,9 @@ on their usual ports on 127.0.0.1. A test that needs one asks through a
 fixture (``redis_url``, ``postgres_conninfo``, ``rabbitmq_url``): when the
 server does not answer, the test skips and says why, unless
 ``BATCHDISPATCH_REQUIRE_SERVICES=1`` (which ``.ci/run`` sets), which makes
-it fail: in CI a missing server is a red run, never a silent skip.
+it fail: in CI a missing server is a red run, never a silent skip. The
+same holds for a server's tool a test runs (``rabbitmqctl``,
+``redis-server``): see :func:`need_program`.
 
 Tests share those servers with each other and with other runs on the
 machine, so each keeps to its own names: a fresh PostgreSQL schema per
@@ -28,7 +30,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, NoReturn, Optional
 
 import pytest
 
@@ -68,11 +70,20 @@ def need(name: str, port: int) -> None:
         missing(f"{name} does not answer on {HOST}:{port}; start it with: {START_COMMANDS[name]}")
 
 
-def missing(reason: str) -> None:
+def missing(reason: str) -> NoReturn:
     """Skip the calling test for *reason*, or fail it where a missing server must not pass (REQUIRE_ENV)."""
     if os.environ.get(REQUIRE_ENV) == "1":
         pytest.fail(f"{reason} ({REQUIRE_ENV}=1: a missing server fails the run)")
     pytest.skip(reason)
+
+
+def need_program(program: str, why: str) -> str:
+    """The path of *program*, a server's tool a test runs; if it is not installed, the test
+    skips (or, with REQUIRE_ENV, fails) through :func:`missing`, saying *why* it needs it."""
+    found = shutil.which(program)
+    if found is None:
+        missing(f"{program} is not installed: {why}")
+    return found
 
 
 def unique_name(prefix: str = "bd") -> str:
@@ -166,8 +177,7 @@ class RedisServer(_Server):
 
     def __init__(self, password: Optional[str] = None) -> None:
         super().__init__()
-        if shutil.which("redis-server") is None:
-            missing("redis-server is not installed: a private Redis cannot be started")
+        need_program("redis-server", "a private Redis cannot be started")
         self.password = password
         self.proc: Optional[subprocess.Popen[bytes]] = None
 

@@ -31,6 +31,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 import pytest
 
 from .conftest import ROOT
+from .services import REQUIRE_ENV, START_COMMANDS
 
 DOCS = os.path.join(ROOT, "docs")
 SNIPPETS = os.path.join(DOCS, "snippets")
@@ -393,8 +394,9 @@ def test_the_configuration_page_lists_every_option_of_the_integrations() -> None
 
 def test_the_phone_layout_of_the_guarantees_table_labels_its_columns_as_the_header_does() -> None:
     page = _read("docs", "guarantees.rst")
-    header = page[page.index(":class: guarantees"):]
-    cells = re.findall(r"^   [* ] - (.*)$", header, re.M)[1:6]  # the header row, after "Case"
+    table = page[page.index(":class: guarantees"):]
+    header = table[:table.index("\n   * -", table.index("   * -") + 1)]  # up to the second row
+    cells = re.findall(r"^   [* ] - (.*)$", header, re.M)[1:]  # every column after "Case"
     css = _read("docs", "_static", "tables.css")
     labels = re.findall(r'nth-child\(\d\)::before \{ content: "(.*)"; \}', css)
     assert labels == [cell.strip("`") for cell in cells]
@@ -434,3 +436,16 @@ def test_every_ratio_the_readme_quotes_from_the_benchmark_is_on_the_benchmark_pa
     shown = set(re.findall(RATIO, _read("docs", "benchmark.rst")))
     missing = [ratio for ratio in quoted if ratio not in shown]
     assert not missing, f"the README's benchmark section quotes {missing}, not on docs/benchmark.rst"
+
+
+def test_developers_md_gives_the_start_command_of_each_server_the_tests_quote() -> None:
+    """DEVELOPERS.md and tests/services.py say the same: a test that finds a server
+    down quotes START_COMMANDS, and a reader of DEVELOPERS.md must find those."""
+    text = _read("DEVELOPERS.md")
+    for name, command in START_COMMANDS.items():
+        assert f"# {name}\n{command}\n" in text, name
+    assert REQUIRE_ENV in text
+
+
+def test_the_readme_links_developers_md() -> None:
+    assert "(DEVELOPERS.md)" in _read("README.md")

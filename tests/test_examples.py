@@ -7,7 +7,7 @@ import re
 import subprocess
 import sys
 import time
-from typing import Dict
+from typing import Dict, Set
 
 import pytest
 
@@ -129,12 +129,24 @@ def test_cron_job_exits_1_without_hanging_when_the_collector_does_not_answer() -
     assert took < 10
 
 
+def files_in_checkout() -> Set[str]:
+    """Every file of the checkout but those of hidden folders (.git, .venv, caches) and __pycache__."""
+    found = set()
+    for directory, folders, files in os.walk(ROOT):
+        folders[:] = [name for name in folders if not name.startswith(".") and name != "__pycache__"]
+        found.update(os.path.relpath(os.path.join(directory, name), ROOT) for name in files)
+    return found
+
+
 def test_celery_example_delivers_every_event_through_a_real_prefork_worker() -> None:
     pytest.importorskip("celery")
+    before = files_in_checkout()
     result = run_example(os.path.join("examples", "celery_tasks.py"), timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     # One flush per pool child at its shutdown: 2 children, so at most 2 requests.
     assert re.fullmatch(r"20 tasks done; the receiver got 20 events in [12] request\(s\)\n", result.stdout)
+    # The broker's files (queue, control, results) stay in the run's temporary directory.
+    assert files_in_checkout() - before == set()
 
 
 def test_serverless_handler_delivers_before_each_invocation_returns_and_stays_bounded() -> None:

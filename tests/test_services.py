@@ -1,16 +1,21 @@
 """The servers the sink tests need answer, and the private ones can be stopped and started again.
 
 These run in CI with BATCHDISPATCH_REQUIRE_SERVICES=1: a server that does
-not answer there fails the run rather than skipping every test that needs it.
+not answer there fails the run rather than skipping every test that needs
+it, and so does a missing tool of a server that a test runs.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import subprocess
+import sys
+from typing import Any, Dict
 
 import pytest
 
-from .services import PostgresServer, RedisServer, unique_name
+from .conftest import ROOT
+from .services import REQUIRE_ENV, PostgresServer, RedisServer, unique_name
 
 redis = pytest.importorskip("redis")
 psycopg = pytest.importorskip("psycopg")
@@ -74,3 +79,35 @@ def test_a_private_postgres_can_be_stopped_and_started_again() -> None:
         server.start()
         with psycopg.connect(server.conninfo) as conn:
             assert conn.execute("SELECT n FROM kept").fetchall() == [(7,)]
+
+
+RABBITMQ_RESTART_TEST = (
+    "tests/with_server/test_sinks_rabbitmq.py::test_nothing_is_lost_when_every_connection_is_closed_mid_run"
+)
+
+
+def run_without_programs(test: str, tmp_path: Any, require: bool) -> subprocess.CompletedProcess[str]:
+    """Run *test* in a pytest of its own whose PATH is an empty directory: no server's tool is found."""
+    env: Dict[str, str] = dict(os.environ, PATH=str(tmp_path), PYTHONPATH=ROOT)
+    env.pop(REQUIRE_ENV, None)
+    if require:
+        env[REQUIRE_ENV] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", test],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def test_a_missing_rabbitmqctl_fails_the_restart_test_where_services_are_required(tmp_path: Any) -> None:
+    result = run_without_programs(RABBITMQ_RESTART_TEST, tmp_path, require=True)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 error" in result.stdout  # the fixture fails, before the test enqueues anything
+    assert "rabbitmqctl is not installed" in result.stdout
+    assert f"({REQUIRE_ENV}=1: a missing server fails the run)" in result.stdout
+
+
+def test_a_missing_rabbitmqctl_skips_the_restart_test_elsewhere(tmp_path: Any) -> None:
+    result = run_without_programs(RABBITMQ_RESTART_TEST, tmp_path, require=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 skipped" in result.stdout
+    assert "rabbitmqctl is not installed" in result.stdout

@@ -46,6 +46,7 @@ from ..http import (
     _check_url,
 )
 from . import _options
+from ._stats_lines import stats_lines
 
 __all__ = ["CONFIG_DEFAULTS", "EXTENSION_KEY", "BatchDispatch"]
 
@@ -257,16 +258,6 @@ class BatchDispatch:
         return done
 
 
-def _format(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return repr(dict(value))
-    if isinstance(value, BaseException):
-        return f"{type(value).__name__}: {value}"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)  # a Histogram: its one-line form (count, mean, quantile bounds)
-
-
 def _make_cli(app: Flask) -> click.Group:
     """The ``flask batchdispatch`` command group for *app*."""
     group = AppGroup("batchdispatch", help="Inspect and flush the batchdispatch dispatcher of this app.")
@@ -278,9 +269,8 @@ def _make_cli(app: Flask) -> click.Group:
     @group.command("stats")
     def stats_command() -> None:
         """Print the dispatcher's counters, one per line."""
-        stats = state().dispatcher.stats()
-        for field in dataclasses.fields(stats):
-            click.echo(f"{field.name}: {_format(getattr(stats, field.name))}")
+        for line in stats_lines(state().dispatcher.stats()):
+            click.echo(line)
 
     @group.command("flush")
     @click.option(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -15,6 +16,7 @@ pytest.importorskip("django")
 import django
 from django.conf import settings
 
+from batchdispatch import DispatcherStats
 from batchdispatch.testing import Receiver
 from tests.conftest import run_python
 
@@ -297,12 +299,34 @@ def test_stats_command_prints_each_alias(make_receiver: Callable[..., Receiver])
         out = io.StringIO()
         call_command("batchdispatch_stats", "--flush", stdout=out)
         lines = out.getvalue().splitlines()
-        assert lines[1] == ("  enqueued=3 dispatched=3 failed=0 retried=0 dropped=0 pending=0 batches=1 "
-                            "worker_alive=True")
-        assert lines[2] == "  oldest_pending_age=None"
-        assert re.fullmatch(r"  batch_seconds: count=1 mean=\S+ p50<=\S+ p95<=\S+ p99<=\S+", lines[3])
-        assert lines[4] == "  batch_sizes: count=1 mean=3 p50<=5 p95<=5 p99<=5"
-        assert lines[6] == "  not started in this process"
+        # Every stats field, one per line, as `flask batchdispatch stats` prints them.
+        audit_at = next(n for n, line in enumerate(lines) if line.startswith("audit: "))
+        printed = lines[1:audit_at]
+        names = [f"  {field.name}" for field in dataclasses.fields(DispatcherStats)]
+        assert [line.split(":")[0] for line in printed] == names
+        assert printed[:17] == [
+            "  name: django:default",
+            "  pending: 0",
+            "  in_flight: 0",
+            "  enqueued: 3",
+            "  dispatched: 3",
+            "  batches: 1",
+            "  failed: 0",
+            "  dead_lettered: 0",
+            "  retried: 0",
+            "  dropped: 0",
+            "  dropped_by_reason: {}",
+            "  last_error: None",
+            "  worker_alive: True",
+            "  active_batches: 0",
+            "  spilled: 0",
+            "  replayed: 0",
+            "  spool_faults: {}",
+        ]
+        assert printed[17] == "  oldest_pending_age: None"
+        assert re.fullmatch(r"  batch_seconds: count=1 mean=\S+ p50<=\S+ p95<=\S+ p99<=\S+", printed[18])
+        assert printed[19] == "  batch_sizes: count=1 mean=3 p50<=5 p95<=5 p99<=5"
+        assert lines[audit_at + 1:] == ["  not started in this process"]
         assert "hidden" not in out.getvalue()
     assert events.items == [1, 2, 3]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import subprocess
 import threading
 import time
@@ -15,7 +14,7 @@ import pytest
 from batchdispatch import PartialFailure, RetryPolicy, _context
 from batchdispatch.exceptions import DeliveryError, SerializationError
 
-from ..services import HOST, RABBITMQ_PORT, unique_name
+from ..services import HOST, RABBITMQ_PORT, need_program, unique_name
 from ..test_fork import collect, fork
 from .proxy import Proxy
 
@@ -93,6 +92,22 @@ def broker(rabbitmq_url: str) -> Iterator[Broker]:
     made = Broker(rabbitmq_url)
     yield made
     made.close()
+
+
+@pytest.fixture
+def close_all_rabbitmq_connections() -> Callable[[], None]:
+    """Close every connection to the shared broker, as its restart would (``rabbitmqctl``).
+
+    ``rabbitmqctl`` is looked for before the test starts: without it the
+    test skips, or fails where the services are required (see need_program).
+    """
+    rabbitmqctl = need_program("rabbitmqctl", "the broker's connections cannot be closed as a restart would")
+
+    def close() -> None:
+        subprocess.run([rabbitmqctl, "close_all_connections", "batchdispatch test: as a restart would"],
+                       check=True, capture_output=True, timeout=60)
+
+    return close
 
 
 @pytest.fixture
@@ -367,15 +382,8 @@ def test_a_broker_that_does_not_answer_is_retryable(sinks: Any) -> None:
     assert caught.value.retryable
 
 
-def close_all_connections() -> None:
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not installed")
-    subprocess.run(["rabbitmqctl", "close_all_connections", "batchdispatch test: as a restart would"],
-                   check=True, capture_output=True, timeout=60)
-
-
 def test_nothing_is_lost_when_every_connection_is_closed_mid_run(
-    make: Any, broker: Broker, sinks: Any,
+    make: Any, broker: Broker, sinks: Any, close_all_rabbitmq_connections: Callable[[], None],
 ) -> None:
     queue = broker.queue()
     sink = sinks(routing_key=queue)
@@ -385,7 +393,7 @@ def test_nothing_is_lost_when_every_connection_is_closed_mid_run(
         dispatcher.enqueue(item)
     assert wait_for(lambda: broker.count(queue) >= 300)
     before = set(sink._links)
-    close_all_connections()
+    close_all_rabbitmq_connections()
     for item in items[3000:]:
         dispatcher.enqueue(item)
     assert dispatcher.flush(timeout=120)
@@ -448,13 +456,13 @@ def test_a_forked_child_publishes_on_a_connection_of_its_own(broker: Broker, sin
 
 
 def test_an_idle_link_closed_by_the_broker_is_opened_again_without_failing(
-    broker: Broker, sinks: Any,
+    broker: Broker, sinks: Any, close_all_rabbitmq_connections: Callable[[], None],
 ) -> None:
     queue = broker.queue()
     sink = sinks(routing_key=queue)
     sink([1])
     link = sink._local.link
-    close_all_connections()
+    close_all_rabbitmq_connections()
     assert wait_for(lambda: (link.refresh(), not link.usable)[1])
     sink([2])  # no failure: the closed link is noticed before publishing
     assert sink._local.link is not link

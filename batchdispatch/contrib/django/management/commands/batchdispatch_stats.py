@@ -1,7 +1,8 @@
 """``manage.py batchdispatch_stats [--flush] [--timeout SECONDS]``.
 
 Prints each configured alias with its options and, if its dispatcher has
-been built in this process, its stats; otherwise ``not started in this
+been built in this process, every field of its stats, one per line, as
+``flask batchdispatch stats`` prints them; otherwise ``not started in this
 process``. Stats are per process: a web worker's dispatcher is not visible
 from a separate ``manage.py`` process, so run this with ``call_command``
 from the process whose stats you want (a shell, a cron command, a task).
@@ -15,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-u
 from django.core.management.base import BaseCommand, CommandError  # type: ignore[import-untyped]
 
 from batchdispatch import _validate
+from batchdispatch.contrib._stats_lines import stats_lines
 from batchdispatch.contrib.django import conf
 from batchdispatch.contrib.django.handler import dispatchers
 from batchdispatch.http import _safe_url
@@ -62,18 +64,7 @@ class Command(BaseCommand):  # type: ignore[misc]
             if options["flush"] and not dispatcher.flush(timeout=timeout):
                 late.append(alias)
                 self.stderr.write(f"  flush timed out after {timeout} s")
-            stats = dispatcher.stats()
-            dropped = ", ".join(f"{k}={v}" for k, v in sorted(stats.dropped_by_reason.items()))
-            self.stdout.write(
-                f"  enqueued={stats.enqueued} dispatched={stats.dispatched} failed={stats.failed} "
-                f"retried={stats.retried} dropped={stats.dropped}{f' ({dropped})' if dropped else ''} "
-                f"pending={stats.pending} batches={stats.batches} worker_alive={stats.worker_alive}"
-            )
-            age = stats.oldest_pending_age
-            self.stdout.write(f"  oldest_pending_age={'None' if age is None else f'{age:.6g}'}")
-            self.stdout.write(f"  batch_seconds: {stats.batch_seconds}")
-            self.stdout.write(f"  batch_sizes: {stats.batch_sizes}")
-            if stats.last_error is not None:
-                self.stdout.write(f"  last_error={type(stats.last_error).__name__}: {stats.last_error}")
+            for line in stats_lines(dispatcher.stats()):
+                self.stdout.write(f"  {line}")
         if late:
             raise CommandError(f"flush timed out for {', '.join(repr(a) for a in late)}")
