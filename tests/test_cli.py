@@ -22,6 +22,7 @@ import batchdispatch
 from batchdispatch import _console, _demo, _send
 
 from .conftest import run_on_terminal
+from .services import POSTGRES_PORT, REDIS_PORT, need
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -261,17 +262,26 @@ def test_bench_quick_prints_the_table() -> None:
     assert "App: a Flask app under gunicorn" not in out  # app runs only when asked for
 
 
-def test_bench_only_spool_measures_the_three_modes() -> None:
+def test_bench_only_spool_measures_every_spool_in_both_modes() -> None:
+    need("PostgreSQL", POSTGRES_PORT)  # the server spools' rows, on the shared servers
+    need("Redis", REDIS_PORT)
     result = run_cli("bench", "--quick", "--only", "spool")
     assert result.returncode == 0, result.stderr
-    rows = re.findall(r"^\| (\([dst]\) .*?) +\|", result.stdout, re.MULTILINE)
+    rows = re.findall(r"^\| (\([d-x]\) .*?) +\|", result.stdout, re.MULTILINE)
     assert rows == [
         "(d) BackgroundDispatcher, no spool",
         "(s) spool=SqliteSpool(path)",
         "(t) spool=SqliteSpool(path, durable=True)",
+        "(u) spool=PostgresSpool(conninfo)",
+        "(v) spool=PostgresSpool(conninfo, durable=True)",
+        "(w) spool=RedisSpool(url, name)",
+        "(x) spool=RedisSpool(url, name, durable=True)",
     ]
     summary = r"^durable enqueue with 4 producer threads: [\d.,]+ us per item$"
     assert re.search(summary, result.stdout, re.MULTILINE)
+    for spool in ("PostgresSpool", "RedisSpool"):  # the us per item with 1 and with 4 threads
+        each = rf"^{spool} durable: [\d.,]+ us per item with 1 thread \([\d,]+ items/s\), [\d.,]+ us per item"
+        assert re.search(each, result.stdout, re.MULTILINE), spool
     assert "(a) deque.append" not in result.stdout
     assert "(h) BackgroundDispatcher + HttpSink" not in result.stdout
 
