@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import sqlite3
 import threading
 import time
@@ -55,6 +56,11 @@ class Harness:
     def _open(self) -> Any:
         raise NotImplementedError
 
+    def store_foreign(self, data: bytes) -> None:
+        """Store a free pair whose item is *data*, written by another program than this
+        spool (a pickle, say), as one with write access to the storage could."""
+        pytest.skip(f"{type(self).__name__} keeps its pairs in this process only")
+
     def cleanup(self) -> None:
         for spool in self.opened:
             with contextlib.suppress(Exception):
@@ -71,6 +77,14 @@ class SqliteHarness(Harness):
 
     def _open(self) -> Any:
         return SqliteSpool(self.path, durable=self.durable, timeout=5.0)
+
+    def store_foreign(self, data: bytes) -> None:
+        conn = sqlite3.connect(self.path)
+        try:
+            with conn:
+                conn.execute("INSERT INTO spool (key, item) VALUES ('null', ?)", (data,))
+        finally:
+            conn.close()
 
     @contextlib.contextmanager
     def busy(self) -> Iterator[None]:
@@ -114,6 +128,10 @@ class PostgresHarness(Harness):
 
         return PostgresSpool(self.conninfo, table=self.table, durable=self.durable, timeout=5.0)
 
+    def store_foreign(self, data: bytes) -> None:
+        with self.psycopg.connect(self.conninfo, autocommit=True) as conn:
+            conn.execute(f"INSERT INTO {self.table} (key, item_bytes) VALUES ('null', %s)", (data,))
+
     @contextlib.contextmanager
     def busy(self) -> Iterator[None]:
         self._open().close()  # the tables exist
@@ -146,6 +164,15 @@ class RedisHarness(Harness):
         from batchdispatch.spool import RedisSpool
 
         return RedisSpool(self.url, self.name, durable=self.durable)
+
+    def store_foreign(self, data: bytes) -> None:
+        from batchdispatch.spool._redis_scripts import FREE, GROUP
+
+        client = self.redis.Redis.from_url(self.url)
+        queue = f"{{{self.name}}}:q"
+        client.xadd(queue, {"k": "null", "d": data, "t": "b"})
+        client.xreadgroup(GROUP, FREE, {queue: ">"}, count=1)  # free, as the spool keeps its free entries
+        client.close()
 
     def busy(self) -> ContextManager[None]:
         pytest.skip(
@@ -400,6 +427,31 @@ def test_an_append_that_cannot_be_encoded_stores_nothing(harness: Harness) -> No
     assert info.value.refused is None
     harness.close(one)
     assert harness.open().claim(10) == []
+
+
+class _Payload:
+    """Unpickling it creates the file at *marker*: what a pickle read back would run."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> Any:
+        return (open, (self.marker, "w"))
+
+
+def test_an_item_stored_by_another_program_is_never_unpickled_nor_handed_out(
+    harness: Harness, tmp_path: Any,
+) -> None:
+    marker = tmp_path / "unpickled"
+    spool = harness.open()
+    spool.put([(None, "before")])
+    harness.store_foreign(pickle.dumps(_Payload(str(marker))))
+    spool.put([(None, "after")])
+    assert items(spool.claim(10)) == ["before", "after"]
+    assert not marker.exists()
+    assert spool.claim(10) == []  # set aside: not handed out again, to this owner or another
+    assert harness.open().claim(10) == []
+    assert not marker.exists()
 
 
 def test_a_closed_spool_raises_closed(harness: Harness) -> None:
