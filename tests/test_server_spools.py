@@ -127,6 +127,28 @@ def test_postgres_renews_its_lease_while_it_lives(pg_table: str) -> None:
                 time.sleep(0.05)
 
 
+def test_redis_renews_its_lease_while_it_lives(redis_spool_name: str) -> None:
+    from batchdispatch.spool import RedisSpool
+
+    client = redis.Redis(host="127.0.0.1", port=REDIS_PORT)
+    with RedisSpool(f"redis://127.0.0.1:{REDIS_PORT}/0", redis_spool_name, lease=0.6) as spool:
+        spool.put([(None, 1)], claim=True)  # an owner now: its lease is taken
+        leases = list(client.scan_iter(match=f"{{{redis_spool_name}}}:lease:*"))
+        assert len(leases) == 1
+        # Unrenewed, the key would expire 0.6 s after it was set: it must outlive three
+        # leases, its time to live going back up at each renewal (every 0.2 s).
+        ends = time.monotonic() + 1.8
+        renewed, last = 0, client.pttl(leases[0])
+        while time.monotonic() < ends:
+            left = client.pttl(leases[0])
+            assert left > 0, "the lease ran out while its owner lived"
+            renewed += left > last
+            last = left
+            time.sleep(0.05)  # polling the server's view of the lease
+        assert renewed >= 3
+    client.close()
+
+
 # -- the server fails: a fault, and the dispatcher goes on in memory ---------------------------------
 
 
