@@ -290,14 +290,49 @@ def _listdir(path: str) -> List[str]:
 # -- every spool, for tests of the Spool contract as dispatchers use it -------------------
 
 
+class Spools:
+    """Spools of one kind on one test's storage (a file, a table, a stream): opened in the test
+    process by calling it, and in a child process by the code :meth:`source` gives.
+
+    Every spool it opens in the test process is closed after the test, and the
+    storage is removed (the tables dropped, the keys deleted), whatever children
+    left in it.
+    """
+
+    def __init__(self, kind: str, spool_class: type, *args: Any, **settings: Any) -> None:
+        #: "sqlite", "postgres" or "redis": for the parts of a test one kind does differently.
+        self.kind = kind
+        self._class = spool_class
+        self._args = args
+        self._settings = settings
+        self.opened: List[Any] = []
+
+    def __call__(self, **options: Any) -> Any:
+        """A spool open in this process, with a short *timeout* unless *options* say otherwise."""
+        options.setdefault("timeout", 2.0)
+        spool = self._class(*self._args, **self._settings, **options)
+        self.opened.append(spool)
+        return spool
+
+    @property
+    def imports(self) -> str:
+        """The import line :meth:`source`'s expression needs."""
+        return f"from batchdispatch.spool import {self._class.__name__}"
+
+    def source(self, **options: Any) -> str:
+        """A Python expression that opens this same spool (with *options*) in another process."""
+        arguments = [repr(arg) for arg in self._args]
+        arguments += [f"{name}={value!r}" for name, value in {**self._settings, **options}.items()]
+        return f"{self._class.__name__}({', '.join(arguments)})"
+
+
 @pytest.fixture(params=["sqlite", "postgres", "redis"])
-def spools(request: Any, path: str) -> Iterator[Callable[..., Any]]:
-    """Open spools on the test's storage (a file, a table, a stream), closed after the test.
+def spools(request: Any, path: str) -> Iterator[Spools]:
+    """Open spools on the test's storage (a file, a table, a stream); see :class:`Spools`.
 
     The tests that take it are about the Spool contract as a dispatcher uses
     it, so they run against every implementation.
     """
-    made: List[Any] = []
     name = unique_name("spooled")
     cleanup: Callable[[], None] = lambda: None  # noqa: E731
     if request.param == "postgres":
@@ -305,10 +340,8 @@ def spools(request: Any, path: str) -> Iterator[Callable[..., Any]]:
         psycopg = pytest.importorskip("psycopg")
         from batchdispatch.spool import PostgresSpool
 
-        conninfo = f"host=127.0.0.1 port={POSTGRES_PORT} dbname=test user=postgres"
-
-        def open_spool(**options: Any) -> Any:
-            return PostgresSpool(conninfo, table=name, **options)
+        conninfo = f"host={HOST} port={POSTGRES_PORT} dbname=test user=postgres"
+        opener = Spools("postgres", PostgresSpool, conninfo, table=name)
 
         def cleanup() -> None:
             with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -319,10 +352,8 @@ def spools(request: Any, path: str) -> Iterator[Callable[..., Any]]:
         redis = pytest.importorskip("redis")
         from batchdispatch.spool import RedisSpool
 
-        url = f"redis://127.0.0.1:{REDIS_PORT}/0"
-
-        def open_spool(**options: Any) -> Any:
-            return RedisSpool(url, name, **options)
+        url = f"redis://{HOST}:{REDIS_PORT}/0"
+        opener = Spools("redis", RedisSpool, url, name)
 
         def cleanup() -> None:
             client = redis.Redis.from_url(url)
@@ -331,16 +362,11 @@ def spools(request: Any, path: str) -> Iterator[Callable[..., Any]]:
                 client.delete(*keys)
             client.close()
     else:
-        def open_spool(**options: Any) -> Any:
-            return SqliteSpool(options.pop("path", path), **options)
+        opener = Spools("sqlite", SqliteSpool, path)
 
-    def factory(**options: Any) -> Any:
-        options.setdefault("timeout", 2.0)
-        spool = open_spool(**options)
-        made.append(spool)
-        return spool
-
-    yield factory
-    for spool in made:
-        spool.close()
-    cleanup()
+    try:
+        yield opener
+        for spool in opener.opened:
+            spool.close()
+    finally:
+        cleanup()
