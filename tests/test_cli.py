@@ -308,6 +308,17 @@ def test_bench_only_http_runs_that_section_alone() -> None:
     assert before == variants
     assert re.search(r"^Signing \(Standard Webhooks\) before the POST: [+-][\d.]+ us per batch of 100 ",
                      result.stdout, re.MULTILINE)
+    # The same batches POSTed through HttpSink and through urllib3's urlopen: us per batch and per
+    # event, and the ratio to HttpSink, for batches of 100 and 1,000.
+    per_size = r"us/batch of {} \| us/event \| vs HttpSink \|"
+    assert re.search(rf"^\| POST through +\| {per_size.format(100)} {per_size.format('1,000')}$",
+                     result.stdout, re.MULTILINE)
+    figure = r" +[\d,]+ \| +[\d.]+ \| +[\d.]+x \|"
+    ways = re.findall(rf"^\| ([\w ,'()]+?) +\|{figure}{figure}$", result.stdout, re.MULTILINE)
+    assert ways == ["HttpSink (requests, its adapter)", "urlopen, the sink's pool", "urlopen, a plain pool"]
+    saved = r"[+-][\d,]+ us per batch of {} \([+-][\d.]+ us per event\)"
+    summary = rf"^HttpSink less urlopen on the sink's pool: {saved.format(100)}; {saved.format('1,000')}\.$"
+    assert re.search(summary, result.stdout, re.MULTILINE)
     assert "(a) deque.append" not in result.stdout
     assert "idle wake-ups" not in result.stdout
 
@@ -350,6 +361,11 @@ def test_bench_json_writes_the_http_options_beside_the_http_runs(tmp_path: Any) 
         assert set(variant["us_per_event"]) == set(variant["us_per_event_vs_defaults"]) == {"100", "1000"}
         assert set(variant["us_per_batch_before_post"]) == {"100", "1000"}
     assert variants[0]["items_per_s_vs_defaults"] == 1.0
+    ways = figures["http_transport"]["ways"]
+    assert [way["label"] for way in ways] == [
+        "HttpSink (requests, its adapter)", "urlopen, the sink's pool", "urlopen, a plain pool"]
+    for way in ways:
+        assert set(way["us_per_batch"]) == set(way["us_per_event"]) == {"100", "1000"}
 
 
 class _ClosedPipe(io.StringIO):

@@ -438,6 +438,16 @@ def test_every_ratio_the_readme_quotes_from_the_benchmark_is_on_the_benchmark_pa
     assert not missing, f"the README's benchmark section quotes {missing}, not on docs/benchmark.rst"
 
 
+def test_the_app_chart_is_drawn_from_the_tables_the_benchmark_page_quotes() -> None:
+    """docs/charts/make_charts.py draws bench-app.svg from bench-app.txt: each of its tables must be
+    on the page as it is, so that the chart and the page give the same figures."""
+    page = _read("docs", "benchmark.rst")
+    tables = _read("docs", "charts", "bench-app.txt").strip().split("\n\n")
+    assert len(tables) == 2
+    for table in tables:
+        assert "\n".join("    " + line for line in table.splitlines()) in page, table.splitlines()[0]
+
+
 def test_developers_md_gives_the_start_command_of_each_server_the_tests_quote() -> None:
     """DEVELOPERS.md and tests/services.py say the same: a test that finds a server
     down quotes START_COMMANDS, and a reader of DEVELOPERS.md must find those."""

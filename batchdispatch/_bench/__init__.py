@@ -15,10 +15,11 @@ it runs the sections asked for, in this order, each in a module of its own:
     What ``spool=`` costs an enqueue, without a spool and in each mode.
 ``scale`` (:mod:`.scale`)
     How KeyedDispatcher's costs grow with the number of keys.
-``http`` (:mod:`.http`, :mod:`.http_options`)
+``http`` (:mod:`.http`, :mod:`.http_options`, :mod:`.http_transport`)
     Items per second to a receiver on 127.0.0.1, per item and batched;
     then HttpSink with *max_body_bytes*, with a *secret* and with both,
-    against its defaults, every batch under the limit.
+    against its defaults, every batch under the limit; then the worker's
+    CPU per POST through HttpSink against urllib3's pool directly.
 ``sinks`` (:mod:`.sinks`)
     Each sink of :mod:`batchdispatch.sinks` against the per-item way, on
     the servers of the machine (a part whose server does not answer says so).
@@ -44,7 +45,7 @@ import sys
 from typing import Any, Dict, List, TextIO
 
 from .. import __version__
-from . import app, enqueue, http, http_options, scale, sinks, spool
+from . import app, enqueue, http, http_options, http_transport, scale, sinks, spool
 from .harness import DELAY, MAX_BATCH_SIZE, BenchError
 from .options import DEFAULT_SECTIONS, QUICK, SECTIONS, BenchOptions
 from .output import status
@@ -99,6 +100,9 @@ def run(options: BenchOptions, out: TextIO, err: TextIO) -> int:
             optioned = http_options.measure(options, err)
             figures["http_options"] = http_options.figures(optioned)
             report += ["", *http_options.report(optioned)]
+            transported = http_transport.measure(options, err)
+            figures["http_transport"] = http_transport.figures(transported)
+            report += ["", *http_transport.report(transported)]
         if "sinks" in options.sections:
             report += ([""] if report else []) + sinks.report(options, sinks.measure(options, err))
         if "app" in options.sections:
