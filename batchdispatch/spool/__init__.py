@@ -38,7 +38,24 @@ modules each own one part of SqliteSpool:
 * ``_records``: the log's record format and file helpers;
 * ``_process``: what each process holds, and the fork hooks.
 
-Locks, and the order in which they may be taken (a lock is never taken
+The spools on a server, :class:`PostgresSpool` and :class:`RedisSpool`,
+share ``_encoding``, ``_waits``, ``_dead`` and ``_process`` with it, and
+have their own:
+
+* ``_postgres`` with ``_pg_tables``, and ``_redis`` with
+  ``_redis_scripts``: each spool, and its tables or keys and scripts;
+* ``_identity``: owner identities, and a dead owner on this host told at once;
+* ``_group_commit``: durable appends of concurrent threads in one write;
+* ``_cutoff``: PostgresSpool's deadlines on a server that does not answer;
+* ``_inspect``, ``_pg_inspect``, ``_redis_inspect``: the ``spool``
+  command's read-only views.
+
+Their locks: PostgresSpool's connection lock (``_Owner.lock``) is taken
+first, then ``Cutoff``'s, briefly, with nothing inside it; a
+``GroupCommit``'s lock is never held while it writes or sleeps, so the
+write takes the connection lock with no other held.
+
+SqliteSpool's locks, and the order in which they may be taken (a lock is never taken
 while one later in this list is held):
 
 1. ``Process.log_lock`` (reentrant): the write-ahead log's state in this
