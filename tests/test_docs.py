@@ -255,9 +255,13 @@ def _defined_in(dotted: str) -> str:
             found = getattr(found, attribute)
         if inspect.isclass(found) or inspect.isroutine(found):
             module = inspect.getmodule(found) or module  # where it is defined, not re-exported
-        path = inspect.getsourcefile(module)
-        assert path is not None, dotted
-        return os.path.relpath(path, ROOT)
+        # The checkout's file of that module, by its name: under tox the module
+        # imported is the installed copy, whose path is not the checkout's.
+        stem = os.path.join(*module.__name__.split("."))
+        for path in (stem + ".py", os.path.join(stem, "__init__.py")):
+            if os.path.exists(os.path.join(ROOT, path)):
+                return path
+        raise AssertionError(f"{dotted}: {module.__name__} is not a module of the checkout")
     raise AssertionError(f"no module for {dotted}")
 
 
