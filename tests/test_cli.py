@@ -14,7 +14,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, List, Type
+from typing import Any, Dict, List, Tuple, Type
 
 import pytest
 
@@ -323,12 +323,17 @@ def test_bench_only_http_runs_that_section_alone() -> None:
     assert "idle wake-ups" not in result.stdout
 
 
-def test_bench_json_writes_the_figures_the_table_prints(tmp_path: Any) -> None:
+def bench_json(tmp_path: Any, section: str) -> Tuple[subprocess.CompletedProcess[str], Dict[str, Any]]:
+    """``bench --quick --only SECTION --json PATH``: what it printed, and the JSON it wrote."""
     path = tmp_path / "bench.json"
-    result = run_cli("bench", "--quick", "--only", "enqueue", "--json", str(path))
+    result = run_cli("bench", "--quick", "--only", section, "--json", str(path))
     assert result.returncode == 0, result.stderr
     with open(path, encoding="utf-8") as file:
-        figures = json.load(file)
+        return result, json.load(file)
+
+
+def test_bench_json_writes_the_figures_the_table_prints(tmp_path: Any) -> None:
+    result, figures = bench_json(tmp_path, "enqueue")
     assert figures["python"].startswith(f"{sys.version_info[0]}.{sys.version_info[1]}.")
     assert "http" not in figures  # that section did not run
     designs = figures["enqueue"]["designs"]
@@ -343,11 +348,7 @@ def test_bench_json_writes_the_figures_the_table_prints(tmp_path: Any) -> None:
 
 
 def test_bench_json_writes_the_http_options_beside_the_http_runs(tmp_path: Any) -> None:
-    path = tmp_path / "bench.json"
-    result = run_cli("bench", "--quick", "--only", "http", "--json", str(path))
-    assert result.returncode == 0, result.stderr
-    with open(path, encoding="utf-8") as file:
-        figures = json.load(file)
+    result, figures = bench_json(tmp_path, "http")
     # The keys docs/charts/make_charts.py reads are as they were: (f), (g) and (h), in that order.
     assert [run["label"][:3] for run in figures["http"]] == ["(f)", "(g)", "(h)"]
     variants = figures["http_options"]["variants"]
