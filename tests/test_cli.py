@@ -282,6 +282,10 @@ def test_bench_only_spool_measures_every_spool_in_both_modes() -> None:
     for spool in ("PostgresSpool", "RedisSpool"):  # the us per item with 1 and with 4 threads
         each = rf"^{spool} durable: [\d.,]+ us per item with 1 thread \([\d,]+ items/s\), [\d.,]+ us per item"
         assert re.search(each, result.stdout, re.MULTILINE), spool
+    # Each server's floor, a bare durable write per round trip through its client, beside it.
+    floor = r"^  its floor, one {} per round trip \(.*\): [\d,]+ items/s with 1 thread \(durable: [\d.]+x"
+    for write in ("INSERT and its commit", "XADD"):
+        assert re.search(floor.format(write), result.stdout, re.MULTILINE), write
     assert "(a) deque.append" not in result.stdout
     assert "(h) BackgroundDispatcher + HttpSink" not in result.stdout
 

@@ -6,7 +6,10 @@ mode (nothing is written while delivery keeps up), and with ``durable=True``
 file in a temporary directory for each run, and PostgresSpool on a fresh
 table of the server at ``BATCHDISPATCH_BENCH_POSTGRES`` (a libpq string;
 default the local server's database ``test``), whose rows are left out,
-with a note, when it does not answer.
+with a note, when it does not answer; RedisSpool likewise on the server at
+``BATCHDISPATCH_BENCH_REDIS``. Beside each server spool's durable rows, its
+floor (:mod:`.spool_floor`): a bare durable write per round trip through
+the same client, with as many threads.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 
 from .._dispatcher import BackgroundDispatcher
+from . import spool_floor
 from .harness import (
     DELAY,
     DRAIN_TIMEOUT,
@@ -177,9 +181,23 @@ def measure(options: BenchOptions, err: TextIO) -> Dict[Tuple[str, int], Tuple[f
                 # The durable mode costs microseconds per item: fewer items.
                 items = options.spool_items if durable else options.items
                 per, rate = _run_spooled(key, durable, label, threads, items)
-                old_per, old_rate = best.get((key, threads), (per, rate))
-                best[key, threads] = (min(per, old_per), max(rate, old_rate))
+                _keep(best, (key, threads), per, rate)
+                floor = spool_floor.FLOORS.get(key)
+                if floor is not None:
+                    status(err, f"bench: spool, round {round_no} of {options.repeat}, {floor}, {threads} thr")
+                    target = _postgres() if server == "pg" else _redis()
+                    assert target is not None
+                    per = spool_floor.measure(floor, target, threads, items)
+                    _keep(best, (floor, threads), per, 1 / per)
     return best
+
+
+def _keep(
+    best: Dict[Tuple[str, int], Tuple[float, float]], at: Tuple[str, int], per: float, rate: float,
+) -> None:
+    """Keep the best of the rounds: the least time per item, the most items/s."""
+    old_per, old_rate = best.get(at, (per, rate))
+    best[at] = (min(per, old_per), max(rate, old_rate))
 
 
 def report(options: BenchOptions, best: Dict[Tuple[str, int], Tuple[float, float]]) -> List[str]:
@@ -211,6 +229,15 @@ def report(options: BenchOptions, best: Dict[Tuple[str, int], Tuple[float, float
             f"{what} durable: " + ", ".join(
                 f"{us:,.1f} us per item with {t} thread{'s' if t > 1 else ''} ({1e6 / us:,.0f} items/s)"
                 for us, t in zip(costs, THREAD_COUNTS)
+            )
+        )
+        floor = spool_floor.FLOORS[key]
+        floors = [best[floor, threads][0] * 1e6 for threads in THREAD_COUNTS]
+        notes.append(
+            f"  its floor, {spool_floor.WHAT[floor]}: " + ", ".join(
+                f"{1e6 / us:,.0f} items/s with {t} thread{'s' if t > 1 else ''}"
+                f" (durable: {ratio(cost, us)} its time per item)"
+                for us, cost, t in zip(floors, costs, THREAD_COUNTS)
             )
         )
     return [
