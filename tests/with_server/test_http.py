@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import gc
 import gzip
 import hmac
 import json
@@ -10,13 +11,12 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Optional
 
 import pytest
 import requests
 import requests.adapters
 from freezegun import freeze_time
-from urllib3.util import Retry
 
 import batchdispatch
 from batchdispatch import RetryPolicy
@@ -44,6 +44,7 @@ from batchdispatch.testing import Receiver, Response
 
 from ..conftest import ROOT, run_python
 from .conftest import fast_retry, free_port
+from .sockets import connections_to
 
 SECRET = "s3cret-Zq81-do-not-leak"
 API_KEY = "api-key-Hh27-do-not-leak"
@@ -557,25 +558,48 @@ def test_default_retry_matches_the_issue() -> None:
     assert retry.backoff_factor > 0
 
 
-def test_the_own_session_mounts_the_retries_and_is_closed(receiver: Receiver) -> None:
+def failed_status(sink: HttpSink, batch: List[Any]) -> Optional[int]:
+    """The status of the DeliveryError ``sink(batch)`` raises; the error itself is let go.
+
+    Its traceback holds the last answer, whose reader keeps that answer's
+    socket open even once the session has closed the connection: a test
+    that counts open sockets must not keep the error.
+    """
+    try:
+        sink(batch)
+    except DeliveryError as exc:
+        status = exc.status
+    else:
+        pytest.fail("the call did not raise DeliveryError")
+    gc.collect()  # any reference cycle through the error's frames
+    return status
+
+
+def test_the_own_session_mounts_the_retries_and_is_closed(
+    receiver: Receiver, tls_receiver: Receiver, self_signed: Any,
+) -> None:
+    # Seen from the servers and from this process's sockets, not from the session object:
+    # *retries* (total=2, no backoff, its status_forcelist) is mounted for http:// and https://.
     retry = fast_retry(total=2)
-    sink = HttpSink(receiver.url, retries=retry)
-    session = sink._session
-    assert session is not None
-    for prefix in ("http://", "https://"):
-        adapter = session.get_adapter(prefix + "example.com")
-        assert isinstance(adapter, requests.adapters.HTTPAdapter)
-        # A copy of it that keeps to the call's deadline and leaves Retry-After to the dispatcher.
-        assert isinstance(adapter.max_retries, Retry)
-        assert (adapter.max_retries.total, adapter.max_retries.backoff_factor) == (2, 0)
-        assert adapter.max_retries.status_forcelist == retry.status_forcelist
-    sink([1])
-    sink.close()
-    sink.close()  # idempotent
-    assert "closed" in repr(sink)
-    with pytest.raises(DeliveryError, match="closed") as caught:
-        sink([2])
-    assert caught.value.retryable is False
+    for server, options in ((receiver, {}), (tls_receiver, {"verify": self_signed[0]})):
+        sink = HttpSink(server.url, retries=retry, **options)
+        server.respond(503, 503, 503)
+        started = time.monotonic()
+        assert failed_status(sink, [1]) == 503
+        assert server.request_count == 3  # the first request and its two retries
+        assert time.monotonic() - started < 5  # backoff_factor 0: no sleep between them
+        server.respond(503)
+        sink([2])  # a retry of urllib3's delivers it
+        assert server.items == [2]
+        assert connections_to(server.port) != []  # the pooled connection, kept for the next call
+        sink.close()
+        sink.close()  # idempotent
+        assert connections_to(server.port) == []  # the session was closed, and its connections
+        assert "closed" in repr(sink)
+        with pytest.raises(DeliveryError, match="closed") as closed:
+            sink([3])
+        assert closed.value.retryable is False
+        assert server.request_count == 5
 
 
 def test_the_own_session_sends_back_the_cookies_an_answer_sets(receiver: Receiver) -> None:

@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Set, Tuple
 
 import pytest
 
@@ -17,7 +17,7 @@ from batchdispatch import PartialFailure, RetryPolicy  # noqa: E402
 from batchdispatch.sinks.postgres import PostgresSink, RowsRejected, WriteError  # noqa: E402
 
 from ..conftest import run_python  # noqa: E402
-from ..services import PostgresServer, free_port  # noqa: E402
+from ..services import PostgresServer, free_port, unique_name  # noqa: E402
 from ..test_fork import collect, fork  # noqa: E402
 from .sql_sinks import (  # noqa: E402
     COLUMNS,
@@ -57,6 +57,29 @@ def sinks() -> Iterator[Callable[..., PostgresSink]]:
     yield factory
     for sink in made:
         sink.close()
+
+
+def with_application_name(conninfo: str) -> Tuple[str, str]:
+    """*conninfo* with a unique ``application_name``, and that name: the server lists the
+    sessions of a sink made with it in ``pg_stat_activity``, apart from everyone else's."""
+    name = unique_name("sink")
+    return f"{conninfo} application_name={name}", name
+
+
+def sessions(conninfo: str, name: str) -> Set[int]:
+    """The backend pids of the server's sessions named *name* (queried on a session of its own)."""
+    return {pid for (pid,) in query(conninfo, "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                                    name)}
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Poll the server's state until *condition* holds, within *timeout*."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)  # polling a server's state with a deadline
+    return True
 
 
 # -- batches and their transactions --------------------------------------------------------------
@@ -273,13 +296,16 @@ def test_a_closed_sink_fails_batches_for_good_and_close_is_idempotent(conninfo: 
 
 
 def test_the_pool_is_made_on_the_first_batch_and_its_threads_end_with_close(conninfo: str) -> None:
+    named, name = with_application_name(conninfo)
     before = set(threading.enumerate())
-    with PostgresSink(conninfo, "events", COLUMNS) as sink:
+    with PostgresSink(named, "events", COLUMNS) as sink:
         assert set(threading.enumerate()) == before  # nothing started by the constructor
-        assert sink._pool is None
+        assert sessions(conninfo, name) == set()  # and no connection opened
         sink([item(1)])
         assert set(threading.enumerate()) - before  # the pool's threads
+        assert sessions(conninfo, name)  # and its connection
     assert set(threading.enumerate()) <= before
+    assert wait_for(lambda: sessions(conninfo, name) == set())  # closed with the pool
 
 
 # -- a restart of the server ------------------------------------------------------------------
@@ -344,30 +370,34 @@ def test_a_restart_while_keys_are_written_loses_nothing_and_a_unique_key_makes_i
 def test_a_forked_child_writes_through_its_own_connection_and_leaves_the_parents_alone(
     sinks: Callable[..., PostgresSink], make: Callable[..., Any], conninfo: str,
 ) -> None:
-    sink = sinks(conninfo, "events", COLUMNS, max_connections=1)
+    named, name = with_application_name(conninfo)
+    sink = sinks(named, "events", COLUMNS, max_connections=1)
     d = make(sink, delay=3600)
     d.enqueue(item(1, "parent"))
     assert d.flush(timeout=30)
-    parent_pool = sink._pool
+    parent_sessions = sessions(conninfo, name)
+    assert len(parent_sessions) == 1
 
     def child() -> Any:
-        inherited = sink._pool is parent_pool
         d.enqueue(item(2, "child"))
         flushed = d.flush(timeout=30)
         sink([item(3, "child")])  # on the thread that forked, too
-        own = sink._pool is not None and sink._pool is not parent_pool
+        seen = sessions(conninfo, name)  # the parent's session, and the child's pool's
         shut = d.shutdown(timeout=10)
         sink.close()  # the child's pool; the parent's is never closed here
-        return [inherited, flushed, own, shut]
+        return [flushed, shut, sorted(seen)]
 
-    assert collect(fork(child)) == [False, True, True, True]
+    flushed, shut, seen = collect(fork(child))
+    assert (flushed, shut) == (True, True)
+    assert parent_sessions < set(seen)  # the child opened its own, and left the parent's open
     d.enqueue(item(4, "parent"))
     assert d.flush(timeout=30)  # the parent's connection still works: the child did not end its session
     rows = query(conninfo, "SELECT k, n, backend FROM events ORDER BY seq")
     assert [(k, n) for k, n, _ in rows] == [("parent", 1), ("child", 2), ("child", 3), ("parent", 4)]
     parent, child_backends = {rows[0][2], rows[3][2]}, {rows[1][2], rows[2][2]}
-    assert len(parent) == 1  # the same session before and after the fork
-    assert not parent & child_backends
+    assert parent == parent_sessions  # the same session before and after the fork
+    assert child_backends <= set(seen) - parent  # the child wrote through its own sessions only
+    assert wait_for(lambda: sessions(conninfo, name) == parent_sessions)  # the child's closed with it
 
 
 # -- arguments and secrets ----------------------------------------------------------------------

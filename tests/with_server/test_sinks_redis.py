@@ -8,15 +8,16 @@ import logging
 import subprocess
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Set, Tuple
 
 import pytest
 
-from batchdispatch import PartialFailure, RetryPolicy, _context
+from batchdispatch import PartialFailure, RetryPolicy
 from batchdispatch.exceptions import DeliveryError, SerializationError
 
 from ..services import HOST, RedisServer, unique_name
 from ..test_fork import collect, fork
+from .deadline import under_shutdown_deadline
 from .proxy import Proxy
 
 redis = pytest.importorskip("redis")
@@ -369,39 +370,55 @@ def test_nothing_is_lost_when_the_server_is_killed_and_started_mid_run(make: Any
 
 def test_a_deadline_already_passed_sends_nothing(client: Any, stream: str, sinks: Any) -> None:
     sink = sinks(client, stream)
-    _context._local.deadline = time.monotonic() - 1  # as the dispatcher sets it at exit and shutdown
-    try:
-        with pytest.raises(DeliveryError, match="not sent, the dispatcher's deadline has passed") as caught:
-            sink([1])
-    finally:
-        _context._local.deadline = None
-    assert caught.value.retryable
+    _, error = under_shutdown_deadline(lambda: sink([1]), timeout=0)  # passed when the call starts
+    assert isinstance(error, DeliveryError)
+    assert "not sent, the dispatcher's deadline has passed" in str(error)
+    assert error.retryable
     assert client.exists(stream) == 0
 
 
 # -- fork ------------------------------------------------------------------------------------------
 
 
+def named(url: str) -> Tuple[str, str]:
+    """*url* with a unique ``client_name``, and that name: redis-py names each connection it opens
+    for the client the sink makes (``CLIENT SETNAME``), so the server lists the sink's own."""
+    name = unique_name("sink")
+    return f"{url}?client_name={name}", name
+
+
+def ids_named(client: Any, name: str) -> Set[int]:
+    """The ids of the server's connections named *name* (``CLIENT LIST``)."""
+    return {int(entry["id"]) for entry in client.client_list() if entry.get("name") == name}
+
+
 def test_a_forked_child_writes_through_a_connection_of_its_own(client: Any, stream: str, redis_url: str,
                                                                 sinks: Any) -> None:
-    own = sinks(redis_url, stream)  # a client the sink makes
+    url, name = named(redis_url)
+    own = sinks(url, stream)  # a client the sink makes
     yours = sinks(client, stream)  # a client of yours
     own([{"who": "parent", "n": 0}])
     yours([{"who": "parent", "n": 1}])
-    parent_ids = (own._client().client_id(), client.client_id())
+    parent_own, parent_yours = ids_named(client, name), client.client_id()
+    assert len(parent_own) == 1
 
     def child() -> Dict[str, Any]:
         own([{"who": "child", "n": 0}])
         yours([{"who": "child", "n": 1}])
-        return {"ids": [own._client().client_id(), client.client_id()]}
+        return {"own": sorted(ids_named(client, name)), "yours": client.client_id()}
 
     result = collect(fork(child))
-    assert not set(result["ids"]) & set(parent_ids)  # new connections, not the parent's
+    # The child's own connections, not the parent's (which stayed open meanwhile).
+    child_own = set(result["own"]) - parent_own
+    assert len(child_own) == 1
+    assert parent_own <= set(result["own"])
+    assert result["yours"] not in parent_own | {parent_yours}
 
     # The parent's connections still work: the child neither used nor closed them.
     own([{"who": "parent", "n": 2}])
     yours([{"who": "parent", "n": 3}])
-    assert (own._client().client_id(), client.client_id()) == parent_ids
+    assert wait_for(lambda: ids_named(client, name) == parent_own)  # the child's went with it
+    assert client.client_id() == parent_yours
     assert read(client, stream) == [
         {"who": "parent", "n": 0}, {"who": "parent", "n": 1}, {"who": "child", "n": 0},
         {"who": "child", "n": 1}, {"who": "parent", "n": 2}, {"who": "parent", "n": 3},
@@ -466,16 +483,19 @@ def test_a_url_redis_py_cannot_parse_is_refused_without_its_password() -> None:
 
 
 def test_close_closes_only_the_client_it_made(client: Any, stream: str, redis_url: str) -> None:
-    own = RedisStreamSink(redis_url, stream)
+    url, name = named(redis_url)
+    own = RedisStreamSink(url, stream)
     yours = RedisStreamSink(client, stream)
     own([1])
     yours([2])
-    own_id = own._client().client_id()
+    assert ids_named(client, name)  # the connection of the client the sink made
+    yours_id = client.client_id()
     own.close()
     own.close()  # idempotent
     yours.close()
-    assert wait_for(lambda: own_id not in {entry["id"] for entry in client.client_list()})
-    assert client.xlen(stream) == 2  # yours still works
+    assert wait_for(lambda: not ids_named(client, name))
+    assert client.client_id() == yours_id  # yours still open, on the same connection
+    assert client.xlen(stream) == 2  # and it works
     for sink in (own, yours):
         with pytest.raises(DeliveryError, match="is closed") as caught:
             sink([3])

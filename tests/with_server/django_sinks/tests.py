@@ -107,7 +107,7 @@ class ModelSinkTests(SinkTestCase):
         d.enqueue(Event(n=6, s="other"))
         assert d.flush(timeout=30)
         assert mine.pk is None
-        assert mine._state.adding
+        assert mine._state.adding  # Django documents Model._state (adding, db): not the sink's internals
         assert self.ns() == [5, 6]
 
     def test_a_failed_attempt_leaves_no_primary_keys_behind_for_the_split(self) -> None:
