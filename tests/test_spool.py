@@ -389,14 +389,29 @@ def test_appends_from_8_threads_are_logged_once_each_and_copied_in_order_at_clos
 
 
 def test_a_record_cut_short_by_a_kill_costs_only_itself(path: str) -> None:
-    """A kill may cut the record being written; another thread's whole record then follows it."""
-    from batchdispatch.spool._records import read_log, record
-
-    whole = [record(b"i\t%d\t\"k\"\tj[%d]" % (n, n)) for n in range(4)]
-    ack = record(b"a\t0")
-    with open(path + "-log", "wb") as f:
+    """A kill may cut the record being written; another thread's whole record then follows it.
+    A real log, of a process killed after four appends and an ack, is cut here as such kills cut
+    it (each record starts with the record separator, 0x1e); the next claim takes what is whole."""
+    result = run_python(f"""
+        import os, signal
+        from batchdispatch.spool import SqliteSpool
+        spool = SqliteSpool({path!r}, durable=True)
+        ids = [spool.append("k", n) for n in range(4)]
+        assert spool.ack(ids[:1]) == 1
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    directory = os.path.dirname(path)
+    [segment] = [os.path.join(directory, name) for name in os.listdir(directory) if "-log-" in name]
+    with open(segment, "rb") as f:
+        records = [b"\x1e" + part for part in f.read().split(b"\x1e")[1:]]
+    assert len(records) == 5  # four items, then the ack of the first
+    whole, ack = records[:4], records[4]
+    with open(segment, "wb") as f:
         f.write(whole[0] + whole[1][:-7] + whole[2] + ack + whole[3][:-1])
-    assert read_log(path + "-log") == [('"k"', "[2]")]  # 0 acked, 1 and 3 cut short
+    with SqliteSpool(path) as spool:  # the dead process's log is copied into the table
+        assert [(key, item) for _, key, item in spool.claim(10)] == [("k", 2)]  # 0 acked, 1 and 3 cut short
+    assert [item for _, _, item, _ in raw_rows(path)] == ["2"]  # nothing else was copied, not even set aside
 
 
 def test_append_after_close_raises_closed_and_leaves_no_log(path: str) -> None:
