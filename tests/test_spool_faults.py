@@ -515,9 +515,8 @@ def test_an_append_still_being_written_when_its_segment_is_removed_is_in_the_cop
 # A file size limit stands in for a full disk: writes past it fail with EFBIG, for real.
 SIZE_LIMITED = """
     import glob, json, os, resource, signal
-    import batchdispatch.spool._wal as spool_module
     from batchdispatch.exceptions import SpoolError
-    from batchdispatch.spool import SqliteSpool
+    from batchdispatch.spool import LOG_SEGMENT_BYTES, SqliteSpool
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
 
@@ -535,12 +534,12 @@ def test_a_copy_back_that_fails_leaves_no_partial_file_and_is_made_at_the_next_c
     no partial file is left at the path, and the next ack (space is back) makes the copy, which
     survives a kill."""
     code = SIZE_LIMITED.format(path=path) + f"""
-    spool_module.LOG_SEGMENT_BYTES = 64 * 1024
     spool = SqliteSpool({path!r}, durable=True)
-    ids = [spool.append("k", {{"n": n, "pad": "x" * 1000}}) for n in range(80)]
-    assert files() == ["0", "1"], files()  # 0: retired, about 65 kB; 1: the current one, smaller
+    pad = "x" * (LOG_SEGMENT_BYTES // 64)  # segment 0 is full after 64 items
+    ids = [spool.append("k", {{"n": n, "pad": pad}}) for n in range(80)]
+    assert files() == ["0", "1"], files()  # 0: retired, past LOG_SEGMENT_BYTES; 1: the current one, a quarter
     os.unlink(glob.glob({path!r} + "-log-*-0")[0])
-    limit(48 * 1024)  # the current segment can take acks, a copy of segment 0 cannot be made
+    limit(LOG_SEGMENT_BYTES // 2)  # the current segment can take acks, a copy of segment 0 cannot be made
     try:
         spool.ack(ids[-1:])
     except SpoolError as exc:
