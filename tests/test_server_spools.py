@@ -4,6 +4,7 @@ and private ones on free ports where a test stops or pauses its server."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any, Iterator, List
@@ -13,7 +14,7 @@ import pytest
 from batchdispatch import BackgroundDispatcher
 from batchdispatch.exceptions import SpoolError
 
-from .conftest import Recorder
+from .conftest import Recorder, run_python
 from .services import POSTGRES_PORT, REDIS_PORT, PostgresServer, RedisServer, need, unique_name
 
 redis = pytest.importorskip("redis")
@@ -288,25 +289,63 @@ def test_bad_arguments_are_named() -> None:
 
 
 def test_a_signal_handler_that_appends_inside_an_append_gets_locked_at_once(pg_table: str) -> None:
-    from batchdispatch.spool import PostgresSpool
+    """A real SIGUSR1 lands while the thread's append is in the group's write, waiting for the
+    server (another connection holds the table locked: the server shows the INSERT waiting for a
+    Lock). The handler's append on that thread gets "locked" at once; the outer append completes
+    once the table is free. In a subprocess: without the check, the handler waits for its own
+    thread forever, and the subprocess's deadline says so."""
+    code = f"""
+        import json, os, signal, threading, time
+        import psycopg
+        from batchdispatch.exceptions import SpoolError
+        from batchdispatch.spool import PostgresSpool
 
-    spool = PostgresSpool(PG, table=pg_table, durable=True)
-    results: List[Any] = []
-    inner = threading.Event()
+        spool = PostgresSpool({PG!r}, table={pg_table!r}, durable=True)
+        spool.count()  # the tables exist, the connection is open
+        results = []
 
-    def write(pairs: Any) -> List[int]:  # the group's write, interrupted by a "handler" on this thread
-        if not inner.is_set():
-            inner.set()
+        def on_signal(signum, frame):
+            started = time.monotonic()
             try:
                 spool.append(None, "from the handler")
+                results.append(["appended", time.monotonic() - started])
             except SpoolError as exc:
-                results.append(exc.kind)
-        return original(pairs)
+                results.append([exc.kind, time.monotonic() - started])
 
-    original = spool._appends._write
-    spool._appends._write = write
-    try:
-        assert spool.append(None, "outer") < 0
-        assert results == ["locked"]
-    finally:
+        signal.signal(signal.SIGUSR1, on_signal)
+        blocker = psycopg.connect({PG!r})
+        blocker.execute("LOCK TABLE {pg_table} IN ACCESS EXCLUSIVE MODE")
+
+        def interrupt():
+            try:
+                deadline = time.monotonic() + 30
+                with psycopg.connect({PG!r}, autocommit=True) as watcher:
+                    while not watcher.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND pid <> pg_backend_pid() AND query LIKE %s", ("%INSERT INTO %{pg_table}%",),
+                    ).fetchone()[0]:
+                        assert time.monotonic() < deadline, "the append never waited for the lock"
+                        time.sleep(0.01)  # polls the server's view, with a deadline
+                os.kill(os.getpid(), signal.SIGUSR1)  # handled by the main thread, inside its append
+                deadline = time.monotonic() + 30
+                while not results and time.monotonic() < deadline:
+                    time.sleep(0.01)  # polls the handler's outcome, with a deadline
+            finally:
+                blocker.rollback()  # the outer append's write goes on
+
+        thread = threading.Thread(target=interrupt)
+        thread.start()
+        outer = spool.append(None, "outer")
+        thread.join(60)
+        stored = spool.count()
         spool.close()
+        blocker.close()
+        print(json.dumps([outer < 0, results, stored]))
+    """
+    result = run_python(code, timeout=90)
+    assert result.returncode == 0, result.stderr[-3000:]
+    appended, results, stored = json.loads(result.stdout)
+    assert appended
+    assert [kind for kind, _ in results] == ["locked"]
+    assert results[0][1] < 2  # at once, not after a wait for its own thread
+    assert stored == 1  # the outer item; the handler's was refused

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from batchdispatch._deadlines import monotonic
 from batchdispatch.exceptions import BatchDispatchError, SpoolError
-from batchdispatch.spool import QUARANTINED, SqliteSpool
+from batchdispatch.spool import LOG_SEGMENT_BYTES, QUARANTINED, SqliteSpool
 
 from .conftest import ROOT, run_python
 
@@ -198,10 +198,12 @@ def test_the_file_and_its_companions_are_created_with_mode_0600(path: str) -> No
     old = os.umask(0o002)  # a permissive umask must not widen the modes
     try:
         with SqliteSpool(path, durable=True) as spool:
-            token = spool._proc.token
             spool.append("k", 1)  # opens the owner file and the log
             names = sorted(os.listdir(os.path.dirname(path)))
-            assert names == [f"events.db-log-{token}-0", f"events.db-owner-{token}"]
+            assert len(names) == 2, names
+            assert names[1].startswith(f"events.db-owner-{os.getpid()}-"), names
+            token = names[1][len("events.db-owner-"):]  # this process's owner token: its pid and a nonce
+            assert names[0] == f"events.db-log-{token}-0"
             spool.count()  # opens the file and its WAL
             names = sorted(os.listdir(os.path.dirname(path)))
             assert names[0] == "events.db"
@@ -327,9 +329,10 @@ def test_the_claims_of_a_killed_process_are_handed_out_again(spool: SqliteSpool,
     rows = spool.claim(100)
     assert [row_id for row_id, _, _ in rows] == held
     assert [item for _, _, item in rows] == list(range(10))
-    assert [name for name in os.listdir(os.path.dirname(path)) if "-owner-" in name] == [
-        "events.db-owner-" + spool._proc.token
-    ]
+    # The dead holder's owner file is gone; this process's (its token starts with the pid) stays.
+    owners = [name for name in os.listdir(os.path.dirname(path)) if "-owner-" in name]
+    assert len(owners) == 1, owners
+    assert owners[0].startswith(f"events.db-owner-{os.getpid()}-"), owners
 
 
 def test_rows_of_an_owner_whose_file_is_gone_are_freed(spool: SqliteSpool, path: str) -> None:
@@ -386,14 +389,29 @@ def test_appends_from_8_threads_are_logged_once_each_and_copied_in_order_at_clos
 
 
 def test_a_record_cut_short_by_a_kill_costs_only_itself(path: str) -> None:
-    """A kill may cut the record being written; another thread's whole record then follows it."""
-    from batchdispatch.spool._records import read_log, record
-
-    whole = [record(b"i\t%d\t\"k\"\tj[%d]" % (n, n)) for n in range(4)]
-    ack = record(b"a\t0")
-    with open(path + "-log", "wb") as f:
+    """A kill may cut the record being written; another thread's whole record then follows it.
+    A real log, of a process killed after four appends and an ack, is cut here as such kills cut
+    it (each record starts with the record separator, 0x1e); the next claim takes what is whole."""
+    result = run_python(f"""
+        import os, signal
+        from batchdispatch.spool import SqliteSpool
+        spool = SqliteSpool({path!r}, durable=True)
+        ids = [spool.append("k", n) for n in range(4)]
+        assert spool.ack(ids[:1]) == 1
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    directory = os.path.dirname(path)
+    [segment] = [os.path.join(directory, name) for name in os.listdir(directory) if "-log-" in name]
+    with open(segment, "rb") as f:
+        records = [b"\x1e" + part for part in f.read().split(b"\x1e")[1:]]
+    assert len(records) == 5  # four items, then the ack of the first
+    whole, ack = records[:4], records[4]
+    with open(segment, "wb") as f:
         f.write(whole[0] + whole[1][:-7] + whole[2] + ack + whole[3][:-1])
-    assert read_log(path + "-log") == [('"k"', "[2]")]  # 0 acked, 1 and 3 cut short
+    with SqliteSpool(path) as spool:  # the dead process's log is copied into the table
+        assert [(key, item) for _, key, item in spool.claim(10)] == [("k", 2)]  # 0 acked, 1 and 3 cut short
+    assert [item for _, _, item, _ in raw_rows(path)] == ["2"]  # nothing else was copied, not even set aside
 
 
 def test_append_after_close_raises_closed_and_leaves_no_log(path: str) -> None:
@@ -407,15 +425,15 @@ def test_append_after_close_raises_closed_and_leaves_no_log(path: str) -> None:
     assert [item for _, _, item, _ in raw_rows(path)] == ["1"]
 
 
-def test_log_segments_rotate_and_go_once_every_record_is_acked(path: str, monkeypatch: Any) -> None:
-    monkeypatch.setattr("batchdispatch.spool._wal.LOG_SEGMENT_BYTES", 2000)
+def test_log_segments_rotate_and_go_once_every_record_is_acked(path: str) -> None:
     directory = os.path.dirname(path)
+    pad = "x" * (LOG_SEGMENT_BYTES // 15)  # a segment is full after 15 items: 90 fill six
 
     def logs() -> List[str]:
         return sorted(name for name in os.listdir(directory) if "-log-" in name)
 
     with SqliteSpool(path, durable=True) as spool:
-        ids = [spool.append("k", {"n": n, "pad": "x" * 100}) for n in range(100)]
+        ids = [spool.append("k", {"n": n, "pad": pad}) for n in range(100)]
         assert len(logs()) > 3
         assert spool.ack(ids[:90]) == 90
         assert len(logs()) == 1  # the retired segments held only acked records
@@ -465,13 +483,29 @@ def test_every_append_that_returned_before_a_sigkill_is_claimed_after_it(path: s
 
 def test_append_after_fork_uses_a_fresh_connection_in_the_child(path: str) -> None:
     result = run_python(f"""
-        import os, threading, warnings
+        import os, sys, threading, traceback, warnings
         from batchdispatch.spool import SqliteSpool
+
+        def open_files():  # {{descriptor: the spool's file it is open on}}, from /proc/self/fd
+            found = {{}}
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    target = os.readlink(f"/proc/self/fd/{{fd}}")
+                except OSError:  # the listing's own descriptor, closed meanwhile
+                    continue
+                if os.path.dirname(target) == os.path.dirname({path!r}):
+                    found[int(fd)] = os.path.basename(target)
+            return found
+
+        def named(files, prefix):
+            return [name for name in files.values() if name.startswith(prefix)]
+
         spool = SqliteSpool({path!r}, durable=True)
         spool.append("parent", 1)
         spool.count()
-        parent_conn = spool._proc.conn
-        parent_log = spool._proc.segment.path
+        # The parent has the file and its own log open (named by its token, which starts with its pid).
+        assert named(open_files(), "events.db-log-" + str(os.getpid()) + "-"), open_files()
+        assert "events.db" in open_files().values()
         # A thread of the parent keeps appending while the process forks.
         stop = threading.Event()
         def busy():
@@ -485,13 +519,25 @@ def test_append_after_fork_uses_a_fresh_connection_in_the_child(path: str) -> No
         if pid == 0:
             code = 1
             try:
+                at_fork = open_files()
+                # The fork hook closed the parent's idle connection: no SQLite state is inherited.
+                assert "events.db" not in at_fork.values(), at_fork
                 row_id = spool.append("child", 2)
-                assert spool._proc.segment.path != parent_log
+                # The child appends to a log of its own, under an owner token of its own (its pid);
+                # the parent's log is not open here.
+                files = open_files()
+                mine = "events.db-log-" + str(os.getpid()) + "-"
+                assert [name for name in files.values() if "-log-" in name] == named(files, mine), files
+                assert len(named(files, mine)) == 1, files
+                assert named(files, "events.db-owner-" + str(os.getpid()) + "-"), files
                 spool.count()
-                assert spool._proc.conn is not parent_conn
-                assert spool._proc.pid == os.getpid()
+                # ... and a connection of its own: the file open on descriptors it did not inherit.
+                assert [fd for fd, name in open_files().items() if name == "events.db" and fd not in at_fork]
                 spool.close()
                 code = 0 if row_id < 0 else 1
+            except BaseException:
+                traceback.print_exc()  # to the test's stderr, before the exit that skips it
+                sys.stderr.flush()
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
@@ -506,7 +552,7 @@ def test_append_after_fork_uses_a_fresh_connection_in_the_child(path: str) -> No
         print(os.waitstatus_to_exitcode(status), keys.count("parent"), keys.count("child"), keys[-1])
     """)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["0", "2", "1", "parent"]
+    assert result.stdout.split() == ["0", "2", "1", "parent"], result.stderr
 
 
 # -- faults ------------------------------------------------------------------------
@@ -555,18 +601,30 @@ def test_another_applications_database_is_refused(path: str) -> None:
     assert info.value.kind == "corrupt"
 
 
-def test_a_full_database_is_a_full_fault_and_loses_nothing(spool: SqliteSpool, path: str) -> None:
-    spool.put([(None, "kept")])
-    proc = spool._proc
-    with proc.lock:
-        assert proc.conn is not None
-        pages = proc.conn.execute("PRAGMA page_count").fetchone()[0]
-        proc.conn.execute(f"PRAGMA max_page_count = {pages + 2}")
-    with pytest.raises(SpoolError, match="full") as info:
-        spool.put([(None, "x" * 5000) for _ in range(20)])
-    assert_fault(info, path, "full")
-    assert spool.count() == 1
-    assert [item for _, _, item in spool.claim(5)] == ["kept"]
+def test_a_full_database_is_a_full_fault_and_loses_nothing(path: str, monkeypatch: Any) -> None:
+    """SQLite's own size limit (PRAGMA max_page_count), set on the spool's connection as it is
+    opened: the file is full two pages past what it holds."""
+    with SqliteSpool(path) as spool:
+        spool.put([(None, "kept")])
+    conn = sqlite3.connect(path)
+    try:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    finally:
+        conn.close()
+    real_connect = sqlite3.connect
+
+    def limited(database: str, **kwargs: Any) -> sqlite3.Connection:
+        opened = real_connect(database, **kwargs)
+        opened.execute(f"PRAGMA max_page_count = {pages + 2}")
+        return opened
+
+    monkeypatch.setattr(sqlite3, "connect", limited)
+    with SqliteSpool(path) as spool:
+        with pytest.raises(SpoolError, match="full") as info:
+            spool.put([(None, "x" * 5000) for _ in range(20)])
+        assert_fault(info, path, "full")
+        assert spool.count() == 1
+        assert [item for _, _, item in spool.claim(5)] == ["kept"]
 
 
 @pytest.fixture

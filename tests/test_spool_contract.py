@@ -168,12 +168,14 @@ class RedisHarness(Harness):
         return RedisSpool(self.url, self.name, durable=self.durable, **options)
 
     def store_foreign(self, data: bytes) -> None:
-        from batchdispatch.spool._redis_scripts import FREE, GROUP
-
-        client = self.redis.Redis.from_url(self.url)
+        """The stream's group, and the consumer the spool keeps free entries pending to, are read
+        from the server: those of the free pairs stored before (and only free pairs)."""
+        client = self.redis.Redis.from_url(self.url)  # bytes: the data is not text
         queue = f"{{{self.name}}}:q"
+        [group] = [each["name"] for each in client.xinfo_groups(queue)]
+        [free] = {entry["consumer"] for entry in client.xpending_range(queue, group, "-", "+", 1000)}
         client.xadd(queue, {"k": "null", "d": data, "t": "b"})
-        client.xreadgroup(GROUP, FREE, {queue: ">"}, count=1)  # free, as the spool keeps its free entries
+        client.xreadgroup(group, free, {queue: ">"}, count=1)  # free, as the spool keeps its free entries
         client.close()
 
     def busy(self) -> ContextManager[None]:
@@ -613,7 +615,7 @@ def test_an_owner_whose_process_died_leaves_its_pairs_free_to_others(harness: Ha
     harness.open().put([(None, "claimed"), (None, "free")])
 
     def child() -> Dict[str, Any]:
-        dying = harness._open()  # opened in the child, never closed: its process dies holding
+        dying = harness.open()  # opened in the child, never closed (it ends with os._exit): it dies holding
         claimed = items(dying.claim(1))
         dying.append(None, "appended")
         return {"claimed": claimed}

@@ -21,7 +21,7 @@ import pytest
 
 from batchdispatch._deadlines import monotonic
 from batchdispatch.exceptions import SpoolError
-from batchdispatch.spool import SqliteSpool
+from batchdispatch.spool import LOG_SEGMENT_BYTES, SqliteSpool
 from batchdispatch.spool._connection import Database
 
 from .conftest import ROOT, run_python
@@ -157,6 +157,31 @@ def locked_by_another_process(path: str) -> Iterator[None]:
         assert out == "done\n"
 
 
+def held_by_another_thread(spool: SqliteSpool) -> bool:
+    """Whether another thread of this process is inside an operation of *spool*, as a count that
+    may not wait sees it: refused with "another thread of this process held the spool"."""
+    try:
+        spool.count(timeout=0)
+    except SpoolError as exc:
+        if "another thread of this process held the spool" in str(exc):
+            return True
+        raise
+    return False
+
+
+def open_in(directory: str) -> List[str]:
+    """The files in *directory* this process has open, from its descriptors in /proc/self/fd."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the descriptor of the listing itself, closed meanwhile
+            continue
+        if os.path.dirname(target) == directory:
+            found.append(os.path.basename(target))
+    return sorted(found)
+
+
 def gives_up(operation: Callable[[], Any]) -> SpoolError:
     """Run *operation*: it must raise SpoolError "locked", well within a generous bound."""
     started = monotonic()
@@ -195,7 +220,7 @@ def test_an_operation_gives_up_at_its_timeout_when_another_thread_holds_the_spoo
         writer = threading.Thread(target=lambda: outcome.append(spool.put([(None, 1)])))
         writer.start()
         deadline = monotonic() + 30
-        while not spool._proc.lock.locked():  # the writer waits inside the spool, for the other process
+        while not held_by_another_thread(spool):  # the writer waits inside the spool, for the other process
             assert monotonic() < deadline
             writer.join(0.001)
         gives_up(lambda: spool.count(timeout=0.5))
@@ -203,12 +228,13 @@ def test_an_operation_gives_up_at_its_timeout_when_another_thread_holds_the_spoo
         error = gives_up(lambda: spool.close(timeout=0.5))
         assert "another thread of this process held the spool" in str(error)
         assert writer.is_alive()
+        assert open_in(os.path.dirname(path))  # (the connection and the owner file, for the check below)
     writer.join(30)
     assert not writer.is_alive()
     assert len(outcome) == 1  # the put made it once the other process let go
-    # The writer, leaving last, closed the connection that close could not.
-    assert spool._proc.conn is None
-    assert spool._proc.owner_fd == -1
+    # The writer, leaving last, closed the connection (file, WAL, shared memory) and the
+    # owner file that close could not: this process has nothing in the directory open.
+    assert open_in(os.path.dirname(path)) == []
     with SqliteSpool(path) as other:
         assert sorted((item for _, _, item in other.claim(10)), key=str) == [0, 1, "other"]
 
@@ -435,8 +461,9 @@ def test_the_log_directory_removed_while_in_use_is_a_removed_fault(tmp_path: Any
         spool.ack(ids[:1])
     assert info.value.kind == "removed"
     with pytest.raises(SpoolError) as info:  # a rotation needs a new file: none can be made
-        spool._log.open_segment(spool._proc, rotate=spool._proc.segment)
+        spool.append(None, "x" * LOG_SEGMENT_BYTES)  # written to the open segment, which it fills
     assert info.value.kind == "removed"
+    assert "cannot create the log" in str(info.value)
     with pytest.raises(SpoolError) as info:
         spool.close(timeout=5)
     assert info.value.kind == "removed"
@@ -488,9 +515,8 @@ def test_an_append_still_being_written_when_its_segment_is_removed_is_in_the_cop
 # A file size limit stands in for a full disk: writes past it fail with EFBIG, for real.
 SIZE_LIMITED = """
     import glob, json, os, resource, signal
-    import batchdispatch.spool._wal as spool_module
     from batchdispatch.exceptions import SpoolError
-    from batchdispatch.spool import SqliteSpool
+    from batchdispatch.spool import LOG_SEGMENT_BYTES, SqliteSpool
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
 
@@ -508,12 +534,12 @@ def test_a_copy_back_that_fails_leaves_no_partial_file_and_is_made_at_the_next_c
     no partial file is left at the path, and the next ack (space is back) makes the copy, which
     survives a kill."""
     code = SIZE_LIMITED.format(path=path) + f"""
-    spool_module.LOG_SEGMENT_BYTES = 64 * 1024
     spool = SqliteSpool({path!r}, durable=True)
-    ids = [spool.append("k", {{"n": n, "pad": "x" * 1000}}) for n in range(80)]
-    assert files() == ["0", "1"], files()  # 0: retired, about 65 kB; 1: the current one, smaller
+    pad = "x" * (LOG_SEGMENT_BYTES // 64)  # segment 0 is full after 64 items
+    ids = [spool.append("k", {{"n": n, "pad": pad}}) for n in range(80)]
+    assert files() == ["0", "1"], files()  # 0: retired, past LOG_SEGMENT_BYTES; 1: the current one, a quarter
     os.unlink(glob.glob({path!r} + "-log-*-0")[0])
-    limit(48 * 1024)  # the current segment can take acks, a copy of segment 0 cannot be made
+    limit(LOG_SEGMENT_BYTES // 2)  # the current segment can take acks, a copy of segment 0 cannot be made
     try:
         spool.ack(ids[-1:])
     except SpoolError as exc:

@@ -17,6 +17,7 @@ from typing import Any, Callable, List
 import pytest
 
 from batchdispatch import BackgroundDispatcher, KeyedDispatcher, PartialFailure, RetryPolicy
+from batchdispatch._deadlines import monotonic
 from batchdispatch.spool import SqliteSpool
 
 from .conftest import ROOT, KeyedRecorder, Recorder, run_python
@@ -233,24 +234,69 @@ def test_overflow_spill_takes_everything_and_delivers_it_once_there_is_room(
     assert stats.enqueued + stats.replayed == stats.dispatched + stats.spilled == 100 + stats.spilled
 
 
+class HeldClaim:
+    """A spool (of any kind) whose first claim that finds rows holds them, in the worker that
+    claimed, until *go* is set; the claims made meanwhile are counted. With ``poll_interval``
+    (the Spool contract's optional attribute), a running dispatcher claims again this often."""
+
+    poll_interval = 0.05
+
+    def __init__(self, spool: Any) -> None:
+        self.spool = spool
+        self.holding, self.go = threading.Event(), threading.Event()
+        self.meanwhile: List[int] = []  # how many rows each claim made while one is held found
+
+    def claim(self, limit: int, *, timeout: Any = None) -> List[Any]:
+        during = self.holding.is_set() and not self.go.is_set()
+        rows = self.spool.claim(limit, timeout=timeout)
+        if during:
+            self.meanwhile.append(len(rows))
+        elif rows and not self.holding.is_set():
+            self.holding.set()
+            assert self.go.wait(30)
+        return rows
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the Spool contract, as it is
+        return getattr(self.spool, name)
+
+
 def test_one_worker_claims_at_a_time_and_a_flush_waits_for_its_claim(
     make_keyed: Any, spools: Callable[..., SqliteSpool]
 ) -> None:
     """Two workers claiming at once: the one that found the spool empty marked the
     backlog drained while the other still held rows outside the engine, and a
-    flush returned before they were delivered (seen on Redis under load)."""
-    hooks = make_keyed(KeyedRecorder(), delay=0.01, spool=spools(), max_concurrent_batches=4)
-    assert hooks.flush(timeout=10)  # the claim at start is done
-    bridge = hooks._bridge
-    with hooks._lock:
-        bridge.backlog = "room"  # as after a spill
-        assert bridge.take_claim()  # this worker claims ...
-        assert not bridge.take_claim()  # ... and no other one meanwhile
-        assert not bridge.settled(True)  # a flush waits for the claim's rows
-    bridge.claim_backlog()
-    with hooks._lock:
-        assert bridge.settled(True)
+    flush returned before they were delivered (seen on Redis under load).
+
+    Here four workers run; one claim holds its rows while an item enqueued meanwhile
+    is delivered by another worker, which looks at the backlog on its way: it must not
+    claim too, and a flush must wait for the held rows."""
+    held = HeldClaim(spools())
+    recorder = KeyedRecorder()
+    together = threading.Barrier(4, timeout=30)
+
+    def deliver(key: Any, batch: List[Any]) -> None:
+        if key in ("a", "b", "c", "d"):
+            together.wait()  # four batches out at once: four worker threads
+        recorder(key, batch)
+
+    hooks = make_keyed(deliver, delay=0.01, spool=held, max_concurrent_batches=4)
+    for key in ("a", "b", "c", "d"):
+        assert hooks.enqueue(key, key)
+    assert hooks.flush(timeout=30)
+    try:
+        held.put([(None, n) for n in range(5)])  # the next poll's claim holds them
+        assert held.holding.wait(10)
+        assert hooks.enqueue("live", "meanwhile")
+        deadline = monotonic() + 30
+        while recorder.items("live") != ["meanwhile"]:
+            assert monotonic() < deadline
+            held.go.wait(0.01)  # polls the delivery, with a deadline (go is not set: a pause)
+        assert held.meanwhile == []  # the other worker did not claim meanwhile ...
+        assert not hooks.flush(timeout=0.5)  # ... and a flush waits for the held rows
+    finally:
+        held.go.set()
     assert hooks.flush(timeout=10)
+    assert sorted(recorder.items(None)) == list(range(5))
 
 
 def test_overflow_spill_with_a_queue_of_one_still_replays(
