@@ -311,9 +311,12 @@ def test_a_failing_key_waits_behind_its_retry_while_others_go_on(make_keyed) -> 
 
     d = make_keyed(deliver, delay=0.001, on_error=lambda e, b: None,
                    retry=RetryPolicy(max_attempts=3, backoff=30.0, jitter=False))
+    failed = threading.Event()
+    d.on("batch_failed", lambda event: failed.set())  # emitted once the attempt is settled
     d.enqueue("down", 1)
     d.enqueue("up", 1)
     assert d.flush(key="up", timeout=10)
+    assert failed.wait(10)  # flushing "up" does not wait for "down"'s first attempt
     d.enqueue("down", 2)  # waits behind the retry of [1]
     d.enqueue("up", 2)
     assert d.flush(key="up", timeout=10)
