@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -171,11 +172,25 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@contextlib.contextmanager
+def _workers_locked(dispatcher: Any) -> Iterator[Any]:
+    """The dispatcher's worker threads' part (``Workers``), with its lock held.
+
+    The helpers below must look inside: whether a worker sleeps, and with
+    what timeout, is something no public call shows (a sleeping worker and
+    one about to take a batch look alike from outside), and waking one to
+    re-read a fake clock has no public trigger. They do it here only, so a
+    refactor of the workers changes one place.
+    """
+    with dispatcher._lock:  # held by a worker unless it waits
+        yield dispatcher._workers
+
+
 def poke(dispatcher: Any, clock: FakeClock) -> None:
     """Make the workers look at their clock again, and wait until one has."""
     reads = clock.reads
-    with dispatcher._lock:
-        dispatcher._workers.kick_all()
+    with _workers_locked(dispatcher) as workers:
+        workers.kick_all()
     deadline = monotonic() + 10
     while clock.reads == reads:
         assert monotonic() < deadline, "the worker did not wake up"
@@ -200,12 +215,23 @@ def worker_wait_timeout(dispatcher: BackgroundDispatcher[Any], timeout: float = 
     ident = workers[0].ident
     deadline = monotonic() + timeout
     while monotonic() < deadline:
-        with dispatcher._lock:  # held by the worker unless it waits
-            waiting = dispatcher._workers.waiting
-            if ident in waiting:
-                return waiting[ident]
+        with _workers_locked(dispatcher) as workers:
+            if ident in workers.waiting:
+                return workers.waiting[ident]
         threading.Event().wait(0.01)
     raise AssertionError("the worker never went to sleep")
+
+
+def wait_for_idle_workers(dispatcher: Any, count: int, timeout: float = 10.0) -> None:
+    """Wait until exactly *count* workers are idle: asleep, and not yet woken."""
+    deadline = monotonic() + timeout
+    while True:
+        with _workers_locked(dispatcher) as workers:
+            idle = len(workers.sleepers)
+        if idle == count:
+            return
+        assert monotonic() < deadline, f"{idle} idle workers, not {count}"
+        threading.Event().wait(0.001)
 
 
 def run_python(code: str, *, timeout: float = 60, env: Any = None) -> subprocess.CompletedProcess[str]:

@@ -10,29 +10,33 @@ from hypothesis import strategies as st
 from batchdispatch._budget import QueueBudget
 from batchdispatch._lanes import NEVER, PriorityLane
 
+Lanes = Dict[Any, PriorityLane]
+
 
 class FakeEngine:
-    """What the budget reads of its engine: the lanes, and whether they are lock-free."""
+    """What the budget reads of its engine, no more: how many lanes there
+    are (``_lanes``, the test's own dict) and whether they are lock-free."""
 
-    def __init__(self) -> None:
-        self._lanes: Dict[Any, PriorityLane] = {}
+    def __init__(self, lanes: Lanes) -> None:
+        self._lanes = lanes
 
     def _lock_free(self) -> bool:
         return True
 
 
-def make(limit: int, batch: int = 10) -> Tuple[FakeEngine, QueueBudget]:
-    engine = FakeEngine()
-    return engine, QueueBudget(engine, limit, batch)  # type: ignore[arg-type]
+def make(limit: int, batch: int = 10) -> Tuple[Lanes, QueueBudget]:
+    """A budget of its own, and the lanes (by key) it grants room to."""
+    lanes: Lanes = {}
+    return lanes, QueueBudget(FakeEngine(lanes), limit, batch)  # type: ignore[arg-type]
 
 
-def append(budget: QueueBudget, engine: FakeEngine, key: Any) -> bool:
+def append(budget: QueueBudget, lanes: Lanes, key: Any) -> bool:
     """A producer's append: within the lane's room, else the locked path asks the budget."""
-    lane = engine._lanes.get(key)
+    lane = lanes.get(key)
     if lane is None:
         if not budget.reserve(None):
             return False
-        lane = engine._lanes[key] = PriorityLane(key, 0)
+        lane = lanes[key] = PriorityLane(key, 0)
         budget.reserve(lane)
     elif len(lane.items) >= lane.room and not budget.reserve(lane):
         return False
@@ -40,13 +44,12 @@ def append(budget: QueueBudget, engine: FakeEngine, key: Any) -> bool:
     return True
 
 
-def check(budget: QueueBudget, engine: FakeEngine) -> None:
-    lanes = list(engine._lanes.values())
-    assert budget.granted == sum(lane.grant for lane in lanes)
+def check(budget: QueueBudget, lanes: Lanes) -> None:
+    assert budget.granted == sum(lane.grant for lane in lanes.values())
     assert budget.granted + budget.prioritised <= budget.limit
-    assert sum(len(lane.items) for lane in lanes) <= budget.limit
+    assert sum(len(lane.items) for lane in lanes.values()) <= budget.limit
     listed = {id(lane) for lane in budget.spare}
-    for lane in lanes:
+    for lane in lanes.values():
         assert len(lane.items) <= lane.grant
         assert lane.room == lane.grant
         if lane.grant > len(lane.items):
@@ -55,39 +58,39 @@ def check(budget: QueueBudget, engine: FakeEngine) -> None:
 
 
 def test_a_lane_is_granted_about_a_batch_at_a_time() -> None:
-    engine, budget = make(limit=100, batch=10)
-    assert append(budget, engine, "a")
-    lane = engine._lanes["a"]
+    lanes, budget = make(limit=100, batch=10)
+    assert append(budget, lanes, "a")
+    lane = lanes["a"]
     assert lane.grant == 10
     assert lane.room == 10
-    check(budget, engine)
+    check(budget, lanes)
 
 
 def test_a_full_queue_takes_room_back_from_idle_grants() -> None:
-    engine, budget = make(limit=20, batch=10)
-    assert append(budget, engine, "a")  # a holds 1 item and a grant of 10
+    lanes, budget = make(limit=20, batch=10)
+    assert append(budget, lanes, "a")  # a holds 1 item and a grant of 10
     for n in range(19):
-        assert append(budget, engine, f"k{n}"), n
-    assert not append(budget, engine, "one too many")
-    assert sum(len(lane.items) for lane in engine._lanes.values()) == 20
-    check(budget, engine)
+        assert append(budget, lanes, f"k{n}"), n
+    assert not append(budget, lanes, "one too many")
+    assert sum(len(lane.items) for lane in lanes.values()) == 20
+    check(budget, lanes)
 
 
 def test_a_forgotten_lane_returns_its_grant() -> None:
-    engine, budget = make(limit=10, batch=10)
-    assert append(budget, engine, "a")
-    lane = engine._lanes.pop("a")
+    lanes, budget = make(limit=10, batch=10)
+    assert append(budget, lanes, "a")
+    lane = lanes.pop("a")
     lane.items.clear()
     budget.retire(lane)
     assert budget.granted == 0
     assert lane.grant == 0
     for n in range(10):
-        assert append(budget, engine, n)
-    check(budget, engine)
+        assert append(budget, lanes, n)
+    check(budget, lanes)
 
 
 def test_without_a_bound_everything_fits() -> None:
-    _engine, budget = make(limit=NEVER)
+    _lanes, budget = make(limit=NEVER)
     assert budget.reserve(None)
     assert budget.queued_below(1)
     assert budget.granted == 0
@@ -108,21 +111,21 @@ ops = st.lists(
 @settings(max_examples=200, deadline=None)
 @given(limit=st.integers(1, 30), batch=st.integers(1, 12), steps=ops)
 def test_the_grants_never_pass_the_bound(limit: int, batch: int, steps: List[Tuple[str, int]]) -> None:
-    engine, budget = make(limit, batch)
+    lanes, budget = make(limit, batch)
     for op, key in steps:
-        lane = engine._lanes.get(key)
+        lane = lanes.get(key)
         if op == "append":
-            append(budget, engine, key)
+            append(budget, lanes, key)
         elif op == "take" and lane is not None and lane.items:
             lane.items.popleft()
             budget.list_spare(lane)  # items left: its grant may hold room now
         elif op == "forget" and lane is not None and not lane.items:
-            del engine._lanes[key]
+            del lanes[key]
             budget.retire(lane)
         elif op == "priority" and budget.reserve(None):
             budget.prioritised += 1  # an item at another priority, counted outside any grant
         elif op == "below":
-            queued = sum(len(each.items) for each in engine._lanes.values()) + budget.prioritised
+            queued = sum(len(each.items) for each in lanes.values()) + budget.prioritised
             if budget.queued_below(key):
                 assert queued < key  # never says "room" when there is none
-        check(budget, engine)
+        check(budget, lanes)

@@ -6,6 +6,7 @@ import collections
 import dataclasses
 import gc
 import logging
+import signal
 import sys
 import threading
 import weakref
@@ -190,13 +191,16 @@ def test_an_idle_worker_waits_without_a_timeout(make, recorder: Recorder) -> Non
 
 
 def test_user_code_runs_without_the_lock(make) -> None:
-    held: List[bool] = []
+    # Seen from another thread: stats() takes the dispatcher's lock, so it
+    # returns while dispatch or on_error runs only if they run without it.
+    # (A probe on the worker's own thread could not tell: the lock is reentrant.)
+    returned: List[bool] = []
 
     def probe(d: BackgroundDispatcher[Any]) -> None:
-        got = d._lock.acquire(timeout=5)
-        held.append(not got)
-        if got:
-            d._lock.release()
+        reader = threading.Thread(target=d.stats, daemon=True)
+        reader.start()
+        reader.join(5)
+        returned.append(not reader.is_alive())
 
     def dispatch(batch: List[Any]) -> None:
         probe(d)
@@ -205,7 +209,7 @@ def test_user_code_runs_without_the_lock(make) -> None:
     d = make(dispatch, delay=0.01, on_error=lambda exc, batch: probe(d))
     d.enqueue(1)
     assert d.flush(timeout=10)
-    assert held == [False, False]
+    assert returned == [True, True]
 
 
 def test_enqueue_never_waits_for_dispatch(make) -> None:
@@ -611,13 +615,38 @@ def test_a_finalizer_that_enqueues_cannot_deadlock_the_worker(make) -> None:
 
 def test_enqueue_from_a_thread_that_holds_the_lock_does_not_deadlock(make, recorder: Recorder) -> None:
     """A signal handler runs on whatever the main thread was doing, even
-    inside one of the engine's locked sections."""
-    d = make(recorder, delay=0.01)
-    d.enqueue(1)
-    assert d.flush(timeout=10)
-    assert worker_wait_timeout(d) is None  # idle: the next enqueue takes the lock
-    with d._lock:
-        assert d.enqueue(2)
+    inside one of the engine's locked sections.
+
+    A real one: SIGUSR1, raised from the ``clock=`` callable, the one piece
+    of user code the engine runs with its lock held (stats() reads it to
+    age what is pending); the handler runs before raise_signal returns.
+    """
+    armed, handled = [False], []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        # The main thread is inside the locked section: another thread's
+        # stats() waits for it (a precondition, so that the test stays real).
+        reader = threading.Thread(target=d.stats, daemon=True)
+        reader.start()
+        reader.join(0.5)
+        handled.append((reader.is_alive(), d.enqueue(2)))
+
+    def clock() -> float:
+        if armed[0] and threading.current_thread() is threading.main_thread():
+            armed[0] = False
+            signal.raise_signal(signal.SIGUSR1)
+        return monotonic()
+
+    previous = signal.signal(signal.SIGUSR1, on_signal)
+    try:
+        d = make(recorder, delay=3600.0, max_batch_size=2, clock=clock)
+        d.enqueue(1)
+        worker_wait_timeout(d)  # it waits for the delay: the append that fills the batch takes the lock
+        armed[0] = True
+        assert d.stats().pending == 1  # the signal lands here, with the lock held
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert handled == [(True, True)]
     assert d.flush(timeout=10)
     assert recorder.items == [1, 2]
 

@@ -216,7 +216,8 @@ def test_the_exit_drain_keeps_the_queue_bound_and_ends_within_its_budget() -> No
         def produce():
             while not stop.is_set():
                 d.enqueue(1)
-                peak[0] = max(peak[0], len(d._items))
+                s = d.stats()  # one snapshot: what waits is pending less what is out
+                peak[0] = max(peak[0], s.pending - s.in_flight)
 
         producer = threading.Thread(target=produce, daemon=True)
         producer.start()

@@ -3,15 +3,16 @@
 ``BATCHDISPATCH_FREE_THREADED=1`` forces that path on a build with a GIL,
 which is how it is tested here (free-threaded CPython is not installed on
 the test machines). The tests tell the two paths apart by behaviour: with
-the dispatcher's lock held by the test, a lock-free append returns, and a
-locked one waits for the lock.
+the dispatcher's lock held by another thread, a lock-free append returns,
+and a locked one waits for the lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
-from typing import Any, Callable, List
+from typing import Any, Callable, Iterator, List
 
 import pytest
 
@@ -41,12 +42,46 @@ def test_a_build_without_the_gil_takes_the_locked_path(monkeypatch: pytest.Monke
     assert not _gil.appends_need_lock()
 
 
-def _enqueue_while_the_lock_is_held(dispatcher: Any, enqueue: Callable[[], bool]) -> bool:
-    """Run *enqueue* on another thread while this one holds the dispatcher's
-    lock; return whether it had to wait for the lock. The item is accepted either way."""
+class HoldingClock:
+    """A ``clock=`` callable that can hold the dispatcher's lock from outside.
+
+    The engine reads its clock with its lock held (``stats()`` does, to age
+    what is pending): a read on the thread given to :meth:`held_by` waits
+    there, with the lock held, until that block ends.
+    """
+
+    def __init__(self) -> None:
+        self.holder: Any = None
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self) -> float:
+        if threading.current_thread() is self.holder and not self.holding.is_set():
+            self.holding.set()
+            assert self.release.wait(30)
+        return monotonic()
+
+    @contextlib.contextmanager
+    def held_by(self, dispatcher: Any) -> Iterator[None]:
+        """The dispatcher's lock held, by a thread inside stats(), for the block."""
+        self.holder = threading.Thread(target=dispatcher.stats, name="holder")
+        self.holder.start()
+        try:
+            assert self.holding.wait(10), "stats() did not read the clock"
+            yield
+        finally:
+            self.release.set()
+            self.holder.join(10)
+
+
+def _enqueue_while_the_lock_is_held(
+    dispatcher: Any, clock: HoldingClock, enqueue: Callable[[], bool]
+) -> bool:
+    """Run *enqueue* on another thread while the dispatcher's lock is held;
+    return whether it had to wait for the lock. The item is accepted either way."""
     result: List[bool] = []
     producer = threading.Thread(target=lambda: result.append(enqueue()), name="producer")
-    with dispatcher._lock:
+    with clock.held_by(dispatcher):
         producer.start()
         deadline = monotonic() + 10
         waited = False
@@ -56,7 +91,7 @@ def _enqueue_while_the_lock_is_held(dispatcher: Any, enqueue: Callable[[], bool]
             while frame is not None:
                 names.add(frame.f_code.co_name)
                 frame = frame.f_back
-            if "_admit" in names:  # the locked path, blocked on the lock this thread holds
+            if "_admit" in names:  # the locked path, blocked on the lock the holder holds
                 waited = True
                 break
             producer.join(0.01)
@@ -71,11 +106,11 @@ def test_background_enqueue_takes_the_lock_only_without_a_gil(
     monkeypatch: pytest.MonkeyPatch, make: Any, forced: bool
 ) -> None:
     monkeypatch.setenv(_gil.FREE_THREADED_ENV, "1" if forced else "0")
-    recorder = Recorder()
-    d = make(recorder, delay=3600.0, max_batch_size=1000)
+    recorder, clock = Recorder(), HoldingClock()
+    d = make(recorder, delay=3600.0, max_batch_size=1000, clock=clock)
     d.enqueue(0)
     worker_wait_timeout(d)  # the worker waits for the delay: the next append wakes no one
-    assert _enqueue_while_the_lock_is_held(d, lambda: d.enqueue(1)) is forced
+    assert _enqueue_while_the_lock_is_held(d, clock, lambda: d.enqueue(1)) is forced
     assert d.flush(timeout=10)
     assert recorder.items == [0, 1]
 
@@ -85,10 +120,10 @@ def test_keyed_enqueue_takes_the_lock_only_without_a_gil(
     monkeypatch: pytest.MonkeyPatch, make_keyed: Any, forced: bool
 ) -> None:
     monkeypatch.setenv(_gil.FREE_THREADED_ENV, "1" if forced else "0")
-    recorder = KeyedRecorder()
-    d = make_keyed(recorder, delay=3600.0, max_batch_size=1000, max_concurrent_batches=1)
+    recorder, clock = KeyedRecorder(), HoldingClock()
+    d = make_keyed(recorder, delay=3600.0, max_batch_size=1000, max_concurrent_batches=1, clock=clock)
     d.enqueue("k", 0)
     worker_wait_timeout(d)  # the lane has its deadline and room: the next append reports nothing
-    assert _enqueue_while_the_lock_is_held(d, lambda: d.enqueue("k", 1)) is forced
+    assert _enqueue_while_the_lock_is_held(d, clock, lambda: d.enqueue("k", 1)) is forced
     assert d.flush(timeout=10)
     assert recorder.items("k") == [0, 1]

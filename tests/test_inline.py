@@ -227,13 +227,19 @@ def test_keyed_failure_retries_only_its_key(make_keyed, clock: FakeClock) -> Non
     assert d.stats().dispatched == 3
 
 
-def test_keyed_bounded_queue_takes_the_lock_for_every_item(make_keyed) -> None:
+def test_keyed_bounded_queue_takes_the_lock_for_every_item(make_keyed, clock: FakeClock) -> None:
     calls = Calls()
-    d = make_keyed(calls.deliver, delay=60, max_batch_size=3, max_queue_size=10)
+    d = make_keyed(calls.deliver, delay=60, max_batch_size=3, max_queue_size=10, clock=clock)
     for n in range(9):
         assert d.enqueue(n % 3, n)
     assert sorted(calls.keyed()) == [(0, [0, 3, 6]), (1, [1, 4, 7]), (2, [2, 5, 8])]
-    assert all(lane.room <= 0 for lane in d._lanes.values())  # no lock-free appends
+    # An enqueue that takes the lock delivers what is due on its way out;
+    # one that appended without it (a lane with room) would return at once.
+    assert d.enqueue("a", "a0")
+    assert d.enqueue("b", "b0")
+    clock.advance(61)
+    assert d.enqueue("b", "b1")  # neither fills b nor starts it: only the lock delivers a0 now
+    assert sorted(calls.keyed()[3:]) == [("a", ["a0"]), ("b", ["b0", "b1"])]
 
 
 # -- at exit, and the switch ----------------------------------------------------------
