@@ -123,12 +123,15 @@ def _excerpt(prefix: bytes, encoding: Optional[str]) -> str:
     return prefix[:BODY_EXCERPT * 4].decode("utf-8", "replace")[:BODY_EXCERPT]
 
 
-def _check_answer(response: requests.Response, safe: str, size: int, deadline: float, started: float,
-                  respect_retry_after: bool) -> None:
-    """Return if *response* is a 2xx; else raise the DeliveryError that reports it.
+def _answer_error(response: requests.Response, safe: str, size: int, deadline: float, started: float,
+                  respect_retry_after: bool) -> Optional[DeliveryError]:
+    """None if *response* is a 2xx; else the DeliveryError that reports it, for the caller to raise.
 
     Either way the response is closed, or its connection released to the pool
-    when its whole body was read.
+    when its whole body was read. Returned, not raised: a raised error's
+    traceback would keep this frame, and with it the response, whose reader
+    holds its socket open even once the session has closed the connection
+    (``stats().last_error`` keeps the last error for good).
     """
     status = response.status_code
     try:
@@ -140,7 +143,7 @@ def _check_answer(response: requests.Response, safe: str, size: int, deadline: f
     elapsed = time.monotonic() - started
     if 200 <= status < 300:
         log.debug("POST %s: %d items, HTTP %d in %.3f s", safe, size, status, elapsed)
-        return
+        return None
     excerpt = _excerpt(prefix, response.headers.get("Content-Encoding"))
     # A single item too large (413) can never go through; a batch of
     # several is split by _post, and its halves may.
@@ -151,7 +154,7 @@ def _check_answer(response: requests.Response, safe: str, size: int, deadline: f
     reason = f" {response.reason}" if response.reason else ""
     detail = f": {excerpt}" if excerpt else ""
     wait = f" (Retry-After: {retry_after:g} s)" if retry_after else ""
-    raise DeliveryError(
+    return DeliveryError(
         f"POST {safe} answered {status}{reason}{wait}{detail}",
         url=safe, status=status, body=excerpt, retryable=retryable, retry_after=retry_after,
     )

@@ -25,7 +25,7 @@ import urllib3.exceptions
 
 from .. import current_batch_id, current_deadline
 from ..exceptions import DeliveryError, ItemTooLargeError, PartialFailure
-from ._answers import _check_answer, _failure
+from ._answers import _answer_error, _failure
 from ._bodies import _body_id, _halves, _Part, _plan, _Record, _Resume
 from ._deadline import _MIN_WAIT, _call, _DeadlineAdapter, _DeadlineTimeout
 from ._direct import _Route, _send
@@ -246,8 +246,11 @@ class _Transport:
             error, cause = failure
             raise error from cause
         assert response is not None
-        _check_answer(response, safe, len(part.indices), deadline, now,
-                      self._retries.respect_retry_after_header)
+        answer = _answer_error(response, safe, len(part.indices), deadline, now,
+                               self._retries.respect_retry_after_header)
+        response = None  # a raised error's traceback keeps this frame: let the answer and its socket go
+        if answer is not None:
+            raise answer
 
 
 class _Target:

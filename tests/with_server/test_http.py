@@ -559,20 +559,29 @@ def test_default_retry_matches_the_issue() -> None:
 
 
 def failed_status(sink: HttpSink, batch: List[Any]) -> Optional[int]:
-    """The status of the DeliveryError ``sink(batch)`` raises; the error itself is let go.
-
-    Its traceback holds the last answer, whose reader keeps that answer's
-    socket open even once the session has closed the connection: a test
-    that counts open sockets must not keep the error.
-    """
-    try:
+    """The status of the DeliveryError ``sink(batch)`` raises."""
+    with pytest.raises(DeliveryError) as failed:
         sink(batch)
-    except DeliveryError as exc:
-        status = exc.status
-    else:
-        pytest.fail("the call did not raise DeliveryError")
-    gc.collect()  # any reference cycle through the error's frames
-    return status
+    return failed.value.status
+
+
+def test_an_error_kept_after_close_holds_no_socket(receiver: Receiver) -> None:
+    # stats().last_error keeps the last error for good. Its traceback kept the
+    # answer, whose reader held the socket open, the connection ESTABLISHED,
+    # after the session had closed it.
+    receiver.respond(503)
+    sink = HttpSink(receiver.url, retries=0)
+    dispatcher = batchdispatch.BackgroundDispatcher(
+        sink, delay=0.01, retry=RetryPolicy(max_attempts=1), name="kept-error",
+    )
+    dispatcher.enqueue(1)
+    assert dispatcher.flush(timeout=30)
+    assert dispatcher.shutdown(timeout=30)
+    sink.close()
+    gc.collect()
+    error = dispatcher.stats().last_error
+    assert isinstance(error, DeliveryError) and error.status == 503
+    assert connections_to(receiver.port) == []
 
 
 def test_the_own_session_mounts_the_retries_and_is_closed(
