@@ -568,8 +568,9 @@ def delivered_items(delivered: str) -> List[Any]:
     return items
 
 
-def accepted_lines(proc: subprocess.Popen[str], count: int) -> List[int]:
-    """Read *count* lines (items enqueue accepted), SIGKILL *proc*, and return every complete line."""
+def accepted_lines(proc: subprocess.Popen[str], count: int, errors: List[str]) -> List[int]:
+    """Read *count* lines (items enqueue accepted), SIGKILL *proc*, and return every complete line.
+    What it wrote to stderr (a spool fault's report, say) is added to *errors*."""
     assert proc.stdout is not None
     lines = []
     for _ in range(count):
@@ -580,6 +581,8 @@ def accepted_lines(proc: subprocess.Popen[str], count: int) -> List[int]:
     proc.send_signal(signal.SIGKILL)
     rest, err = proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL, err
+    if err.strip():
+        errors.append(err)
     text = "".join(lines) + rest
     complete = text[: text.rfind("\n") + 1]  # a line cut short by the kill is not counted
     return [int(line) for line in complete.split()]
@@ -604,6 +607,7 @@ for n in range(base, base + 1_000_000):
     env = dict(os.environ, PYTHONPATH=ROOT)
     rng = random.Random(20261203)
     accepted: List[int] = []
+    errors: List[str] = []  # the children's stderr: a spool fault there would say why an item was lost
     # On a server spool each durable enqueue of this one producer thread waits for its own commit
     # (PostgreSQL's, 1.5 to 2 ms on this machine, with its fsync), and each child spends half a second
     # starting: 20 runs of up to 3,000 items would take PostgreSQL's case 28 s. The server spools
@@ -616,7 +620,7 @@ for n in range(base, base + 1_000_000):
             [sys.executable, "-c", textwrap.dedent(child), str(round_ * 1_000_000)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
-        accepted += accepted_lines(proc, rng.randint(1, most))
+        accepted += accepted_lines(proc, rng.randint(1, most), errors)
     before_restart = delivered_items(delivered)
     result = run_python(CHILD.format(delivered=delivered, imports=spools.imports) + f"""
 d = BackgroundDispatcher(send, delay=0.005, max_batch_size=500, spool={spools.source(durable=True)})
@@ -628,7 +632,7 @@ print(d.flush(timeout=120), d.stats().replayed, d.spool.count())
     items = [item["n"] for item in delivered_items(delivered)]
     assert len(accepted) >= kills
     lost = sorted(set(accepted) - set(items))
-    assert not lost, f"{len(lost)} accepted items were lost: {lost[:20]}"
+    assert not lost, f"{len(lost)} accepted items were lost: {lost[:20]}; the children said: {errors[-3:]}"
     assert int(replayed) == len(items) - len(before_restart)
     assert len(items) - len(set(items)) <= kills * 50
 
