@@ -350,3 +350,15 @@ def busy(store: MemoryStore) -> Iterator[None]:
     finally:
         done.set()
         thread.join(10)
+
+
+def held_by_another_thread(spool: Any) -> bool:
+    """Whether another thread of this process is inside an operation of *spool*, as a count that
+    may not wait sees it: refused with "another thread of this process held the spool"."""
+    try:
+        spool.count(timeout=0)
+    except SpoolError as exc:
+        if "another thread of this process held the spool" in str(exc):
+            return True
+        raise
+    return False

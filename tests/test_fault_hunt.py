@@ -16,10 +16,11 @@ from typing import Any, List
 import pytest
 
 from batchdispatch import BackgroundDispatcher, RetryPolicy, current_deadline
-from batchdispatch.exceptions import DeliveryError, SpoolError
+from batchdispatch.exceptions import DeliveryError
 from batchdispatch.spool import SqliteSpool
 
 from .conftest import KeyedRecorder, Recorder, run_python
+from .spools import held_by_another_thread
 
 
 def run_script(tmp_path: Any, code: str, *argv: str, timeout: float = 60) -> Any:
@@ -449,18 +450,6 @@ def test_a_clock_returning_a_float_subclass_is_a_good_clock(make: Any, caplog: A
     assert d.flush(timeout=10)
     assert recorder.items == [1]
     assert "the clock" not in caplog.text
-
-
-def held_by_another_thread(spool: SqliteSpool) -> bool:
-    """Whether another thread of this process is inside an operation of *spool*, as a count that
-    may not wait sees it: refused with "another thread of this process held the spool"."""
-    try:
-        spool.count(timeout=0)
-    except SpoolError as exc:
-        if "another thread of this process held the spool" in str(exc):
-            return True
-        raise
-    return False
 
 
 def test_a_timed_out_shutdown_does_not_cut_later_spool_writes_short(make: Any, path: str) -> None:

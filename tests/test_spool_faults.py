@@ -25,6 +25,7 @@ from batchdispatch.spool import LOG_SEGMENT_BYTES, SqliteSpool
 from batchdispatch.spool._connection import Database
 
 from .conftest import ROOT, run_python
+from .spools import held_by_another_thread
 
 
 def stored(path: str) -> List[Any]:
@@ -155,18 +156,6 @@ def locked_by_another_process(path: str) -> Iterator[None]:
         out, _ = proc.communicate("", timeout=30)
         assert proc.returncode == 0
         assert out == "done\n"
-
-
-def held_by_another_thread(spool: SqliteSpool) -> bool:
-    """Whether another thread of this process is inside an operation of *spool*, as a count that
-    may not wait sees it: refused with "another thread of this process held the spool"."""
-    try:
-        spool.count(timeout=0)
-    except SpoolError as exc:
-        if "another thread of this process held the spool" in str(exc):
-            return True
-        raise
-    return False
 
 
 def open_in(directory: str) -> List[str]:

@@ -6,6 +6,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import time
 from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
@@ -110,3 +111,13 @@ def tls_receiver(make_receiver: Callable[..., Receiver], self_signed: Tuple[str,
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(*self_signed)
     return make_receiver(ssl_context=context)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Poll a server's state until *condition* holds, within *timeout*."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)  # polling a server's state with a deadline
+    return True

@@ -580,7 +580,8 @@ def test_an_error_kept_after_close_holds_no_socket(receiver: Receiver) -> None:
     sink.close()
     gc.collect()
     error = dispatcher.stats().last_error
-    assert isinstance(error, DeliveryError) and error.status == 503
+    assert isinstance(error, DeliveryError)
+    assert error.status == 503
     assert connections_to(receiver.port) == []
 
 

@@ -19,6 +19,7 @@ from batchdispatch.sinks.postgres import PostgresSink, RowsRejected, WriteError 
 from ..conftest import run_python  # noqa: E402
 from ..services import PostgresServer, free_port, unique_name  # noqa: E402
 from ..test_fork import collect, fork  # noqa: E402
+from .conftest import wait_for  # noqa: E402
 from .sql_sinks import (  # noqa: E402
     COLUMNS,
     REFUSE_TWICE,
@@ -71,15 +72,6 @@ def sessions(conninfo: str, name: str) -> Set[int]:
     return {pid for (pid,) in query(conninfo, "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
                                     name)}
 
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    """Poll the server's state until *condition* holds, within *timeout*."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)  # polling a server's state with a deadline
-    return True
 
 
 # -- batches and their transactions --------------------------------------------------------------

@@ -17,6 +17,7 @@ from batchdispatch.exceptions import DeliveryError, SerializationError
 
 from ..services import HOST, RABBITMQ_PORT, need_program, unique_name
 from ..test_fork import collect, fork
+from .conftest import wait_for
 from .deadline import under_shutdown_deadline
 from .proxy import Proxy
 from .sockets import connections_to
@@ -201,15 +202,6 @@ def first_occurrences(values: List[Any]) -> List[Any]:
             seen.append(value)
     return seen
 
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    """Poll the broker's state until *condition* holds, within *timeout*."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)  # polling a server's state with a deadline
-    return True
 
 
 # -- delivery ------------------------------------------------------------------------------------

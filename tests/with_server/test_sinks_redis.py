@@ -7,7 +7,6 @@ import json
 import logging
 import subprocess
 import threading
-import time
 from typing import Any, Callable, Dict, Iterator, List, Set, Tuple
 
 import pytest
@@ -17,6 +16,7 @@ from batchdispatch.exceptions import DeliveryError, SerializationError
 
 from ..services import HOST, RedisServer, unique_name
 from ..test_fork import collect, fork
+from .conftest import wait_for
 from .deadline import under_shutdown_deadline
 from .proxy import Proxy
 
@@ -70,15 +70,6 @@ def first_occurrences(values: List[Any]) -> List[Any]:
             seen.append(value)
     return seen
 
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    """Poll a server's state until *condition* holds, within *timeout*."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)  # polling a server's state with a deadline
-    return True
 
 
 # -- delivery ------------------------------------------------------------------------------------
