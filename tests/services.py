@@ -80,9 +80,7 @@ def missing(reason: str) -> NoReturn:
 def need_program(program: str, why: str) -> str:
     """The path of *program*, a server's tool a test runs; if it is not installed, the test
     skips (or, with REQUIRE_ENV, fails) through :func:`missing`, saying *why* it needs it."""
-    # Debian installs server tools such as rabbitmqctl in /usr/sbin, which a
-    # user's PATH (or a CI runner's) may leave out.
-    found = shutil.which(program) or shutil.which(program, path=os.pathsep.join(("/usr/sbin", "/sbin")))
+    found = shutil.which(program)
     if found is None:
         missing(f"{program} is not installed: {why}")
     return found
