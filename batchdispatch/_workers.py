@@ -234,13 +234,12 @@ class Workers:
             pass
 
     def more(self) -> None:
-        """Start another worker if work waits and every worker is busy: delivering a
-        batch, or claiming the spool's backlog (a claim may wait for its server)."""
+        """Start another worker if work waits and every worker is busy."""
         engine = self.engine
         if (
             len(self.threads) < engine._max_workers
             and not self.sleepers
-            and len(engine._inflight) + engine._bridge.claiming >= len(self.threads)
+            and len(engine._inflight) >= len(self.threads)
             and engine._state == RUNNING
             and not _process.exiting
         ):

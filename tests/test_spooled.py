@@ -299,30 +299,6 @@ def test_one_worker_claims_at_a_time_and_a_flush_waits_for_its_claim(
     assert sorted(recorder.items(None)) == list(range(5))
 
 
-def test_an_item_enqueued_while_the_only_worker_claims_gets_a_worker_of_its_own(
-    make_keyed: Any, spools: Callable[..., SqliteSpool]
-) -> None:
-    """A claim counts as work in progress: while the one worker started so far
-    is inside a slow claim (a spool server that does not answer, say), an item
-    enqueued meanwhile is delivered by a second worker, not after the claim."""
-    held = HeldClaim(spools())
-    held.put([(None, n) for n in range(5)])  # a backlog: the first worker claims it at start
-    recorder = KeyedRecorder()
-    hooks = make_keyed(recorder, delay=0.01, spool=held, max_concurrent_batches=2)
-    assert hooks.enqueue("first", "starts the worker")  # which claims the backlog before its first batch
-    try:
-        assert held.holding.wait(10)
-        assert hooks.enqueue("live", "meanwhile")
-        deadline = monotonic() + 10
-        while recorder.items("live") != ["meanwhile"]:
-            assert monotonic() < deadline, "the item waited for the claim"
-            held.go.wait(0.01)  # polls the delivery, with a deadline (go is not set: a pause)
-    finally:
-        held.go.set()
-    assert hooks.flush(timeout=10)
-    assert sorted(recorder.items(None)) == list(range(5))
-
-
 def test_overflow_spill_with_a_queue_of_one_still_replays(
     make: Any, spools: Callable[..., SqliteSpool]
 ) -> None:
