@@ -256,7 +256,28 @@ class HeldClaim:
             assert self.go.wait(30)
         return rows
 
-    def __getattr__(self, name: str) -> Any:  # the rest of the Spool contract, as it is
+    # The rest of the Spool contract, as it is: defined here, since Python 3.12's
+    # isinstance() against a Protocol does not see what __getattr__ gives.
+    @property
+    def durable(self) -> bool:
+        return bool(self.spool.durable)
+
+    def append(self, *args: Any, **kwargs: Any) -> Any:
+        return self.spool.append(*args, **kwargs)
+
+    def put(self, *args: Any, **kwargs: Any) -> Any:
+        return self.spool.put(*args, **kwargs)
+
+    def ack(self, *args: Any, **kwargs: Any) -> Any:
+        return self.spool.ack(*args, **kwargs)
+
+    def bury(self, *args: Any, **kwargs: Any) -> Any:
+        return self.spool.bury(*args, **kwargs)
+
+    def release(self, *args: Any, **kwargs: Any) -> Any:
+        return self.spool.release(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # anything else (count, close)
         return getattr(self.spool, name)
 
 
