@@ -22,9 +22,15 @@ def _refuse(value: object) -> Any:
     raise NotJSON(value)
 
 
+# Made once: json.dumps with options builds an encoder per call, which cost
+# about 1.5 us of the 4 us an item took (a durable append encodes each).
+# encode() keeps no state between calls, so threads share it.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_refuse)
+
+
 def dumps(value: Any) -> str:
     """*value* as compact JSON text; raises TypeError or ValueError (NaN, cycles)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_refuse)
+    return _ENCODER.encode(value)
 
 
 def what(exc: BaseException) -> str:

@@ -5,6 +5,9 @@ group and takes a few milliseconds, the round trip being simulated."""
 
 from __future__ import annotations
 
+import linecache
+import signal
+import sys
 import threading
 import time
 from typing import List
@@ -89,3 +92,62 @@ def test_a_failed_write_fails_every_value_of_its_group_and_the_next_write_goes_o
     with pytest.raises(SpoolError, match="went away"):
         commit.submit(1)
     assert commit.submit(2) == -2
+
+
+
+def test_a_waiting_thread_interrupted_leaves_its_value_unwritten_and_the_others_go_on() -> None:
+    # The main thread waits for its turn behind another thread's slow write;
+    # a signal handler raises in it there (as Ctrl-C would). Its value is
+    # withdrawn, and the writes after go on: the lead was not stranded.
+    release = threading.Event()
+    writing = threading.Event()
+    groups: List[List[int]] = []
+
+    def write(values: List[int]) -> List[int]:
+        groups.append(list(values))
+        writing.set()
+        release.wait(30)
+        return [-value for value in values]
+
+    commit: GroupCommit[int] = GroupCommit(write, "test")
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    leader = threading.Thread(target=commit.submit, args=(1,))
+    leader.start()
+    assert writing.wait(30)
+    main = threading.get_ident()
+    sender = threading.Thread(target=lambda: (wait_for_turn(main), signal.pthread_kill(main, signal.SIGUSR1)))
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    try:
+        sender.start()
+        with pytest.raises(Interrupted):
+            commit.submit(2)
+        sender.join(30)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    release.set()
+    leader.join(30)
+    assert not leader.is_alive()
+    assert commit.submit(3) == -3
+    assert groups == [[1], [3]]  # 2 was withdrawn, never written
+
+
+def wait_for_turn(thread_id: int) -> None:
+    """Return once *thread_id* waits for its turn in GroupCommit (its value queued).
+
+    White-box on purpose: the point to interrupt is one line, found by its
+    text in the thread's current frame (``sys._current_frames`` is public)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(thread_id)
+        if frame is not None and frame.f_code.co_name == "_join" and "released by a leader" in (
+            linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+        ):
+            return
+        time.sleep(0.001)
+    raise AssertionError("the thread never waited for its turn")

@@ -54,7 +54,7 @@ class Codec:
     def encode(self, key: Hashable, item: Any, where: str) -> Tuple[str, Data]:
         """*key* and *item* as stored; raises Unencodable naming *where* and a type, never a value."""
         try:
-            encoded_key = _json.dumps(key)
+            encoded_key = "null" if key is None else _json.dumps(key)  # None: every BackgroundDispatcher's
         except (TypeError, ValueError) as exc:
             raise Unencodable(f"the key of {where} is not JSON serializable: {_json.what(exc)}") from exc
         if self._dumps is None:

@@ -20,6 +20,15 @@ whichever comes first. A thread appending alone never waits: its
 previous write carried one item. With four threads on PostgreSQL this
 took the mean group from 2.1 to 4.0 items.
 
+Each waiting thread sleeps on a lock of its own, which the leader releases
+once that thread's value is written: it wakes only the threads it must, and
+they return without taking the shared lock again (a shared Condition woke
+them all, each to queue for its lock on the way out). A leader done with
+its write while others arrived meanwhile hands the lead to the first of
+them. With four threads this took durable appends through a dispatcher
+from about 5,100 to 5,600 items/s on PostgreSQL and 8,200 to 8,600 on
+Redis, alternated in one process.
+
 A signal handler (or a finalizer) that appends on a thread already
 inside an append must not wait for that thread: it gets
 :class:`~batchdispatch.exceptions.SpoolError` kind ``"locked"`` at once.
@@ -40,22 +49,24 @@ MAX_GATHER = 0.001
 
 
 class _Slot(Generic[T]):
-    __slots__ = ("done", "error", "result", "value")
+    __slots__ = ("done", "error", "lead", "result", "value", "wake")
 
     def __init__(self, value: T) -> None:
         self.value = value
         self.done = False
         self.result = 0
         self.error: Optional[BaseException] = None
+        self.wake: Optional[threading.Lock] = None  # held until this slot is done or leads
+        self.lead = False  # handed the lead by the previous leader
 
 
 class GroupCommit(Generic[T]):
     """Writes values submitted by concurrent threads in groups: ``write(values) -> ids``."""
 
-    _cond: threading.Condition
+    _lock: threading.Lock
     _gathered: threading.Condition
     _waiting: List[_Slot[T]]
-    _leader: Optional[int]
+    _leading: bool
     _inside: Set[int]
     _gathering: bool
     _last_group: int
@@ -80,39 +91,81 @@ class GroupCommit(Generic[T]):
             )
         self._inside.add(me)
         try:
-            return self._submit(me, _Slot(value))
+            slot = _Slot(value)
+            if self._join(slot):
+                self._lead(slot)
         finally:
             self._inside.discard(me)
-
-    def _submit(self, me: int, slot: _Slot[T]) -> int:
-        cond = self._cond
-        with cond:
-            self._waiting.append(slot)
-            if self._gathering and len(self._waiting) >= self._last_group:
-                self._gathered.notify()
-            while not slot.done:
-                if self._leader is None:
-                    self._leader = me
-                    if len(self._waiting) < self._last_group:
-                        self._gathering = True
-                        self._gathered.wait(min(self._last_write / 2, MAX_GATHER))
-                        self._gathering = False
-                    group, self._waiting = self._waiting, []
-                    self._last_group = len(group)
-                    cond.release()
-                    started = time.monotonic()
-                    try:
-                        self._write_group(group)
-                    finally:
-                        cond.acquire()
-                        self._last_write = time.monotonic() - started
-                        self._leader = None
-                        cond.notify_all()
-                else:
-                    cond.wait()
         if slot.error is not None:
             raise slot.error
         return slot.result
+
+    def _join(self, slot: _Slot[T]) -> bool:
+        """Queue *slot*; return once it is written (False) or this thread leads (True)."""
+        with self._lock:
+            self._waiting.append(slot)
+            if self._gathering and len(self._waiting) >= self._last_group:
+                self._gathered.notify()
+            if not self._leading:
+                self._leading = True
+                return True
+            wake = slot.wake = threading.Lock()
+            wake.acquire()
+        try:
+            wake.acquire()  # released by a leader: done, or leading now
+        except BaseException:  # interrupted (KeyboardInterrupt): leave, without stranding the others
+            follower = None
+            with self._lock:
+                if slot in self._waiting:
+                    self._waiting.remove(slot)  # not written
+                if slot.lead:
+                    follower = self._hand_over()
+            if follower is not None:
+                follower.release()
+            raise
+        return slot.lead
+
+    def _lead(self, slot: _Slot[T]) -> None:
+        """Write what waits (after gathering), then wake its threads and hand the lead on."""
+        lock = self._lock
+        with lock:
+            try:
+                if len(self._waiting) < self._last_group:
+                    self._gathering = True
+                    try:
+                        self._gathered.wait(min(self._last_write / 2, MAX_GATHER))
+                    finally:
+                        self._gathering = False
+            except BaseException:  # interrupted while gathering: as in _join
+                self._waiting.remove(slot)
+                follower = self._hand_over()
+                if follower is not None:
+                    follower.release()
+                raise
+            group, self._waiting = self._waiting, []
+            self._last_group = len(group)
+        started = time.monotonic()
+        try:
+            self._write_group(group)
+        finally:
+            with lock:
+                self._last_write = time.monotonic() - started
+                follower = self._hand_over()
+            for other in group:
+                if other is not slot and other.wake is not None:
+                    other.wake.release()
+            if follower is not None:
+                follower.release()
+
+    def _hand_over(self) -> Optional[threading.Lock]:
+        """The lead passes to the first thread waiting, whose lock to release is
+        returned; with none, to the next to arrive. Lock held."""
+        if not self._waiting:
+            self._leading = False
+            return None
+        first = self._waiting[0]
+        first.lead = True
+        return first.wake
 
     def _write_group(self, group: List[_Slot[T]]) -> None:
         try:
@@ -130,11 +183,10 @@ class GroupCommit(Generic[T]):
 
     def reset_after_fork(self) -> None:
         """Start with no thread writing or waiting: at creation, and in a forked child."""
-        lock = threading.Lock()
-        self._cond = threading.Condition(lock)  # a slot done, or the leader gone
-        self._gathered = threading.Condition(lock)  # as many waiting as the leader gathers for
+        self._lock = threading.Lock()
+        self._gathered = threading.Condition(self._lock)  # as many waiting as the leader gathers for
         self._waiting = []
-        self._leader = None  # ident of the thread writing now
+        self._leading = False  # a thread leads: it writes, or is about to
         self._inside = set()  # threads inside submit (a signal handler may land there)
         self._gathering = False  # the leader waits for self._last_group values
         self._last_group = 0  # how many values the last write carried
