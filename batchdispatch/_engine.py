@@ -17,6 +17,7 @@ The parts, in the order an item meets them:
 ``_workers``                Workers: the threads, their loop, sleeping and waking
 ``_delivery``               Delivery: an attempt, its outcome, retries; callers' delivery
 ``_spool_bridge``           SpoolBridge: what goes to the spool and comes back
+``_breaker``                Breaker: durable writes skip a spool that fails slowly
 ``_events``                 Outbox: events and log lines, emitted outside the lock
 ``_drain``                  Drain: flush, shutdown, the exit hook's part
 ``_stats``                  the ``stats()`` snapshots, histograms, rate-limited reports

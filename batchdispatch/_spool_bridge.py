@@ -37,6 +37,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, Deque, Dict, Hashable, List, Optional, Set, Tuple
 
+from ._breaker import Breaker
 from ._deadlines import acquire, monotonic
 from ._lanes import INF, NEVER, Batch, Lane, Spooled
 from ._lifecycle import RUNNING
@@ -118,6 +119,7 @@ class SpoolBridge:
         self.dead_lettered = 0
         self.faults: Dict[str, int] = {}
         self.fault_log = RateLimit(self.engine.LOG_INTERVAL, monotonic)
+        self.breaker = Breaker(monotonic)  # durable writes skip a spool that fails slowly
         self.exit_spilled: Set[Batch] = set()  # in dispatch when exit spilled them: settled already
         # A spool shared by a fleet (poll_interval): look again this often for
         # pairs other owners freed (a host that died), while running.
@@ -141,13 +143,48 @@ class SpoolBridge:
 
     def write_ahead(self, key: Hashable, item: Any) -> Any:
         """Write *item* to the spool; return what to queue: it wrapped with
-        its row, or the item alone if the write failed (kept in memory)."""
+        its row, or the item alone if the write failed or was skipped (kept
+        in memory; see :mod:`._breaker`)."""
+        breaker = self.breaker
+        if breaker.until and breaker.skips():
+            self.skipped()
+            return item
+        started = monotonic()
         try:
             row = self.store.append(key, item)
         except Exception as exc:  # noqa: BLE001 - a spool fault must not fail enqueue
-            self.fault(exc, "writing an item")
+            with self.engine._lock:
+                opened = breaker.failed(started, getattr(exc, "kind", None) or "io")
+            note = "" if opened is None else (
+                f"; it waited {breaker.waited:.1f} s, so enqueue skips the spool for {opened:g} s"
+            )
+            self.fault(exc, "writing an item", note=note)
             return item
+        if breaker.until:
+            with self.engine._lock:
+                skipped = breaker.stored()
+            if skipped is not None:
+                log.warning(
+                    "batchdispatch:%s: the spool answers again: enqueue writes to it again (%d items"
+                    " enqueued while it was skipped are kept in memory only)", self.engine.name, skipped,
+                )
         return Spooled(row, item)
+
+    def skipped(self) -> None:
+        """A durable write skipped the spool (the breaker is open): counted as a fault
+        of the kind that opened it, and reported like one. Lock not held."""
+        breaker = self.breaker
+        with self.engine._lock:
+            self.faults[breaker.kind] = self.faults.get(breaker.kind, 0) + 1
+            held = self.fault_log.ready()
+        if held is None:
+            return
+        more = f" ({held} more spool faults since the last report)" if held else ""
+        log.error(
+            "batchdispatch:%s: writing an item skipped the spool, going on in memory: a write failed"
+            " (%s) after waiting %.1f s, and enqueue tries it again in %.1f s%s",
+            self.engine.name, breaker.kind, breaker.waited, max(0.0, breaker.until - monotonic()), more,
+        )
 
     def spill_now(self, key: Hashable, items: List[Any], reason: str, *, counted: bool) -> bool:
         """Write items turned away (wrapped or not) to the spool, now, on this
@@ -432,9 +469,11 @@ class SpoolBridge:
             return set()
         return set(range(len(payload))) - set(refused)
 
-    def fault(self, exc: BaseException, what: str, log_now: bool = True) -> List[Tuple[Any, ...]]:
-        """Count a failed spool operation and log it (or, without *log_now*,
-        return the log line); the dispatcher goes on in memory. Lock not held."""
+    def fault(
+        self, exc: BaseException, what: str, log_now: bool = True, note: str = "",
+    ) -> List[Tuple[Any, ...]]:
+        """Count a failed spool operation and log it, *note* appended (or, without
+        *log_now*, return the log line); the dispatcher goes on in memory. Lock not held."""
         engine = self.engine
         kind = getattr(exc, "kind", None) or "io"
         with engine._lock:
@@ -445,8 +484,8 @@ class SpoolBridge:
         more = f" ({held} more spool faults since the last report)" if held else ""
         cause = str(exc) if isinstance(exc, SpoolError) else f"spool {self.spool!r}: {exc!r}"
         line: Tuple[Any, ...] = (
-            logging.ERROR, "batchdispatch:%s: %s failed, going on in memory: %s%s",
-            engine.name, what, cause, more,
+            logging.ERROR, "batchdispatch:%s: %s failed, going on in memory: %s%s%s",
+            engine.name, what, cause, note, more,
         )
         if not log_now:
             return [line]

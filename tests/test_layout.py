@@ -22,7 +22,7 @@ MAX_CLASS_LINES = 600
 #: The engine and its parts (see the engine's module docstring).
 ENGINE_PARTS = (
     "_engine", "_single_lane", "_keyed_engine", "_budget", "_lanes", "_scheduler", "_workers",
-    "_delivery", "_spool_bridge", "_events", "_drain", "_stats", "_lifecycle", "_process",
+    "_delivery", "_spool_bridge", "_breaker", "_events", "_drain", "_stats", "_lifecycle", "_process",
     "_threadless", "_gil", "_context", "_deadlines",
 )
 

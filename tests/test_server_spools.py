@@ -5,6 +5,8 @@ and private ones on free ports where a test stops or pauses its server."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from typing import Any, Iterator, List
@@ -243,6 +245,63 @@ def test_a_postgres_that_does_not_answer_fails_by_the_deadline(operation: str) -
         # Once the server answers again, the spool goes on, on a new connection.
         assert [item for _, _, item in spool.claim(10, timeout=10)][:1] == ["before"]
         spool.close(timeout=10)
+
+
+# -- the breaker: a durable enqueue stops waiting for a server that does not answer ----------------
+
+
+def test_a_durable_enqueue_stops_waiting_for_a_spool_server_that_does_not_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Redis stopped (SIGSTOP) still takes connections and what is sent, and answers
+    # nothing: each append fails only at the spool's timeout (1 s here). After the
+    # first, enqueue skips the spool for a while instead of waiting each time; every
+    # item is still delivered, from memory, and once the server answers again,
+    # durable writes resume.
+    from batchdispatch.spool import RedisSpool
+
+    with RedisServer() as server:
+        assert server.proc is not None
+        spool = RedisSpool(server.url, "breaker", durable=True, timeout=1.0)
+        recorder = Recorder()
+        d = BackgroundDispatcher(recorder, delay=0.01, spool=spool)
+        try:
+            d.enqueue("stored")
+            assert d.flush(timeout=10)
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                for n in range(20):
+                    assert d.enqueue(n)
+                took = time.monotonic() - started
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+            assert took < 8, f"20 enqueues took {took:.1f} s: each waited for the spool"  # 20 s without
+            assert d.stats().spool_faults == {"unreachable": 20}  # one failed, 19 skipped
+            opened = [r.getMessage() for r in caplog.records if "skips the spool for 1 s" in r.getMessage()]
+            assert len(opened) == 1, opened
+            # The server answers again: after the cooldown, a write is tried, stored,
+            # and the breaker closes.
+            deadline = time.monotonic() + 30
+            after = 0
+            while "the spool answers again" not in caplog.text:
+                assert time.monotonic() < deadline, "durable writes never resumed"
+                d.enqueue(f"after {after}")
+                after += 1
+                time.sleep(0.05)  # the pace of enqueues while the cooldown runs out
+            assert d.stats().spool_faults == {"unreachable": 20 + after - 1}  # the last one was stored
+            assert d.flush(timeout=10)
+            assert recorder.items == ["stored", *range(20), *(f"after {n}" for n in range(after))]
+            # The stored ones were acked. The write that timed out reached Redis once it
+            # was resumed, and stays there, this owner's: sent again after this process
+            # ends (at least once), never lost.
+            client = redis.Redis.from_url(server.url)
+            entries = client.xrange("{breaker}:q")
+            client.close()
+            assert [json.loads(fields[b"d"]) for _, fields in entries] == [0]
+        finally:
+            d.shutdown(timeout=10)
+            spool.close()
 
 
 # -- secrets and arguments ------------------------------------------------------------------------------
