@@ -247,6 +247,51 @@ def test_a_postgres_that_does_not_answer_fails_by_the_deadline(operation: str) -
         spool.close(timeout=10)
 
 
+
+AT_EXIT_PUT = """
+import atexit, json, time
+from batchdispatch.spool import PostgresSpool
+
+spool = PostgresSpool({conninfo!r}, table={table!r})  # never used before exit: not connected
+
+def at_exit():
+    started = time.monotonic()
+    try:
+        spool.put([(None, "at exit")], timeout=0.5)
+        outcome = "stored"
+    except Exception as exc:
+        outcome = getattr(exc, "kind", type(exc).__name__)
+    print(json.dumps([outcome, time.monotonic() - started]))
+    spool.close(timeout=0.5)
+
+atexit.register(at_exit)
+"""
+
+
+def test_at_exit_a_postgres_spool_connects_by_a_deadline_under_two_seconds(pg_table: str) -> None:
+    # From Python 3.12 no thread starts at exit, and psycopg's connect timeout is
+    # 2 s at least: a spool not yet connected could not connect there with less
+    # left (the exit hook's spill gets 1 s by default), and its spill was lost.
+    # It now connects in place, by the deadline (on 3.9 to 3.11 a thread does it).
+    result = run_python(AT_EXIT_PUT.format(conninfo=PG, table=pg_table))
+    assert result.returncode == 0, result.stderr
+    outcome, _ = json.loads(result.stdout)
+    assert outcome == "stored", result.stderr
+    with psycopg.connect(PG, autocommit=True) as c:
+        rows = c.execute(f"SELECT item FROM {pg_table}").fetchall()
+    assert rows == [('"at exit"',)]
+
+
+def test_at_exit_a_postgres_that_does_not_answer_holds_the_connect_to_its_deadline() -> None:
+    with PostgresServer() as server:
+        with server.paused():
+            result = run_python(AT_EXIT_PUT.format(conninfo=server.conninfo, table="paused_at_exit"))
+        assert result.returncode == 0, result.stderr
+        outcome, took = json.loads(result.stdout)
+        assert outcome == "unreachable", result.stderr
+        assert took < 1.5, f"the put at exit took {took:.2f} s for a 0.5 s timeout"  # 2 s at least before
+
+
 # -- the breaker: a durable enqueue stops waiting for a server that does not answer ----------------
 
 

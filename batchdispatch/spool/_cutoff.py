@@ -14,7 +14,9 @@ take minutes. Two things here hold the deadline on the client side:
   next operation.
 * :func:`connect_by`: psycopg's ``connect_timeout`` counts whole seconds,
   at least 2; a connection is made on a thread of its own and waited for
-  until the deadline. One made after the caller gave up is closed.
+  until the deadline. One made after the caller gave up is closed. At
+  interpreter exit, where no thread starts (3.12+), the caller's own
+  bounded connect runs in place (:mod:`._pg_connect`).
 
 Operations register and unregister under one short lock; the thread
 only wakes for the earliest deadline in flight, which is at most one per
@@ -137,14 +139,17 @@ def _shut(fd: int) -> None:
         sock.detach()
 
 
-def connect_by(connect: Callable[[float], T], deadline: float, close: Callable[[T], None], name: str) -> T:
+def connect_by(
+    connect: Callable[[float], T], deadline: float, close: Callable[[T], None], name: str,
+    in_place: Callable[[float], T],
+) -> T:
     """``connect(seconds)`` on a thread of its own, waited for until *deadline*.
 
     *seconds* is what is left, for the connect's own timeout. Raises
     :class:`TimeoutError` at the deadline; a connection made later is closed
-    by *close*. At interpreter exit, where no thread starts, connects here
-    if at least 2 s are left (a driver's least connect timeout), and
-    raises :class:`TimeoutError` otherwise.
+    by *close*. At interpreter exit, where no thread starts (3.12+),
+    ``in_place(deadline)`` connects on this thread, by the deadline itself
+    (a driver's connect timeout may count whole seconds, 2 at least).
     """
     left = deadline - time.monotonic()
     done = threading.Event()
@@ -169,9 +174,7 @@ def connect_by(connect: Callable[[float], T], deadline: float, close: Callable[[
     try:
         thread.start()
     except RuntimeError:  # the interpreter is shutting down (3.12+)
-        if left < 2:
-            raise TimeoutError("no time left to connect") from None
-        return connect(left)
+        return in_place(deadline)
     done.wait(max(0.0, deadline - time.monotonic()))
     with lock:
         if "error" in outcome:

@@ -48,6 +48,7 @@ from ._encoding import (
 )
 from ._group_commit import GroupCommit
 from ._identity import dead_here, new_token
+from ._pg_connect import connect_until
 from ._pg_tables import QUARANTINED, Tables, split_data
 from ._process import ConnectionLock
 from ._waits import ANSWER_FLOOR, deadline_after
@@ -530,6 +531,7 @@ class PostgresSpool:
         proc.conn = connect_by(
             lambda left: psycopg.connect(conninfo, autocommit=True, connect_timeout=max(2, math.ceil(left))),
             bound, _close, f"batchdispatch-spool-connect:{self.name}",
+            lambda deadline: connect_until(conninfo, deadline),
         )
         proc.timeout_ms = -1
         return proc.conn
