@@ -174,12 +174,9 @@ class SpoolBridge:
         """A durable write skipped the spool (the breaker is open): counted as a fault
         of the kind that opened it, and reported like one. Lock not held."""
         breaker = self.breaker
-        with self.engine._lock:
-            self.faults[breaker.kind] = self.faults.get(breaker.kind, 0) + 1
-            held = self.fault_log.ready()
-        if held is None:
+        more = self.count_fault(breaker.kind)
+        if more is None:
             return
-        more = f" ({held} more spool faults since the last report)" if held else ""
         log.error(
             "batchdispatch:%s: writing an item skipped the spool, going on in memory: a write failed"
             " (%s) after waiting %.1f s, and enqueue tries it again in %.1f s%s",
@@ -475,13 +472,9 @@ class SpoolBridge:
         """Count a failed spool operation and log it, *note* appended (or, without
         *log_now*, return the log line); the dispatcher goes on in memory. Lock not held."""
         engine = self.engine
-        kind = getattr(exc, "kind", None) or "io"
-        with engine._lock:
-            self.faults[kind] = self.faults.get(kind, 0) + 1
-            held = self.fault_log.ready()
-        if held is None:
+        more = self.count_fault(getattr(exc, "kind", None) or "io")
+        if more is None:
             return []
-        more = f" ({held} more spool faults since the last report)" if held else ""
         cause = str(exc) if isinstance(exc, SpoolError) else f"spool {self.spool!r}: {exc!r}"
         line: Tuple[Any, ...] = (
             logging.ERROR, "batchdispatch:%s: %s failed, going on in memory: %s%s%s",
@@ -491,6 +484,16 @@ class SpoolBridge:
             return [line]
         log.log(*line, exc_info=None if isinstance(exc, SpoolError) else exc)
         return []
+
+    def count_fault(self, kind: str) -> Optional[str]:
+        """Count a fault of *kind*. Returns None to report nothing (one report per
+        interval), else what to append to the report: how many were held back."""
+        with self.engine._lock:
+            self.faults[kind] = self.faults.get(kind, 0) + 1
+            held = self.fault_log.ready()
+        if held is None:
+            return None
+        return f" ({held} more spool faults since the last report)" if held else ""
 
     def poll_due(self, now: float) -> float:
         """With a ``poll_interval``, ask for a claim once per interval; return when the
