@@ -94,7 +94,6 @@ def test_a_failed_write_fails_every_value_of_its_group_and_the_next_write_goes_o
     assert commit.submit(2) == -2
 
 
-
 def test_a_waiting_thread_interrupted_leaves_its_value_unwritten_and_the_others_go_on() -> None:
     # The main thread waits for its turn behind another thread's slow write;
     # a signal handler raises in it there (as Ctrl-C would). Its value is

@@ -113,42 +113,23 @@ class GroupCommit(Generic[T]):
             wake.acquire()
         try:
             wake.acquire()  # released by a leader: done, or leading now
-        except BaseException:  # interrupted (KeyboardInterrupt): leave, without stranding the others
-            follower = None
-            with self._lock:
-                if slot in self._waiting:
-                    self._waiting.remove(slot)  # not written
-                if slot.lead:
-                    follower = self._hand_over()
-            if follower is not None:
-                follower.release()
+        except BaseException:  # interrupted (KeyboardInterrupt)
+            self._withdraw(slot, leading=False)
             raise
         return slot.lead
 
     def _lead(self, slot: _Slot[T]) -> None:
         """Write what waits (after gathering), then wake its threads and hand the lead on."""
-        lock = self._lock
-        with lock:
-            try:
-                if len(self._waiting) < self._last_group:
-                    self._gathering = True
-                    try:
-                        self._gathered.wait(min(self._last_write / 2, MAX_GATHER))
-                    finally:
-                        self._gathering = False
-            except BaseException:  # interrupted while gathering: as in _join
-                self._waiting.remove(slot)
-                follower = self._hand_over()
-                if follower is not None:
-                    follower.release()
-                raise
-            group, self._waiting = self._waiting, []
-            self._last_group = len(group)
+        try:
+            group = self._gather()
+        except BaseException:  # interrupted while gathering
+            self._withdraw(slot, leading=True)
+            raise
         started = time.monotonic()
         try:
             self._write_group(group)
         finally:
-            with lock:
+            with self._lock:
                 self._last_write = time.monotonic() - started
                 follower = self._hand_over()
             for other in group:
@@ -156,6 +137,30 @@ class GroupCommit(Generic[T]):
                     other.wake.release()
             if follower is not None:
                 follower.release()
+
+    def _gather(self) -> List[_Slot[T]]:
+        """Take what waits, once as many values wait as the last write carried (or
+        half that write's duration has passed, MAX_GATHER at most)."""
+        with self._lock:
+            if len(self._waiting) < self._last_group:
+                self._gathering = True
+                try:
+                    self._gathered.wait(min(self._last_write / 2, MAX_GATHER))
+                finally:
+                    self._gathering = False
+            group, self._waiting = self._waiting, []
+            self._last_group = len(group)
+        return group
+
+    def _withdraw(self, slot: _Slot[T], leading: bool) -> None:
+        """An interrupted thread leaves: its value, if not taken yet, is not written,
+        and a lead it holds (or was just handed) passes on, so no one is stranded."""
+        with self._lock:
+            if slot in self._waiting:
+                self._waiting.remove(slot)
+            follower = self._hand_over() if leading or slot.lead else None
+        if follower is not None:
+            follower.release()
 
     def _hand_over(self) -> Optional[threading.Lock]:
         """The lead passes to the first thread waiting, whose lock to release is
