@@ -57,7 +57,7 @@ class Broker:
         return name
 
     def again(self, action: Callable[[], Any]) -> Any:
-        """*action*(), on a new connection if the broker closed this one (close_all_connections, say)."""
+        """*action*(), on a new connection if the broker closed this one."""
         try:
             if self.connection.is_open:
                 return action()
@@ -99,17 +99,29 @@ def broker(rabbitmq_url: str) -> Iterator[Broker]:
 
 
 @pytest.fixture
-def close_all_rabbitmq_connections() -> Callable[[], None]:
-    """Close every connection to the shared broker, as its restart would (``rabbitmqctl``).
+def close_connections(connections: Callable[[str], Dict[str, Listed]]) -> Callable[[str], int]:
+    """Have the broker close the connections named *name*, as its restart would
+    (``rabbitmqctl close_connection``); return how many. Only those: the
+    broker is shared, and everyone else's connections are left alone.
 
     ``rabbitmqctl`` is looked for before the test starts: without it the
     test skips, or fails where the services are required (see need_program).
     """
     rabbitmqctl = need_program("rabbitmqctl", "the broker's connections cannot be closed as a restart would")
 
-    def close() -> None:
-        subprocess.run([rabbitmqctl, "close_all_connections", "batchdispatch test: as a restart would"],
-                       check=True, capture_output=True, timeout=60)
+    def close(name: str) -> int:
+        ports = {str(each.peer_port) for each in live(connections(name)).values()}
+        # close_connection takes a pid as the table lists it (<rabbit@host.N.N.N>), not as JSON does.
+        table = subprocess.run(
+            [rabbitmqctl, "list_connections", "--quiet", "--no-table-headers", "pid", "peer_port"],
+            check=True, capture_output=True, text=True, timeout=60,
+        ).stdout
+        rows = (line.split("\t") for line in table.splitlines() if line)
+        pids = [pid for pid, port in rows if port in ports]
+        for pid in pids:
+            subprocess.run([rabbitmqctl, "close_connection", pid, "batchdispatch test: as a restart would"],
+                           check=True, capture_output=True, timeout=60)
+        return len(pids)
 
     return close
 
@@ -436,7 +448,7 @@ def test_a_broker_that_does_not_answer_is_retryable(sinks: Any) -> None:
 
 
 def test_nothing_is_lost_when_every_connection_is_closed_mid_run(
-    make: Any, broker: Broker, sinks: Any, close_all_rabbitmq_connections: Callable[[], None],
+    make: Any, broker: Broker, sinks: Any, close_connections: Callable[[str], int],
     rabbitmq_url: str, connections: Callable[[str], Dict[str, Listed]],
 ) -> None:
     queue = broker.queue()
@@ -448,7 +460,7 @@ def test_nothing_is_lost_when_every_connection_is_closed_mid_run(
         dispatcher.enqueue(item)
     assert wait_for(lambda: broker.count(queue) >= 300)
     before = live(connections(name))
-    close_all_rabbitmq_connections()
+    assert close_connections(name) == 1
     for item in items[3000:]:
         dispatcher.enqueue(item)
     assert dispatcher.flush(timeout=120)
@@ -526,7 +538,7 @@ def test_a_forked_child_publishes_on_a_connection_of_its_own(
 
 
 def test_an_idle_link_closed_by_the_broker_is_opened_again_without_failing(
-    broker: Broker, sinks: Any, close_all_rabbitmq_connections: Callable[[], None],
+    broker: Broker, sinks: Any, close_connections: Callable[[str], int],
     rabbitmq_url: str, connections: Callable[[str], Dict[str, Listed]],
 ) -> None:
     queue = broker.queue()
@@ -534,7 +546,7 @@ def test_an_idle_link_closed_by_the_broker_is_opened_again_without_failing(
     sink = sinks(url, routing_key=queue)
     sink([1])
     ((first, listed),) = connections(name).items()
-    close_all_rabbitmq_connections()
+    assert close_connections(name) == 1
 
     def close_arrived() -> bool:
         # The broker has closed it, and its connection.close waits, unread, in this process's socket.
