@@ -195,7 +195,9 @@ class Spool(Protocol):
         """Take up to *limit* of the oldest free pairs for this owner: ``[(id, key, item), ...]``.
 
         Frees the pairs of owners that ended first, so that they can be
-        among those taken. Returns ``[]`` when nothing is free.
+        among those taken. Returns ``[]`` when nothing is free. A claim
+        that raises holds nothing for good: pairs it took on a server
+        whose answer was then lost go to this owner's next claim.
 
         :raises ValueError: *limit* is not an int of at least 1.
         """

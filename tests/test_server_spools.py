@@ -453,3 +453,83 @@ def test_a_signal_handler_that_appends_inside_an_append_gets_locked_at_once(pg_t
     assert [kind for kind, _ in results] == ["locked"]
     assert results[0][1] < 2  # at once, not after a wait for its own thread
     assert stored == 1  # the outer item; the handler's was refused
+
+
+# -- a claim whose answer is lost: its rows are not stranded ------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+def test_rows_a_claim_took_before_its_answer_was_lost_go_to_the_next_claim(
+    kind: str, redis_spool_name: str, pg_table: str,
+) -> None:
+    """The server takes the rows for this owner, then its answer never comes back (a proxy
+    drops it): the claim fails as unreachable by its timeout. The owner lives on, so its lease
+    would keep those rows from every other claim until it closed; the next claim takes them
+    instead, in their place. Without the fix that claim finds nothing."""
+    from batchdispatch.spool import PostgresSpool, RedisSpool
+    from batchdispatch.spool._redis_scripts import CLAIM
+
+    from .with_server.proxy import Proxy
+
+    port = REDIS_PORT if kind == "redis" else POSTGRES_PORT
+    with Proxy(port) as proxy:
+        if kind == "redis":
+            spool: Any = RedisSpool(f"redis://127.0.0.1:{proxy.port}/0", redis_spool_name, timeout=1)
+            loader = redis.Redis(host="127.0.0.1", port=REDIS_PORT)
+            trigger = loader.script_load(CLAIM).encode()  # loaded: the claim's EVALSHA is its only call
+            loader.close()
+        else:
+            spool = PostgresSpool(f"host=127.0.0.1 port={proxy.port} dbname=test user=postgres",
+                                  table=pg_table, timeout=1)
+            trigger = b"COMMIT"  # the claim's transaction ends with it
+        try:
+            spool.put([("k", n) for n in range(5)])
+            proxy.swallow_after(trigger)
+            with pytest.raises(SpoolError) as info:
+                spool.claim(10)
+            assert info.value.kind == "unreachable"
+            assert proxy.broken.is_set()  # the server answered: it had taken the rows
+            assert [item for _, _, item in spool.claim(10)] == [0, 1, 2, 3, 4]
+            assert spool.claim(10) == []
+        finally:
+            spool.close()
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgres"])
+def test_a_dispatcher_delivers_the_backlog_its_first_claim_lost_at_its_next_poll(
+    kind: str, redis_spool_name: str, pg_table: str,
+) -> None:
+    """Another process's backlog waits in the spool; the dispatcher's first claim takes it but
+    its answer is lost (a fault). The next poll, a lease's third later, delivers it."""
+    from batchdispatch.spool import PostgresSpool, RedisSpool
+    from batchdispatch.spool._redis_scripts import CLAIM
+
+    from .with_server.proxy import Proxy
+
+    port = REDIS_PORT if kind == "redis" else POSTGRES_PORT
+    with Proxy(port) as proxy:
+        if kind == "redis":
+            left = RedisSpool(f"redis://127.0.0.1:{REDIS_PORT}/0", redis_spool_name)
+            spool: Any = RedisSpool(f"redis://127.0.0.1:{proxy.port}/0", redis_spool_name, lease=3, timeout=1)
+            loader = redis.Redis(host="127.0.0.1", port=REDIS_PORT)
+            proxy.swallow_after(loader.script_load(CLAIM).encode())
+            loader.close()
+        else:
+            left = PostgresSpool(PG, table=pg_table)
+            spool = PostgresSpool(f"host=127.0.0.1 port={proxy.port} dbname=test user=postgres",
+                                  table=pg_table, lease=3, timeout=1)
+            spool.count()  # its tables are there: the next COMMIT through the proxy is the claim's
+            proxy.swallow_after(b"COMMIT")
+        left.put([("k", n) for n in range(5)])  # what another process spilled and left
+        left.close()
+        recorder = Recorder()
+        d = BackgroundDispatcher(recorder, delay=0.01, spool=spool)
+        try:
+            d.enqueue("new")
+            assert recorder.wait_batches(2, timeout=30)  # the new item, then the backlog
+            assert proxy.broken.is_set()
+            assert d.stats().spool_faults.get("unreachable", 0) >= 1  # the claim whose answer was lost
+            assert sorted(recorder.items, key=str) == [0, 1, 2, 3, 4, "new"]
+        finally:
+            d.shutdown(timeout=10)
+            spool.close()

@@ -78,6 +78,8 @@ class _Owner:
         self.leased = False  # the owner row exists: this process holds (or may hold) rows
         self.heartbeat: Optional[threading.Thread] = None
         self.stop = threading.Event()
+        # Transactions (their xid) of claims that failed after taking rows: see claim.
+        self.lost_claims: List[str] = []
 
 
 class PostgresSpool:
@@ -193,23 +195,46 @@ class PostgresSpool:
         raise encoded.refusal(self.path, ids) from encoded.cause
 
     def claim(self, limit: int, *, timeout: Optional[float] = None) -> List[Row]:
-        """Take up to *limit* of the oldest free pairs for this owner, after freeing those of dead owners."""
+        """Take up to *limit* of the oldest free pairs for this owner, after freeing those of dead owners
+        (and those of a claim of this owner's whose answer was lost: see below)."""
         check_limit(limit)
         deadline = deadline_after(timeout)
         t = self._tables
+        proc = self._owner()
+        lost = list(proc.lost_claims)
+        taken_by: List[str] = []  # the transaction that took rows: known before its commit
 
         def take(conn: psycopg.Connection[Any], token: str) -> List[Tuple[Any, ...]]:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (t.lock_key,))
+            if lost:  # rows that a claim took and never handed over: free again, in their place
+                conn.execute(t.q(
+                    "UPDATE {spool} SET owner = NULL"
+                    " WHERE owner = %s AND NOT appended AND xmin::text = ANY(%s)"
+                ), (token, lost))
             self._free_dead(conn)
-            return conn.execute(t.q(
+            rows = conn.execute(t.q(
                 "UPDATE {spool} SET owner = %s WHERE id IN (SELECT id FROM {spool} WHERE owner IS NULL"
-                " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, key, item, item_bytes"
+                " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
+                " RETURNING id, key, item, item_bytes, xmin::text"
             ), (token, limit)).fetchall()
+            if rows:
+                taken_by[:] = [rows[0][4]]
+            return rows
 
-        found = sorted(self._run(take, deadline, owner=True, transaction=True))
+        try:
+            found = sorted(self._run(take, deadline, owner=True, transaction=True))
+        except SpoolError:
+            # Failed once the rows were taken: at the commit, whose answer may be lost after
+            # the server made it. Those rows are this owner's but not in anyone's hands; the
+            # next claim frees them (if the commit was made, or waits for it to end).
+            if taken_by and proc is self._proc:
+                proc.lost_claims.append(taken_by[0])
+            raise
+        if lost:
+            proc.lost_claims[:] = [xid for xid in proc.lost_claims if xid not in lost]
         rows: List[Row] = []
         bad: List[int] = []
-        for row_id, key, text, data in found:
+        for row_id, key, text, data, _ in found:
             try:
                 rows.append((row_id, decode_key(key), self._codec.decode(text if data is None else data)))
             except Exception as exc:  # noqa: BLE001 - any loads failure quarantines the row

@@ -24,6 +24,7 @@ import hashlib
 import logging
 import math
 import os
+import secrets
 import threading
 import time
 from typing import Any, Callable, Dict, Hashable, Iterable, List, Optional, Tuple, TypeVar, Union
@@ -110,6 +111,8 @@ class _Owner:
         # The group commit's own connection, used by one writer at a time
         # (made on first use, outside the pool's books: closed with the owner).
         self.appender: Any = None
+        # Tags of claims that failed, and until when later claims free what carries them.
+        self.lost_claims: Dict[int, float] = {}
 
 
 class RedisSpool:
@@ -259,15 +262,29 @@ class RedisSpool:
 
     @_bounded
     def claim(self, limit: int, *, timeout: Optional[float] = None) -> List[Row]:
-        """Take up to *limit* of the oldest free pairs, after freeing those of dead owners."""
+        """Take up to *limit* of the oldest free pairs, after freeing those of dead owners
+        (and those of a claim of this owner's whose answer was lost: see below)."""
         check_limit(limit)
         proc = self._lease()
+        now = time.monotonic()
+        for old, until in list(proc.lost_claims.items()):
+            if until <= now:
+                del proc.lost_claims[old]
+        tag = 2 + secrets.randbelow(1 << 48)  # 1 is an append's count; exact as a Lua number
 
         def take() -> Any:
             self._free_dead()
-            return self._script("claim", [self._q], [GROUP, FREE, proc.token, limit])
+            return self._script("claim", [self._q], [GROUP, FREE, proc.token, limit, tag, *proc.lost_claims])
 
-        found = self._call(take)
+        try:
+            found = self._call(take)
+        except SpoolError:
+            # The script may have run with its answer lost: what it took is this owner's
+            # and in no one's hands. Later claims free what carries its tag, for a lease
+            # (a script stuck in a stalled server may run after the next claim).
+            if proc is self._proc:
+                proc.lost_claims[tag] = now + self.lease
+            raise
         rows: List[Row] = []
         bad: List[str] = []
         for entry_id, fields in found:

@@ -20,7 +20,10 @@ in one slot, as scripts need):
 Free entries are kept pending to ``!free`` (never left undelivered in the
 group) so that a free entry keeps its place when it is released, and a
 claim reads the oldest with one ``XPENDING``. Writes add their entries and
-deliver them at once, in the same script, to ``!free`` or to their owner.
+deliver them at once, in the same script, to ``!free`` or to their owner
+(delivery count 1). A claim sets the delivery count of what it takes to a
+random tag of its own (``RETRYCOUNT``), by which a later claim finds the
+entries of one whose answer was lost.
 """
 
 from __future__ import annotations
@@ -126,15 +129,37 @@ end
 return 0
 """
 
-#: KEYS: queue. ARGV: group, free consumer, owner, limit. Takes the oldest free
-#: entries for *owner*; returns them as XCLAIM does: {id, {field, value, ...}}.
+#: KEYS: queue. ARGV: group, free consumer, owner, limit, tag, then the tags of claims
+#: whose answer was lost. Frees the entries pending to *owner* with those tags (each
+#: keeps its place), then takes the oldest free entries for *owner*, tagged with *tag*
+#: (as their delivery count); returns them as XCLAIM does: {id, {field, value, ...}}.
 CLAIM = """
+if #ARGV > 5 then
+  local lost = {}
+  for i = 6, #ARGV do lost[tonumber(ARGV[i])] = true end
+  local start = '-'
+  while true do
+    local pending = redis.call('XPENDING', KEYS[1], ARGV[1], start, '+', 500, ARGV[3])
+    local ids = {}
+    for _, p in ipairs(pending) do
+      if lost[p[4]] and p[1] ~= start then ids[#ids + 1] = p[1] end
+    end
+    if #ids > 0 then
+      ids[#ids + 1] = 'JUSTID'
+      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids))
+    end
+    if #pending < 500 then break end
+    start = pending[#pending][1]
+  end
+end
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', tonumber(ARGV[4]), ARGV[2])
 if #pending == 0 then return {} end
 local taken = {}
 for start = 1, #pending, 500 do
   local ids = {}
   for i = start, math.min(start + 499, #pending) do ids[#ids + 1] = pending[i][1] end
+  ids[#ids + 1] = 'RETRYCOUNT'
+  ids[#ids + 1] = ARGV[5]
   for _, entry in ipairs(redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, unpack(ids))) do
     taken[#taken + 1] = entry
   end
