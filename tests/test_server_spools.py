@@ -458,6 +458,27 @@ def test_a_signal_handler_that_appends_inside_an_append_gets_locked_at_once(pg_t
 # -- a claim whose answer is lost: its rows are not stranded ------------------------------------------
 
 
+def _through(proxy: Any, kind: str, name: str, **options: Any) -> Any:
+    """A spool on *name* whose connections go through *proxy*, armed to drop every answer from
+    its claim's on: on Redis, the claim script's EVALSHA (loaded here, so that it is the first
+    call); on PostgreSQL, the COMMIT of the claim's transaction (the tables made here first)."""
+    from batchdispatch.spool import PostgresSpool, RedisSpool
+    from batchdispatch.spool._redis_scripts import CLAIM
+
+    if kind == "redis":
+        spool: Any = RedisSpool(f"redis://127.0.0.1:{proxy.port}/0", name, timeout=1, **options)
+        loader = redis.Redis(host="127.0.0.1", port=REDIS_PORT)
+        trigger = loader.script_load(CLAIM).encode()
+        loader.close()
+    else:
+        spool = PostgresSpool(f"host=127.0.0.1 port={proxy.port} dbname=test user=postgres",
+                              table=name, timeout=1, **options)
+        trigger = b"COMMIT"
+    spool.count()  # connected, and on PostgreSQL its tables are made: no COMMIT of theirs comes later
+    proxy.swallow_after(trigger)
+    return spool
+
+
 @pytest.mark.parametrize("kind", ["redis", "postgres"])
 def test_rows_a_claim_took_before_its_answer_was_lost_go_to_the_next_claim(
     kind: str, redis_spool_name: str, pg_table: str,
@@ -466,25 +487,12 @@ def test_rows_a_claim_took_before_its_answer_was_lost_go_to_the_next_claim(
     drops it): the claim fails as unreachable by its timeout. The owner lives on, so its lease
     would keep those rows from every other claim until it closed; the next claim takes them
     instead, in their place. Without the fix that claim finds nothing."""
-    from batchdispatch.spool import PostgresSpool, RedisSpool
-    from batchdispatch.spool._redis_scripts import CLAIM
-
     from .with_server.proxy import Proxy
 
-    port = REDIS_PORT if kind == "redis" else POSTGRES_PORT
-    with Proxy(port) as proxy:
-        if kind == "redis":
-            spool: Any = RedisSpool(f"redis://127.0.0.1:{proxy.port}/0", redis_spool_name, timeout=1)
-            loader = redis.Redis(host="127.0.0.1", port=REDIS_PORT)
-            trigger = loader.script_load(CLAIM).encode()  # loaded: the claim's EVALSHA is its only call
-            loader.close()
-        else:
-            spool = PostgresSpool(f"host=127.0.0.1 port={proxy.port} dbname=test user=postgres",
-                                  table=pg_table, timeout=1)
-            trigger = b"COMMIT"  # the claim's transaction ends with it
+    with Proxy(REDIS_PORT if kind == "redis" else POSTGRES_PORT) as proxy:
+        spool = _through(proxy, kind, redis_spool_name if kind == "redis" else pg_table)
         try:
             spool.put([("k", n) for n in range(5)])
-            proxy.swallow_after(trigger)
             with pytest.raises(SpoolError) as info:
                 spool.claim(10)
             assert info.value.kind == "unreachable"
@@ -502,26 +510,17 @@ def test_a_dispatcher_delivers_the_backlog_its_first_claim_lost_at_its_next_poll
     """Another process's backlog waits in the spool; the dispatcher's first claim takes it but
     its answer is lost (a fault). The next poll, a lease's third later, delivers it."""
     from batchdispatch.spool import PostgresSpool, RedisSpool
-    from batchdispatch.spool._redis_scripts import CLAIM
 
     from .with_server.proxy import Proxy
 
-    port = REDIS_PORT if kind == "redis" else POSTGRES_PORT
-    with Proxy(port) as proxy:
-        if kind == "redis":
-            left = RedisSpool(f"redis://127.0.0.1:{REDIS_PORT}/0", redis_spool_name)
-            spool: Any = RedisSpool(f"redis://127.0.0.1:{proxy.port}/0", redis_spool_name, lease=3, timeout=1)
-            loader = redis.Redis(host="127.0.0.1", port=REDIS_PORT)
-            proxy.swallow_after(loader.script_load(CLAIM).encode())
-            loader.close()
-        else:
-            left = PostgresSpool(PG, table=pg_table)
-            spool = PostgresSpool(f"host=127.0.0.1 port={proxy.port} dbname=test user=postgres",
-                                  table=pg_table, lease=3, timeout=1)
-            spool.count()  # its tables are there: the next COMMIT through the proxy is the claim's
-            proxy.swallow_after(b"COMMIT")
-        left.put([("k", n) for n in range(5)])  # what another process spilled and left
-        left.close()
+    if kind == "redis":
+        left: Any = RedisSpool(f"redis://127.0.0.1:{REDIS_PORT}/0", redis_spool_name)
+    else:
+        left = PostgresSpool(PG, table=pg_table)
+    left.put([("k", n) for n in range(5)])  # what another process spilled and left
+    left.close()
+    with Proxy(REDIS_PORT if kind == "redis" else POSTGRES_PORT) as proxy:
+        spool = _through(proxy, kind, redis_spool_name if kind == "redis" else pg_table, lease=3)
         recorder = Recorder()
         d = BackgroundDispatcher(recorder, delay=0.01, spool=spool)
         try:

@@ -82,7 +82,7 @@ def test_a_private_postgres_can_be_stopped_and_started_again() -> None:
 
 
 RABBITMQ_RESTART_TEST = (
-    "tests/with_server/test_sinks_rabbitmq.py::test_nothing_is_lost_when_every_connection_is_closed_mid_run"
+    "tests/with_server/test_sinks_rabbitmq.py::test_nothing_is_lost_when_the_broker_closes_the_connection_mid_run"
 )
 
 

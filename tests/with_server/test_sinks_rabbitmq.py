@@ -447,7 +447,7 @@ def test_a_broker_that_does_not_answer_is_retryable(sinks: Any) -> None:
     assert caught.value.retryable
 
 
-def test_nothing_is_lost_when_every_connection_is_closed_mid_run(
+def test_nothing_is_lost_when_the_broker_closes_the_connection_mid_run(
     make: Any, broker: Broker, sinks: Any, close_connections: Callable[[str], int],
     rabbitmq_url: str, connections: Callable[[str], Dict[str, Listed]],
 ) -> None:
